@@ -1,0 +1,53 @@
+"""mlxload: get model weights from safetensors checkpoints into MLX — fast, exactly, safely.
+
+Names are imported lazily on first use, so ``import mlxload`` stays cheap and never imports
+huggingface_hub or mlx-lm unless a feature that needs them is used.
+
+Example:
+    >>> import mlxload
+    >>> ckpt = mlxload.load("path/to/model")          # doctest: +SKIP
+    >>> ckpt["model.embed_tokens.weight"].shape       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mlxload._version import __version__
+from mlxload.errors import *  # noqa: F403  (errors are cheap and always wanted)
+from mlxload.errors import __all__ as _error_names
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "DTYPES": "mlxload.dtypes",
+    "convert_raw": "mlxload.dtypes",
+    "FileHeader": "mlxload.header",
+    "TensorInfo": "mlxload.header",
+    "read_header": "mlxload.header",
+    "safe_open": "mlxload.reader",
+    "load_file": "mlxload.reader",
+    "Checkpoint": "mlxload.checkpoint",
+    "load": "mlxload.checkpoint",
+}
+
+__all__ = ["__version__", *_error_names, *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlxload.checkpoint import Checkpoint, load
+    from mlxload.dtypes import DTYPES, convert_raw
+    from mlxload.header import FileHeader, TensorInfo, read_header
+    from mlxload.reader import load_file, safe_open
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlxload' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

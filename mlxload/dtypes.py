@@ -1,0 +1,98 @@
+"""The safetensors dtypes and how each one maps onto MLX.
+
+Every dtype the format defines is known here with its size in bits. Where MLX has a matching
+dtype the tensor loads as that dtype, never widened (F64 stays float64). Where MLX has none
+(the 8/6/4-bit float formats) the tensor loads as its raw bytes (``uint8``) and the true dtype
+stays visible in :class:`~mlxload.header.TensorInfo`; :func:`convert_raw` offers the
+conversion MLX has (``mx.from_fp8`` for F8_E4M3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+__all__ = ["DTYPES", "DType", "convert_raw", "dtype_for_mlx"]
+
+
+@dataclass(frozen=True)
+class DType:
+    """One safetensors dtype.
+
+    Attributes:
+        name: The header spelling, e.g. ``"BF16"``.
+        bits: Bits per element (4 and 6 for the sub-byte float formats).
+        mlx: The MLX dtype holding it unchanged, or ``None`` when MLX has none.
+    """
+
+    name: str
+    bits: int
+    mlx: mx.Dtype | None
+
+    @property
+    def alignment(self) -> int:
+        """Byte alignment a zero-copy view needs: the element size, at least 1."""
+        return max(1, self.bits // 8)
+
+
+DTYPES: dict[str, DType] = {
+    d.name: d
+    for d in (
+        DType("BOOL", 8, mx.bool_),
+        DType("U8", 8, mx.uint8),
+        DType("I8", 8, mx.int8),
+        DType("U16", 16, mx.uint16),
+        DType("I16", 16, mx.int16),
+        DType("U32", 32, mx.uint32),
+        DType("I32", 32, mx.int32),
+        DType("U64", 64, mx.uint64),
+        DType("I64", 64, mx.int64),
+        DType("F16", 16, mx.float16),
+        DType("BF16", 16, mx.bfloat16),
+        DType("F32", 32, mx.float32),
+        DType("F64", 64, mx.float64),
+        DType("C64", 64, mx.complex64),
+        DType("F8_E4M3", 8, None),
+        DType("F8_E5M2", 8, None),
+        DType("F8_E8M0", 8, None),
+        DType("F6_E2M3", 6, None),
+        DType("F6_E3M2", 6, None),
+        DType("F4", 4, None),
+    )
+}
+
+_BY_MLX = {d.mlx: d for d in DTYPES.values() if d.mlx is not None}
+
+
+def dtype_for_mlx(dtype: mx.Dtype) -> DType:
+    """The safetensors dtype that stores an MLX dtype.
+
+    Raises:
+        ValueError: MLX dtype with no safetensors spelling.
+    """
+    try:
+        return _BY_MLX[dtype]
+    except KeyError:
+        raise ValueError(f"MLX dtype {dtype} has no safetensors equivalent") from None
+
+
+def convert_raw(raw: mx.array, dtype: str, target: mx.Dtype = mx.bfloat16) -> mx.array:
+    """Decode raw bytes of a dtype MLX can't hold natively, where MLX offers a conversion.
+
+    Args:
+        raw: The ``uint8`` array a tensor of that dtype was loaded as.
+        dtype: Its safetensors dtype name (see ``TensorInfo.dtype``).
+        target: Floating dtype to decode into.
+
+    Returns:
+        The decoded array.
+
+    Raises:
+        NotImplementedError: MLX has no decoder for that dtype.
+    """
+    if dtype == "F8_E4M3":
+        return mx.from_fp8(raw, dtype=target)
+    raise NotImplementedError(
+        f"MLX offers no conversion from {dtype}; the tensor is available as raw uint8 bytes"
+    )

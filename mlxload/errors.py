@@ -1,0 +1,140 @@
+"""Every error mlxload raises on purpose.
+
+All of them derive from :class:`MlxloadError`, so ``except mlxload.MlxloadError`` catches
+anything mlxload reports about bad input. Header validation has one class per rule under
+:class:`SafetensorsError` (a ``ValueError``), so tests and callers can tell the rules apart.
+Each message names the file, the tensor where there is one, the rule, and the offending values.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DataSizeMismatchError",
+    "DuplicateTensorError",
+    "FileChangedError",
+    "FileTooSmallError",
+    "HeaderEncodingError",
+    "HeaderJSONError",
+    "HeaderLengthError",
+    "HeaderNotObjectError",
+    "HeaderTooLargeError",
+    "IndexFileError",
+    "InvalidDataOffsetsError",
+    "InvalidMetadataError",
+    "InvalidShapeError",
+    "MissingFieldError",
+    "MissingShardError",
+    "MlxloadError",
+    "NonContiguousOffsetsError",
+    "SafetensorsError",
+    "SizeOverflowError",
+    "SubByteAlignmentError",
+    "TensorEntryError",
+    "TensorNotFoundError",
+    "TensorSizeMismatchError",
+    "UnknownDtypeError",
+]
+
+
+class MlxloadError(Exception):
+    """Base class of every error mlxload raises about its input or environment."""
+
+
+class SafetensorsError(MlxloadError, ValueError):
+    """A safetensors file breaks a rule of the format. Subclasses name the rule."""
+
+
+class FileTooSmallError(SafetensorsError):
+    """The file is shorter than the 8-byte header length prefix."""
+
+
+class HeaderTooLargeError(SafetensorsError):
+    """The declared header length is over the 100 MB limit the reference library applies."""
+
+
+class HeaderLengthError(SafetensorsError):
+    """The declared header length runs past the end of the file."""
+
+
+class HeaderEncodingError(SafetensorsError):
+    """The header bytes are not valid UTF-8."""
+
+
+class HeaderJSONError(SafetensorsError):
+    """The header is not valid JSON."""
+
+
+class HeaderNotObjectError(SafetensorsError):
+    """The header is JSON but not an object (it must start with ``{``)."""
+
+
+class TensorEntryError(SafetensorsError):
+    """A tensor's entry in the header is not a JSON object."""
+
+
+class MissingFieldError(SafetensorsError):
+    """A tensor entry lacks ``dtype``, ``shape`` or ``data_offsets``."""
+
+
+class UnknownDtypeError(SafetensorsError):
+    """A tensor's ``dtype`` is not a string naming a safetensors dtype."""
+
+
+class InvalidShapeError(SafetensorsError):
+    """A tensor's ``shape`` is not a list of non-negative integers."""
+
+
+class InvalidDataOffsetsError(SafetensorsError):
+    """A tensor's ``data_offsets`` is not two non-negative integers with begin <= end."""
+
+
+class SizeOverflowError(SafetensorsError):
+    """shape x element size overflows 64 bits."""
+
+
+class TensorSizeMismatchError(SafetensorsError):
+    """shape x element size differs from ``end - begin`` of ``data_offsets``."""
+
+
+class SubByteAlignmentError(SafetensorsError):
+    """A sub-byte dtype (F4, F6_*) whose element count does not end on a whole byte."""
+
+
+class NonContiguousOffsetsError(SafetensorsError):
+    """Tensors in offset order leave a gap, overlap, or do not start at 0."""
+
+
+class DataSizeMismatchError(SafetensorsError):
+    """The data section is shorter or longer than the last tensor's end offset."""
+
+
+class InvalidMetadataError(SafetensorsError):
+    """``__metadata__`` is not a map from strings to strings."""
+
+
+class FileChangedError(MlxloadError, OSError):
+    """The file was truncated or replaced after it was opened; its bytes can't be trusted."""
+
+
+class TensorNotFoundError(MlxloadError, KeyError):
+    """A tensor name that the file or checkpoint does not contain."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(MlxloadError, ValueError):
+    """A checkpoint (directory, index, shards) is inconsistent or incomplete."""
+
+
+class IndexFileError(CheckpointError):
+    """``model.safetensors.index.json`` is not valid JSON or lacks a ``weight_map``."""
+
+
+class MissingShardError(CheckpointError):
+    """A shard file the index names does not exist."""
+
+
+class DuplicateTensorError(CheckpointError):
+    """The same tensor name is stored in two shards."""

@@ -1,0 +1,415 @@
+"""Parse and validate a safetensors header, touching no tensor data.
+
+A safetensors file is ``u64 little-endian N`` + ``N`` bytes of JSON + a data section. The JSON
+maps tensor names to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
+the data section) plus an optional ``"__metadata__"`` string map. :func:`read_header` reads only
+the first ``8 + N`` bytes and validates every rule of the reference ``safetensors`` library
+(and a few more), raising one :class:`~mlxload.errors.SafetensorsError` subclass per rule.
+
+Example:
+    >>> import mlx.core as mx, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+    >>> mx.save_safetensors(path, {"w": mx.zeros((2, 3))})
+    >>> header = read_header(path)
+    >>> header.tensors["w"].shape, header.tensors["w"].dtype
+    ((2, 3), 'F32')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from itertools import chain, repeat
+from math import prod
+from operator import floordiv, mul, sub
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from mlxload.dtypes import DTYPES
+from mlxload.errors import (
+    DataSizeMismatchError,
+    FileTooSmallError,
+    HeaderEncodingError,
+    HeaderJSONError,
+    HeaderLengthError,
+    HeaderNotObjectError,
+    HeaderTooLargeError,
+    InvalidDataOffsetsError,
+    InvalidMetadataError,
+    InvalidShapeError,
+    MissingFieldError,
+    NonContiguousOffsetsError,
+    SizeOverflowError,
+    SubByteAlignmentError,
+    TensorEntryError,
+    TensorSizeMismatchError,
+    UnknownDtypeError,
+)
+
+__all__ = [
+    "MAX_HEADER_SIZE",
+    "FileHeader",
+    "TensorInfo",
+    "parse_header",
+    "read_header",
+]
+
+MAX_HEADER_SIZE = 100_000_000
+"""Largest header the reference library accepts (bytes)."""
+
+_U64_MAX = 2**64 - 1
+_FIELDS = ("dtype", "shape", "data_offsets")
+_KNOWN_DTYPES = frozenset(DTYPES)
+_BITS = {name: d.bits for name, d in DTYPES.items()}
+
+
+class TensorInfo:
+    """Where one tensor lives in its file and what it is.
+
+    Attributes:
+        name: Tensor name.
+        dtype: safetensors dtype name (``"F16"``, ``"F8_E4M3"``, ...); the true dtype even when
+            MLX holds the tensor as raw ``uint8``.
+        shape: Logical shape.
+        begin, end: ``data_offsets``, relative to the data section.
+        data_start: Absolute file offset of the data section.
+    """
+
+    __slots__ = ("begin", "data_start", "dtype", "end", "name", "shape")
+
+    def __init__(
+        self, name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int, data_start: int
+    ) -> None:
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.begin = begin
+        self.end = end
+        self.data_start = data_start
+
+    @property
+    def offset(self) -> int:
+        """Absolute file offset of the tensor's first byte."""
+        return self.data_start + self.begin
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def alignment(self) -> int:
+        """Byte alignment needed to view the tensor in place (its element size)."""
+        return DTYPES[self.dtype].alignment
+
+    @property
+    def zero_copy_ready(self) -> bool:
+        """True when the absolute offset is a multiple of the element size."""
+        return self.offset % self.alignment == 0
+
+    def as_dict(self) -> dict:
+        """The header fields plus absolute offset and size, for printing and JSON."""
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "data_offsets": [self.begin, self.end],
+            "offset": self.offset,
+            "nbytes": self.nbytes,
+            "zero_copy_ready": self.zero_copy_ready,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorInfo(name={self.name!r}, dtype={self.dtype}, shape={self.shape}, "
+            f"offset={self.offset}, nbytes={self.nbytes})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TensorInfo):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+
+@dataclass
+class FileHeader:
+    """A validated header.
+
+    Attributes:
+        path: The file it came from.
+        header_size: ``N``, the JSON length in bytes.
+        file_size: Size of the file when the header was read.
+        tensors: Name -> info, in file (offset) order.
+        metadata: ``__metadata__`` (empty when absent).
+    """
+
+    path: Path
+    header_size: int
+    file_size: int
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_size
+
+    @property
+    def data_size(self) -> int:
+        return self.file_size - self.data_start
+
+
+def read_header(path: str | os.PathLike) -> FileHeader:
+    """Read and validate the header of a safetensors file (only its first 8 + N bytes).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The validated :class:`FileHeader`.
+
+    Raises:
+        SafetensorsError: (a subclass per rule) when the file breaks the format.
+        FileNotFoundError, PermissionError: the OS refused to open it.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise FileTooSmallError(
+                f"{path}: file is {file_size} bytes, shorter than the 8-byte header length; "
+                "it is not a safetensors file or was cut off"
+            )
+        (n,) = struct.unpack("<Q", prefix)
+        _check_header_length(path, n, file_size)
+        raw = f.read(n)
+    return parse_header(raw, file_size=file_size, path=path)
+
+
+def _check_header_length(path: Path, n: int, file_size: int) -> None:
+    if n > MAX_HEADER_SIZE:
+        raise HeaderTooLargeError(
+            f"{path}: header length {n} bytes is over the {MAX_HEADER_SIZE}-byte limit; "
+            "the file is corrupt or not safetensors"
+        )
+    if 8 + n > file_size:
+        raise HeaderLengthError(
+            f"{path}: header length {n} bytes runs past the end of the {file_size}-byte file; "
+            "the file is truncated or not safetensors"
+        )
+
+
+def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<bytes>") -> FileHeader:
+    """Validate header JSON bytes against a file of ``file_size`` bytes.
+
+    Args:
+        raw: The ``N`` header bytes (after the 8-byte prefix).
+        file_size: Total file size, for the data-section check.
+        path: Used in error messages.
+
+    Returns:
+        The validated :class:`FileHeader`.
+
+    Raises:
+        SafetensorsError: (a subclass per rule) when the header breaks the format.
+    """
+    path = Path(path)
+    n = len(raw)
+    _check_header_length(path, n, file_size)
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HeaderEncodingError(
+            f"{path}: header is not valid UTF-8 (byte {e.start}: {e.reason})"
+        ) from None
+    if not text.startswith("{"):
+        raise HeaderNotObjectError(
+            f"{path}: header must be a JSON object starting with '{{', got {text[:20]!r}"
+        )
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise HeaderJSONError(f"{path}: header is not valid JSON: {e}") from None
+    if type(obj) is not dict:
+        raise HeaderNotObjectError(
+            f"{path}: header must be a JSON object, got {type(obj).__name__}"
+        )
+
+    metadata = _validate_metadata(path, obj.pop("__metadata__", None))
+    data_start = 8 + n
+    table = _fast_validate(obj, file_size - data_start)
+    if table is None:
+        # Something is wrong: walk the entries one by one to name the tensor and the rule.
+        table = _slow_validate(path, obj, file_size - data_start)
+    names, dtypes, shapes, begins, ends = table
+    return FileHeader(
+        path=path,
+        header_size=n,
+        file_size=file_size,
+        tensors={
+            name: TensorInfo(name, dtypes[i], tuple(shapes[i]), begins[i], ends[i], data_start)
+            for i, name in enumerate(names)
+        },
+        metadata=metadata,
+    )
+
+
+_Table = tuple[list[str], list[str], list[list[int]], list[int], list[int]]
+
+
+def _fast_validate(obj: dict, data_size: int) -> _Table | None:
+    """Validate every entry with bulk C-level operations; None when any rule may be broken.
+
+    This is the hot path (5,000-tensor headers): list comprehensions and set checks instead
+    of per-entry Python logic. It never decides an error itself; on any doubt the caller
+    re-validates entry by entry for a precise message.
+    """
+    entries = list(obj.values())
+    try:
+        dtypes = [e["dtype"] for e in entries]
+        shapes = [e["shape"] for e in entries]
+        offsets = [e["data_offsets"] for e in entries]
+        if not set(dtypes) <= _KNOWN_DTYPES:
+            return None
+    except (KeyError, TypeError):
+        return None
+    if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list}:
+        return None
+    flat = list(chain.from_iterable(shapes))
+    if set(map(type, flat)) - {int} or (flat and min(flat) < 0):
+        return None
+    if set(map(len, offsets)) - {2}:
+        return None
+    begins = [o[0] for o in offsets]
+    ends = [o[1] for o in offsets]
+    if set(map(type, begins)) - {int} or set(map(type, ends)) - {int}:
+        return None
+    if entries and (min(begins) < 0 or max(ends) > data_size):
+        return None
+    bits = list(map(mul, map(prod, shapes), map(_BITS.__getitem__, dtypes)))
+    if any(b % 8 for b in bits) or list(map(floordiv, bits, repeat(8))) != list(
+        map(sub, ends, begins)
+    ):
+        return None
+    names = list(obj)
+    order = sorted(range(len(names)), key=begins.__getitem__)
+    sorted_begins = [begins[i] for i in order]
+    sorted_ends = [ends[i] for i in order]
+    if sorted_begins[1:] != sorted_ends[:-1] or (order and sorted_begins[0] != 0):
+        return None
+    if (sorted_ends[-1] if order else 0) != data_size:
+        return None
+    return (
+        [names[i] for i in order],
+        [dtypes[i] for i in order],
+        [shapes[i] for i in order],
+        sorted_begins,
+        sorted_ends,
+    )
+
+
+def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
+    infos = [_validate_entry(path, name, entry, 0) for name, entry in obj.items()]
+    infos.sort(key=_offsets_key)
+    expected = 0
+    for info in infos:
+        if info.begin != expected:
+            what = "a gap" if info.begin > expected else "an overlap"
+            raise NonContiguousOffsetsError(
+                f"{path}: tensor {info.name!r}: data_offsets {[info.begin, info.end]} leave "
+                f"{what} (in offset order it must begin at {expected}); tensors must tile the "
+                "data section from 0 without gaps or overlaps"
+            )
+        expected = info.end
+    if data_size != expected:
+        side = "shorter" if data_size < expected else "longer"
+        raise DataSizeMismatchError(
+            f"{path}: data section is {data_size} bytes, {side} than the {expected} bytes the "
+            "header describes; the file is "
+            + ("truncated (incomplete download?)" if side == "shorter" else "followed by junk")
+        )
+    return (
+        [i.name for i in infos],
+        [i.dtype for i in infos],
+        [list(i.shape) for i in infos],
+        [i.begin for i in infos],
+        [i.end for i in infos],
+    )
+
+
+def _offsets_key(info: TensorInfo) -> tuple[int, int]:
+    return (info.begin, info.end)
+
+
+def _validate_metadata(path: Path, metadata: object) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if type(metadata) is not dict:
+        raise InvalidMetadataError(
+            f"{path}: __metadata__ must be an object of strings, got {type(metadata).__name__}"
+        )
+    for key, value in metadata.items():
+        if type(value) is not str:
+            raise InvalidMetadataError(
+                f"{path}: __metadata__[{key!r}] must be a string, got "
+                f"{type(value).__name__} {value!r:.60}"
+            )
+    return metadata
+
+
+def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> TensorInfo:
+    if type(entry) is not dict:
+        raise TensorEntryError(
+            f"{path}: tensor {name!r}: entry must be an object with dtype, shape and "
+            f"data_offsets, got {type(entry).__name__}"
+        )
+    try:
+        dtype = entry["dtype"]
+        shape = entry["shape"]
+        offsets = entry["data_offsets"]
+    except KeyError:
+        missing = [k for k in _FIELDS if k not in entry]
+        raise MissingFieldError(
+            f"{path}: tensor {name!r}: entry lacks {', '.join(missing)} "
+            f"(has {sorted(entry)})"
+        ) from None
+    spec = DTYPES.get(dtype) if type(dtype) is str else None
+    if spec is None:
+        raise UnknownDtypeError(
+            f"{path}: tensor {name!r}: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}"
+        )
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidShapeError(
+            f"{path}: tensor {name!r}: shape must be a list of non-negative integers, "
+            f"got {shape!r:.80}"
+        )
+    if (
+        type(offsets) is not list
+        or len(offsets) != 2
+        or not all(type(o) is int and 0 <= o <= _U64_MAX for o in offsets)
+        or offsets[1] < offsets[0]
+    ):
+        raise InvalidDataOffsetsError(
+            f"{path}: tensor {name!r}: data_offsets must be [begin, end] with "
+            f"0 <= begin <= end, got {offsets!r:.80}"
+        )
+    begin, end = offsets
+    count = math.prod(shape)
+    bits = count * spec.bits
+    if count > _U64_MAX or bits > _U64_MAX:
+        raise SizeOverflowError(
+            f"{path}: tensor {name!r}: shape {shape} x {spec.bits} bits overflows 64 bits"
+        )
+    if bits % 8:
+        raise SubByteAlignmentError(
+            f"{path}: tensor {name!r}: {count} elements of {dtype} ({spec.bits} bits) are "
+            f"{bits} bits, which does not end on a whole byte"
+        )
+    if bits // 8 != end - begin:
+        raise TensorSizeMismatchError(
+            f"{path}: tensor {name!r}: shape {shape} of {dtype} needs {bits // 8} bytes but "
+            f"data_offsets {offsets} span {end - begin}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), begin, end, data_start)
