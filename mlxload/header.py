@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 import os
 import struct
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from math import prod
 from operator import floordiv, mul, sub
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -372,8 +372,7 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
     except KeyError:
         missing = [k for k in _FIELDS if k not in entry]
         raise MissingFieldError(
-            f"{path}: tensor {name!r}: entry lacks {', '.join(missing)} "
-            f"(has {sorted(entry)})"
+            f"{path}: tensor {name!r}: entry lacks {', '.join(missing)} (has {sorted(entry)})"
         ) from None
     spec = DTYPES.get(dtype) if type(dtype) is str else None
     if spec is None:

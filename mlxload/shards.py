@@ -1,0 +1,132 @@
+"""Find the safetensors files of a checkpoint: a file, a directory, or an index.
+
+A checkpoint is one of:
+
+* a single ``*.safetensors`` file;
+* a ``model.safetensors.index.json`` (``{"metadata": {...}, "weight_map": {tensor: file}}``);
+* a directory holding such an index, or else one or more ``*.safetensors`` files (taken in
+  sorted order).
+
+:func:`checkpoint_files` resolves any of them to a :class:`CheckpointFiles` without opening a
+shard. Checking that tensors are where the index says happens when shards are opened.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from mlxload.errors import CheckpointError, IndexFileError, MissingShardError
+
+__all__ = ["INDEX_NAME", "CheckpointFiles", "checkpoint_files", "read_index"]
+
+INDEX_NAME = "model.safetensors.index.json"
+
+
+@dataclass
+class CheckpointFiles:
+    """The files of a checkpoint.
+
+    Attributes:
+        root: Directory the checkpoint lives in (configs are looked up here).
+        files: Shard paths, in index order of first appearance or sorted order.
+        weight_map: tensor name -> shard path, when an index says so; else None.
+        index_path: The index file, if any.
+        index_metadata: The index's ``metadata`` object (``total_size`` etc.).
+    """
+
+    root: Path
+    files: list[Path]
+    weight_map: dict[str, Path] | None = None
+    index_path: Path | None = None
+    index_metadata: dict = field(default_factory=dict)
+
+
+def read_index(index_path: str | os.PathLike) -> CheckpointFiles:
+    """Read a ``model.safetensors.index.json`` and check that every shard it names exists.
+
+    Raises:
+        IndexFileError: not JSON, not an object, or lacks a ``weight_map`` of strings.
+        MissingShardError: a shard it names is not on disk.
+    """
+    index_path = Path(index_path)
+    try:
+        index = orjson.loads(index_path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise IndexFileError(f"{index_path}: index is not valid JSON: {e}") from None
+    if type(index) is not dict or type(index.get("weight_map")) is not dict:
+        raise IndexFileError(
+            f"{index_path}: index must be an object with a 'weight_map' of "
+            "tensor name -> shard file"
+        )
+    root = index_path.parent
+    weight_map: dict[str, Path] = {}
+    files: dict[str, Path] = {}
+    for name, shard in index["weight_map"].items():
+        if (
+            type(shard) is not str
+            or not shard
+            or Path(shard).is_absolute()
+            or ".." in Path(shard).parts
+        ):
+            raise IndexFileError(
+                f"{index_path}: weight_map[{name!r}] must be a relative file name inside "
+                f"{root}, got {shard!r}"
+            )
+        path = files.get(shard)
+        if path is None:
+            path = files[shard] = root / shard
+        weight_map[name] = path
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise MissingShardError(
+            f"{index_path}: {len(missing)} shard(s) named by the index are missing from {root}: "
+            f"{', '.join(sorted(missing)[:5])}{' ...' if len(missing) > 5 else ''}; "
+            "download them again (mlxload download) or fix the index"
+        )
+    metadata = index.get("metadata") or {}
+    return CheckpointFiles(
+        root=root,
+        files=list(files.values()),
+        weight_map=weight_map,
+        index_path=index_path,
+        index_metadata=metadata if type(metadata) is dict else {},
+    )
+
+
+def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
+    """Resolve a file, directory or index path to the checkpoint's shard files.
+
+    Args:
+        path: A ``.safetensors`` file, a ``*.index.json`` file, or a directory.
+
+    Returns:
+        The :class:`CheckpointFiles`.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        CheckpointError: a directory with no safetensors files.
+        IndexFileError, MissingShardError: a broken index.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name.endswith(".index.json"):
+            return read_index(path)
+        return CheckpointFiles(root=path.parent, files=[path])
+    index = path / INDEX_NAME
+    if index.is_file():
+        return read_index(index)
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    if len(indexes) == 1:
+        return read_index(indexes[0])
+    files = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    if not files:
+        raise CheckpointError(
+            f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
+        )
+    return CheckpointFiles(root=path, files=files)
