@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlxload._version import __version__
 from mlxload.errors import *  # noqa: F403  (errors are cheap and always wanted)
@@ -32,12 +32,6 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = ["__version__", *_error_names, *_LAZY]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mlxload.checkpoint import Checkpoint, load
-    from mlxload.dtypes import DTYPES, convert_raw
-    from mlxload.header import FileHeader, TensorInfo, read_header
-    from mlxload.reader import load_file, safe_open
 
 
 def __getattr__(name: str) -> Any:

@@ -32,6 +32,7 @@ __all__ = [
     "SubByteAlignmentError",
     "TensorEntryError",
     "TensorNotFoundError",
+    "TensorNotInShardError",
     "TensorSizeMismatchError",
     "UnknownDtypeError",
 ]
@@ -138,3 +139,7 @@ class MissingShardError(CheckpointError):
 
 class DuplicateTensorError(CheckpointError):
     """The same tensor name is stored in two shards."""
+
+
+class TensorNotInShardError(CheckpointError):
+    """The index says a tensor is in a shard, but that shard's header does not list it."""

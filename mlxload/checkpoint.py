@@ -1,0 +1,243 @@
+"""``mlxload.load``: a lazy ``Mapping[str, mx.array]`` over a whole checkpoint.
+
+A :class:`Checkpoint` covers a single file, a directory, an index, or (through
+:mod:`mlxload.hub`) a Hub repo. Shards are opened (header only) the first time one of their
+tensors is asked for; a tensor is read into MLX the first time it is accessed and kept, so a
+second access costs nothing.
+
+Example:
+    >>> import mlx.core as mx, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> mx.save_safetensors(os.path.join(d, "model.safetensors"), {"w": mx.ones((2, 2))})
+    >>> ckpt = load(d)
+    >>> list(ckpt), ckpt["w"].sum().item()
+    (['w'], 4.0)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlxload.errors import DuplicateTensorError, TensorNotFoundError, TensorNotInShardError
+from mlxload.header import TensorInfo
+from mlxload.shards import CheckpointFiles, checkpoint_files
+from mlxload.tensor_file import TensorFile
+
+__all__ = ["Checkpoint", "load"]
+
+
+class Checkpoint(Mapping[str, mx.array]):
+    """Tensors of a checkpoint, read on first access.
+
+    Args:
+        files: The resolved checkpoint (see :func:`mlxload.shards.checkpoint_files`).
+        zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
+        cache: Keep tensors after their first access (default). With False every access
+            reads again and the checkpoint holds no tensor memory.
+
+    Attributes:
+        root: Directory of the checkpoint (where config files live).
+        files: Shard paths.
+    """
+
+    def __init__(
+        self, files: CheckpointFiles, *, zero_copy: bool | str = "auto", cache: bool = True
+    ) -> None:
+        self._files = files
+        self.root: Path = files.root
+        self.files: list[Path] = list(files.files)
+        self._zero_copy = zero_copy
+        self._cache_enabled = cache
+        self._open: dict[Path, TensorFile] = {}
+        self._cache: dict[str, mx.array] = {}
+        self._lock = threading.RLock()
+        self._where: dict[str, Path] | None = (
+            dict(files.weight_map) if files.weight_map is not None else None
+        )
+
+    # -- shard bookkeeping ------------------------------------------------------------------
+    def _shard(self, path: Path) -> TensorFile:
+        with self._lock:
+            tf = self._open.get(path)
+            if tf is None:
+                tf = TensorFile(path, zero_copy=self._zero_copy)
+                if self._where is not None:
+                    self._check_shard_against_index(tf)
+                self._open[path] = tf
+            return tf
+
+    def _check_shard_against_index(self, tf: TensorFile) -> None:
+        for name in tf.tensors:
+            owner = self._where.get(name)
+            if owner is not None and owner != tf.path:
+                raise DuplicateTensorError(
+                    f"tensor {name!r} is in {tf.path.name} but the index "
+                    f"({self._files.index_path}) assigns it to {owner.name}; a tensor must be "
+                    "stored in exactly one shard"
+                )
+
+    def _index(self) -> dict[str, Path]:
+        """Name -> shard for every tensor; opens every shard's header when there's no index."""
+        with self._lock:
+            if self._where is None:
+                where: dict[str, Path] = {}
+                for path in self.files:
+                    tf = self._shard(path)
+                    for name in tf.tensors:
+                        if name in where:
+                            raise DuplicateTensorError(
+                                f"tensor {name!r} is stored in both {where[name].name} and "
+                                f"{path.name} in {self.root}; remove the stale shard"
+                            )
+                        where[name] = path
+                self._where = where
+            return self._where
+
+    def _file_of(self, name: str) -> TensorFile:
+        path = self._index().get(name)
+        if path is None:
+            raise TensorNotFoundError(f"{self.root}: checkpoint has no tensor named {name!r}")
+        tf = self._shard(path)
+        if name not in tf.tensors:
+            raise TensorNotInShardError(
+                f"the index ({self._files.index_path}) says tensor {name!r} is in "
+                f"{path.name}, but that shard does not contain it; the checkpoint is "
+                "incomplete or the index is stale"
+            )
+        return tf
+
+    # -- Mapping ----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> mx.array:
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        return self.materialize([name])[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.root)!r}, files={len(self.files)}, tensors={len(self)})"
+
+    # -- extras -----------------------------------------------------------------------------
+    def materialize(self, names: Iterable[str] | None = None) -> dict[str, mx.array]:
+        """Read many tensors at once (all by default), batched per shard.
+
+        Returns:
+            name -> evaluated array, in the order asked.
+        """
+        names = list(self._index() if names is None else names)
+        by_file: dict[Path, list[str]] = {}
+        result: dict[str, mx.array] = {}
+        for name in names:
+            if name in self._cache:
+                result[name] = self._cache[name]
+            else:
+                by_file.setdefault(self._file_of(name).path, []).append(name)
+        for path, wanted in by_file.items():
+            arrays = self._shard(path).read(wanted)
+            if self._cache_enabled:
+                self._cache.update(arrays)
+            result.update(arrays)
+        return {n: result[n] for n in names}
+
+    def info(self, name: str) -> TensorInfo:
+        """Dtype, shape and location of a tensor, without reading it."""
+        return self._file_of(name).info(name)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """``__metadata__`` of every shard, merged (opens all shard headers)."""
+        merged: dict[str, str] = {}
+        for path in self.files:
+            merged.update(self._shard(path).header.metadata)
+        return merged
+
+    @property
+    def index_metadata(self) -> dict:
+        """The index file's ``metadata`` (``total_size`` ...), empty without an index."""
+        return dict(self._files.index_metadata)
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Tensor name -> ``"zero-copy"`` / ``"copy"`` for each tensor read so far."""
+        out: dict[str, str] = {}
+        for tf in self._open.values():
+            out.update(tf.paths)
+        return out
+
+    def release(self, names: Iterable[str] | None = None) -> None:
+        """Forget cached tensors (all by default) so their memory can be freed."""
+        if names is None:
+            self._cache.clear()
+        else:
+            for n in names:
+                self._cache.pop(n, None)
+
+    def close(self) -> None:
+        """Close every shard. Arrays already returned stay valid."""
+        with self._lock:
+            for tf in self._open.values():
+                tf.close()
+            self._open.clear()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_hub_spec(spec: str) -> bool:
+    return spec.startswith("hf://")
+
+
+def load(
+    path: str | os.PathLike, *, zero_copy: bool | str = "auto", cache: bool = True, **hub_kwargs
+) -> Checkpoint:
+    """Open a checkpoint: a file, a directory, an index, ``hf://org/repo[@rev]`` or ``org/repo``.
+
+    Args:
+        path: Where the checkpoint is. Hub specs are downloaded into (or found in) the Hugging
+            Face cache first; extra keyword arguments go to :func:`mlxload.hub.resolve`.
+        zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
+        cache: Keep tensors after first access (see :class:`Checkpoint`).
+
+    Returns:
+        A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
+
+    Raises:
+        FileNotFoundError: a local path that doesn't exist (and isn't a Hub spec).
+        CheckpointError, SafetensorsError: a broken checkpoint.
+        HubError: the Hub download failed.
+    """
+    local: Path | None = None
+    spec = os.fspath(path)
+    if _is_hub_spec(spec) or (not os.path.exists(spec) and _looks_like_repo_id(spec)):
+        from mlxload import hub
+
+        local = hub.resolve(spec, **hub_kwargs)
+    if local is None:
+        local = Path(spec)
+    return Checkpoint(checkpoint_files(local), zero_copy=zero_copy, cache=cache)
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not spec.startswith((".", "~"))
+        and not spec.endswith((".safetensors", ".json"))
+    )

@@ -1,0 +1,142 @@
+"""The single-file API, shaped like the reference ``safetensors`` library's.
+
+Example:
+    >>> import mlx.core as mx, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> mx.save_safetensors(path, {"w": mx.arange(6).reshape(3, 2)})
+    >>> with safe_open(path) as f:
+    ...     print(f.keys(), f.get_slice("w")[1:].tolist())
+    ['w'] [[2, 3], [4, 5]]
+    >>> sorted(load_file(path))
+    ['w']
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mlx.core as mx
+
+from mlxload.header import TensorInfo
+from mlxload.tensor_file import TensorFile
+
+__all__ = ["TensorSlice", "load_file", "safe_open"]
+
+
+class TensorSlice:
+    """``f.get_slice(name)``: index it to read only the rows you ask for.
+
+    The leading-axis part of the index decides which bytes are read; any further indices are
+    applied in MLX to those rows.
+    """
+
+    def __init__(self, file: TensorFile, name: str) -> None:
+        self._file = file
+        self._info = file.info(name)
+
+    def get_shape(self) -> list[int]:
+        return list(self._info.shape)
+
+    def get_dtype(self) -> str:
+        return self._info.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._info.shape
+
+    def __getitem__(self, index: Any) -> mx.array:
+        if not isinstance(index, tuple):
+            index = (index,)
+        if not index or not self._info.shape:
+            return self._file.read([self._info.name])[self._info.name][index]
+        first, rest = index[0], index[1:]
+        rows = self._info.shape[0]
+        if isinstance(first, int):
+            i = first + rows if first < 0 else first
+            if not 0 <= i < rows:
+                raise IndexError(
+                    f"index {first} is out of bounds for axis 0 of {self._info.name!r} "
+                    f"with size {rows}"
+                )
+            part = self._file.read_rows(self._info.name, i, i + 1)[0]
+        elif isinstance(first, slice):
+            start, stop, step = first.indices(rows)
+            lo, hi = (start, stop) if step > 0 else (stop + 1, start + 1)
+            part = self._file.read_rows(self._info.name, lo, max(lo, hi))
+            if step != 1:
+                part = part[:: abs(step)] if step > 0 else part[::-1][::-step]
+        else:
+            part = self._file.read([self._info.name])[self._info.name]
+            return part[index]
+        return part[rest] if rest else part
+
+
+class safe_open:  # noqa: N801 - named like safetensors.safe_open on purpose
+    """Open a safetensors file; only the header is read until you ask for a tensor.
+
+    Args:
+        path: The file.
+        framework: Accepted for drop-in compatibility; must be ``"mlx"`` if given.
+        zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
+
+    Raises:
+        SafetensorsError: invalid header.
+        ValueError: a framework other than ``"mlx"``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        framework: str = "mlx",
+        device: str | None = None,
+        *,
+        zero_copy: bool | str = "auto",
+    ) -> None:
+        if framework not in ("mlx", "mx"):
+            raise ValueError(f"mlxload.safe_open loads MLX arrays; framework={framework!r}")
+        self._file = TensorFile(path, zero_copy=zero_copy)
+
+    def __enter__(self) -> safe_open:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def keys(self) -> list[str]:
+        """Tensor names in file (offset) order."""
+        return list(self._file.tensors)
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._file.header.metadata)
+
+    def info(self, name: str) -> TensorInfo:
+        return self._file.info(name)
+
+    def get_tensor(self, name: str) -> mx.array:
+        return self._file.read([name])[name]
+
+    def get_slice(self, name: str) -> TensorSlice:
+        return TensorSlice(self._file, name)
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Tensor name -> ``"zero-copy"`` / ``"copy"`` for each tensor read so far."""
+        return dict(self._file.paths)
+
+
+def load_file(path: str | os.PathLike, *, zero_copy: bool | str = "auto") -> dict[str, mx.array]:
+    """Load every tensor of a file, evaluated (like ``mx.load``), in file order.
+
+    Raises:
+        SafetensorsError: invalid header.
+        FileChangedError: the file changed while it was read.
+    """
+    file = TensorFile(path, zero_copy=zero_copy)
+    try:
+        return file.read(list(file.tensors))
+    finally:
+        file.close()

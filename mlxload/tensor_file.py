@@ -1,0 +1,257 @@
+"""One open safetensors file: its validated header, a descriptor, and tensor reads.
+
+:class:`TensorFile` turns byte ranges of the file into ``mx.array``s by one of two paths:
+
+* **zero-copy** (Metal, unified memory): the file is mapped once; a page-aligned window of the
+  mapping is imported with ``mx.from_dlpack(..., copy=False)`` and each tensor is a
+  slice/view/reshape inside it. Tensors whose absolute offset is not a multiple of their element
+  size can't be viewed in place and take the copy path.
+* **copy** (every other backend, and the misaligned tensors above): MLX allocates the array and
+  :class:`~mlxload.segment_stream.SegmentStream` ``pread``s the bytes straight into it.
+
+Which path each tensor took is recorded in :attr:`TensorFile.paths`.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from mlxload.dtypes import DTYPES
+from mlxload.errors import FileChangedError, MlxloadError, TensorNotFoundError
+from mlxload.header import FileHeader, TensorInfo, read_header
+from mlxload.segment_stream import SegmentStream
+
+__all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
+
+COPY = "copy"
+ZERO_COPY = "zero-copy"
+
+_PAGE = 16384  # Apple silicon page size; also a multiple of 4 KiB pages elsewhere
+
+
+def zero_copy_supported() -> bool:
+    """Whether this MLX backend can wrap mapped file pages as arrays (Metal only)."""
+    try:
+        return bool(mx.metal.is_available())
+    except Exception:  # pragma: no cover - very old or unusual MLX builds
+        return False
+
+
+def _import_no_copy(window: np.ndarray) -> mx.array | None:
+    """Wrap host memory as an MLX array without copying, or None where MLX refuses."""
+    try:
+        return mx.from_dlpack(window, copy=False)
+    except (ValueError, RuntimeError, TypeError):
+        return None
+
+
+def _storage_shape(info: TensorInfo) -> tuple[tuple[int, ...], mx.Dtype]:
+    """Shape and MLX dtype a tensor is handed back as.
+
+    Dtypes MLX lacks come back as ``uint8``: 8-bit formats keep their shape; sub-byte formats
+    pack the last axis (``F4`` of shape (n, 64) -> (n, 32) bytes) or, if that axis doesn't end on
+    a byte, flatten to ``(nbytes,)``.
+    """
+    spec = DTYPES[info.dtype]
+    if spec.mlx is not None:
+        return info.shape, spec.mlx
+    if spec.bits == 8:
+        return info.shape, mx.uint8
+    if info.shape and (info.shape[-1] * spec.bits) % 8 == 0:
+        return (*info.shape[:-1], info.shape[-1] * spec.bits // 8), mx.uint8
+    return (info.nbytes,), mx.uint8
+
+
+class TensorFile:
+    """A safetensors file opened for reading.
+
+    Args:
+        path: The file.
+        zero_copy: ``"auto"`` (map on Metal, copy elsewhere), ``True`` to insist on trying the
+            mapping, or ``False`` to always copy.
+
+    Raises:
+        SafetensorsError: the header is invalid.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, zero_copy: bool | str = "auto") -> None:
+        self.path = Path(path)
+        self.header: FileHeader = read_header(self.path)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if st.st_size != self.header.file_size:
+            os.close(self._fd)
+            raise FileChangedError(
+                f"{self.path}: file changed size while it was being opened "
+                f"({self.header.file_size} -> {st.st_size} bytes); open it again"
+            )
+        self._zero_copy = zero_copy_supported() if zero_copy == "auto" else bool(zero_copy)
+        self._mmap: mmap.mmap | None = None
+        self._lock = threading.Lock()
+        self.paths: dict[str, str] = {}
+        """Tensor name -> ``"zero-copy"`` or ``"copy"``, for each tensor read so far."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the descriptor. Arrays already returned stay valid (copies own their memory,
+        zero-copy arrays keep the mapping alive through their own references)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._mmap = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+        except Exception:
+            pass
+
+    # -- info ------------------------------------------------------------------------------
+    @property
+    def tensors(self) -> dict[str, TensorInfo]:
+        return self.header.tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self.header.tensors[name]
+        except KeyError:
+            raise TensorNotFoundError(f"{self.path}: no tensor named {name!r}") from None
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`FileChangedError` if the file was truncated, modified or replaced.
+
+        Called before any tensor byte is touched, so a changed file is an error instead of
+        wrong numbers (or SIGBUS on a shrunken mapping).
+        """
+        if self._fd < 0:
+            raise MlxloadError(f"{self.path}: file is closed")
+        st = os.fstat(self._fd)
+        now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        try:
+            on_disk = os.stat(self.path)
+            replaced = (on_disk.st_dev, on_disk.st_ino) != now[:2]
+        except FileNotFoundError:
+            replaced = True
+        if now != self._identity or replaced:
+            raise FileChangedError(
+                f"{self.path}: file was "
+                + ("replaced" if replaced else f"modified (size {self._identity[2]} -> {now[2]})")
+                + " after it was opened; its tensors can't be trusted — open it again"
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+    def read(self, names: Iterable[str]) -> dict[str, mx.array]:
+        """Materialize tensors (evaluated) by name.
+
+        Raises:
+            TensorNotFoundError: unknown name.
+            FileChangedError: the file changed since it was opened.
+        """
+        infos = [self.info(n) for n in names]
+        self.check_unchanged()
+        out: dict[str, mx.array] = {}
+        to_copy: list[TensorInfo] = []
+        if self._zero_copy:
+            for info in infos:
+                arr = self._view_in_place(info)
+                if arr is None:
+                    to_copy.append(info)
+                else:
+                    out[info.name] = arr
+                    self.paths[info.name] = ZERO_COPY
+        else:
+            to_copy = infos
+        if to_copy:
+            raw = self._copy_ranges([(i.name, i.offset, i.nbytes) for i in to_copy])
+            for info in to_copy:
+                shape, dtype = _storage_shape(info)
+                out[info.name] = _as_typed(raw[info.name], dtype, shape)
+                self.paths[info.name] = COPY
+        mx.eval(list(out.values()))
+        return {n: out[n] for n in (i.name for i in infos)}
+
+    def read_rows(self, name: str, start: int, stop: int) -> mx.array:
+        """Rows ``start:stop`` of the leading axis, reading only their bytes.
+
+        Raises:
+            ValueError: the tensor has no leading axis, or its rows don't end on whole bytes.
+        """
+        info = self.info(name)
+        if not info.shape:
+            raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+        rows = info.shape[0]
+        row_elems = math.prod(info.shape[1:])
+        row_bits = row_elems * DTYPES[info.dtype].bits
+        if row_bits % 8:
+            raise ValueError(
+                f"{self.path}: tensor {name!r}: rows of {info.dtype} are {row_bits} bits and "
+                "don't end on whole bytes; read the whole tensor instead"
+            )
+        start, stop = max(0, min(start, rows)), max(0, min(stop, rows))
+        stop = max(start, stop)
+        row_bytes = row_bits // 8
+        sub = TensorInfo(
+            name,
+            info.dtype,
+            (stop - start, *info.shape[1:]),
+            info.begin + start * row_bytes,
+            info.begin + stop * row_bytes,
+            info.data_start,
+        )
+        self.check_unchanged()
+        raw = self._copy_ranges([(name, sub.offset, sub.nbytes)])[name]
+        shape, dtype = _storage_shape(sub)
+        arr = _as_typed(raw, dtype, shape)
+        mx.eval(arr)
+        return arr
+
+    def _copy_ranges(self, segments: list[tuple[str, int, int]]) -> dict[str, mx.array]:
+        stream = SegmentStream(self._fd, segments)
+        try:
+            arrays = mx.load(stream, format="safetensors")
+            mx.eval(list(arrays.values()))
+        except RuntimeError as e:
+            self.check_unchanged()
+            if stream.short_read:
+                raise FileChangedError(
+                    f"{self.path}: file ended before the tensor data did; it was truncated "
+                    "after it was opened"
+                ) from None
+            raise MlxloadError(f"{self.path}: reading tensor data failed: {e}") from e
+        return arrays
+
+    def _view_in_place(self, info: TensorInfo) -> mx.array | None:
+        """The tensor as a view of the mapped file, or None when it must be copied."""
+        shape, dtype = _storage_shape(info)
+        if info.offset % max(1, dtype.size) or info.nbytes == 0:
+            return None
+        with self._lock:
+            if self._mmap is None:
+                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            mapping = self._mmap
+        window_start = info.offset - info.offset % _PAGE
+        window_len = info.offset + info.nbytes - window_start
+        window = np.frombuffer(mapping, dtype=np.uint8, count=window_len, offset=window_start)
+        base = _import_no_copy(window)
+        if base is None:
+            return None
+        skip = info.offset - window_start
+        return _as_typed(base[skip : skip + info.nbytes], dtype, shape)
+
+
+def _as_typed(raw: mx.array, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
+    """Reinterpret a flat uint8 array (no copy: MLX views share row-contiguous buffers)."""
+    if dtype != mx.uint8:
+        raw = raw.view(dtype)
+    return raw.reshape(shape)
