@@ -1,0 +1,309 @@
+"""One quantized tensor in MLX's layout: packed uint32 words plus per-group scales (and biases).
+
+Layout (what ``mx.quantize`` writes): the packed weight has shape ``(..., K * bits / 32)`` and
+holds one little-endian bit stream per row; scales (and, for affine, biases) have shape
+``(..., K / group_size)``. Affine dequantization is ``w = q * scale + bias`` per group.
+
+Example:
+    >>> import mlx.core as mx
+    >>> w, s, b = mx.quantize(mx.ones((8, 64)), group_size=64, bits=4)
+    >>> qw = QuantizedWeight(w, s, b, bits=4, group_size=64, name="proj")
+    >>> qw.shape, qw.num_groups
+    ((8, 64), 1)
+    >>> bool(mx.array_equal(qw.dequantize(), mx.dequantize(w, s, b, group_size=64, bits=4)))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, MODES, QuantSpec
+from mlxload.quant_errors import QuantizedWeightError
+
+__all__ = ["QuantizedWeight"]
+
+_FP_SPECS = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
+_FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
+# Last path component of modules that are embeddings (embed_tokens, wte, word_embeddings, ...).
+_EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.weight)?$")
+
+
+class QuantizedWeight:
+    """A packed weight with its scales and biases, checked for consistency on construction.
+
+    Args:
+        weight: Packed ``uint32`` array, shape ``(..., K * bits / 32)``, at least 2-D.
+        scales: Per-group scales, shape ``(..., K / group_size)``; the model dtype for affine,
+            ``uint8`` for mxfp4/nvfp4/mxfp8.
+        biases: Per-group biases like ``scales``; required for affine, absent otherwise.
+        bits, group_size, mode: How it was quantized.
+        name: Module path, for messages and for :meth:`to_module` to guess the layer kind.
+
+    Raises:
+        QuantizedWeightError: the arrays disagree with each other or with bits/group size;
+            the message gives the expected and actual shapes/dtypes.
+    """
+
+    __slots__ = ("biases", "bits", "group_size", "mode", "name", "scales", "weight")
+
+    def __init__(
+        self,
+        weight: mx.array,
+        scales: mx.array,
+        biases: mx.array | None = None,
+        *,
+        bits: int,
+        group_size: int,
+        mode: str = "affine",
+        name: str = "",
+    ) -> None:
+        self.weight = weight
+        self.scales = scales
+        self.biases = biases
+        self.bits = bits
+        self.group_size = group_size
+        self.mode = mode
+        self.name = name
+        self._check()
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: QuantSpec,
+        weight: mx.array,
+        scales: mx.array,
+        biases: mx.array | None = None,
+        *,
+        name: str = "",
+    ) -> QuantizedWeight:
+        """Build from a :class:`~mlxload.quant_config.QuantSpec` (as a config's ``for_tensor``)."""
+        return cls(
+            weight,
+            scales,
+            biases,
+            bits=spec.bits,
+            group_size=spec.group_size,
+            mode=spec.mode,
+            name=name,
+        )
+
+    # ---------------------------------------------------------------- validation
+
+    def _fail(self, what: str) -> QuantizedWeightError:
+        label = f"quantized weight {self.name!r}" if self.name else "quantized weight"
+        return QuantizedWeightError(f"{label}: {what}")
+
+    def _check(self) -> None:
+        bits, group_size, mode = self.bits, self.group_size, self.mode
+        if mode not in MODES:
+            raise self._fail(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode == "affine":
+            if bits not in AFFINE_BITS:
+                raise self._fail(f"bits={bits}; affine supports {', '.join(map(str, AFFINE_BITS))}")
+            if group_size not in AFFINE_GROUP_SIZES:
+                raise self._fail(
+                    f"group_size={group_size}; affine supports "
+                    f"{', '.join(map(str, AFFINE_GROUP_SIZES))}"
+                )
+        elif (bits, group_size) != _FP_SPECS[mode]:
+            want_bits, want_group = _FP_SPECS[mode]
+            raise self._fail(
+                f"mode {mode} requires bits={want_bits} and group_size={want_group}, "
+                f"got bits={bits} and group_size={group_size}"
+            )
+        w, s, b = self.weight, self.scales, self.biases
+        if w.dtype != mx.uint32:
+            raise self._fail(f"packed weight dtype is {_dt(w.dtype)}; expected uint32")
+        if w.ndim < 2:
+            raise self._fail(f"packed weight shape {tuple(w.shape)} must have at least 2 dims")
+        words = w.shape[-1]
+        if (words * 32) % bits:
+            per = bits // math.gcd(bits, 32)
+            raise self._fail(
+                f"packed weight has {words} uint32 words per row; {bits}-bit values fill "
+                f"whole rows only with a multiple of {per} words "
+                f"({32 * per // bits} values per {per} words)"
+            )
+        k = words * 32 // bits
+        if k % group_size:
+            raise self._fail(
+                f"row length {k} ({words} words x 32 / {bits} bits) is not a multiple of "
+                f"group_size {group_size}"
+            )
+        want = (*w.shape[:-1], k // group_size)
+        if tuple(s.shape) != want:
+            raise self._fail(
+                f"scales shape {tuple(s.shape)} != expected {want}: packed weight "
+                f"{tuple(w.shape)} holds {k} {bits}-bit values per row = "
+                f"{k // group_size} groups of {group_size}"
+            )
+        if mode == "affine":
+            if s.dtype not in _FLOAT_DTYPES:
+                raise self._fail(
+                    f"scales dtype is {_dt(s.dtype)}; affine scales are float16, bfloat16 "
+                    "or float32"
+                )
+            if b is None:
+                raise self._fail("affine quantization needs biases, but none were given")
+            if tuple(b.shape) != want:
+                raise self._fail(f"biases shape {tuple(b.shape)} != scales shape {want}")
+            if b.dtype != s.dtype:
+                raise self._fail(f"biases dtype {_dt(b.dtype)} != scales dtype {_dt(s.dtype)}")
+        else:
+            if s.dtype != mx.uint8:
+                raise self._fail(f"scales dtype is {_dt(s.dtype)}; {mode} scales are uint8")
+            if b is not None:
+                raise self._fail(f"mode {mode} has no biases, but biases were given")
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def spec(self) -> QuantSpec:
+        """``QuantSpec(bits, group_size, mode)``."""
+        return QuantSpec(self.bits, self.group_size, self.mode)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Logical (unpacked) shape: last dim = packed words x 32 / bits."""
+        return (*self.weight.shape[:-1], self.weight.shape[-1] * 32 // self.bits)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        """Dtype :meth:`dequantize` returns by default: the scales' for affine, else bfloat16."""
+        return self.scales.dtype if self.mode == "affine" else mx.bfloat16
+
+    @property
+    def element_count(self) -> int:
+        """Number of logical elements (product of :attr:`shape`)."""
+        return math.prod(self.shape)
+
+    @property
+    def num_groups(self) -> int:
+        """Number of quantization groups along the last dimension (per row)."""
+        return self.shape[-1] // self.group_size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the packed weight, scales and biases together."""
+        return sum(a.nbytes for a in (self.weight, self.scales, self.biases) if a is not None)
+
+    def __repr__(self) -> str:
+        return (
+            f"QuantizedWeight({self.name!r}, shape={self.shape}, dtype={_dt(self.dtype)}, "
+            f"bits={self.bits}, group_size={self.group_size}, mode={self.mode!r}, "
+            f"biases={self.biases is not None}, nbytes={self.nbytes})"
+        )
+
+    # ---------------------------------------------------------------- compute
+
+    def dequantize(self, dtype: mx.Dtype | None = None) -> mx.array:
+        """The dense weight, bit-exact with ``mx.dequantize``.
+
+        Affine weights go through ``mlxload.dequant.dequantize`` (the custom kernels) when that
+        module is present, else ``mx.dequantize``.
+
+        Args:
+            dtype: Output dtype; default :attr:`dtype`.
+
+        Returns:
+            An array of shape :attr:`shape`.
+        """
+        if self.mode == "affine":
+            kernel = _kernel_dequantize()
+            if kernel is not None:
+                w = self.weight.reshape(-1, self.weight.shape[-1])
+                s = self.scales.reshape(-1, self.scales.shape[-1])
+                b = self.biases.reshape(-1, self.biases.shape[-1])
+                out = kernel(w, s, b, self.group_size, self.bits, dtype=dtype)
+                return out.reshape(self.shape)
+        return mx.dequantize(
+            self.weight,
+            self.scales,
+            self.biases,
+            group_size=self.group_size,
+            bits=self.bits,
+            mode=self.mode,
+            dtype=dtype,
+        )
+
+    def matmul(self, x: mx.array) -> mx.array:
+        """``x @ W.T`` (what a linear layer computes) via ``mx.quantized_matmul``."""
+        return self._qmm(x, transpose=True)
+
+    def __matmul__(self, x: mx.array) -> mx.array:
+        """``W @ x`` for a 1-D or 2-D ``x`` whose first dim is the row length."""
+        if x.ndim == 1:
+            return self._qmm(x[None], transpose=True)[0]
+        return self._qmm(x.T, transpose=True).T
+
+    def _qmm(self, x: mx.array, *, transpose: bool) -> mx.array:
+        return mx.quantized_matmul(
+            x,
+            self.weight,
+            self.scales,
+            self.biases,
+            transpose=transpose,
+            group_size=self.group_size,
+            bits=self.bits,
+            mode=self.mode,
+        )
+
+    def to_module(
+        self, kind: str | None = None, *, bias: mx.array | None = None
+    ) -> nn.QuantizedLinear | nn.QuantizedEmbedding:
+        """An ``mlx.nn`` layer whose parameters are these very arrays (no copy).
+
+        Args:
+            kind: ``"linear"`` or ``"embedding"``; by default an embedding when the name's
+                last component looks like one (``embed_tokens``, ``wte``, ...), else linear.
+            bias: Optional output bias for a linear layer (e.g. the checkpoint's ``.bias``).
+
+        Returns:
+            ``nn.QuantizedLinear`` or ``nn.QuantizedEmbedding``, frozen like MLX's own.
+
+        Raises:
+            ValueError: unknown ``kind``, a bias for an embedding, or a weight that isn't 2-D.
+        """
+        if kind is None:
+            kind = "embedding" if _EMBEDDING_NAME.search(self.name) else "linear"
+        if kind not in ("linear", "embedding"):
+            raise ValueError(f"kind must be 'linear' or 'embedding', got {kind!r}")
+        if self.weight.ndim != 2:
+            raise ValueError(
+                f"{self.name or 'weight'}: to_module needs a 2-D weight, shape is {self.shape}"
+            )
+        rows, cols = self.shape
+        # Built without calling __init__: the constructors draw and quantize a random matrix,
+        # which costs time and advances MLX's global random state.
+        if kind == "linear":
+            module = nn.QuantizedLinear.__new__(nn.QuantizedLinear)
+        else:
+            if bias is not None:
+                raise ValueError("an embedding has no output bias")
+            module = nn.QuantizedEmbedding.__new__(nn.QuantizedEmbedding)
+            module.num_embeddings, module.dims = rows, cols
+        nn.Module.__init__(module)
+        module.group_size, module.bits, module.mode = self.group_size, self.bits, self.mode
+        module.weight, module.scales = self.weight, self.scales
+        module.biases = self.biases
+        if bias is not None:
+            module.bias = bias
+        module.freeze()
+        return module
+
+
+def _dt(dtype: mx.Dtype) -> str:
+    return str(dtype).removeprefix("mlx.core.")
+
+
+def _kernel_dequantize():  # -> Callable | None
+    try:
+        from mlxload.dequant import dequantize
+    except ImportError:
+        return None
+    return dequantize
