@@ -72,7 +72,7 @@ class TensorSlice:
         return part[rest] if rest else part
 
 
-class safe_open:  # noqa: N801 - named like safetensors.safe_open on purpose
+class safe_open:  # named like safetensors.safe_open on purpose
     """Open a safetensors file; only the header is read until you ask for a tensor.
 
     Args:

@@ -143,7 +143,7 @@ class SegmentStream:
         got = [f.result() for f in futures]
         # A short piece means the file ended early; report only the contiguous prefix.
         total = 0
-        for a, g in zip(range(0, n, step), got):
+        for a, g in zip(range(0, n, step), got, strict=True):
             total += g
             if g < min(step, n - a):
                 break
