@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except MlxloadError as e:
+    except (MlxloadError, OSError) as e:
         print(f"mlxload {args.verb}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,85 @@
+"""``mlxload inspect PATH``: list a checkpoint's tensors without reading their data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a .safetensors file, a directory, an index, or hf://org/repo")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="list at most this many tensors (totals cover all)"
+    )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlxload.checkpoint import load
+
+    ckpt = load(args.path)
+    infos = [ckpt.info(name) for name in ckpt]
+    total = sum(i.nbytes for i in infos)
+    misaligned = sum(i.nbytes for i in infos if not i.zero_copy_ready)
+    by_dtype: dict[str, int] = {}
+    for i in infos:
+        by_dtype[i.dtype] = by_dtype.get(i.dtype, 0) + i.nbytes
+    shown = infos if args.limit is None else infos[: args.limit]
+    if args.json:
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "path": str(args.path),
+                    "files": [str(p) for p in ckpt.files],
+                    "tensors": [i.as_dict() for i in shown],
+                    "total_tensors": len(infos),
+                    "total_bytes": total,
+                    "bytes_by_dtype": by_dtype,
+                    "bytes_needing_copy": misaligned,
+                    "metadata": ckpt.metadata,
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+            + "\n"
+        )
+        return 0
+    width = max((len(i.name) for i in shown), default=4)
+    print(f"{'name':<{width}}  {'dtype':<8} {'shape':<20} {'bytes':>10}  aligned")
+    for i in shown:
+        shape = "x".join(map(str, i.shape)) or "scalar"
+        print(
+            f"{i.name:<{width}}  {i.dtype:<8} {shape:<20} {_human(i.nbytes):>10}  "
+            f"{'yes' if i.zero_copy_ready else 'no'}"
+        )
+    if len(shown) < len(infos):
+        print(f"... {len(infos) - len(shown)} more")
+    print(
+        f"\n{len(infos)} tensors in {len(ckpt.files)} file(s), {_human(total)} "
+        f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
+    )
+    if total == 0 or misaligned == 0:
+        print("zero-copy ready: 100% of bytes")
+    else:
+        pct = 100 * misaligned / total
+        print(f"{pct:.0f}% of bytes need a copy for zero-copy — run `mlxload align`")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mlxload inspect`` with its own argument list."""
+    parser = argparse.ArgumentParser(prog="mlxload inspect", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
