@@ -1,0 +1,169 @@
+"""Affine dequantization of MLX-packed weights, bit-exact with ``mx.dequantize``.
+
+:func:`dequantize` validates its arguments, then runs mlxload's Metal kernel where Metal is
+available and the fastest exact CPU path otherwise. :func:`which_path` says which path a call
+would take and :func:`last_path` which one the latest call took.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from mlxload.errors import MlxloadError
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "PATH_METAL",
+    "PATH_MX",
+    "SUPPORTED_BITS",
+    "SUPPORTED_GROUP_SIZES",
+    "DequantizeError",
+    "QuantizedDtypeError",
+    "QuantizedShapeError",
+    "UnsupportedQuantizationError",
+    "dequantize",
+    "last_path",
+    "which_path",
+]
+
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
+SUPPORTED_GROUP_SIZES = (32, 64, 128)
+FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
+
+PATH_METAL = "metal-kernel"
+PATH_MX = "mx.dequantize"
+
+_last_path: str | None = None
+
+
+class DequantizeError(MlxloadError, ValueError):
+    """Arguments to :func:`dequantize` that can't describe an affine-quantized tensor."""
+
+
+class UnsupportedQuantizationError(DequantizeError):
+    """``bits`` or ``group_size`` is not one MLX's affine layout defines."""
+
+
+class QuantizedShapeError(DequantizeError):
+    """Packed weights, scales and biases disagree in shape with each other or the parameters."""
+
+
+class QuantizedDtypeError(DequantizeError):
+    """A wrong dtype: packed weights not uint32, or scales, biases or output not a float."""
+
+
+def _dtype_name(d: mx.Dtype) -> str:
+    return str(d).removeprefix("mlx.core.")
+
+
+def _float_names() -> str:
+    return ", ".join(_dtype_name(d) for d in FLOAT_DTYPES)
+
+
+def _validate(
+    w: mx.array,
+    scales: mx.array,
+    biases: mx.array | None,
+    group_size: int,
+    bits: int,
+    dtype: mx.Dtype | None,
+) -> mx.Dtype:
+    if isinstance(bits, bool) or bits not in SUPPORTED_BITS:
+        raise UnsupportedQuantizationError(
+            f"unsupported bits={bits!r} for affine quantization; valid: {list(SUPPORTED_BITS)}"
+        )
+    if isinstance(group_size, bool) or group_size not in SUPPORTED_GROUP_SIZES:
+        raise UnsupportedQuantizationError(
+            f"unsupported group_size={group_size!r} for affine quantization; "
+            f"valid: {list(SUPPORTED_GROUP_SIZES)}"
+        )
+    if biases is None:
+        raise DequantizeError("affine dequantization needs biases (got biases=None)")
+    if w.dtype != mx.uint32:
+        raise QuantizedDtypeError(f"packed weights must be uint32, got {_dtype_name(w.dtype)}")
+    for what, arr in (("scales", scales), ("biases", biases)):
+        if arr.dtype not in FLOAT_DTYPES:
+            raise QuantizedDtypeError(
+                f"{what} must be one of {_float_names()}, got {_dtype_name(arr.dtype)}"
+            )
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise QuantizedDtypeError(
+            f"output dtype must be one of {_float_names()}, got {_dtype_name(dtype)}"
+        )
+    if w.ndim < 2:
+        raise QuantizedShapeError(
+            f"packed weights need at least 2 dimensions, got shape {tuple(w.shape)}"
+        )
+    if scales.shape != biases.shape:
+        raise QuantizedShapeError(
+            f"scales shape {tuple(scales.shape)} != biases shape {tuple(biases.shape)}"
+        )
+    if scales.ndim != w.ndim or scales.shape[:-1] != w.shape[:-1]:
+        raise QuantizedShapeError(
+            f"scales/biases shape {tuple(scales.shape)} does not match packed weights shape "
+            f"{tuple(w.shape)} in the leading dimensions"
+        )
+    row_len = w.shape[-1] * 32 // bits
+    if w.shape[-1] * 32 % bits or row_len != scales.shape[-1] * group_size:
+        raise QuantizedShapeError(
+            f"packed weights {tuple(w.shape)} hold {w.shape[-1] * 32 / bits:g} values per row "
+            f"at bits={bits}, but scales {tuple(scales.shape)} with group_size={group_size} "
+            f"describe {scales.shape[-1] * group_size}"
+        )
+    if dtype is not None:
+        return dtype
+    return scales.dtype if scales.dtype == biases.dtype else mx.float32
+
+
+def which_path() -> str:
+    """The path :func:`dequantize` takes on this machine.
+
+    Returns:
+        ``PATH_METAL`` when Metal is available, else ``PATH_MX``.
+    """
+    return PATH_METAL if mx.metal.is_available() else PATH_MX
+
+
+def last_path() -> str | None:
+    """The path the latest :func:`dequantize` call took (``None`` before the first call)."""
+    return _last_path
+
+
+def dequantize(
+    w: mx.array,
+    scales: mx.array,
+    biases: mx.array | None,
+    group_size: int = 64,
+    bits: int = 4,
+    dtype: mx.Dtype | None = None,
+) -> mx.array:
+    """Dequantize MLX affine-quantized weights, bit-exact with ``mx.dequantize``.
+
+    Args:
+        w: Packed uint32 weights, shape ``(..., K * bits / 32)``, at least 2-D.
+        scales: Per-group scales (float16, bfloat16 or float32), shape ``(..., K / group_size)``.
+        biases: Per-group biases, same shape as ``scales``.
+        group_size: 32, 64 or 128.
+        bits: 2, 3, 4, 5, 6 or 8.
+        dtype: Output dtype; ``None`` means the result type of scales and biases.
+
+    Returns:
+        The dequantized ``(..., K)`` array (lazy, like any MLX op).
+
+    Raises:
+        UnsupportedQuantizationError: ``bits`` or ``group_size`` not supported.
+        QuantizedShapeError: Shapes disagree with each other or with bits/group size.
+        QuantizedDtypeError: A wrong dtype for weights, scales, biases or output.
+        DequantizeError: ``biases`` is None.
+    """
+    global _last_path
+    out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
+    path = which_path() if w.size > 0 else PATH_MX
+    if path == PATH_METAL:
+        from mlxload.metal_dequant import affine_dequantize_metal
+
+        out = affine_dequantize_metal(w, scales, biases, group_size, bits, out_dtype)
+    else:
+        out = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype)
+    _last_path = path
+    return out

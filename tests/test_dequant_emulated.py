@@ -1,0 +1,166 @@
+"""The Metal dequantization path, run on Linux through the kernel emulator.
+
+``mx.fast.metal_kernel`` is replaced by a test double that compiles the real
+``kernels/affine_dequantize.metal`` body as C++ and runs it over the grid, and
+``mx.metal.is_available`` pretends to be True, so ``mlxload.dequantize`` takes exactly the
+code path it takes on a Mac. The oracle is ``mx.dequantize`` on inputs from ``mx.quantize``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import mlx.core as mx
+import pytest
+from metal_emulator.fake_metal import FakeMetal
+
+import mlxload.metal_dequant as metal_dequant
+from mlxload import dequant
+from mlxload.kernel_sources import kernel_source
+
+BITS = (2, 3, 4, 5, 6, 8)
+GROUPS = (32, 64, 128)
+FLOATS = (mx.float16, mx.bfloat16, mx.float32)
+
+
+def _quantized(shape, dtype, group_size, bits, seed=0):
+    x = mx.random.normal(shape, key=mx.random.key(seed)).astype(dtype)
+    return mx.quantize(x, group_size=group_size, bits=bits)
+
+
+def _matrix_case(bits, group_size, dtype):
+    """5 rows (odd) of 3 groups, and a 3-D batch (2, 3) of one group per row."""
+    seed = bits * 1000 + group_size
+    return [
+        _quantized((5, 3 * group_size), dtype, group_size, bits, seed),
+        _quantized((2, 3, group_size), dtype, group_size, bits, seed + 1),
+    ]
+
+
+def _assert_exact(got, ref):
+    assert got.dtype == ref.dtype
+    assert got.shape == ref.shape
+    assert mx.array_equal(got, ref).item(), f"{mx.sum(got != ref).item()} elements differ"
+
+
+@pytest.fixture(scope="module")
+def planned():
+    """Compile every kernel instantiation this module uses in one compiler run."""
+    plan = FakeMetal(plan_only=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mx.fast, "metal_kernel", plan.metal_kernel)
+        mp.setattr(mx.metal, "is_available", lambda: True)
+        metal_dequant.clear_kernel_cache()
+        for bits, gs, out in itertools.product(BITS, GROUPS, FLOATS):
+            for w, s, b in _matrix_case(bits, gs, out):
+                dequant.dequantize(w, s, b, gs, bits)
+        for sd, bd, out in _MIXED:
+            w, s, b = _quantized((3, 64), sd, 64, 4)
+            dequant.dequantize(w, s, b.astype(bd), 64, 4, dtype=out)
+    metal_dequant.clear_kernel_cache()
+    plan.compile_planned()
+    return plan
+
+
+@pytest.fixture
+def fake(planned, monkeypatch):
+    """A fresh test double in place of Metal, reusing the planned compiles."""
+    metal = FakeMetal()
+    metal.adopt(planned)
+    monkeypatch.setattr(mx.fast, "metal_kernel", metal.metal_kernel)
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    metal_dequant.clear_kernel_cache()
+    yield metal
+    metal_dequant.clear_kernel_cache()
+
+
+@pytest.mark.parametrize("out_dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("group_size", GROUPS)
+@pytest.mark.parametrize("bits", BITS)
+def test_matches_mx_dequantize(fake, bits, group_size, out_dtype):
+    for w, s, b in _matrix_case(bits, group_size, out_dtype):
+        got = dequant.dequantize(w, s, b, group_size=group_size, bits=bits)
+        _assert_exact(got, mx.dequantize(w, s, b, group_size=group_size, bits=bits))
+    assert dequant.last_path() == dequant.PATH_METAL
+
+
+# (scales dtype, biases dtype, output dtype): MLX multiplies in the scales' dtype, adds in
+# the result type of scales and biases, then casts.
+_MIXED = [
+    (mx.float16, mx.float16, mx.float32),
+    (mx.bfloat16, mx.bfloat16, mx.float16),
+    (mx.float32, mx.float32, mx.bfloat16),
+    (mx.float16, mx.float32, mx.float16),
+    (mx.float16, mx.bfloat16, mx.bfloat16),
+    (mx.bfloat16, mx.float32, mx.float32),
+]
+
+
+@pytest.mark.parametrize(("scales_dtype", "biases_dtype", "out_dtype"), _MIXED, ids=str)
+def test_mixed_dtypes_match_mx_dequantize(fake, scales_dtype, biases_dtype, out_dtype):
+    w, s, b = _quantized((3, 64), scales_dtype, 64, 4, seed=7)
+    b = b.astype(biases_dtype)
+    got = dequant.dequantize(w, s, b, 64, 4, dtype=out_dtype)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=4, dtype=out_dtype))
+
+
+def test_default_dtype_of_mixed_scales_and_biases_is_float32(fake):
+    w, s, b = _quantized((3, 64), mx.float16, 64, 4)
+    got = dequant.dequantize(w, s, b.astype(mx.bfloat16), 64, 4)
+    _assert_exact(got, mx.dequantize(w, s, b.astype(mx.bfloat16), group_size=64, bits=4))
+    assert got.dtype == mx.float32
+
+
+def test_kernel_is_built_once_and_dispatched_per_call(fake):
+    for bits in (3, 4):
+        w, s, b = _quantized((5, 128), mx.float16, 64, bits)
+        dequant.dequantize(w, s, b, 64, bits)
+        dequant.dequantize(w, s, b, 64, bits)
+    assert fake.built == ["mlxload_affine_dequantize"]
+    (kernel,) = fake.kernels
+    assert kernel.source == kernel_source("affine_dequantize")
+    assert [c["grid"] for c in kernel.calls] == [(16, 5, 1)] * 4
+    assert [c["threadgroup"] for c in kernel.calls] == [(16, 5, 1)] * 4
+    assert [c["output_shapes"] for c in kernel.calls] == [[(5, 128)]] * 4
+    names = [c["spec"].kernel_name for c in kernel.calls]
+    assert names[0] == (
+        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_3_64"
+        "_uint32_t_float16_t_float16_t_float16_t"
+    )
+    assert names[0] == names[1] != names[2] == names[3]
+
+
+@pytest.mark.parametrize(
+    ("rows", "row_len", "grid", "threadgroup"),
+    [
+        (1, 32, (4, 1, 1), (4, 1, 1)),
+        (7, 64, (8, 7, 1), (8, 7, 1)),
+        (3, 4096, (512, 3, 1), (256, 1, 1)),
+        (1001, 128, (16, 1001, 1), (16, 16, 1)),
+    ],
+)
+def test_launch_dims_cover_the_data(rows, row_len, grid, threadgroup):
+    assert metal_dequant.launch_dims(rows, row_len) == (grid, threadgroup)
+
+
+def test_single_pack_input_is_handled(fake):
+    # 1 row of 32 4-bit values: 4 words, so MLX passes it in the constant address space.
+    w, s, b = _quantized((1, 32), mx.float32, 32, 4)
+    got = dequant.dequantize(w, s, b, 32, 4)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=32, bits=4))
+    assert fake.kernels[0].calls[0]["spec"].kernel_name.endswith("_uint32_tc_floatc_floatc_float")
+
+
+def test_emulator_catches_a_single_rounding_kernel(fake, monkeypatch):
+    """The oracle has teeth: computing in float and rounding once is not bit-exact."""
+    fused = kernel_source("affine_dequantize").replace(
+        "S qs = S(float(q)) * scale;\n  out[first + j] = T(A(qs) + bias);",
+        "out[first + j] = T(float(q) * float(scale) + float(bias));",
+    )
+    assert fused != kernel_source("affine_dequantize")
+    monkeypatch.setattr(metal_dequant, "kernel_source", lambda name: fused)
+    w, s, b = _quantized((64, 128), mx.float16, 64, 4, seed=3)
+    got = dequant.dequantize(w, s, b, 64, 4)
+    ref = mx.dequantize(w, s, b, group_size=64, bits=4)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert not mx.array_equal(got, ref).item()
