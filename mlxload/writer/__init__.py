@@ -1,0 +1,41 @@
+"""Streaming, bounded-memory, atomic, resumable safetensors writer: merge, split, align.
+
+Plan from source headers (:mod:`.plan`), then copy file-to-file (:mod:`.execute`). Every file
+written is aligned: data section on a 16 KiB boundary, tensors by descending alignment.
+"""
+
+from __future__ import annotations
+
+from mlxload.writer.api import align, merge, split
+from mlxload.writer.errors import (
+    InsufficientSpaceError,
+    InvalidSizeError,
+    MetadataConflictError,
+    OutputExistsError,
+    SourceNotFoundError,
+    WriteFailedError,
+    WriterError,
+)
+from mlxload.writer.execute import WriteResult
+from mlxload.writer.layout import PAGE_SIZE
+from mlxload.writer.report import AlignmentReport, TensorAlignment, alignment_report
+from mlxload.writer.sizes import parse_size
+
+__all__ = [
+    "PAGE_SIZE",
+    "AlignmentReport",
+    "InsufficientSpaceError",
+    "InvalidSizeError",
+    "MetadataConflictError",
+    "OutputExistsError",
+    "SourceNotFoundError",
+    "TensorAlignment",
+    "WriteFailedError",
+    "WriteResult",
+    "WriterError",
+    "align",
+    "alignment_report",
+    "merge",
+    "parse_size",
+    "split",
+]

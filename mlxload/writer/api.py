@@ -1,0 +1,122 @@
+"""The public writer functions: :func:`merge`, :func:`split`, :func:`align`.
+
+All three read only the source headers to plan, then stream tensor bytes file-to-file into
+aligned outputs (see :mod:`mlxload.writer.execute`): bounded memory, atomic, resumable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlxload.writer.errors import WriterError
+from mlxload.writer.execute import Progress, WriteResult, execute
+from mlxload.writer.plan import plan_align, plan_merge, plan_split
+from mlxload.writer.sizes import parse_size
+from mlxload.writer.sources import open_source
+
+__all__ = ["align", "merge", "split"]
+
+
+def merge(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    on_conflict: str = "error",
+    progress: Progress | None = None,
+) -> WriteResult:
+    """Merge a checkpoint's shards into one aligned safetensors file.
+
+    Args:
+        src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
+        out: The output file (an existing directory gets ``model.safetensors`` inside).
+        force: Replace ``out`` if it exists.
+        on_conflict: Shards disagreeing on a ``__metadata__`` key: ``"error"``, ``"first"``,
+            ``"last"``.
+        progress: ``progress(done_bytes, total_bytes, tensor_name)`` after each tensor.
+
+    Returns:
+        A :class:`~mlxload.writer.execute.WriteResult`.
+
+    Raises:
+        OutputExistsError, InsufficientSpaceError, WriteFailedError, MetadataConflictError,
+        SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
+    """
+    source = open_source(src)
+    out = Path(out)
+    if out.is_dir():
+        out = out / "model.safetensors"
+    return execute(plan_merge(source, out, on_conflict=on_conflict), force=force, progress=progress)
+
+
+def split(
+    src: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    max_shard_size: int | str = "5GB",
+    force: bool = False,
+    on_conflict: str = "error",
+    progress: Progress | None = None,
+) -> WriteResult:
+    """Split a checkpoint into aligned shards of at most ``max_shard_size`` plus an index.
+
+    Shards are named ``model-0000i-of-0000N.safetensors`` (``model.safetensors`` when one
+    suffices) and ``model.safetensors.index.json`` lists them, as mlx-lm and transformers do.
+
+    Args:
+        src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
+        out_dir: Output directory (created if missing).
+        max_shard_size: Bytes per shard file, header included: an int or ``"5GB"``,
+            ``"500MB"``, ``"1.5GiB"``. A single larger tensor gets a shard of its own.
+        force: Replace existing shards and index.
+        on_conflict: As for :func:`merge`.
+        progress: As for :func:`merge`.
+
+    Returns:
+        A :class:`~mlxload.writer.execute.WriteResult`.
+
+    Raises:
+        InvalidSizeError: bad ``max_shard_size``; and the errors of :func:`merge`.
+    """
+    limit = parse_size(max_shard_size)
+    source = open_source(src)
+    plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
+    return execute(plan, force=force, progress=progress)
+
+
+def align(
+    src: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> WriteResult:
+    """Rewrite a checkpoint so every tensor is naturally aligned (zero-copy ready).
+
+    Shard boundaries, tensor bytes and ``__metadata__`` are kept; the header is padded so the
+    data section starts on a 16 KiB boundary and tensors are ordered by descending alignment.
+
+    Args:
+        src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
+        out: Where to write (a file for a single-file source, else a directory). ``None``
+            rewrites ``src`` in place: each file is swapped in atomically only once complete;
+            files already in the aligned layout are left alone.
+        force: Replace existing outputs (not needed in place).
+        progress: As for :func:`merge`.
+
+    Returns:
+        A :class:`~mlxload.writer.execute.WriteResult` (``unchanged`` lists files skipped).
+
+    Raises:
+        WriterError: in place on an ``hf://`` source (it would rewrite the Hub cache); and the
+            errors of :func:`merge`.
+    """
+    source = open_source(src)
+    if out is None and source.remote:
+        raise WriterError(
+            f"{src}: refusing to align the Hugging Face cache in place; give an output "
+            "directory (mlxload align SRC OUT)"
+        )
+    plan = plan_align(source, None if out is None else Path(out))
+    return execute(plan, force=force, progress=progress)

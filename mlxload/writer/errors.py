@@ -1,0 +1,47 @@
+"""Errors raised by the checkpoint writer (merge, split, align).
+
+All derive from :class:`WriterError`, itself an :class:`~mlxload.errors.MlxloadError`, and also
+from the builtin a caller would expect (``FileExistsError``, ``OSError``, ``ValueError``).
+"""
+
+from __future__ import annotations
+
+from mlxload.errors import MlxloadError
+
+__all__ = [
+    "InsufficientSpaceError",
+    "InvalidSizeError",
+    "MetadataConflictError",
+    "OutputExistsError",
+    "SourceNotFoundError",
+    "WriteFailedError",
+    "WriterError",
+]
+
+
+class WriterError(MlxloadError):
+    """Base class of every error the writer raises."""
+
+
+class OutputExistsError(WriterError, FileExistsError):
+    """An output file already exists and ``force`` was not given."""
+
+
+class InsufficientSpaceError(WriterError, OSError):
+    """The destination's free space is less than the output needs (checked before writing)."""
+
+
+class WriteFailedError(WriterError, OSError):
+    """Writing failed (disk full, file too large, I/O error); temporary files were removed."""
+
+
+class MetadataConflictError(WriterError, ValueError):
+    """Two sources give different values for the same ``__metadata__`` key."""
+
+
+class InvalidSizeError(WriterError, ValueError):
+    """A size such as ``max_shard_size`` could not be parsed or is not positive."""
+
+
+class SourceNotFoundError(WriterError, FileNotFoundError):
+    """The source checkpoint does not exist (or an ``hf://`` source cannot be resolved)."""

@@ -1,0 +1,378 @@
+"""Carry out a :class:`~.plan.WritePlan`: checks first, then copy, flush, rename, index.
+
+Each output is written to ``.<name>.mlxload-partial`` in its destination directory: header
+first, then tensors file-to-file (:func:`~.copy.copy_range`), flushed, and renamed to its
+final name with ``os.replace``; the index goes last, the same way. A journal
+(``.<name>.mlxload-journal``) records the flushed progress so a killed run can be rerun and
+continue after the last completed tensor. On an error the temporary file and its journal are
+removed and a :class:`~.errors.WriterError` is raised; a final name only ever holds a
+complete file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlxload.errors import FileChangedError
+from mlxload.writer.copy import copy_range
+from mlxload.writer.errors import InsufficientSpaceError, OutputExistsError, WriteFailedError
+from mlxload.writer.journal import JournalState, load_journal, remove_quietly, save_journal
+from mlxload.writer.plan import OutputPlan, WritePlan
+
+__all__ = ["PAUSE_ENV", "Progress", "WriteResult", "execute", "journal_path", "temp_path"]
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done_bytes, total_bytes, tensor_name)``, called after each tensor."""
+
+PAUSE_ENV = "MLXLOAD_WRITER_PAUSE_AFTER"
+"""Test hook: after this many tensors copied in a run, flush the journal and sleep."""
+
+_CHECKPOINT_BYTES = 256 << 20
+_CHECKPOINT_SECONDS = 2.0
+_SPACE_MARGIN = 16 << 20
+
+
+@dataclass
+class WriteResult:
+    """What a write did.
+
+    Attributes:
+        outputs: Final paths of the files written (or already complete), in order.
+        index: The index written, if any.
+        tensors: Tensors in the outputs.
+        total_bytes: Tensor bytes in the outputs.
+        copied_bytes: Tensor bytes copied by this run.
+        resumed_tensors, resumed_bytes: Work a previous, interrupted run had done.
+        unchanged: Files left alone because they already had the planned layout.
+    """
+
+    outputs: list[Path] = field(default_factory=list)
+    index: Path | None = None
+    tensors: int = 0
+    total_bytes: int = 0
+    copied_bytes: int = 0
+    resumed_tensors: int = 0
+    resumed_bytes: int = 0
+    unchanged: list[Path] = field(default_factory=list)
+
+
+def temp_path(final: Path) -> Path:
+    """Where an output is written before it is complete."""
+    return final.with_name(f".{final.name}.mlxload-partial")
+
+
+def journal_path(final: Path) -> Path:
+    """The resume journal of an output."""
+    return final.with_name(f".{final.name}.mlxload-journal")
+
+
+def execute(
+    plan: WritePlan, *, force: bool = False, progress: Progress | None = None
+) -> WriteResult:
+    """Write the plan's outputs and index.
+
+    Args:
+        plan: From :mod:`~.plan`.
+        force: Replace outputs that already exist.
+        progress: Called after each tensor with (done bytes, total bytes, tensor name).
+
+    Returns:
+        A :class:`WriteResult`.
+
+    Raises:
+        OutputExistsError: an output exists and neither ``force`` nor ``plan.in_place``.
+        InsufficientSpaceError: the destination lacks the space needed (nothing written).
+        WriteFailedError: writing failed (disk full, size limit, I/O error).
+        FileChangedError: a source changed while being copied.
+    """
+    states = _journal_states(plan)
+    _check_overwrite(plan, states, force or plan.in_place)
+    _check_space(plan, states)
+    result = WriteResult(
+        tensors=sum(len(o.tensors) for o in plan.outputs),
+        total_bytes=plan.total_size,
+        unchanged=list(plan.unchanged),
+    )
+    run = _Run(plan, progress, result)
+    try:
+        for output in plan.outputs:
+            output.path.parent.mkdir(parents=True, exist_ok=True)
+            run.write(output, states[output.path])
+            result.outputs.append(output.path)
+        if plan.index is not None and plan.index_path is not None:
+            _write_small_atomically(plan.index_path, plan.index)
+            result.index = plan.index_path
+    finally:
+        run.close()
+    for output in plan.outputs:
+        remove_quietly(journal_path(output.path))
+    return result
+
+
+def _journal_states(plan: WritePlan) -> dict[Path, tuple[str, JournalState | None]]:
+    states = {}
+    for output in plan.outputs:
+        digest = output.digest()
+        states[output.path] = (digest, load_journal(journal_path(output.path), digest))
+    return states
+
+
+def _is_done(output: OutputPlan, state: JournalState | None) -> bool:
+    """Committed by an earlier run that died before finishing the rest."""
+    return (
+        state is not None
+        and state.tensors_done == len(output.tensors)
+        and not temp_path(output.path).exists()
+        and output.path.is_file()
+        and output.path.stat().st_size == output.size
+    )
+
+
+def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
+    if allowed:
+        return
+    done = [_is_done(o, states[o.path][1]) for o in plan.outputs]
+    clash = [o.path for o, d in zip(plan.outputs, done, strict=True) if not d and o.path.exists()]
+    if plan.index_path is not None and plan.index_path.exists() and not all(done):
+        clash.append(plan.index_path)
+    if clash:
+        names = ", ".join(str(p) for p in clash[:3]) + (" ..." if len(clash) > 3 else "")
+        raise OutputExistsError(
+            f"{names} already exist{'s' if len(clash) == 1 else ''}; pass force=True "
+            "(--force) to replace"
+        )
+
+
+def _check_space(plan: WritePlan, states: dict) -> None:
+    needed: dict[int, list] = {}
+    for output in plan.outputs:
+        state = states[output.path][1]
+        if _is_done(output, state):
+            continue
+        resumable = state.bytes_done if state and temp_path(output.path).exists() else 0
+        anchor = _existing_ancestor(output.path.parent)
+        entry = needed.setdefault(os.stat(anchor).st_dev, [anchor, 0])
+        entry[1] += output.size - resumable
+    for anchor, need in needed.values():
+        free = shutil.disk_usage(anchor).free
+        if need + _SPACE_MARGIN > free:
+            raise InsufficientSpaceError(
+                errno.ENOSPC,
+                f"not enough free space in {anchor}: the output needs {_human(need)} "
+                f"(+{_human(_SPACE_MARGIN)} margin) but only {_human(free)} is free; free "
+                "some space or write elsewhere",
+            )
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+class _Run:
+    """State shared across the outputs of one execute(): open sources, progress, test hook."""
+
+    def __init__(self, plan: WritePlan, progress: Progress | None, result: WriteResult) -> None:
+        self.progress = progress
+        self.result = result
+        self.total = plan.total_size
+        self.done = 0
+        self.fds: dict[Path, int] = {}
+        self.copied_tensors = 0
+        pause = os.environ.get(PAUSE_ENV)
+        self.pause_after = int(pause) if pause else None
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def source_fd(self, path: Path) -> int:
+        fd = self.fds.get(path)
+        if fd is None:
+            fd = self.fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def write(self, output: OutputPlan, digest_state: tuple[str, JournalState | None]) -> None:
+        digest, state = digest_state
+        if _is_done(output, state):
+            self._skip(output, len(output.tensors), output.data_size)
+            return
+        tmp, jpath = temp_path(output.path), journal_path(output.path)
+        if state is None or not _temp_holds(tmp, output, state):
+            remove_quietly(tmp, jpath)
+            state = JournalState(digest)
+        elif state.tensors_done:
+            state.resumes += 1
+            self._skip(output, state.tensors_done, state.bytes_done)
+        try:
+            self._write_temp(output, tmp, jpath, state)
+            save_journal(jpath, state)  # all tensors flushed: a kill from here on is "done"
+            os.replace(tmp, output.path)
+            _fsync_dir(output.path.parent)
+        except KeyboardInterrupt:
+            raise  # temp file and journal stay: rerunning continues from the journal
+        except BaseException as e:
+            remove_quietly(tmp, jpath)
+            _reraise(e, output.path)
+        state.complete = True
+        save_journal(jpath, state)
+
+    def _skip(self, output: OutputPlan, tensors: int, nbytes: int) -> None:
+        self.result.resumed_tensors += tensors
+        self.result.resumed_bytes += nbytes
+        self.done += nbytes
+        if self.progress is not None and tensors:
+            self.progress(self.done, self.total, output.tensors[tensors - 1].name)
+
+    def _write_temp(self, output: OutputPlan, tmp: Path, jpath: Path, state: JournalState) -> None:
+        fresh = state.tensors_done == 0
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+        try:
+            if fresh:
+                _pwrite_all(fd, output.header, 0)
+                save_journal(jpath, state)
+            else:
+                os.ftruncate(fd, output.data_start + state.bytes_done)
+            self._copy_tensors(output, fd, jpath, state)
+            _full_fsync(fd)
+        except KeyboardInterrupt:
+            self._checkpoint(fd, jpath, state)
+            raise
+        finally:
+            os.close(fd)
+
+    def _copy_tensors(self, output: OutputPlan, fd: int, jpath: Path, state: JournalState) -> None:
+        last_bytes, last_time = state.bytes_done, time.monotonic()
+        for tensor in output.tensors[state.tensors_done :]:
+            src = output.sources[tensor.name]
+            copy_range(
+                self.source_fd(src),
+                fd,
+                tensor.src_offset,
+                output.data_start + tensor.begin,
+                tensor.nbytes,
+            )
+            state.tensors_done += 1
+            state.bytes_done += tensor.nbytes
+            self.done += tensor.nbytes
+            self.result.copied_bytes += tensor.nbytes
+            self.copied_tensors += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total, tensor.name)
+            now = time.monotonic()
+            if (
+                state.bytes_done - last_bytes >= _CHECKPOINT_BYTES
+                or now - last_time >= _CHECKPOINT_SECONDS
+            ):
+                self._checkpoint(fd, jpath, state)
+                last_bytes, last_time = state.bytes_done, now
+            if self.pause_after is not None and self.copied_tensors == self.pause_after:
+                self._checkpoint(fd, jpath, state)
+                time.sleep(3600)  # test hook: the test kills us here
+
+    @staticmethod
+    def _checkpoint(fd: int, jpath: Path, state: JournalState) -> None:
+        # The journal may only claim bytes that are on disk, so flush the data first.
+        getattr(os, "fdatasync", os.fsync)(fd)
+        save_journal(jpath, state)
+
+
+def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
+    """The temp file exists and is at least as long as the journal's completed part."""
+    try:
+        size = tmp.stat().st_size
+    except FileNotFoundError:
+        return False
+    if state.tensors_done > len(output.tensors):
+        return False
+    return size >= output.data_start + state.bytes_done
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _full_fsync(fd: int) -> None:
+    """fsync; on macOS also ask the drive to flush its cache (F_FULLFSYNC)."""
+    if sys.platform == "darwin":
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
+    os.fsync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_small_atomically(path: Path, data: bytes) -> None:
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _pwrite_all(fd, data, 0)
+            _full_fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as e:
+        remove_quietly(tmp)
+        _reraise(e, path)
+
+
+_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EFBIG: "the file size limit was reached (ulimit -f or the filesystem's maximum)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EIO: "an I/O error occurred",
+    errno.EROFS: "the destination is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def _reraise(e: BaseException, path: Path) -> None:
+    """Raise an OS error as a WriteFailedError; re-raise mlxload errors and others as they are."""
+    if isinstance(e, (FileChangedError, WriteFailedError)) or not isinstance(e, OSError):
+        raise e
+    cause = _CAUSES.get(e.errno or 0, e.strerror or str(e))
+    raise WriteFailedError(
+        e.errno or errno.EIO,
+        f"writing {path} failed: {cause} ({e.strerror or e}); the partial output was removed "
+        "and nothing was written under that name",
+    ) from e

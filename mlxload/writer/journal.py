@@ -1,0 +1,80 @@
+"""The resume journal: a small JSON file beside a temporary output.
+
+It records a digest of what is being written (the output's plan and its sources' identity)
+and how many tensors of the temporary file are complete *and flushed*. A rerun with the same
+digest continues after the last such tensor; any other digest means the journal is stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+__all__ = ["JOURNAL_VERSION", "JournalState", "load_journal", "remove_quietly", "save_journal"]
+
+JOURNAL_VERSION = 1
+
+
+@dataclass
+class JournalState:
+    """What a journal says.
+
+    Attributes:
+        digest: Hash of the output's plan and sources (see ``plan.OutputPlan.digest``).
+        tensors_done: Tensors fully written and flushed, in output order.
+        bytes_done: Tensor bytes those cover.
+        complete: The output was finished and renamed to its final name.
+        resumes: How many runs continued from this journal (for diagnostics and tests).
+    """
+
+    digest: str
+    tensors_done: int = 0
+    bytes_done: int = 0
+    complete: bool = False
+    resumes: int = 0
+
+
+def load_journal(path: Path, digest: str) -> JournalState | None:
+    """The journal at ``path`` if it exists, parses and matches ``digest``; else None."""
+    try:
+        obj = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if type(obj) is not dict or obj.get("version") != JOURNAL_VERSION:
+        return None
+    if obj.get("digest") != digest:
+        return None
+    try:
+        return JournalState(
+            digest=digest,
+            tensors_done=int(obj["tensors_done"]),
+            bytes_done=int(obj["bytes_done"]),
+            complete=bool(obj["complete"]),
+            resumes=int(obj.get("resumes", 0)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def save_journal(path: Path, state: JournalState) -> None:
+    """Write the journal atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = orjson.dumps({"version": JOURNAL_VERSION, **asdict(state)})
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Remove files that may not exist."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,250 @@
+"""Plan a write from source headers only: which tensors go to which file, where, and the header.
+
+Nothing here touches tensor data or the destination. A :class:`WritePlan` is complete before
+the first byte is written: the executor only copies ranges and renames files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from mlxload.header import FileHeader, TensorInfo
+from mlxload.shards import INDEX_NAME
+from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
+from mlxload.writer.sources import Source, merge_metadata
+
+__all__ = [
+    "OutputPlan",
+    "WritePlan",
+    "index_bytes",
+    "plan_align",
+    "plan_merge",
+    "plan_split",
+    "shard_name",
+]
+
+_PLAN_VERSION = 1
+
+
+@dataclass
+class OutputPlan:
+    """One output file.
+
+    Attributes:
+        path: Final path.
+        header: Length prefix + padded header JSON (see :func:`~.layout.build_header`).
+        tensors: Tensors in output order, each with its source file in ``sources``.
+        sources: Tensor name -> source shard path.
+    """
+
+    path: Path
+    header: bytes
+    tensors: list[Placed]
+    sources: dict[str, Path]
+
+    @property
+    def data_start(self) -> int:
+        return len(self.header)
+
+    @property
+    def data_size(self) -> int:
+        return self.tensors[-1].end if self.tensors else 0
+
+    @property
+    def size(self) -> int:
+        return self.data_start + self.data_size
+
+    def digest(self) -> str:
+        """Hash of the layout and the sources' identity (path, size, mtime, inode).
+
+        A journal written under another digest (other arguments, a source changed) is stale.
+        """
+        h = hashlib.sha256()
+        h.update(f"mlxload-writer-{_PLAN_VERSION}\0{self.path.name}\0".encode())
+        h.update(self.header)
+        stats = {}
+        for t in self.tensors:
+            src = self.sources[t.name]
+            if src not in stats:
+                st = os.stat(src)
+                stats[src] = (str(src), st.st_size, st.st_mtime_ns, st.st_ino)
+            h.update(orjson.dumps([stats[src][0], t.src_offset, t.begin, t.end]))
+        h.update(orjson.dumps(sorted(stats.values())))
+        return h.hexdigest()
+
+
+@dataclass
+class WritePlan:
+    """Everything one merge/split/align will write.
+
+    Attributes:
+        kind: ``"merge"``, ``"split"`` or ``"align"``.
+        outputs: Files to write, in order.
+        index_path, index: The index file and its bytes (written last), if any.
+        in_place: Outputs replace their own sources (align without OUT): no ``force`` needed.
+        unchanged: Files already in the planned layout (align in place skips them).
+    """
+
+    kind: str
+    outputs: list[OutputPlan]
+    index_path: Path | None = None
+    index: bytes | None = None
+    in_place: bool = False
+    unchanged: list[Path] = field(default_factory=list)
+
+    @property
+    def total_size(self) -> int:
+        """Tensor bytes written (the index's ``total_size``)."""
+        return sum(o.data_size for o in self.outputs)
+
+
+def _output(path: Path, source: Source, infos: list[TensorInfo], metadata: dict) -> OutputPlan:
+    placed = place(infos)
+    return OutputPlan(
+        path=path,
+        header=build_header(placed, metadata),
+        tensors=placed,
+        sources={p.name: source.shard_of[p.name] for p in placed},
+    )
+
+
+def index_bytes(weight_map: dict[str, str], total_size: int, extra: dict | None = None) -> bytes:
+    """``model.safetensors.index.json`` as mlx-lm/transformers write it (weight_map sorted).
+
+    Args:
+        weight_map: Tensor name -> shard file name.
+        total_size: Sum of tensor bytes.
+        extra: Other ``metadata`` keys to keep (``total_size`` is always recomputed).
+    """
+    metadata = {k: v for k, v in (extra or {}).items() if k != "total_size"}
+    metadata["total_size"] = total_size
+    obj = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def shard_name(i: int, n: int) -> str:
+    """``model-0000i-of-0000N.safetensors``, or ``model.safetensors`` when ``n == 1``."""
+    return "model.safetensors" if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors"
+
+
+def plan_merge(source: Source, out: Path, *, on_conflict: str = "error") -> WritePlan:
+    """One aligned file holding every tensor of ``source``.
+
+    Raises:
+        MetadataConflictError: see :func:`~.sources.merge_metadata`.
+    """
+    metadata = merge_metadata(source.headers, on_conflict)
+    return WritePlan("merge", [_output(out, source, list(source.tensors.values()), metadata)])
+
+
+def plan_split(
+    source: Source, out_dir: Path, max_shard_size: int, *, on_conflict: str = "error"
+) -> WritePlan:
+    """Aligned shards of at most ``max_shard_size`` bytes each (header included) plus an index.
+
+    Tensors are packed greedily in output order (descending alignment, then name); a tensor
+    larger than the limit gets a shard of its own, as transformers does.
+
+    Raises:
+        MetadataConflictError: see :func:`~.sources.merge_metadata`.
+    """
+    metadata = merge_metadata(source.headers, on_conflict)
+    digits = len(str(max_shard_size))
+    meta_bytes = len(orjson.dumps({"__metadata__": metadata})) if metadata else 2
+    groups: list[list[TensorInfo]] = []
+    current: list[TensorInfo] = []
+    data = header_raw = 0
+    for info in sorted(source.tensors.values(), key=order_key):
+        entry = _entry_bound(info, digits)
+        if current and _padded(meta_bytes + header_raw + entry) + data + info.nbytes > (
+            max_shard_size
+        ):
+            groups.append(current)
+            current, data, header_raw = [], 0, 0
+        current.append(info)
+        data += info.nbytes
+        header_raw += entry
+    if current or not groups:
+        groups.append(current)
+    n = len(groups)
+    outputs = [
+        _output(out_dir / shard_name(i, n), source, group, metadata)
+        for i, group in enumerate(groups, 1)
+    ]
+    weight_map = {t.name: o.path.name for o in outputs for t in o.tensors}
+    total = sum(o.data_size for o in outputs)
+    index_path = out_dir / INDEX_NAME
+    return WritePlan(
+        "split",
+        outputs,
+        index_path=index_path,
+        index=index_bytes(weight_map, total, source.files.index_metadata),
+    )
+
+
+def _entry_bound(info: TensorInfo, digits: int) -> int:
+    """Upper bound of a tensor's header entry length (offsets of ``digits`` digits, a comma)."""
+    entry = {info.name: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [0, 0]}}
+    return len(orjson.dumps(entry)) - 2 - 2 + 2 * digits + 1
+
+
+def _padded(raw: int) -> int:
+    return -(-(8 + raw) // PAGE_SIZE) * PAGE_SIZE
+
+
+def plan_align(source: Source, out: Path | None) -> WritePlan:
+    """Each source file rewritten aligned, same name, same tensors and metadata; index too.
+
+    Args:
+        source: The checkpoint.
+        out: ``None`` to replace the files in place; a file path (single-file source) or a
+            directory.
+    """
+    files = source.files
+    in_place = out is None
+    if not in_place and len(files.files) == 1 and files.index_path is None:
+        out_dir = out.parent if not out.is_dir() else out
+        targets = {files.files[0]: out if not out.is_dir() else out / files.files[0].name}
+    else:
+        out_dir = files.root if in_place else out
+        targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
+        if not in_place and out_dir.resolve() == files.root.resolve():
+            in_place = True
+    outputs, unchanged = [], []
+    for header in source.headers:
+        plan = _output(targets[header.path], source, list(header.tensors.values()), header.metadata)
+        if in_place and _same_layout(header, plan):
+            unchanged.append(header.path)
+            continue
+        outputs.append(plan)
+    index_path = index = None
+    if files.index_path is not None:
+        weight_map = {
+            name: os.path.relpath(path, files.index_path.parent)
+            for name, path in source.shard_of.items()
+        }
+        total = sum(h.data_size for h in source.headers)
+        index_path = out_dir / files.index_path.name
+        same = (
+            in_place
+            and files.index_metadata.get("total_size") == total
+            and files.weight_map is not None
+        )
+        if not same:
+            index = index_bytes(weight_map, total, files.index_metadata)
+        else:
+            index_path = None
+    return WritePlan("align", outputs, index_path, index, in_place, unchanged)
+
+
+def _same_layout(header: FileHeader, plan: OutputPlan) -> bool:
+    """True when the file on disk already starts with exactly the planned header."""
+    if header.data_start != plan.data_start:
+        return False
+    with open(header.path, "rb") as f:
+        return f.read(plan.data_start) == plan.header

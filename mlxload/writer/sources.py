@@ -1,0 +1,168 @@
+"""Read a source checkpoint for the writer: resolve it, read every shard header, check them.
+
+Only headers are read. The result says, for every tensor, which file holds it and at which
+absolute offset (straight from the source header, never recomputed from the shape).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlxload.errors import CheckpointError, DuplicateTensorError
+from mlxload.header import FileHeader, TensorInfo, read_header
+from mlxload.shards import CheckpointFiles, checkpoint_files
+from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
+
+__all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source"]
+
+ON_CONFLICT = ("error", "first", "last")
+"""How :func:`merge_metadata` treats a key two shards give different values."""
+
+
+@dataclass
+class Source:
+    """A source checkpoint: its files, their headers, and where it came from.
+
+    Attributes:
+        files: The checkpoint's :class:`~mlxload.shards.CheckpointFiles`.
+        headers: One validated header per shard, in ``files.files`` order.
+        remote: True when it was resolved from an ``hf://`` (Hub cache) spec.
+        tensors: Every tensor by name (checked unique across shards).
+        shard_of: Tensor name -> the shard file holding it.
+    """
+
+    files: CheckpointFiles
+    headers: list[FileHeader]
+    remote: bool = False
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    shard_of: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def total_size(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def resolve_source(src: str | os.PathLike) -> tuple[Path, bool]:
+    """Turn a path or ``hf://org/repo[@rev]`` spec into a local path.
+
+    Args:
+        src: Local file/directory/index, or a Hub spec that ``mlxload.hub.resolve`` understands.
+
+    Returns:
+        ``(path, remote)``; ``remote`` is True when the Hub resolver supplied the path.
+
+    Raises:
+        SourceNotFoundError: no such local path and no Hub resolver (or it found nothing).
+    """
+    spec = os.fspath(src)
+    is_hub_spec = isinstance(spec, str) and spec.startswith("hf://")
+    if not is_hub_spec and Path(spec).exists():
+        return Path(spec), False
+    try:
+        from mlxload import hub
+    except ModuleNotFoundError as e:
+        if e.name not in ("mlxload.hub", "huggingface_hub"):
+            raise
+        if is_hub_spec:
+            raise SourceNotFoundError(
+                f"{spec}: hf:// sources need mlxload.hub (and huggingface_hub), which this "
+                "installation lacks; download the repo and pass its local directory"
+            ) from None
+        raise SourceNotFoundError(f"{spec}: no such file or directory") from None
+    resolved = hub.resolve(spec)
+    if resolved is None:
+        if Path(spec).exists():
+            return Path(spec), False
+        raise SourceNotFoundError(f"{spec}: no such file or directory")
+    return Path(resolved), True
+
+
+def open_source(src: str | os.PathLike) -> Source:
+    """Resolve ``src``, read every shard header and check the shards agree with the index.
+
+    Raises:
+        SourceNotFoundError: see :func:`resolve_source`.
+        DuplicateTensorError: a tensor name stored in two shards.
+        CheckpointError: the index and the shards disagree.
+        SafetensorsError: a shard header is invalid.
+    """
+    path, remote = resolve_source(src)
+    try:
+        files = checkpoint_files(path)
+    except FileNotFoundError as e:
+        raise SourceNotFoundError(str(e)) from None
+    headers = [read_header(f) for f in files.files]
+    source = Source(files=files, headers=headers, remote=remote)
+    for header in headers:
+        for name, info in header.tensors.items():
+            if name in source.tensors:
+                raise DuplicateTensorError(
+                    f"tensor {name!r} is stored in both {source.shard_of[name]} and "
+                    f"{header.path}; a checkpoint may hold each tensor once"
+                )
+            source.tensors[name] = info
+            source.shard_of[name] = header.path
+    _check_weight_map(source)
+    return source
+
+
+def _check_weight_map(source: Source) -> None:
+    weight_map = source.files.weight_map
+    if weight_map is None:
+        return
+    where = source.shard_of
+    for name, shard in weight_map.items():
+        actual = where.get(name)
+        if actual is None:
+            raise CheckpointError(
+                f"{source.files.index_path}: tensor {name!r} is listed in the index under "
+                f"{shard.name} but no shard holds it"
+            )
+        if Path(actual).resolve() != Path(shard).resolve():
+            raise CheckpointError(
+                f"{source.files.index_path}: tensor {name!r} is listed under {shard.name} but "
+                f"stored in {Path(actual).name}"
+            )
+    extra = sorted(set(where) - set(weight_map))
+    if extra:
+        raise CheckpointError(
+            f"{source.files.index_path}: {len(extra)} tensor(s) stored in shards are missing "
+            f"from the index, e.g. {extra[0]!r} in {where[extra[0]].name}"
+        )
+
+
+def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dict[str, str]:
+    """Union of the shards' ``__metadata__``, keys sorted.
+
+    Args:
+        headers: Source headers, in shard order.
+        on_conflict: ``"error"`` (default), ``"first"`` (keep the earliest shard's value) or
+            ``"last"`` (keep the latest).
+
+    Returns:
+        The merged metadata.
+
+    Raises:
+        MetadataConflictError: a key with two different values and ``on_conflict="error"``.
+        ValueError: unknown ``on_conflict``.
+    """
+    if on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
+    merged: dict[str, str] = {}
+    origin: dict[str, Path] = {}
+    for header in headers:
+        for key, value in header.metadata.items():
+            if key in merged and merged[key] != value:
+                if on_conflict == "error":
+                    raise MetadataConflictError(
+                        f"__metadata__[{key!r}] is {merged[key]!r} in {origin[key].name} but "
+                        f"{value!r} in {header.path.name}; pass on_conflict='first' or 'last' "
+                        "(--on-conflict) to choose"
+                    )
+                if on_conflict == "first":
+                    continue
+            merged[key] = value
+            origin[key] = header.path
+    return dict(sorted(merged.items()))
