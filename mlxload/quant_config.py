@@ -211,7 +211,8 @@ class QuantizationConfig:
 def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig | None:
     """The quantization config of a checkpoint directory, or ``None`` when it has none.
 
-    ``config.json`` (either format) wins over a standalone ``quantization_config.json``.
+    Looked for in order: ``config.json`` (either format), a standalone
+    ``quantization_config.json``, an AutoGPTQ ``quantize_config.json``.
 
     Raises:
         QuantizationConfigError subclasses: a config exists but is malformed.
@@ -225,6 +226,10 @@ def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig
     standalone = directory / QUANT_CONFIG_NAME
     if standalone.is_file():
         return QuantizationConfig.from_file(standalone)
+    autogptq = directory / "quantize_config.json"  # older AutoGPTQ exports keep it apart
+    if autogptq.is_file():
+        section = _parse_json_object(autogptq.read_bytes(), str(autogptq))
+        return _from_hf({"quant_method": "gptq", **section}, str(autogptq), "")
     return None
 
 
@@ -368,16 +373,17 @@ def _bool(section: Mapping[str, Any], key: str, src: str, where: str) -> bool | 
     value = section.get(key)
     if value is not None and not isinstance(value, bool):
         raise QuantConfigTypeError(
-            f"{src}: key '{where}.{key}' must be true or false, got {_kind(value)}"
+            f"{src}: key '{where}{key}' must be true or false, got {_kind(value)}"
         )
     return value
 
 
 def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
+    where = f"{key}." if key else ""
     method = section["quant_method"]
     if not isinstance(method, str):
         raise QuantConfigTypeError(
-            f"{src}: key '{key}.quant_method' must be a string, got {_kind(method)}"
+            f"{src}: key '{where}quant_method' must be a string, got {_kind(method)}"
         )
     method = method.lower()
     if method in ("mxfp4", "mxfp8"):
@@ -386,43 +392,43 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
         return _from_compressed_tensors(section, src, key)
     if method not in _HF_BITS:
         raise UnsupportedQuantMethodError(
-            f"{src}: key '{key}.quant_method' is {method!r}; supported: awq, gptq, mxfp4, "
+            f"{src}: key '{where}quant_method' is {method!r}; supported: awq, gptq, mxfp4, "
             "mxfp8, compressed-tensors"
         )
-    where = f"{key}."
     bits = _int(section, "bits", src, where)
     bits = 4 if bits is None else bits
     group_size = _int(section, "group_size", src, where)
     group_size = 128 if group_size is None else group_size
     if bits not in _HF_BITS[method]:
         raise UnsupportedBitsError(
-            f"{src}: key '{key}.bits' is {bits}; {method} checkpoints can be loaded with bits "
+            f"{src}: key '{where}bits' is {bits}; {method} checkpoints can be loaded with bits "
             f"{', '.join(map(str, _HF_BITS[method]))}"
         )
     # Source groups that are whole multiples of 32 inputs can be re-expressed as MLX groups.
     if group_size != -1 and (group_size <= 0 or group_size % 32):
         raise UnsupportedGroupSizeError(
-            f"{src}: key '{key}.group_size' is {group_size}; {method} checkpoints can be loaded "
+            f"{src}: key '{where}group_size' is {group_size}; {method} checkpoints can be loaded "
             "with group size -1 (per row) or a positive multiple of 32"
         )
     version = section.get("version")
     if method == "awq" and isinstance(version, str) and version.lower() not in ("gemm", ""):
         raise UnsupportedQuantMethodError(
-            f"{src}: key '{key}.version' is {version!r}; only AutoAWQ's 'gemm' packing is supported"
+            f"{src}: key '{where}version' is {version!r}; only AutoAWQ's 'gemm' packing "
+            "is supported"
         )
     fmt = section.get("checkpoint_format")
     if fmt is not None and fmt not in ("gptq", "gptq_v2"):
         raise UnsupportedQuantMethodError(
-            f"{src}: key '{key}.checkpoint_format' is {fmt!r}; supported: gptq, gptq_v2"
+            f"{src}: key '{where}checkpoint_format' is {fmt!r}; supported: gptq, gptq_v2"
         )
     return QuantizationConfig(
         bits,
         group_size,
         "affine",
         quant_method=method,
-        sym=_bool(section, "sym", src, key),
-        desc_act=_bool(section, "desc_act", src, key),
-        zero_point=_bool(section, "zero_point", src, key),
+        sym=_bool(section, "sym", src, where),
+        desc_act=_bool(section, "desc_act", src, where),
+        zero_point=_bool(section, "zero_point", src, where),
         checkpoint_format=fmt,
         version=version if isinstance(version, str) else None,
         source=src,
@@ -430,6 +436,7 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
 
 
 def _from_compressed_tensors(section: dict, src: str, key: str) -> QuantizationConfig:
+    where = f"{key}." if key else ""
     fmt = section.get("format")
     if fmt in ("nvfp4-pack-quantized", "mxfp4-pack-quantized"):
         mode = fmt.split("-")[0]
@@ -438,21 +445,19 @@ def _from_compressed_tensors(section: dict, src: str, key: str) -> QuantizationC
         )
     if fmt != "pack-quantized":
         raise UnsupportedQuantMethodError(
-            f"{src}: key '{key}.format' is {fmt!r}; supported compressed-tensors formats: "
+            f"{src}: key '{where}format' is {fmt!r}; supported compressed-tensors formats: "
             "pack-quantized, nvfp4-pack-quantized, mxfp4-pack-quantized"
         )
     groups = section.get("config_groups") or {}
     if not isinstance(groups, dict):
         raise QuantConfigTypeError(
-            f"{src}: key '{key}.config_groups' must be an object, got {_kind(groups)}"
+            f"{src}: key '{where}config_groups' must be an object, got {_kind(groups)}"
         )
     weights: dict = {}
     for name, group in groups.items():
         if isinstance(group, dict) and isinstance(group.get("weights"), dict):
-            weights, where = group["weights"], f"{key}.config_groups[{name!r}].weights."
+            weights, where = group["weights"], f"{where}config_groups[{name!r}].weights."
             break
-    else:
-        where = f"{key}."
     bits = _int(weights, "num_bits", src, where)
     group_size = _int(weights, "group_size", src, where)
     spec = QuantSpec(4 if bits is None else bits, 32 if group_size is None else group_size)
