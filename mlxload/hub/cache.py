@@ -1,0 +1,139 @@
+"""The Hugging Face cache layout, as huggingface_hub and mlx-lm read it.
+
+``<cache>/models--org--name/blobs/<sha256-or-git-sha1>`` holds content,
+``snapshots/<commit>/<path>`` are relative symlinks to blobs, ``refs/<revision>`` holds a
+commit hash. mlxload adds two things of its own, both ignored by huggingface_hub:
+``blobs/<name>.mlxload-partial`` (a download in progress, resumable) and
+``mlxload/<commit>.json`` (the tree listing, so offline use can name what is missing).
+Locks live where huggingface_hub puts its own (``<cache>/.locks/models--org--name/<name>.lock``)
+so the two libraries never write the same blob at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxload.hub.listing import RemoteFile
+
+__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir"]
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+PARTIAL_SUFFIX = ".mlxload-partial"
+
+
+def default_cache_dir() -> Path:
+    """The hub cache huggingface_hub uses (``HF_HUB_CACHE``, else ``$HF_HOME/hub``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RepoCache:
+    """Paths and small operations for one model repository in a hub cache.
+
+    Attributes:
+        root: The hub cache directory (``HF_HUB_CACHE``).
+        repo_id: ``org/name``.
+    """
+
+    root: Path
+    repo_id: str
+
+    @property
+    def folder_name(self) -> str:
+        """``models--org--name``."""
+        return "--".join(["models", *self.repo_id.split("/")])
+
+    @property
+    def storage(self) -> Path:
+        """The repository's folder in the cache."""
+        return self.root / self.folder_name
+
+    def snapshot(self, commit: str) -> Path:
+        """The snapshot directory of ``commit``."""
+        return self.storage / "snapshots" / commit
+
+    def blob(self, name: str) -> Path:
+        """The final path of a blob."""
+        return self.storage / "blobs" / name
+
+    def partial(self, name: str) -> Path:
+        """Where an unfinished download of blob ``name`` accumulates (resumable)."""
+        return self.storage / "blobs" / f"{name}{PARTIAL_SUFFIX}"
+
+    def lock(self, name: str) -> Path:
+        """The lock file guarding blob ``name`` (shared with huggingface_hub)."""
+        return self.root / ".locks" / self.folder_name / f"{name}.lock"
+
+    def manifest(self, commit: str) -> Path:
+        """mlxload's record of the tree listing at ``commit``."""
+        return self.storage / "mlxload" / f"{commit}.json"
+
+    def read_ref(self, revision: str) -> str | None:
+        """The commit a branch/tag was last seen at, or ``revision`` itself if it is a commit."""
+        if COMMIT_RE.match(revision):
+            return revision
+        try:
+            commit = (self.storage / "refs" / revision).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return commit if COMMIT_RE.match(commit) else None
+
+    def write_ref(self, revision: str, commit: str) -> None:
+        """Record that ``revision`` points at ``commit`` (atomically; no-op for a commit hash)."""
+        if revision == commit or self.read_ref(revision) == commit:
+            return
+        _atomic_write_text(self.storage / "refs" / revision, commit)
+
+    def link(self, commit: str, path: str, blob_name: str) -> Path:
+        """Point ``snapshots/<commit>/<path>`` at a blob (relative symlink, copy if unsupported).
+
+        Returns:
+            The snapshot path of the file.
+        """
+        dst = self.snapshot(commit).joinpath(*path.split("/"))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = self.blob(blob_name)
+        rel = os.path.relpath(src, dst.parent)
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.symlink(rel, tmp)
+        except OSError:  # no symlinks here (some filesystems): a full copy, as huggingface_hub does
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return dst
+
+    def has_file(self, commit: str, path: str) -> bool:
+        """Whether the snapshot holds ``path`` (a symlink to an existing blob or a real file)."""
+        return self.snapshot(commit).joinpath(*path.split("/")).is_file()
+
+    def write_manifest(self, commit: str, files: list[RemoteFile]) -> None:
+        """Save the tree listing of ``commit`` (best effort: a read-only cache is fine)."""
+        doc = {"format": 1, "files": [f.to_json() for f in files]}
+        with contextlib.suppress(OSError):
+            _atomic_write_text(self.manifest(commit), json.dumps(doc, indent=1))
+
+    def read_manifest(self, commit: str) -> list[RemoteFile] | None:
+        """The tree listing saved by :meth:`write_manifest`, or None."""
+        try:
+            doc = json.loads(self.manifest(commit).read_text(encoding="utf-8"))
+            if doc.get("format") != 1:
+                return None
+            return [RemoteFile.from_json(f) for f in doc["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

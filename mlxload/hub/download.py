@@ -1,0 +1,258 @@
+"""``mlxload.hub.download``: a model snapshot from the Hub into the standard HF cache.
+
+huggingface_hub supplies repository info, the tree listing, auth headers, the HTTP session
+and the cache location; mlxload does the transfers itself so they run in parallel, resume
+after a crash, and are checked against the hashes the Hub lists.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
+from mlxload.hub.errors import DownloadError, EntryNotFoundError, HubError, HubSpecError
+from mlxload.hub.listing import RemoteFile
+from mlxload.hub.offline import cached_snapshot, offline_mode
+from mlxload.hub.progress import ByteProgress, progress_enabled
+from mlxload.hub.remote import Remote, is_connection_error, translate
+from mlxload.hub.select import index_files, select_files, shards_from_index
+from mlxload.hub.spec import HubSpec, parse_spec
+from mlxload.hub.transfer import Cancelled, fetch_blob
+
+__all__ = ["download"]
+
+DEFAULT_REVISION = "main"
+
+
+def _spec(repo: str | HubSpec, revision: str | None) -> HubSpec:
+    spec = repo if isinstance(repo, HubSpec) else parse_spec(repo)
+    if revision is not None and spec.revision is not None and revision != spec.revision:
+        raise HubSpecError(
+            f"{repo!s} names revision {spec.revision!r} but revision={revision!r} was also given"
+        )
+    return HubSpec(spec.repo_id, revision or spec.revision)
+
+
+def _patterns(allow_patterns: str | Sequence[str] | None) -> list[str] | None:
+    if allow_patterns is None:
+        return None
+    return [allow_patterns] if isinstance(allow_patterns, str) else list(allow_patterns)
+
+
+class _Job:
+    """Everything the worker threads of one download share."""
+
+    def __init__(self, remote: Remote, cache: RepoCache, commit: str, bar: ByteProgress) -> None:
+        import huggingface_hub
+
+        self.remote = remote
+        self.cache = cache
+        self.commit = commit
+        self.bar = bar
+        self.session = huggingface_hub.get_session()
+        self.headers = remote.headers()
+        self.stop = threading.Event()
+
+    def present(self, f: RemoteFile) -> bool:
+        path = self.cache.snapshot(self.commit).joinpath(*f.path.split("/"))
+        return path.is_file() and path.stat().st_size == f.size
+
+    def fetch(self, f: RemoteFile) -> None:
+        """Make ``f`` present in the snapshot (download unless its blob is already cached)."""
+        import filelock
+
+        blob = self.cache.blob(f.blob_name)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.cache.lock(f.blob_name)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(lock_path))
+        while True:  # another process may be fetching the same blob: wait, but stay cancellable
+            if self.stop.is_set():
+                raise Cancelled(f.path)
+            try:
+                lock.acquire(timeout=0.5)
+                break
+            except filelock.Timeout:
+                continue
+        try:
+            if blob.is_file() and blob.stat().st_size == f.size:
+                self.bar.update(f.size)
+            else:
+                fetch_blob(
+                    session=self.session,
+                    url=self.remote.file_url(self.commit, f.path),
+                    headers=self.headers,
+                    file=f,
+                    blob=blob,
+                    partial=self.cache.partial(f.blob_name),
+                    on_bytes=self.bar.update,
+                    stop=self.stop,
+                    describe=lambda e: translate(
+                        e,
+                        repo_id=self.remote.repo_id,
+                        revision=self.commit,
+                        filename=f.path,
+                        endpoint=self.remote.endpoint,
+                    ),
+                )
+            self.cache.link(self.commit, f.path, f.blob_name)
+        finally:
+            lock.release()
+
+    def fetch_all(self, files: Sequence[RemoteFile], workers: int) -> None:
+        """Fetch ``files`` with ``workers`` threads; the first failure cancels the rest."""
+        todo = sorted(files, key=lambda f: -f.size)  # big shards first: best overlap
+        if not todo:
+            return
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+            futures = [pool.submit(self.fetch, f) for f in todo]
+            pending = set(futures)
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    done += len(finished)
+                    self.bar.file_done(done, len(todo))
+                    if any(fu.exception() is not None for fu in finished):
+                        break
+            finally:
+                if pending:  # a failure or Ctrl-C: stop the others at their next chunk
+                    self.stop.set()
+                    for fu in pending:
+                        fu.cancel()
+        errors = [
+            fu.exception() for fu in futures if not fu.cancelled() and fu.exception() is not None
+        ]
+        real = [e for e in errors if not isinstance(e, Cancelled)]
+        if real:
+            raise real[0]
+
+
+def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
+    need = sum(f.size for f in files)
+    blobs = cache.storage / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(blobs).free
+    if need > free:
+        raise DownloadError(
+            f"hf://{cache.repo_id}: {need / 1e9:.2f} GB to download but only {free / 1e9:.2f} GB "
+            f"free in {cache.root}; free some space or set HF_HUB_CACHE to a larger disk"
+        )
+
+
+def _online(
+    remote: Remote,
+    cache: RepoCache,
+    revision: str,
+    patterns: list[str] | None,
+    workers: int,
+    bar_enabled: bool,
+) -> Path:
+    commit = revision if COMMIT_RE.match(revision) else remote.resolve_commit(revision)
+    files = cache.read_manifest(commit) or remote.list_files(commit)
+    snapshot = cache.snapshot(commit)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    cache.write_ref(revision, commit)
+    cache.write_manifest(commit, files)
+    bar = ByteProgress(total=0, desc=f"hf://{remote.repo_id}", enabled=bar_enabled)
+    try:
+        job = _Job(remote, cache, commit, bar)
+        if patterns is None:
+            indexes = index_files(files)
+            first = [f for f in indexes if not job.present(f)]
+            bar.add_total(sum(f.size for f in first))
+            job.fetch_all(first, workers)
+            shards: list[str] = []
+            for f in indexes:
+                shards += shards_from_index(f.path, (snapshot / f.path).read_bytes())
+            chosen = select_files(files, shards=list(dict.fromkeys(shards)) or None)
+            if not any(f.path.endswith(".safetensors") for f in chosen):
+                names = ", ".join(f.path for f in files[:10]) or "(none)"
+                raise EntryNotFoundError(
+                    f"hf://{remote.repo_id}@{revision} has no safetensors weights "
+                    f"(files: {names}); "
+                    "mlxload loads safetensors only (pass allow_patterns / --include to fetch "
+                    "other files)"
+                )
+        else:
+            chosen = select_files(files, allow_patterns=patterns)
+            if not chosen:
+                raise EntryNotFoundError(
+                    f"hf://{remote.repo_id}@{revision}: no file matches {', '.join(patterns)}"
+                )
+        todo = [f for f in chosen if not job.present(f)]
+        _check_space(cache, [f for f in todo if not cache.blob(f.blob_name).is_file()])
+        bar.add_total(sum(f.size for f in todo))
+        job.fetch_all(todo, workers)
+    finally:
+        bar.close()
+    return snapshot
+
+
+def download(
+    repo: str | HubSpec,
+    revision: str | None = None,
+    *,
+    allow_patterns: str | Sequence[str] | None = None,
+    workers: int = 8,
+    progress: bool | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """Download what loading a model needs into the HF cache and return its snapshot dir.
+
+    Files already cached are not fetched again; a file interrupted earlier (even by a killed
+    process) resumes where it stopped; every file is checked against the hash the Hub lists
+    before it appears in the snapshot.
+
+    Args:
+        repo: ``"org/name"``, ``"hf://org/name[@revision]"`` or a :class:`HubSpec`.
+        revision: Branch, tag or commit (default: the spec's, else ``main``).
+        allow_patterns: Glob(s) of the files to fetch instead of the default selection
+            (safetensors weights the index names, root ``*.json``, tokenizer files).
+        workers: Files downloaded at once.
+        progress: Show a progress bar; None follows ``HF_HUB_DISABLE_PROGRESS_BARS``.
+        token: Hub token; None uses ``HF_TOKEN`` / the saved login, False sends none.
+        cache_dir: Hub cache directory; None uses ``HF_HUB_CACHE`` (``$HF_HOME/hub``).
+        local_files_only: Use only the cache (no network request at all); None follows
+            ``HF_HUB_OFFLINE``.
+
+    Returns:
+        ``<cache>/models--org--name/snapshots/<commit>``.
+
+    Raises:
+        HubSpecError: ``repo`` is malformed.
+        OfflineError: Offline (or the Hub unreachable) and something is not cached; names it.
+        RepoNotFoundError, RevisionNotFoundError, EntryNotFoundError, AuthError,
+            GatedRepoError: What the Hub answered.
+        DownloadError: Transfers failed after retries (running again resumes them).
+        IntegrityError: A file's bytes do not match the Hub's hash.
+    """
+    spec = _spec(repo, revision)
+    rev = spec.revision or DEFAULT_REVISION
+    patterns = _patterns(allow_patterns)
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = RepoCache(root, spec.repo_id)
+    if local_files_only:
+        return cached_snapshot(cache, rev, patterns, "local_files_only=True")
+    if local_files_only is None and offline_mode():
+        return cached_snapshot(cache, rev, patterns, "offline mode is on (HF_HUB_OFFLINE=1)")
+    remote = Remote(spec.repo_id, token=token)
+    try:
+        return _online(remote, cache, rev, patterns, workers, progress_enabled(progress))
+    except HubError as e:
+        cause: Any = e.__cause__
+        if cause is None or not is_connection_error(cause):
+            raise
+        try:  # the Hub is unreachable: a complete cached snapshot still does
+            return cached_snapshot(cache, rev, patterns, f"the Hub is unreachable ({e})")
+        except HubError:
+            raise e from cause
+    except Exception as e:  # anything huggingface_hub raised that was not yet translated
+        raise translate(e, repo_id=spec.repo_id, revision=rev, endpoint=remote.endpoint) from e

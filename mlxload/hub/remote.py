@@ -1,0 +1,182 @@
+"""Talk to the Hub through huggingface_hub: commit resolution, tree listing, auth headers, errors.
+
+Every failure leaves this module as an :class:`mlxload.hub.errors.HubError` (see
+:func:`translate`). huggingface_hub is imported only when these functions run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from mlxload.hub.errors import (
+    AuthError,
+    DownloadError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HubError,
+    OfflineError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+from mlxload.hub.listing import RemoteFile
+
+__all__ = ["Remote", "is_connection_error", "translate"]
+
+LOGIN_HINT = "run `hf auth login` or set the HF_TOKEN environment variable"
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the Hub could not be reached (as opposed to a refusal)."""
+    import httpx2
+
+    if isinstance(exc, httpx2.TransportError):
+        return True
+    status = _status(exc)
+    return status is not None and status >= 500
+
+
+def translate(
+    exc: BaseException,
+    *,
+    repo_id: str,
+    revision: str | None = None,
+    filename: str | None = None,
+    endpoint: str | None = None,
+) -> HubError:
+    """Turn a huggingface_hub / httpx2 / OS exception into the matching :class:`HubError`.
+
+    Args:
+        exc: The exception raised while talking to the Hub.
+        repo_id: The repository concerned.
+        revision: The revision asked for, if any.
+        filename: The file being fetched, if any.
+        endpoint: The Hub endpoint, for messages about connectivity.
+
+    Returns:
+        The error to raise (``raise translate(e, ...) from e``).
+    """
+    if isinstance(exc, HubError):
+        return exc
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    status = _status(exc)
+    if isinstance(exc, hf.OfflineModeIsEnabled):
+        return OfflineError(f"{where}: offline mode is on (HF_HUB_OFFLINE) and {exc}")
+    if isinstance(exc, hf.LocalTokenNotFoundError):
+        return AuthError(f"{where}: a token is required but none is configured: {LOGIN_HINT}")
+    if isinstance(exc, hf.GatedRepoError):
+        return GatedRepoError(
+            f"{where} is a gated repository and this account has no access: accept its terms on "
+            f"the model page, then {LOGIN_HINT} with a token of that account"
+        )
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return RevisionNotFoundError(
+            f"{where}: revision {revision or 'main'!r} does not exist (check the branch, tag or "
+            "commit hash)"
+        )
+    if isinstance(exc, hf.RemoteEntryNotFoundError) or (
+        filename is not None and status == 404 and not isinstance(exc, hf.RepositoryNotFoundError)
+    ):
+        return EntryNotFoundError(f"{where}: file {filename or '?'!r} is not on the Hub (404)")
+    if status in (401, 403):
+        what = "is private, gated, or does not exist" if status == 401 else "refused access"
+        return AuthError(
+            f"{where}: the Hub answered {status} (the repository {what}); {LOGIN_HINT}"
+        )
+    if isinstance(exc, hf.RepositoryNotFoundError) or status == 404:
+        return RepoNotFoundError(
+            f"{where}: repository not found on {endpoint or 'the Hub'} (check the name; for a "
+            f"private repository, {LOGIN_HINT})"
+        )
+    if isinstance(exc, httpx2.TransportError):
+        target = f" {filename!r}" if filename else ""
+        return DownloadError(
+            f"{where}: could not download{target} from {endpoint or 'the Hub'}: "
+            f"{type(exc).__name__}: {exc or 'connection failed'}. Check the network or HF_ENDPOINT "
+            "and run the same command again: finished files are kept and an interrupted one "
+            "resumes where it stopped (or set HF_HUB_OFFLINE=1 to use only cached files)"
+        )
+    if status is not None:
+        target = f" for {filename!r}" if filename else ""
+        return DownloadError(
+            f"{where}: the Hub answered HTTP {status}{target}; try again later "
+            "(finished files are kept, interrupted ones resume)"
+        )
+    return HubError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+class Remote:
+    """One repository on one Hub endpoint, with the caller's token.
+
+    Attributes:
+        repo_id: ``org/name``.
+        endpoint: Base URL of the Hub (``HF_ENDPOINT`` at the time of the call by default).
+        token: As huggingface_hub takes it: a string, True (must exist), False (never send),
+            or None (use the saved token / ``HF_TOKEN`` if any).
+    """
+
+    def __init__(self, repo_id: str, *, endpoint: str | None = None, token: Any = None) -> None:
+        from huggingface_hub import constants
+
+        self.repo_id = repo_id
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.token = token
+        self._headers: dict[str, str] | None = None
+
+    def _api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint, token=self.token, library_name="mlxload")
+
+    def headers(self) -> dict[str, str]:
+        """Request headers: user agent and, when a token is in use, ``authorization``."""
+        if self._headers is None:
+            from huggingface_hub.utils import build_hf_headers
+
+            try:
+                self._headers = build_hf_headers(token=self.token, library_name="mlxload")
+            except Exception as e:
+                raise translate(e, repo_id=self.repo_id, endpoint=self.endpoint) from e
+        return self._headers
+
+    def resolve_commit(self, revision: str, *, timeout: float = 10.0) -> str:
+        """The commit hash ``revision`` points at now.
+
+        Raises:
+            HubError: (subclass) repository/revision missing, no access, or Hub unreachable.
+        """
+        try:
+            info = self._api().model_info(self.repo_id, revision=revision, timeout=timeout)
+        except Exception as e:
+            raise translate(
+                e, repo_id=self.repo_id, revision=revision, endpoint=self.endpoint
+            ) from e
+        if not info.sha:
+            raise HubError(f"hf://{self.repo_id}@{revision}: the Hub did not return a commit hash")
+        return str(info.sha)
+
+    def list_files(self, commit: str) -> list[RemoteFile]:
+        """Every file of the repository at ``commit`` (recursive tree listing).
+
+        Raises:
+            HubError: (subclass) as :meth:`resolve_commit`.
+        """
+        from huggingface_hub.hf_api import RepoFile
+
+        try:
+            entries = self._api().list_repo_tree(self.repo_id, recursive=True, revision=commit)
+            return [RemoteFile.from_hf(e) for e in entries if isinstance(e, RepoFile)]
+        except Exception as e:
+            raise translate(e, repo_id=self.repo_id, revision=commit, endpoint=self.endpoint) from e
+
+    def file_url(self, commit: str, path: str) -> str:
+        """The ``resolve`` URL of a file at a commit."""
+        return f"{self.endpoint}/{self.repo_id}/resolve/{commit}/{quote(path)}"

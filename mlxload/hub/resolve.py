@@ -1,0 +1,34 @@
+"""``mlxload.hub.resolve``: turn a model spec into a local directory, downloading if needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlxload.hub.spec import is_hub_spec
+
+__all__ = ["resolve"]
+
+
+def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
+    """Where to load ``spec`` from.
+
+    Args:
+        spec: A local path, ``hf://org/repo[@revision]``, or ``org/repo`` (a Hub repository
+            when no such local path exists).
+        **kwargs: Passed to :func:`mlxload.hub.download` (``revision``, ``allow_patterns``,
+            ``workers``, ``progress``, ``token``, ``cache_dir``, ``local_files_only``).
+
+    Returns:
+        None when ``spec`` is a local path (the caller opens it as is), else the snapshot
+        directory in the Hugging Face cache (downloaded, or found there when offline).
+
+    Raises:
+        HubError: (subclass) as :func:`mlxload.hub.download`; HubSpecError for a malformed
+            ``hf://`` spec.
+    """
+    if not is_hub_spec(spec):
+        return None
+    from mlxload.hub.download import download
+
+    return download(str(spec), **kwargs)

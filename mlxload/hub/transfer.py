@@ -1,0 +1,216 @@
+"""Fetch one file into the cache: resumable, hashed while written, renamed into place if good.
+
+Bytes accumulate in ``blobs/<name>.mlxload-partial``. A later run (after a crash, a kill, or
+a dropped connection) re-hashes the bytes already there and asks the server for the rest with
+``Range: bytes=<n>-``. The hash (sha256 for LFS files, git blob sha1 for plain files) is
+computed as bytes arrive, and the partial file becomes ``blobs/<name>`` by an atomic rename
+only when size and hash match; on mismatch it is deleted and :class:`IntegrityError` raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlxload.hub.errors import DownloadError, HubError, IntegrityError
+from mlxload.hub.listing import RemoteFile
+
+__all__ = ["BACKOFF_S", "CHUNK", "RETRIES", "Cancelled", "fetch_blob", "new_hasher"]
+
+CHUNK = 1 << 20  # bytes per write (each one reaches the file: a kill loses at most one chunk)
+RETRIES = 5  # consecutive failed attempts (no byte received) before giving up
+BACKOFF_S = 0.5  # first retry delay, doubled each time, capped at 8 s
+READ_TIMEOUT_S = 30.0
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class Cancelled(Exception):  # a signal between threads, never shown to users
+    """Another file failed; this transfer stopped early (its partial file is kept)."""
+
+
+def new_hasher(file: RemoteFile) -> Any:
+    """The hash object that checks ``file``: sha256 for LFS, git's ``blob <size>\\0`` sha1 else."""
+    if file.is_lfs:
+        return hashlib.sha256()
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % file.size)
+    return h
+
+
+def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
+    with open(path, "rb") as f:
+        remaining = size
+        while remaining:
+            chunk = f.read(min(CHUNK * 8, remaining))
+            if not chunk:
+                raise OSError(f"{path} shrank while being read")
+            hasher.update(chunk)
+            remaining -= len(chunk)
+
+
+def _status_error(response: Any) -> Exception:
+    import httpx2
+
+    return httpx2.HTTPStatusError(
+        f"HTTP {response.status_code}", request=response.request, response=response
+    )
+
+
+def _start_offset(response: Any, asked: int) -> int:
+    """Where the body of ``response`` starts in the file (0 for a full 200 answer)."""
+    if response.status_code == 200:
+        return 0
+    match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    if response.status_code != 206 or match is None:
+        return -1
+    return int(match.group(1)) if int(match.group(1)) == asked else -1
+
+
+def fetch_blob(
+    *,
+    session: Any,
+    url: str,
+    headers: dict[str, str],
+    file: RemoteFile,
+    blob: Path,
+    partial: Path,
+    on_bytes: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
+    describe: Callable[[BaseException], HubError] | None = None,
+) -> Path:
+    """Download ``file`` from ``url`` into ``blob``, resuming from ``partial`` if present.
+
+    Args:
+        session: An ``httpx2.Client`` (huggingface_hub's shared session).
+        url: The file's ``resolve`` URL.
+        headers: Auth and user-agent headers.
+        file: Expected size and hash.
+        blob: Final path (written only by an atomic rename of verified bytes).
+        partial: Where received bytes accumulate.
+        on_bytes: Called with the count of bytes newly accounted for (including the prefix
+            already on disk, once at start; negative when a prefix had to be discarded).
+        stop: When set by another thread, stop at the next chunk and raise :class:`Cancelled`.
+        describe: Maps a transport/HTTP exception to the :class:`HubError` to raise.
+
+    Returns:
+        ``blob``.
+
+    Raises:
+        IntegrityError: Size or hash differs from the listing (nothing left under either name).
+        DownloadError: Retries exhausted; the partial file is kept for the next run.
+        HubError: What ``describe`` makes of an HTTP error (404, 401, ...).
+    """
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    expected = file.sha256 if file.is_lfs else file.blob_id
+    hasher = new_hasher(file)
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > file.size:
+        partial.unlink()
+        have = 0
+    if have:
+        _hash_prefix(partial, hasher, have)
+        on_bytes(have)
+    timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
+    failures = 0
+
+    def fail(e: BaseException) -> None:
+        nonlocal failures
+        failures += 1
+        if failures > RETRIES:
+            err = describe(e) if describe else DownloadError(str(e))
+            raise DownloadError(
+                f"{file.path}: gave up after {RETRIES + 1} attempts in a row without progress "
+                f"({have} of {file.size} bytes kept in {partial.name}; running again resumes). "
+                f"{err}"
+            ) from e
+        delay = min(BACKOFF_S * 2 ** (failures - 1), 8.0)
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
+
+    def restart() -> None:
+        nonlocal hasher, have
+        partial.unlink(missing_ok=True)
+        on_bytes(-have)
+        hasher, have = new_hasher(file), 0
+
+    while have < file.size:
+        if stop is not None and stop.is_set():
+            raise Cancelled(file.path)
+        req_headers = dict(headers)
+        if have:
+            req_headers["range"] = f"bytes={have}-"
+        try:
+            with session.stream("GET", url, headers=req_headers, timeout=timeout) as response:
+                status = response.status_code
+                if status == 416 or (status < 400 and _start_offset(response, have) < 0):
+                    restart()  # the server cannot continue from here: start the file again
+                    fail(DownloadError(f"{file.path}: HTTP {status} to a resumed request"))
+                    continue
+                if status >= 400:
+                    response.read()
+                    if status in _RETRY_STATUS:
+                        fail(_status_error(response))
+                        continue
+                    hf_raise_for_status(response)
+                if status == 200 and have:
+                    restart()  # the server ignored Range: the whole body follows
+                before = have
+                with open(partial, "ab", buffering=0) as out:
+                    for chunk in response.iter_bytes(CHUNK):
+                        if stop is not None and stop.is_set():
+                            raise Cancelled(file.path)
+                        if have + len(chunk) > file.size:
+                            partial.unlink(missing_ok=True)
+                            raise IntegrityError(
+                                f"{file.path}: the server sent more than the {file.size} bytes "
+                                "the Hub lists; the download was deleted",
+                                filename=file.path,
+                                expected=str(expected),
+                                actual="(longer than listed)",
+                            )
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        have += len(chunk)
+                        on_bytes(len(chunk))
+                if have > before:
+                    failures = 0
+                if have < file.size:
+                    raise httpx2.RemoteProtocolError("the response ended early")
+        except (httpx2.TransportError, httpx2.StreamError) as e:
+            fail(e)
+        except (HubError, Cancelled):
+            raise
+        except OSError as e:
+            if getattr(e, "response", None) is not None and describe is not None:
+                raise describe(e) from e  # huggingface_hub's HTTP errors are OSErrors
+            raise DownloadError(f"{file.path}: cannot write {partial}: {e}") from e
+        except Exception as e:
+            if describe is None:
+                raise
+            raise describe(e) from e
+    actual = hasher.hexdigest()
+    if actual != expected:
+        partial.unlink(missing_ok=True)
+        kind = "sha256" if file.is_lfs else "git sha1"
+        raise IntegrityError(
+            f"{file.path}: {kind} mismatch: expected {expected}, got {actual}; the downloaded "
+            "bytes were deleted (run again to download the file afresh)",
+            filename=file.path,
+            expected=str(expected),
+            actual=actual,
+        )
+    if not partial.exists():  # zero-byte file
+        partial.touch()
+    os.replace(partial, blob)
+    return blob
