@@ -13,6 +13,7 @@ from mlxload.errors import MlxloadError
 
 __all__ = [
     "FLOAT_DTYPES",
+    "PATH_EMPTY",
     "PATH_METAL",
     "PATH_MX",
     "SUPPORTED_BITS",
@@ -32,6 +33,7 @@ FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
 
 PATH_METAL = "metal-kernel"
 PATH_MX = "mx.dequantize"
+PATH_EMPTY = "empty"
 
 _last_path: str | None = None
 
@@ -158,8 +160,11 @@ def dequantize(
     """
     global _last_path
     out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
-    path = which_path() if w.size > 0 else PATH_MX
-    if path == PATH_METAL:
+    path = which_path() if w.size > 0 else PATH_EMPTY
+    if path == PATH_EMPTY:
+        # mx.dequantize can't reshape an empty array; nothing to compute anyway.
+        out = mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=out_dtype)
+    elif path == PATH_METAL:
         from mlxload.metal_dequant import affine_dequantize_metal
 
         out = affine_dequantize_metal(w, scales, biases, group_size, bits, out_dtype)

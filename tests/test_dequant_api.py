@@ -1,0 +1,167 @@
+"""mlxload.dequantize on this machine's own path, its validation, and kernel source lookup."""
+
+from __future__ import annotations
+
+import re
+
+import mlx.core as mx
+import pytest
+
+import mlxload.kernel_sources as kernel_sources
+from mlxload import dequant
+from mlxload.dequant import (
+    DequantizeError,
+    QuantizedDtypeError,
+    QuantizedShapeError,
+    UnsupportedQuantizationError,
+    dequantize,
+)
+from mlxload.errors import MlxloadError
+
+
+def _quantized(shape=(4, 128), dtype=mx.float16, group_size=64, bits=4):
+    x = mx.random.normal(shape, key=mx.random.key(1)).astype(dtype)
+    return mx.quantize(x, group_size=group_size, bits=bits)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("out_dtype", [None, mx.float16, mx.bfloat16, mx.float32], ids=str)
+def test_native_path_matches_mx_dequantize(bits, out_dtype):
+    w, s, b = _quantized((3, 2, 128), mx.bfloat16, 64, bits)
+    got = dequantize(w, s, b, group_size=64, bits=bits, dtype=out_dtype)
+    ref = mx.dequantize(w, s, b, group_size=64, bits=bits, dtype=out_dtype)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert mx.array_equal(got, ref).item()
+    assert dequant.last_path() == dequant.which_path()
+
+
+def test_which_path_follows_metal_availability(monkeypatch):
+    expected = dequant.PATH_METAL if mx.metal.is_available() else dequant.PATH_MX
+    assert dequant.which_path() == expected
+    monkeypatch.setattr(mx.metal, "is_available", lambda: False)
+    assert dequant.which_path() == dequant.PATH_MX
+
+
+def test_error_classes_are_mlxload_value_errors():
+    for cls in (UnsupportedQuantizationError, QuantizedShapeError, QuantizedDtypeError):
+        assert issubclass(cls, DequantizeError)
+    assert issubclass(DequantizeError, MlxloadError)
+    assert issubclass(DequantizeError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bits": 7}, "unsupported bits=7 for affine quantization; valid: [2, 3, 4, 5, 6, 8]"),
+        ({"bits": 1}, "unsupported bits=1 for affine quantization; valid: [2, 3, 4, 5, 6, 8]"),
+        ({"bits": True}, "unsupported bits=True"),
+        (
+            {"group_size": 16},
+            "unsupported group_size=16 for affine quantization; valid: [32, 64, 128]",
+        ),
+        ({"group_size": 256}, "unsupported group_size=256"),
+    ],
+)
+def test_unsupported_parameters(kwargs, message):
+    w, s, b = _quantized()
+    args = {"group_size": 64, "bits": 4, **kwargs}
+    with pytest.raises(UnsupportedQuantizationError, match=re.escape(message)):
+        dequantize(w, s, b, **args)
+
+
+def test_missing_biases():
+    w, s, _b = _quantized()
+    with pytest.raises(DequantizeError, match=r"affine dequantization needs biases"):
+        dequantize(w, s, None)
+
+
+def _shape_cases():
+    w, s, b = _quantized((4, 128), mx.float16, 64, 4)  # w (4, 16), scales (4, 2)
+    return [
+        (w, s, b[:, :1], "scales shape (4, 2) != biases shape (4, 1)"),
+        (w, s[:3], b[:3], "scales/biases shape (3, 2) does not match packed weights shape (4, 16)"),
+        (
+            w[None],
+            s,
+            b,
+            "scales/biases shape (4, 2) does not match packed weights shape (1, 4, 16)",
+        ),
+        (
+            w[:, :8],
+            s,
+            b,
+            "packed weights (4, 8) hold 64 values per row at bits=4, but scales (4, 2) "
+            "with group_size=64 describe 128",
+        ),
+        (w[0], s[0], b[0], "packed weights need at least 2 dimensions, got shape (16,)"),
+    ]
+
+
+@pytest.mark.parametrize(("w", "s", "b", "message"), _shape_cases())
+def test_shape_disagreements(w, s, b, message):
+    with pytest.raises(QuantizedShapeError, match=re.escape(message)):
+        dequantize(w, s, b, group_size=64, bits=4)
+
+
+def test_shape_mismatch_from_wrong_bits_is_reported():
+    w, s, b = _quantized((4, 128), mx.float16, 64, 4)
+    with pytest.raises(
+        QuantizedShapeError, match=re.escape("hold 85.3333 values per row at bits=6")
+    ):
+        dequantize(w, s, b, group_size=64, bits=6)
+
+
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [
+        ("w", "packed weights must be uint32, got int32"),
+        ("scales", "scales must be one of float16, bfloat16, float32, got int32"),
+        ("biases", "biases must be one of float16, bfloat16, float32, got int32"),
+        ("dtype", "output dtype must be one of float16, bfloat16, float32, got int32"),
+    ],
+)
+def test_wrong_dtypes(which, message):
+    w, s, b = _quantized()
+    args = {"w": w, "scales": s, "biases": b, "dtype": None}
+    args[which] = mx.int32 if which == "dtype" else args[which].astype(mx.int32)
+    with pytest.raises(QuantizedDtypeError, match=re.escape(message)):
+        dequantize(**args)
+
+
+def test_empty_rows_give_an_empty_result():
+    w, s, b = _quantized()
+    got = dequantize(w[:0], s[:0], b[:0], 64, 4)
+    assert got.shape == (0, 128) and got.dtype == mx.float16
+    assert dequant.last_path() == dequant.PATH_EMPTY
+
+
+def test_kernel_source_is_found_and_cached():
+    text = kernel_sources.kernel_source("affine_dequantize")
+    assert "thread_position_in_grid" in text and "GROUP_SIZE" in text
+    assert kernel_sources.kernel_source("affine_dequantize") is text
+    assert (kernel_sources.kernels_dir() / "affine_dequantize.metal").is_file()
+
+
+def test_missing_kernel_source_names_what_exists():
+    with pytest.raises(
+        kernel_sources.KernelSourceNotFoundError,
+        match=r"no_such_kernel\.metal not found; available kernels: \[.*'affine_dequantize'",
+    ):
+        kernel_sources.kernel_source("no_such_kernel")
+    assert issubclass(kernel_sources.KernelSourceNotFoundError, FileNotFoundError)
+
+
+def test_kernels_dir_prefers_the_installed_copy(tmp_path, monkeypatch):
+    wheel_dir = tmp_path / "kernels"
+    wheel_dir.mkdir()
+    (wheel_dir / "x.metal").write_text("// body")
+    monkeypatch.setattr(kernel_sources, "_candidates", lambda: [wheel_dir, tmp_path / "none"])
+    kernel_sources.kernels_dir.cache_clear()
+    try:
+        assert kernel_sources.kernels_dir() == wheel_dir
+        monkeypatch.setattr(kernel_sources, "_candidates", lambda: [tmp_path / "none"])
+        kernel_sources.kernels_dir.cache_clear()
+        with pytest.raises(kernel_sources.KernelSourceNotFoundError, match="no Metal kernel"):
+            kernel_sources.kernels_dir()
+    finally:
+        kernel_sources.kernels_dir.cache_clear()
