@@ -1,0 +1,70 @@
+"""Shared pieces of the ``merge``, ``split`` and ``align`` verbs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+
+from mlxload.errors import MlxloadError
+
+__all__ = ["add_common", "progress_for", "report", "run_main"]
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """``--force`` and ``--progress/--no-progress``."""
+    parser.add_argument("--force", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+
+
+def progress_for(args: argparse.Namespace, desc: str):
+    """A progress bar context (or a null context yielding None) as the flags ask."""
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not show:
+        return contextlib.nullcontext(None)
+    from mlxload.writer.progress import ProgressBar
+
+    return ProgressBar(desc)
+
+
+def report(verb: str, result) -> None:
+    """Print what a write did to stdout."""
+    for path in result.outputs:
+        print(f"wrote {path}")
+    if result.index is not None:
+        print(f"wrote {result.index}")
+    for path in result.unchanged:
+        print(f"unchanged (already aligned) {path}")
+    line = f"{verb}: {result.tensors} tensors, {result.total_bytes:,} bytes"
+    if result.resumed_tensors:
+        line += (
+            f" (resumed: {result.resumed_tensors} tensors / {result.resumed_bytes:,} bytes "
+            "were already written)"
+        )
+    print(line)
+
+
+def run_main(
+    prog: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """Parse ``argv`` for one verb and run it, reporting mlxload errors without a traceback."""
+    parser = argparse.ArgumentParser(prog=f"mlxload {prog}")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except MlxloadError as e:
+        print(f"mlxload {prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mlxload {prog}: interrupted; run it again to continue", file=sys.stderr)
+        return 130
