@@ -1,0 +1,190 @@
+"""Collect a checkpoint's quantized tensors into :class:`QuantizedWeight` objects.
+
+MLX-layout checkpoints (mlx-lm, mlx-community) store each quantized module ``m`` as
+``m.weight`` (packed uint32), ``m.scales`` and, for affine, ``m.biases``; bits, group size and
+mode come from the directory's config. AutoAWQ/GPTQ checkpoints (``m.qweight``, ``m.qzeros``,
+``m.scales``, ``m.g_idx``) are repacked into that layout (see :mod:`mlxload.awq_gptq`).
+Tensors that are not quantized stay available through the checkpoint itself.
+
+Example:
+    >>> weights = load_quantized_weights("path/to/mlx-community-model")  # doctest: +SKIP
+    >>> weights["model.layers.0.self_attn.q_proj"]                        # doctest: +SKIP
+    QuantizedWeight('model.layers.0.self_attn.q_proj', shape=(2048, 2048), ...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import mlx.core as mx
+
+from mlxload.awq_gptq import awq_to_mlx, gptq_to_mlx
+from mlxload.quant_config import QuantizationConfig, find_quantization_config
+from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
+from mlxload.quantized_weight import QuantizedWeight
+
+__all__ = ["TensorSource", "load_quantized_weights"]
+
+
+class TensorSource(Protocol):
+    """What the loader needs from a checkpoint (``mlxload.Checkpoint`` provides it)."""
+
+    root: Path
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __getitem__(self, name: str) -> mx.array: ...
+
+    def info(self, name: str) -> Any: ...
+
+
+def load_quantized_weights(
+    source: str | os.PathLike | TensorSource,
+    *,
+    config: QuantizationConfig | None = None,
+) -> dict[str, QuantizedWeight]:
+    """Every quantized module of a checkpoint, keyed by module path.
+
+    Args:
+        source: A checkpoint directory/file/index (opened with :func:`mlxload.load`) or an
+            already opened checkpoint.
+        config: Use this config instead of the one found next to the checkpoint
+            (``config.json`` ``quantization`` / ``quantization_config``, then
+            ``quantization_config.json``, then ``quantize_config.json``).
+
+    Returns:
+        ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``.
+
+    Raises:
+        QuantizedCheckpointError: a ``.scales`` without its packed weight, a packed weight with
+            no config to read it, a module the config marks unquantized that has scales, or a
+            layout that isn't supported; the message names the tensor.
+        QuantizedWeightError: shapes disagree with the config's bits/group size.
+        RepackError: an AWQ/GPTQ layer that can't be converted exactly.
+        QuantizationConfigError: the config file is malformed.
+    """
+    ckpt = _open(source)
+    root = getattr(ckpt, "root", None)
+    if config is None and root is not None:
+        config = find_quantization_config(root)
+    names = set(ckpt.keys())
+    where = str(root) if root is not None else "checkpoint"
+    method = config.quant_method if config is not None else None
+    if method in ("awq", "gptq"):
+        return _load_awq_gptq(ckpt, names, config, where)
+    if method is not None:
+        _refuse_foreign_layout(names, method, where)
+    return _load_mlx(ckpt, names, config, where)
+
+
+def _open(source: str | os.PathLike | TensorSource) -> TensorSource:
+    if isinstance(source, (str, os.PathLike)):
+        from mlxload.checkpoint import load  # imported late: the reader is heavier
+
+        return load(source)
+    return source
+
+
+def _load_mlx(
+    ckpt: TensorSource, names: set[str], config: QuantizationConfig | None, where: str
+) -> dict[str, QuantizedWeight]:
+    out: dict[str, QuantizedWeight] = {}
+    for scales_name in sorted(n for n in names if n.endswith(".scales")):
+        module = scales_name.removesuffix(".scales")
+        weight_name = f"{module}.weight"
+        if weight_name not in names:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {scales_name!r} has no packed weight {weight_name!r}"
+            )
+        if config is None:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {weight_name!r} ({ckpt.info(weight_name).dtype}) has "
+                f"{scales_name!r}, so it is quantized, but the checkpoint has no quantization "
+                "config (config.json 'quantization' / 'quantization_config', or "
+                "quantization_config.json)"
+            )
+        if f"{module}.global_scale" in names:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {module}.global_scale: nvfp4 global scales are not supported"
+            )
+        spec = config.for_tensor(module)
+        if spec is None:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {scales_name!r} exists but {config.source} marks module "
+                f"{module!r} as not quantized (false)"
+            )
+        biases_name = f"{module}.biases"
+        biases = ckpt[biases_name] if biases_name in names else None
+        try:
+            out[module] = QuantizedWeight.from_spec(
+                spec, ckpt[weight_name], ckpt[scales_name], biases, name=module
+            )
+        except QuantizedWeightError as e:
+            raise QuantizedWeightError(
+                f"{where}: {e} (bits={spec.bits}, group_size={spec.group_size}, "
+                f"mode={spec.mode} from {config.source})"
+            ) from None
+    return out
+
+
+def _load_awq_gptq(
+    ckpt: TensorSource, names: set[str], config: QuantizationConfig, where: str
+) -> dict[str, QuantizedWeight]:
+    method = config.quant_method
+    modules = {n.removesuffix(".qweight") for n in names if n.endswith(".qweight")}
+    for suffix in (".qzeros", ".scales", ".g_idx"):
+        for n in sorted(names):
+            if n.endswith(suffix) and n.removesuffix(suffix) not in modules:
+                raise QuantizedCheckpointError(
+                    f"{where}: tensor {n!r} has no packed weight "
+                    f"{n.removesuffix(suffix) + '.qweight'!r} ({method} checkpoint)"
+                )
+    out: dict[str, QuantizedWeight] = {}
+    for module in sorted(modules):
+        scales_name = f"{module}.scales"
+        if scales_name not in names:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {module}.qweight has no {scales_name!r} ({method} checkpoint)"
+            )
+        qzeros = ckpt[f"{module}.qzeros"] if f"{module}.qzeros" in names else None
+        if qzeros is None and (config.zero_point is True or config.sym is False):
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {module}.qzeros is missing but {config.source} says the "
+                "quantization is asymmetric (zero_point true / sym false)"
+            )
+        if method == "awq":
+            out[module] = awq_to_mlx(
+                ckpt[f"{module}.qweight"],
+                qzeros,
+                ckpt[scales_name],
+                group_size=config.group_size,
+                bits=config.bits,
+                name=module,
+            )
+        else:
+            g_idx = ckpt[f"{module}.g_idx"] if f"{module}.g_idx" in names else None
+            out[module] = gptq_to_mlx(
+                ckpt[f"{module}.qweight"],
+                qzeros,
+                ckpt[scales_name],
+                g_idx,
+                bits=config.bits,
+                group_size=config.group_size,
+                checkpoint_format=config.checkpoint_format,
+                name=module,
+            )
+    return out
+
+
+def _refuse_foreign_layout(names: set[str], method: str | None, where: str) -> None:
+    """Hugging Face mxfp4 / compressed-tensors store tensors under names MLX doesn't use."""
+    for n in sorted(names):
+        if n.endswith(("_blocks", ".weight_packed", ".weight_scale")):
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {n!r} is in the {method} checkpoint layout, which "
+                "load_quantized_weights does not convert; only MLX-layout tensors "
+                "(.weight/.scales/.biases) and AWQ/GPTQ (.qweight/.qzeros/.scales) are read"
+            )
