@@ -60,16 +60,16 @@ class TensorSlice:
                     f"with size {rows}"
                 )
             part = self._file.read_rows(self._info.name, i, i + 1)[0]
-        elif isinstance(first, slice):
+            return part[rest] if rest else part
+        if isinstance(first, slice):
             start, stop, step = first.indices(rows)
             lo, hi = (start, stop) if step > 0 else (stop + 1, start + 1)
             part = self._file.read_rows(self._info.name, lo, max(lo, hi))
             if step != 1:
-                part = part[:: abs(step)] if step > 0 else part[::-1][::-step]
-        else:
-            part = self._file.read([self._info.name])[self._info.name]
-            return part[index]
-        return part[rest] if rest else part
+                part = part[::step] if step > 0 else part[::-1][::-step]
+            return part[(slice(None), *rest)] if rest else part
+        part = self._file.read([self._info.name])[self._info.name]
+        return part[index]
 
 
 class safe_open:  # named like safetensors.safe_open on purpose

@@ -1,0 +1,158 @@
+"""Broken sharded checkpoints and files that change under us give our own clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlx.core as mx
+import pytest
+
+import mlxload
+from mlxload import errors
+
+
+def _sharded(tmp_path, n_shards=2):
+    weights = {f"layers.{i}.weight": mx.full((4, 4), i, dtype=mx.float16) for i in range(6)}
+    names = sorted(weights)
+    weight_map = {}
+    for k in range(n_shards):
+        fname = f"model-{k + 1:05d}-of-{n_shards:05d}.safetensors"
+        part = names[k::n_shards]
+        mx.save_safetensors(str(tmp_path / fname), {n: weights[n] for n in part})
+        weight_map.update(dict.fromkeys(part, fname))
+    index = {"metadata": {"total_size": sum(w.nbytes for w in weights.values())},
+             "weight_map": weight_map}  # fmt: skip
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    return weights, index
+
+
+def _write_index(tmp_path, index):
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_index_opens_only_needed_shards(tmp_path):
+    weights, index = _sharded(tmp_path)
+    ckpt = mlxload.load(tmp_path)
+    assert len(ckpt) == 6 and ckpt._open == {}  # keys come from the index alone
+    name = "layers.0.weight"
+    assert mx.array_equal(ckpt[name], weights[name]).item()
+    assert [p.name for p in ckpt._open] == [index["weight_map"][name]]
+
+
+def test_missing_shard(tmp_path):
+    _sharded(tmp_path)
+    os.remove(tmp_path / "model-00002-of-00002.safetensors")
+    with pytest.raises(errors.MissingShardError, match=r"missing .*model-00002-of-00002"):
+        mlxload.load(tmp_path)
+
+
+def test_tensor_missing_from_its_shard(tmp_path):
+    _, index = _sharded(tmp_path)
+    index["weight_map"]["layers.9.weight"] = "model-00001-of-00002.safetensors"
+    _write_index(tmp_path, index)
+    ckpt = mlxload.load(tmp_path)
+    with pytest.raises(errors.TensorNotInShardError, match=r"'layers.9.weight' is in .*00001"):
+        ckpt["layers.9.weight"]
+
+
+def test_tensor_in_two_shards_with_index(tmp_path):
+    _sharded(tmp_path)
+    stale = tmp_path / "model-00002-of-00002.safetensors"
+    mx.save_safetensors(str(stale), {"layers.0.weight": mx.zeros((4, 4)), "layers.1.weight":
+                                     mx.zeros((4, 4))})  # fmt: skip
+    ckpt = mlxload.load(tmp_path)
+    with pytest.raises(errors.DuplicateTensorError, match=r"'layers.0.weight' is in model-00002"):
+        ckpt["layers.1.weight"]
+
+
+def test_tensor_in_two_shards_without_index(tmp_path):
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"w": mx.zeros((2,))})
+    mx.save_safetensors(str(tmp_path / "b.safetensors"), {"w": mx.ones((2,))})
+    with pytest.raises(errors.DuplicateTensorError, match=r"'w' is stored in both a.safe"):
+        list(mlxload.load(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"metadata": {}}', "weight_map"),
+        ('{"weight_map": ["a"]}', "weight_map"),
+        ('{"weight_map": {"w": "../evil.safetensors"}}', "relative file name"),
+        ('{"weight_map": {"w": 3}}', "relative file name"),
+    ],
+)
+def test_bad_index(tmp_path, text, match):
+    (tmp_path / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(errors.IndexFileError, match=match):
+        mlxload.load(tmp_path)
+
+
+def test_directory_without_safetensors(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(errors.CheckpointError, match=r"no \*.safetensors files"):
+        mlxload.load(tmp_path)
+
+
+def test_unknown_tensor_name(tmp_path):
+    _sharded(tmp_path)
+    with pytest.raises(errors.TensorNotFoundError, match="no tensor named 'nope'") as info:
+        mlxload.load(tmp_path)["nope"]
+    assert isinstance(info.value, KeyError)
+
+
+def test_directory_without_index_takes_sorted_files(tmp_path):
+    mx.save_safetensors(str(tmp_path / "b.safetensors"), {"y": mx.ones((2,))})
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"x": mx.zeros((2,))})
+    ckpt = mlxload.load(tmp_path)
+    assert [p.name for p in ckpt.files] == ["a.safetensors", "b.safetensors"]
+    assert list(ckpt) == ["x", "y"]
+
+
+# -- files changing after open ------------------------------------------------------------------
+
+
+def _one_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.arange(1000, dtype=mx.float32), "b": mx.ones((10,))})
+    return path
+
+
+def test_truncated_after_open(tmp_path):
+    path = _one_file(tmp_path)
+    with mlxload.safe_open(path) as f:
+        os.truncate(path, os.path.getsize(path) - 100)
+        with pytest.raises(errors.FileChangedError, match="modified"):
+            f.get_tensor("a")
+
+
+def test_replaced_after_open(tmp_path):
+    path = _one_file(tmp_path)
+    with mlxload.safe_open(path) as f:
+        other = tmp_path / "other.safetensors"
+        mx.save_safetensors(str(other), {"a": mx.zeros((1000,)), "b": mx.zeros((10,))})
+        os.replace(other, path)
+        with pytest.raises(errors.FileChangedError, match="replaced"):
+            f.get_tensor("a")
+
+
+def test_modified_in_place_after_open(tmp_path):
+    path = _one_file(tmp_path)
+    with mlxload.safe_open(path) as f:
+        with open(path, "r+b") as raw:
+            raw.seek(-4, os.SEEK_END)
+            raw.write(b"\x00\x00\x80\x7f")
+        os.utime(path, ns=(1, 1))  # make sure the mtime differs even on coarse clocks
+        with pytest.raises(errors.FileChangedError):
+            f.get_tensor("b")
+
+
+def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    """If the size check is raced, a short pread still ends in FileChangedError."""
+    path = _one_file(tmp_path)
+    from mlxload import segment_stream
+
+    monkeypatch.setattr(segment_stream, "_pread_exact", lambda fd, view, off: 0)
+    with mlxload.safe_open(path) as f, pytest.raises(errors.FileChangedError, match="truncated"):
+        f.get_tensor("a")

@@ -1,0 +1,281 @@
+"""One test per validation rule: exception class and message, plus golden bytes."""
+
+from __future__ import annotations
+
+import struct
+
+import mlx.core as mx
+import pytest
+from st_bytes import entry, raw_file, write_raw
+
+import mlxload
+from mlxload import errors
+from mlxload.header import parse_header, read_header
+
+F32_6 = struct.pack("<6f", 0, 1, 2, 3, 4, 5)
+
+
+def check(tmp_path, header, data, exc, *fragments, **kw):
+    path = write_raw(tmp_path / "bad.safetensors", header, data, **kw)
+    with pytest.raises(exc) as info:
+        read_header(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert isinstance(info.value, mlxload.SafetensorsError)
+    assert isinstance(info.value, ValueError)
+    return message
+
+
+def test_file_too_small(tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    path.write_bytes(b"\x01\x02\x03")
+    with pytest.raises(errors.FileTooSmallError, match=r"file is 3 bytes, shorter than"):
+        read_header(path)
+
+
+def test_header_larger_than_file(tmp_path):
+    check(
+        tmp_path,
+        b"{}",
+        b"",
+        errors.HeaderLengthError,
+        "header length 500",
+        "10-byte file",
+        declared_len=500,
+    )
+
+
+def test_header_over_limit(tmp_path):
+    check(tmp_path, b"{}", b"", errors.HeaderTooLargeError, "100000000", declared_len=10**8 + 1)
+
+
+def test_header_length_u64_max(tmp_path):
+    check(tmp_path, b"{}", b"", errors.HeaderTooLargeError, str(2**64 - 1), declared_len=2**64 - 1)
+
+
+def test_header_not_utf8(tmp_path):
+    check(tmp_path, b'{"a\xff":1}', b"", errors.HeaderEncodingError, "not valid UTF-8", "byte 3")
+
+
+def test_header_not_json(tmp_path):
+    check(tmp_path, b'{"a": [1, 2}', b"", errors.HeaderJSONError, "not valid JSON")
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"x"', b"12", b" {}"])
+def test_header_not_object(tmp_path, body):
+    check(tmp_path, body, b"", errors.HeaderNotObjectError, "JSON object")
+
+
+@pytest.mark.parametrize("value", [[1, 2], "F32", 3, None])
+def test_entry_not_object(tmp_path, value):
+    check(tmp_path, {"w": value}, b"", errors.TensorEntryError, "tensor 'w'", "must be an object")
+
+
+@pytest.mark.parametrize("missing", ["dtype", "shape", "data_offsets"])
+def test_entry_missing_field(tmp_path, missing):
+    e = entry("F32", [6], 0, 24)
+    del e[missing]
+    check(tmp_path, {"w": e}, F32_6, errors.MissingFieldError, "tensor 'w'", f"lacks {missing}")
+
+
+@pytest.mark.parametrize("dtype", ["F128", "f32", 7, None, ["F32"]])
+def test_unknown_dtype(tmp_path, dtype):
+    check(
+        tmp_path,
+        {"w": entry(dtype, [6], 0, 24)},
+        F32_6,
+        errors.UnknownDtypeError,
+        "tensor 'w'",
+        "unknown dtype",
+        "BF16",
+    )
+
+
+@pytest.mark.parametrize("shape", [[-1, 6], [2.0, 3], "6", [True, 6], None, [[6]]])
+def test_invalid_shape(tmp_path, shape):
+    check(
+        tmp_path,
+        {"w": entry("F32", shape, 0, 24)},
+        F32_6,
+        errors.InvalidShapeError,
+        "tensor 'w'",
+        "non-negative integers",
+    )
+
+
+@pytest.mark.parametrize(
+    "offsets", [[0], [0, 24, 48], [-1, 23], [24, 0], [0.0, 24], "0,24", [0, 2**64], None]
+)
+def test_invalid_offsets(tmp_path, offsets):
+    header = {"w": {"dtype": "F32", "shape": [6], "data_offsets": offsets}}
+    check(tmp_path, header, F32_6, errors.InvalidDataOffsetsError, "tensor 'w'", "data_offsets")
+
+
+def test_size_overflow(tmp_path):
+    check(
+        tmp_path,
+        {"w": entry("F32", [2**40, 2**40], 0, 24)},
+        F32_6,
+        errors.SizeOverflowError,
+        "tensor 'w'",
+        "overflows 64 bits",
+    )
+
+
+def test_size_mismatch(tmp_path):
+    check(
+        tmp_path,
+        {"w": entry("F32", [2, 2], 0, 24)},
+        F32_6,
+        errors.TensorSizeMismatchError,
+        "tensor 'w'",
+        "needs 16 bytes",
+        "span 24",
+    )
+
+
+@pytest.mark.parametrize("dtype,shape", [("F4", [3]), ("F6_E2M3", [5]), ("F6_E3M2", [1, 3])])
+def test_sub_byte_not_whole_bytes(tmp_path, dtype, shape):
+    check(
+        tmp_path,
+        {"w": entry(dtype, shape, 0, 2)},
+        b"\0\0",
+        errors.SubByteAlignmentError,
+        "tensor 'w'",
+        "whole byte",
+    )
+
+
+def test_offsets_gap(tmp_path):
+    header = {"a": entry("F32", [2], 0, 8), "b": entry("F32", [2], 12, 20)}
+    check(
+        tmp_path,
+        header,
+        bytes(20),
+        errors.NonContiguousOffsetsError,
+        "tensor 'b'",
+        "a gap",
+        "begin at 8",
+    )
+
+
+def test_offsets_overlap(tmp_path):
+    header = {"a": entry("F32", [2], 0, 8), "b": entry("F32", [2], 4, 12)}
+    check(tmp_path, header, bytes(12), errors.NonContiguousOffsetsError, "tensor 'b'", "an overlap")
+
+
+def test_offsets_not_from_zero(tmp_path):
+    check(
+        tmp_path,
+        {"a": entry("F32", [2], 4, 12)},
+        bytes(12),
+        errors.NonContiguousOffsetsError,
+        "tensor 'a'",
+        "begin at 0",
+    )
+
+
+def test_data_shorter_than_header_says(tmp_path):
+    check(
+        tmp_path,
+        {"w": entry("F32", [6], 0, 24)},
+        F32_6[:20],
+        errors.DataSizeMismatchError,
+        "20 bytes, shorter than the 24",
+        "truncated",
+    )
+
+
+def test_data_longer_than_header_says(tmp_path):
+    check(
+        tmp_path,
+        {"w": entry("F32", [6], 0, 24)},
+        F32_6 + b"junk",
+        errors.DataSizeMismatchError,
+        "28 bytes, longer than the 24",
+    )
+
+
+@pytest.mark.parametrize("metadata", [[1], "x", {"k": 1}, {"k": None}, {"k": ["v"]}])
+def test_invalid_metadata(tmp_path, metadata):
+    header = {"__metadata__": metadata, "w": entry("F32", [6], 0, 24)}
+    check(tmp_path, header, F32_6, errors.InvalidMetadataError, "__metadata__")
+
+
+# -- golden bytes -------------------------------------------------------------------------------
+
+
+def test_golden_reference_serialization():
+    """Bytes the reference library's own tests pin for one F32 tensor (1, 2, 3)."""
+    header = b'{"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}}'
+    blob = raw_file(header, F32_6)
+    assert blob[:8] == bytes([64, 0, 0, 0, 0, 0, 0, 0])
+    h = parse_header(blob[8 : 8 + 64], file_size=len(blob))
+    info = h.tensors["attn.0"]
+    assert (info.dtype, info.shape, info.begin, info.end, info.offset) == (
+        "F32",
+        (1, 2, 3),
+        0,
+        24,
+        72,
+    )
+    assert h.metadata == {}
+
+
+def test_golden_empty_with_padding():
+    """The reference writer pads an empty header with spaces: ``{}`` + 6 spaces."""
+    blob = bytes([8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32])
+    h = parse_header(blob[8:], file_size=len(blob))
+    assert h.tensors == {} and h.data_start == 16 and h.data_size == 0
+
+
+def test_golden_metadata_only():
+    body = b'{"__metadata__":{"framework":"pt"}}     '
+    blob = struct.pack("<Q", len(body)) + body
+    h = parse_header(body, file_size=len(blob))
+    assert h.metadata == {"framework": "pt"} and h.tensors == {}
+
+
+def test_null_metadata_accepted(tmp_path):
+    """mx.save_safetensors writes ``"__metadata__": null`` when given no metadata."""
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"x": mx.zeros((2,))})
+    assert b'"__metadata__":null' in path.read_bytes()[:200]
+    assert read_header(path).metadata == {}
+
+
+def test_tensors_listed_in_offset_order(tmp_path):
+    header = {"z": entry("U8", [2], 0, 2), "a": entry("U8", [3], 2, 5), "m": entry("U8", [1], 5, 6)}
+    path = write_raw(tmp_path / "o.safetensors", header, b"abcdef")
+    assert list(read_header(path).tensors) == ["z", "a", "m"]
+    with mlxload.safe_open(path) as f:
+        assert f.keys() == ["z", "a", "m"]
+        assert bytes(memoryview(f.get_tensor("a"))) == b"cde"
+
+
+def test_zero_copy_readiness_is_exact(tmp_path):
+    """Absolute offset % element size decides readiness; padding pins the data start."""
+    header = {
+        "a": entry("U8", [3], 0, 3),
+        "b": entry("F32", [1], 3, 7),
+        "c": entry("I8", [1], 7, 8),
+    }
+    for data_mod, expected in [(1, [True, True, True]), (2, [True, False, True])]:
+        body = padded_body(header, data_start_mod4=data_mod)
+        path = write_raw(tmp_path / f"a{data_mod}.safetensors", body, bytes(8))
+        tensors = read_header(path).tensors
+        start = 8 + len(body)
+        assert [t.offset for t in tensors.values()] == [start, start + 3, start + 7]
+        assert [t.zero_copy_ready for t in tensors.values()] == expected
+
+
+def padded_body(header: dict, *, data_start_mod4: int) -> bytes:
+    """Header JSON followed by spaces so that ``(8 + len) % 4 == data_start_mod4``."""
+    import orjson
+
+    body = orjson.dumps(header)
+    while (8 + len(body)) % 4 != data_start_mod4:
+        body += b" "
+    return body

@@ -1,0 +1,209 @@
+"""Files written by other implementations read back bit-identical (oracles: safetensors, mx)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from st_bytes import entry, write_raw
+
+import mlxload
+
+NUMPY_DTYPES = [
+    np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64,
+    np.int64, np.float16, np.float32, np.float64, np.complex64,
+]  # fmt: skip
+
+
+def _sample(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == np.bool_:
+        return np.asarray(rng.random(shape) > 0.5)
+    if np.issubdtype(dtype, np.complexfloating):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return np.asarray(rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True))
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (7,), (5, 3, 2)], ids=str)
+def test_safetensors_numpy_files(tmp_path, dtype, shape):
+    arr = np.asarray(_sample(dtype, shape))
+    path = tmp_path / "x.safetensors"
+    save_file({"t": arr, "pad": np.zeros(3, np.uint8)}, str(path), metadata={"k": "v"})
+    out = mlxload.load_file(path)
+    got = out["t"]
+    assert got.dtype == mlxload.DTYPES[_st_name(dtype)].mlx
+    assert got.shape == arr.shape
+    np.testing.assert_array_equal(np.array(got), arr)
+    with mlxload.safe_open(path) as f:
+        assert f.metadata() == {"k": "v"}
+        assert f.info("t").dtype == _st_name(dtype)
+
+
+def _st_name(dtype) -> str:
+    return {
+        "bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16",
+        "uint32": "U32", "int32": "I32", "uint64": "U64", "int64": "I64", "float16": "F16",
+        "float32": "F32", "float64": "F64", "complex64": "C64",
+    }[np.dtype(dtype).name]  # fmt: skip
+
+
+def test_float64_is_not_widened_or_narrowed(tmp_path):
+    path = tmp_path / "f64.safetensors"
+    arr = np.array([1 / 3, 1e300, -0.0], dtype=np.float64)
+    save_file({"x": arr}, str(path))
+    got = mlxload.load_file(path)["x"]
+    assert got.dtype == mx.float64
+    assert np.array(got).tobytes() == arr.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32, mx.uint32])
+def test_mx_save_safetensors_matches_mx_load(tmp_path, dtype):
+    path = tmp_path / "m.safetensors"
+    tensors = {
+        "a": (mx.random.normal((33, 17)) * 100).astype(dtype),
+        "b": mx.arange(7).astype(mx.int8),
+        "c": mx.random.normal((3,)).astype(mx.bfloat16),
+    }
+    mx.save_safetensors(str(path), tensors, metadata={"format": "mlx"})
+    ref = mx.load(str(path))
+    ours = mlxload.load_file(path)
+    assert list(ours) == list(mlxload.read_header(path).tensors)
+    for name, arr in ref.items():
+        assert ours[name].dtype == arr.dtype and ours[name].shape == arr.shape
+        assert mx.array_equal(ours[name], arr).item(), name
+
+
+def test_sharded_checkpoint_written_by_mlx_lm(tmp_path, monkeypatch):
+    """mlx-lm's save_model writes shards >= 1 GB only; force one tensor per shard."""
+    import mlx.nn as nn
+    import mlx_lm.utils as lm_utils
+
+    monkeypatch.setattr(
+        lm_utils, "make_shards", functools.partial(lm_utils.make_shards, max_file_size_gb=0)
+    )
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    model.update(
+        {"layers": [{"weight": m.weight.astype(mx.bfloat16), "bias": m.bias} for m in model.layers]}
+    )
+    lm_utils.save_model(tmp_path, model)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == 4
+
+    ckpt = mlxload.load(tmp_path)
+    assert len(ckpt.files) == 4
+    ref = {}
+    for shard in sorted(tmp_path.glob("*.safetensors")):
+        ref.update(mx.load(str(shard)))
+    assert sorted(ckpt) == sorted(ref)
+    for name in ref:
+        assert mx.array_equal(ckpt[name], ref[name]).item() and ckpt[name].dtype == ref[name].dtype
+    assert ckpt.index_metadata["total_size"] == sum(a.nbytes for a in ref.values())
+    assert ckpt.metadata == {"format": "mlx"}
+    # same checkpoint through the index file itself
+    via_index = mlxload.load(tmp_path / "model.safetensors.index.json")
+    assert sorted(via_index) == sorted(ref)
+
+
+@pytest.mark.parametrize(
+    "dtype,shape,nbytes,storage",
+    [
+        ("F8_E4M3", [2, 3], 6, (2, 3)),
+        ("F8_E5M2", [4], 4, (4,)),
+        ("F8_E8M0", [4], 4, (4,)),
+        ("F4", [2, 4], 4, (2, 2)),
+        ("F6_E2M3", [4], 3, (3,)),
+        ("F6_E3M2", [1, 4], 3, (1, 3)),
+    ],
+)
+def test_dtypes_mlx_lacks_come_back_as_raw_bytes(tmp_path, dtype, shape, nbytes, storage):
+    data = bytes(range(1, nbytes + 1))
+    path = write_raw(tmp_path / "r.safetensors", {"x": entry(dtype, shape, 0, nbytes)}, data)
+    with mlxload.safe_open(path) as f:
+        got = f.get_tensor("x")
+        assert f.info("x").dtype == dtype
+        assert f.info("x").shape == tuple(shape)
+    assert got.dtype == mx.uint8 and got.shape == storage
+    assert bytes(memoryview(got)) == data
+
+
+def test_fp8_e4m3_conversion_matches_mlx(tmp_path):
+    values = mx.array([0.5, -1.25, 3.0, 448.0])
+    raw = mx.to_fp8(values)
+    path = write_raw(
+        tmp_path / "f8.safetensors", {"x": entry("F8_E4M3", [4], 0, 4)}, bytes(memoryview(raw))
+    )
+    got = mlxload.load_file(path)["x"]
+    decoded = mlxload.convert_raw(got, "F8_E4M3", mx.float32)
+    assert mx.array_equal(decoded, mx.from_fp8(raw, dtype=mx.float32)).item()
+    with pytest.raises(NotImplementedError, match="no conversion from F4"):
+        mlxload.convert_raw(got, "F4")
+
+
+def test_get_slice_reads_rows(tmp_path):
+    arr = np.arange(10 * 3 * 2, dtype=np.float32).reshape(10, 3, 2)
+    path = tmp_path / "s.safetensors"
+    save_file({"x": arr}, str(path))
+    with mlxload.safe_open(path) as f:
+        sl = f.get_slice("x")
+        assert sl.get_shape() == [10, 3, 2] and sl.get_dtype() == "F32"
+        for index in [
+            slice(2, 5), slice(None, 3), slice(7, None), slice(-3, None), slice(1, 9, 3),
+            slice(None, None, -2), slice(5, 2), 4, -1, (slice(1, 4), 1), (2, slice(0, 2), 1),
+        ]:  # fmt: skip
+            np.testing.assert_array_equal(np.array(sl[index]), arr[index], err_msg=str(index))
+        with pytest.raises(IndexError, match="out of bounds for axis 0"):
+            sl[10]
+
+
+def test_get_slice_touches_only_requested_bytes(tmp_path, monkeypatch):
+    arr = np.arange(1000 * 16, dtype=np.float16).reshape(1000, 16)
+    path = tmp_path / "s.safetensors"
+    save_file({"x": arr}, str(path))
+    from mlxload import segment_stream
+
+    asked = []
+    real = segment_stream._pread_exact
+    monkeypatch.setattr(
+        segment_stream,
+        "_pread_exact",
+        lambda fd, view, off: asked.append((off, len(view))) or real(fd, view, off),
+    )
+    with mlxload.safe_open(path) as f:
+        out = f.get_slice("x")[100:110]
+        start = f.info("x").offset
+    np.testing.assert_array_equal(np.array(out), arr[100:110])
+    assert asked == [(start + 100 * 32, 10 * 32)]
+
+
+def test_concurrent_get_tensor_from_threads(tmp_path):
+    tensors = {f"t{i}": np.full((64, 33), i, dtype=np.float32) + np.arange(33) for i in range(40)}
+    path = tmp_path / "c.safetensors"
+    save_file(tensors, str(path))
+    with mlxload.safe_open(path) as f, ThreadPoolExecutor(8) as pool:
+        names = list(tensors) * 5
+        results = list(pool.map(f.get_tensor, names))
+    for name, got in zip(names, results, strict=True):
+        np.testing.assert_array_equal(np.array(got), tensors[name])
+
+
+def test_checkpoint_caches_and_releases(tmp_path):
+    path = tmp_path / "model.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.ones((4,)), "b": mx.zeros((2,))})
+    ckpt = mlxload.load(tmp_path)
+    first = ckpt["a"]
+    assert ckpt["a"] is first
+    assert ckpt.paths == {"a": "copy"}
+    ckpt.release()
+    assert ckpt["a"] is not first and mx.array_equal(ckpt["a"], first).item()
+    no_cache = mlxload.load(path, cache=False)
+    assert no_cache["b"] is not no_cache["b"]
+    assert dict(no_cache.materialize()).keys() == {"a", "b"}
