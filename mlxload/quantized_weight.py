@@ -216,11 +216,9 @@ class QuantizedWeight:
         if self.mode == "affine":
             kernel = _kernel_dequantize()
             if kernel is not None:
-                w = self.weight.reshape(-1, self.weight.shape[-1])
-                s = self.scales.reshape(-1, self.scales.shape[-1])
-                b = self.biases.reshape(-1, self.biases.shape[-1])
-                out = kernel(w, s, b, self.group_size, self.bits, dtype=dtype)
-                return out.reshape(self.shape)
+                return kernel(
+                    self.weight, self.scales, self.biases, self.group_size, self.bits, dtype=dtype
+                )
         return mx.dequantize(
             self.weight,
             self.scales,

@@ -1,0 +1,264 @@
+"""QuantizedWeight: validation messages, dequantize/matmul against MLX's own ops, to_module."""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from mlxload.errors import MlxloadError
+from mlxload.quant_config import QuantSpec
+from mlxload.quant_errors import QuantizedWeightError
+from mlxload.quantized_weight import QuantizedWeight
+
+FP_MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
+
+
+def quantized(shape, bits, group_size, dtype=mx.float32, mode="affine", seed=0):
+    w = mx.random.normal(shape, key=mx.random.key(seed)).astype(dtype)
+    return mx.quantize(w, group_size=group_size, bits=bits, mode=mode)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
+def test_dequantize_is_bit_exact_with_mx_dequantize(bits, group_size, dtype):
+    w, s, b = quantized((7, 256), bits, group_size, dtype)  # odd row count
+    qw = QuantizedWeight(w, s, b, bits=bits, group_size=group_size, name="proj")
+    want = mx.dequantize(w, s, b, group_size=group_size, bits=bits)
+    got = qw.dequantize()
+    assert got.dtype == want.dtype == dtype and got.shape == (7, 256)
+    assert mx.array_equal(got, want).item()
+    want32 = mx.dequantize(w, s, b, group_size=group_size, bits=bits, dtype=mx.float32)
+    assert mx.array_equal(qw.dequantize(mx.float32), want32).item()
+    assert qw.shape == (7, 256) and qw.dtype == dtype
+    assert qw.element_count == 7 * 256 and qw.num_groups == 256 // group_size
+    assert qw.nbytes == w.nbytes + s.nbytes + b.nbytes
+    assert qw.spec == QuantSpec(bits, group_size)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_matmul_matches_quantized_matmul_and_dense(bits):
+    w, s, b = quantized((48, 128), bits, 64)
+    qw = QuantizedWeight(w, s, b, bits=bits, group_size=64)
+    x = mx.random.normal((5, 128), key=mx.random.key(1))
+    want = mx.quantized_matmul(x, w, s, b, transpose=True, group_size=64, bits=bits)
+    assert mx.array_equal(qw.matmul(x), want).item()
+    dense = qw.dequantize()
+    assert mx.allclose(qw.matmul(x), x @ dense.T, atol=1e-4).item()
+    v = mx.random.normal((128,), key=mx.random.key(2))
+    assert (qw @ v).shape == (48,)
+    assert mx.allclose(qw @ v, dense @ v, atol=1e-4).item()
+    m = mx.random.normal((128, 3), key=mx.random.key(3))
+    assert mx.allclose(qw @ m, dense @ m, atol=1e-4).item()
+
+
+@pytest.mark.parametrize("mode", sorted(FP_MODES))
+def test_fp_modes(mode):
+    bits, group_size = FP_MODES[mode]
+    w, s = quantized((8, 64), bits, group_size, mode=mode)
+    qw = QuantizedWeight(w, s, bits=bits, group_size=group_size, mode=mode)
+    want = mx.dequantize(w, s, group_size=group_size, bits=bits, mode=mode)
+    assert qw.dtype == want.dtype and mx.array_equal(qw.dequantize(), want).item()
+    x = mx.random.normal((2, 64), key=mx.random.key(4))
+    want_mm = mx.quantized_matmul(x, w, s, group_size=group_size, bits=bits, mode=mode)
+    assert mx.array_equal(qw.matmul(x), want_mm).item()
+    assert mx.array_equal(qw.to_module()(x), want_mm).item()
+
+
+def test_higher_rank_weights_dequantize_per_row():
+    w, s, b = quantized((2, 3, 128), 4, 32)  # e.g. stacked experts
+    qw = QuantizedWeight(w, s, b, bits=4, group_size=32)
+    assert qw.shape == (2, 3, 128) and qw.num_groups == 4
+    want = mx.dequantize(w, s, b, group_size=32, bits=4)
+    assert mx.array_equal(qw.dequantize(), want).item()
+    with pytest.raises(ValueError, match=r"to_module needs a 2-D weight, shape is \(2, 3, 128\)"):
+        qw.to_module()
+
+
+def test_to_module_linear_shares_arrays_and_computes_like_mlx():
+    w, s, b = quantized((32, 64), 4, 64)
+    bias = mx.arange(32).astype(mx.float32)
+    qw = QuantizedWeight(w, s, b, bits=4, group_size=64, name="model.layers.0.mlp.up_proj")
+    m = qw.to_module(bias=bias)
+    assert isinstance(m, nn.QuantizedLinear)
+    assert m.weight is w and m.scales is s and m.biases is b and m.bias is bias
+    assert (m.bits, m.group_size, m.mode) == (4, 64, "affine")
+    x = mx.random.normal((3, 64), key=mx.random.key(5))
+    # the same layer built the way MLX builds it
+    ref = nn.QuantizedLinear(64, 32, bias=True, group_size=64, bits=4)
+    ref.update({"weight": w, "scales": s, "biases": b, "bias": bias})
+    assert mx.array_equal(m(x), ref(x)).item()
+    assert "input_dims=64, output_dims=32, bias=True" in repr(m)
+    assert m.trainable_parameters() == {}  # frozen, like MLX's own
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("model.embed_tokens", nn.QuantizedEmbedding),
+        ("transformer.wte", nn.QuantizedEmbedding),
+        ("model.layers.0.self_attn.q_proj", nn.QuantizedLinear),
+        ("lm_head", nn.QuantizedLinear),
+    ],
+)
+def test_to_module_picks_kind_by_name(name, kind):
+    w, s, b = quantized((16, 64), 8, 32)
+    assert type(QuantizedWeight(w, s, b, bits=8, group_size=32, name=name).to_module()) is kind
+
+
+def test_to_module_embedding_shares_arrays_and_looks_up_rows():
+    w, s, b = quantized((16, 64), 6, 32)
+    qw = QuantizedWeight(w, s, b, bits=6, group_size=32, name="lm_head")
+    e = qw.to_module("embedding")
+    assert isinstance(e, nn.QuantizedEmbedding)
+    assert e.weight is w and e.scales is s and e.biases is b
+    assert (e.num_embeddings, e.dims) == (16, 64)
+    ids = mx.array([3, 0, 15])
+    assert mx.array_equal(e(ids), qw.dequantize()[ids]).item()
+    with pytest.raises(ValueError, match="an embedding has no output bias"):
+        qw.to_module("embedding", bias=mx.zeros((16,)))
+    with pytest.raises(ValueError, match="kind must be 'linear' or 'embedding', got 'conv'"):
+        qw.to_module("conv")
+
+
+def test_repr_is_readable():
+    w, s, b = quantized((8, 64), 4, 64, mx.float16)
+    qw = QuantizedWeight(w, s, b, bits=4, group_size=64, name="model.norm_proj")
+    assert repr(qw) == (
+        "QuantizedWeight('model.norm_proj', shape=(8, 64), dtype=float16, bits=4, "
+        f"group_size=64, mode='affine', biases=True, nbytes={w.nbytes + s.nbytes + b.nbytes})"
+    )
+
+
+def test_from_spec():
+    w, s, b = quantized((8, 128), 2, 128)
+    qw = QuantizedWeight.from_spec(QuantSpec(2, 128), w, s, b, name="x")
+    assert (qw.bits, qw.group_size, qw.mode, qw.name) == (2, 128, "affine", "x")
+
+
+# ---------------------------------------------------------------- validation messages
+
+W4, S4, B4 = (
+    np.zeros((4, 16), np.uint32),
+    np.ones((4, 2), np.float16),
+    np.zeros((4, 2), np.float16),
+)
+
+
+def make(weight=W4, scales=S4, biases=B4, **kw):
+    kw = {"bits": 4, "group_size": 64, "name": "m.proj", **kw}
+    arr = [None if a is None else mx.array(a) for a in (weight, scales, biases)]
+    return QuantizedWeight(*arr, **kw)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            {"scales": np.ones((4, 3), np.float16)},
+            "quantized weight 'm.proj': scales shape (4, 3) != expected (4, 2): packed weight "
+            "(4, 16) holds 128 4-bit values per row = 2 groups of 64",
+        ),
+        (
+            {"scales": np.ones((5, 2), np.float16)},
+            "scales shape (5, 2) != expected (4, 2)",
+        ),
+        (
+            {"biases": np.zeros((4, 1), np.float16)},
+            "quantized weight 'm.proj': biases shape (4, 1) != scales shape (4, 2)",
+        ),
+        (
+            {"biases": np.zeros((4, 2), np.float32)},
+            "biases dtype float32 != scales dtype float16",
+        ),
+        ({"biases": None}, "affine quantization needs biases, but none were given"),
+        ({"weight": np.zeros((4, 16), np.int32)}, "packed weight dtype is int32; expected uint32"),
+        (
+            {"weight": np.zeros((16,), np.uint32)},
+            "packed weight shape (16,) must have at least 2 dims",
+        ),
+        (
+            {"weight": np.zeros((4, 10), np.uint32), "bits": 3, "group_size": 32},
+            "packed weight has 10 uint32 words per row; 3-bit values fill whole rows only with "
+            "a multiple of 3 words (32 values per 3 words)",
+        ),
+        (
+            {"weight": np.zeros((4, 10), np.uint32), "bits": 6, "group_size": 32},
+            "a multiple of 3 words (16 values per 3 words)",
+        ),
+        (
+            {"weight": np.zeros((4, 12), np.uint32)},
+            "row length 96 (12 words x 32 / 4 bits) is not a multiple of group_size 64",
+        ),
+        ({"bits": 7}, "bits=7; affine supports 2, 3, 4, 5, 6, 8"),
+        ({"group_size": 16}, "group_size=16; affine supports 32, 64, 128"),
+        ({"mode": "int8"}, "mode 'int8' is not one of affine, mxfp4, nvfp4, mxfp8"),
+        (
+            {"mode": "mxfp4", "group_size": 64},
+            "mode mxfp4 requires bits=4 and group_size=32, got bits=4 and group_size=64",
+        ),
+        (
+            {"scales": np.ones((4, 2), np.int32)},
+            "scales dtype is int32; affine scales are float16, bfloat16 or float32",
+        ),
+        (
+            {"mode": "mxfp4", "group_size": 32, "scales": np.ones((4, 4), np.float16)},
+            "scales dtype is float16; mxfp4 scales are uint8",
+        ),
+        (
+            {
+                "mode": "mxfp4",
+                "group_size": 32,
+                "scales": np.ones((4, 4), np.uint8),
+                "biases": np.ones((4, 4), np.uint8),
+            },
+            "mode mxfp4 has no biases, but biases were given",
+        ),
+    ],
+)
+def test_validation_says_what_disagrees(args, message):
+    with pytest.raises(QuantizedWeightError) as e:
+        make(**args)
+    assert message in str(e.value)
+    assert isinstance(e.value, MlxloadError) and isinstance(e.value, ValueError)
+
+
+def test_unnamed_weight_message():
+    with pytest.raises(QuantizedWeightError, match=r"^quantized weight: bits=7"):
+        make(bits=7, name="")
+
+
+def test_logical_shape_for_every_width():
+    for bits in (2, 3, 4, 5, 6, 8):
+        words = 4 * bits  # 128 values
+        qw = make(
+            weight=np.zeros((2, words), np.uint32),
+            scales=np.ones((2, 4), np.float16),
+            biases=np.zeros((2, 4), np.float16),
+            bits=bits,
+            group_size=32,
+        )
+        assert qw.shape == (2, 128) and qw.element_count == 256
+        assert math.prod(qw.shape) == qw.element_count
+
+
+@pytest.mark.parametrize("kernel_available", [True, False])
+def test_dequantize_uses_mlxload_kernel_when_importable(monkeypatch, kernel_available):
+    import mlxload.quantized_weight as qw_module
+
+    calls = []
+
+    def spy(w, scales, biases, group_size, bits, dtype=None):
+        calls.append((group_size, bits, dtype))
+        return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=dtype)
+
+    monkeypatch.setattr(qw_module, "_kernel_dequantize", lambda: spy if kernel_available else None)
+    w, s, b = quantized((2, 3, 64), 5, 32, mx.bfloat16)
+    qw = QuantizedWeight(w, s, b, bits=5, group_size=32)
+    want = mx.dequantize(w, s, b, group_size=32, bits=5, dtype=mx.float16)
+    assert mx.array_equal(qw.dequantize(mx.float16), want).item()
+    assert calls == ([(32, 5, mx.float16)] if kernel_available else [])
