@@ -1,0 +1,145 @@
+"""Failures: no space, write errors, stale journals, copy fallbacks, changed sources."""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from writer_fixtures import assert_aligned, mixed_tensors, write_sharded
+
+from mlxload.errors import FileChangedError
+from mlxload.writer import InsufficientSpaceError, WriteFailedError, merge, split
+from mlxload.writer import execute as execute_mod
+from mlxload.writer.copy import METHODS, copy_range
+from mlxload.writer.execute import journal_path, temp_path
+from mlxload.writer.journal import JournalState, save_journal
+from mlxload.writer.plan import plan_merge
+from mlxload.writer.sources import open_source
+
+_Usage = collections.namedtuple("_Usage", "total used free")
+
+
+def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    monkeypatch.setattr(execute_mod.shutil, "disk_usage", lambda p: _Usage(10**9, 10**9, 1000))
+    out = tmp_path / "out" / "m.safetensors"
+    with pytest.raises(
+        InsufficientSpaceError, match=r"output needs 1\d\.\d KiB .* only 1000 B is free"
+    ):
+        merge(src, out)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(OSError) as info:
+        split(src, tmp_path / "sp")
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_file_size_limit_gives_clear_error_and_no_final_file(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=200), 2)
+    out = tmp_path / "m.safetensors"
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+        from mlxload.writer import merge, WriteFailedError
+        try:
+            merge({str(src)!r}, {str(out)!r})
+        except WriteFailedError as e:
+            print("ERR", e.errno, e)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"ERR {errno.EFBIG} "), proc.stdout
+    assert "the file size limit was reached" in proc.stdout
+    assert "the partial output was removed" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_enospc_during_copy_removes_temp_and_raises(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "m.safetensors"
+    calls = []
+
+    def full(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy_range(*args, **kwargs)
+
+    monkeypatch.setattr(execute_mod, "copy_range", full)
+    with pytest.raises(WriteFailedError, match="the disk is full") as info:
+        merge(src, out)
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_copy_method_copies_exact_ranges(tmp_path, method):
+    data = os.urandom(3 * (1 << 20) + 123)
+    (tmp_path / "src").write_bytes(data)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        assert copy_range(src, dst, 5, 0, 1000, method=method) == method
+        assert copy_range(src, dst, 1005, 1000, len(data) - 1005, method=method) == method
+        with pytest.raises(FileChangedError, match="source ended at byte"):
+            copy_range(src, dst, len(data) - 10, len(data), 20, method=method)
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes()[: len(data) - 5] == data[5:]
+
+
+def test_copy_falls_back_when_copy_file_range_is_refused(tmp_path, monkeypatch):
+    from mlxload.writer import copy as copy_mod
+
+    def refuse(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(copy_mod.os, "copy_file_range", refuse, raising=False)
+    monkeypatch.setattr(copy_mod, "_disabled", set())
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "m.safetensors"
+    merge(src, out)
+    assert copy_mod._disabled == {"copy_file_range"}
+    assert_aligned(out)
+
+
+def test_stale_journal_is_discarded(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "m.safetensors"
+    temp_path(out).write_bytes(b"garbage" * 10000)
+    save_journal(journal_path(out), JournalState("0" * 64, tensors_done=5, bytes_done=100))
+    result = merge(src, out)
+    assert result.resumed_tensors == 0 and result.copied_bytes == result.total_bytes
+    reference = tmp_path / "ref.safetensors"
+    merge(src, reference)
+    assert out.read_bytes() == reference.read_bytes()
+    assert not temp_path(out).exists() and not journal_path(out).exists()
+
+
+def test_journal_digest_changes_when_a_source_changes(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    before = plan_merge(open_source(src), tmp_path / "m.safetensors").outputs[0].digest()
+    shard = src / "model-00001-of-00002.safetensors"
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    after = plan_merge(open_source(src), tmp_path / "m.safetensors").outputs[0].digest()
+    assert before != after
+
+
+def test_source_truncated_during_copy(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    plan = plan_merge(open_source(src), tmp_path / "m.safetensors")
+    shard = src / "model-00002-of-00002.safetensors"
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size - 40)
+    with pytest.raises(FileChangedError, match="truncated or replaced during the copy"):
+        execute_mod.execute(plan)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -1,0 +1,206 @@
+"""merge, split and align end to end: identical tensors, aligned outputs, index, overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from safetensors import safe_open
+from writer_fixtures import (
+    assert_aligned,
+    checkpoint_bytes,
+    mixed_tensors,
+    tensor_bytes,
+    write_numpy_file,
+    write_sharded,
+)
+
+from mlxload.cli import main as cli_main
+from mlxload.header import read_header
+from mlxload.shards import checkpoint_files
+from mlxload.writer import (
+    MetadataConflictError,
+    OutputExistsError,
+    SourceNotFoundError,
+    WriterError,
+    align,
+    alignment_report,
+    merge,
+    split,
+)
+from mlxload.writer.execute import journal_path, temp_path
+
+
+def _shards(root):
+    return checkpoint_files(root).files
+
+
+def _assert_same_tensors(path, expected: dict[str, mx.array]) -> None:
+    loaded = mx.load(str(path))
+    assert sorted(loaded) == sorted(expected)
+    for name, value in expected.items():
+        assert loaded[name].dtype == value.dtype, name
+        assert mx.array_equal(loaded[name], value).item(), name
+    with safe_open(str(path), "numpy") as f:
+        for name, value in expected.items():
+            if value.dtype == mx.bfloat16:
+                continue  # numpy has no bfloat16; the raw bytes are compared elsewhere
+            np.testing.assert_array_equal(f.get_tensor(name), np.array(value))
+
+
+def test_merge_of_sharded_checkpoint_is_aligned_and_identical(tmp_path):
+    tensors = mixed_tensors()
+    src = write_sharded(tmp_path / "src", tensors, 3)
+    assert not alignment_report(src).ready  # mx.save_safetensors pads nothing
+    out = tmp_path / "merged.safetensors"
+    result = merge(src, out)
+    assert result.outputs == [out]
+    assert result.tensors == len(tensors)
+    assert result.copied_bytes == result.total_bytes == sum(v.nbytes for v in tensors.values())
+    assert_aligned(out)
+    assert alignment_report(out).verdict() == "zero-copy ready: 100% of bytes"
+    _assert_same_tensors(out, tensors)
+    assert checkpoint_bytes(_shards(src)) == tensor_bytes(out)
+    with safe_open(str(out), "numpy") as f:
+        assert f.metadata() == {"format": "mlx"}
+    assert not temp_path(out).exists() and not journal_path(out).exists()
+
+
+def test_split_then_merge_round_trip_is_byte_identical(tmp_path):
+    tensors = mixed_tensors(scale=30)
+    src = write_sharded(tmp_path / "src", tensors, 2)
+    once = tmp_path / "once.safetensors"
+    merge(src, once)
+    result = split(once, tmp_path / "split", max_shard_size="20KiB")
+    shards = result.outputs
+    assert len(shards) >= 2
+    assert [p.name for p in shards] == [
+        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
+    ]
+    for shard in shards:
+        assert_aligned(shard)
+        assert shard.stat().st_size <= 20 * 1024 or len(read_header(shard).tensors) == 1
+    index = json.loads(result.index.read_text())
+    assert index["metadata"]["total_size"] == sum(v.nbytes for v in tensors.values())
+    assert set(index["weight_map"]) == set(tensors)
+    assert {index["weight_map"][n] for n in tensors} == {p.name for p in shards}
+    assert checkpoint_bytes(shards) == tensor_bytes(once)
+    for shard in shards:
+        with safe_open(str(shard), "numpy") as f:
+            assert f.metadata() == {"format": "mlx"}
+    twice = tmp_path / "twice.safetensors"
+    merge(tmp_path / "split", twice)
+    assert twice.read_bytes() == once.read_bytes()
+    _assert_same_tensors(twice, tensors)
+
+
+def test_split_of_small_checkpoint_is_one_model_file(tmp_path):
+    src = write_numpy_file(tmp_path / "ref.safetensors", metadata={"k": "v"})
+    result = split(src, tmp_path / "one")
+    assert [p.name for p in result.outputs] == ["model.safetensors"]
+    assert result.index.name == "model.safetensors.index.json"
+    assert tensor_bytes(result.outputs[0]) == tensor_bytes(src)
+    assert read_header(result.outputs[0]).metadata == {"k": "v"}
+
+
+def test_align_keeps_shards_and_rewrites_index(tmp_path):
+    tensors = mixed_tensors()
+    src = write_sharded(tmp_path / "src", tensors, 3, metadata={"format": "mlx", "a": "b"})
+    out = tmp_path / "aligned"
+    result = align(src, out)
+    assert [p.name for p in result.outputs] == [p.name for p in _shards(src)]
+    for before, after in zip(_shards(src), result.outputs, strict=True):
+        assert_aligned(after)
+        assert tensor_bytes(after) == tensor_bytes(before)
+        assert read_header(after).metadata == {"format": "mlx", "a": "b"}
+    src_index = json.loads((src / "model.safetensors.index.json").read_text())
+    out_index = json.loads(result.index.read_text())
+    assert out_index["weight_map"] == src_index["weight_map"]
+    assert out_index["metadata"]["total_size"] == src_index["metadata"]["total_size"]
+    assert alignment_report(out).ready
+    for shard in result.outputs:
+        expected = {k: tensors[k] for k in read_header(shard).tensors}
+        _assert_same_tensors(shard, expected)
+
+
+def test_align_in_place_swaps_files_and_is_idempotent(tmp_path):
+    tensors = mixed_tensors()
+    src = write_sharded(tmp_path / "src", tensors, 2)
+    index_before = (src / "model.safetensors.index.json").read_bytes()
+    before = checkpoint_bytes(_shards(src))
+    result = align(src)
+    assert len(result.outputs) == 2 and result.index is None  # index already right
+    assert (src / "model.safetensors.index.json").read_bytes() == index_before
+    assert checkpoint_bytes(_shards(src)) == before
+    assert alignment_report(src).ready
+    assert sorted(p.name for p in src.iterdir()) == sorted(
+        ["model.safetensors.index.json"] + [p.name for p in result.outputs]
+    )
+    again = align(src)
+    assert again.outputs == [] and len(again.unchanged) == 2
+
+
+def test_align_single_file_to_a_directory(tmp_path):
+    src = tmp_path / "w.safetensors"
+    mx.save_safetensors(str(src), {"x": mx.arange(7, dtype=mx.float32)})
+    (tmp_path / "outdir").mkdir()
+    result = align(src, tmp_path / "outdir")
+    assert result.outputs == [tmp_path / "outdir" / "w.safetensors"]
+    assert_aligned(result.outputs[0])
+
+
+def test_merge_metadata_conflict_is_an_error_unless_told(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_numpy_file(src / "a.safetensors", seed=1, metadata={"format": "pt"})
+    mx.save_safetensors(str(src / "b.safetensors"), {"z": mx.ones(3)}, metadata={"format": "mlx"})
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(MetadataConflictError, match=r"__metadata__\['format'\] is 'pt'"):
+        merge(src, out)
+    assert not out.exists() and list(tmp_path.glob(".m.safetensors*")) == []
+    merge(src, out, on_conflict="last")
+    assert read_header(out).metadata == {"format": "mlx"}
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match=r"m\.safetensors already exists; pass force=True"):
+        merge(src, out)
+    assert out.read_bytes() == b"precious"
+    merge(src, out, force=True)
+    assert_aligned(out)
+    split(src, tmp_path / "sp", max_shard_size="1MB")
+    with pytest.raises(
+        OutputExistsError, match=r"model\.safetensors\.index\.json|model\.safetensors already"
+    ):
+        split(src, tmp_path / "sp", max_shard_size="1MB")
+
+
+def test_missing_source_and_hub_spec_errors(tmp_path):
+    with pytest.raises(SourceNotFoundError, match="no such file or directory"):
+        merge(tmp_path / "nope", tmp_path / "o.safetensors")
+    assert isinstance(SourceNotFoundError("x"), WriterError)
+
+
+def test_cli_merge_split_align(tmp_path, capsys):
+    tensors = mixed_tensors()
+    src = write_sharded(tmp_path / "src", tensors, 2)
+    out = tmp_path / "m.safetensors"
+    assert cli_main(["merge", str(src), str(out), "--no-progress"]) == 0
+    assert "merge: 9 tensors" in capsys.readouterr().out
+    assert cli_main(["merge", str(src), str(out), "--no-progress"]) == 1
+    assert "already exists; pass force=True (--force)" in capsys.readouterr().err
+    assert cli_main(["split", str(out), str(tmp_path / "sp"), "--max-shard-size", "17KiB"]) == 0
+    assert "model-00001-of-" in capsys.readouterr().out
+    assert cli_main(["split", str(out), str(tmp_path / "x"), "--max-shard-size", "5XB"]) == 1
+    assert "cannot parse size '5XB'" in capsys.readouterr().err
+    assert cli_main(["align", str(src), str(tmp_path / "al")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("zero-copy ready: 100% of bytes")
+    from mlxload.cli import align as align_verb
+
+    assert align_verb.main([str(src)]) == 0
+    assert "wrote" in capsys.readouterr().out
