@@ -1,7 +1,8 @@
 """Affine dequantization of MLX-packed weights, bit-exact with ``mx.dequantize``.
 
 :func:`dequantize` validates its arguments, then runs mlxload's Metal kernel where Metal is
-available and the fastest exact CPU path otherwise. :func:`which_path` says which path a call
+available and, elsewhere, MLX ops that are faster than ``mx.dequantize`` on CPU and give the
+same bits. :func:`which_path` says which path a call
 would take and :func:`last_path` which one the latest call took.
 """
 
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.errors import MlxloadError
 
 __all__ = [
     "FLOAT_DTYPES",
+    "PATH_CPU",
     "PATH_EMPTY",
     "PATH_METAL",
-    "PATH_MX",
     "SUPPORTED_BITS",
     "SUPPORTED_GROUP_SIZES",
     "DequantizeError",
@@ -32,7 +34,7 @@ SUPPORTED_GROUP_SIZES = (32, 64, 128)
 FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
 
 PATH_METAL = "metal-kernel"
-PATH_MX = "mx.dequantize"
+PATH_CPU = "cpu-mlx-ops"
 PATH_EMPTY = "empty"
 
 _last_path: str | None = None
@@ -121,9 +123,10 @@ def which_path() -> str:
     """The path :func:`dequantize` takes on this machine.
 
     Returns:
-        ``PATH_METAL`` when Metal is available, else ``PATH_MX``.
+        ``PATH_METAL`` when Metal is available, else ``PATH_CPU`` (MLX ops that beat
+        ``mx.dequantize`` on CPU; see :mod:`mlxload.cpu_dequant`).
     """
-    return PATH_METAL if mx.metal.is_available() else PATH_MX
+    return PATH_METAL if mx.metal.is_available() else PATH_CPU
 
 
 def last_path() -> str | None:
@@ -169,6 +172,6 @@ def dequantize(
 
         out = affine_dequantize_metal(w, scales, biases, group_size, bits, out_dtype)
     else:
-        out = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype)
+        out = affine_dequantize_cpu(w, scales, biases, group_size, bits, out_dtype)
     _last_path = path
     return out

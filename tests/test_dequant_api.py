@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 import mlx.core as mx
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mlxload.kernel_sources as kernel_sources
 from mlxload import dequant
@@ -24,22 +27,50 @@ def _quantized(shape=(4, 128), dtype=mx.float16, group_size=64, bits=4):
     return mx.quantize(x, group_size=group_size, bits=bits)
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
-@pytest.mark.parametrize("out_dtype", [None, mx.float16, mx.bfloat16, mx.float32], ids=str)
-def test_native_path_matches_mx_dequantize(bits, out_dtype):
-    w, s, b = _quantized((3, 2, 128), mx.bfloat16, 64, bits)
-    got = dequantize(w, s, b, group_size=64, bits=bits, dtype=out_dtype)
-    ref = mx.dequantize(w, s, b, group_size=64, bits=bits, dtype=out_dtype)
+FLOATS = (mx.float16, mx.bfloat16, mx.float32)
+
+
+def _assert_exact(got, ref):
     assert got.dtype == ref.dtype and got.shape == ref.shape
-    assert mx.array_equal(got, ref).item()
-    assert dequant.last_path() == dequant.which_path()
+    assert mx.array_equal(got, ref).item(), f"{mx.sum(got != ref).item()} elements differ"
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+def test_native_path_matches_mx_dequantize(bits, group_size, dtype):
+    # Odd row count, and a 3-D batch; large enough for subnormal and rounding-tie cases.
+    for shape in [(37, 4 * group_size), (2, 3, 2 * group_size)]:
+        x = mx.random.normal(shape, key=mx.random.key(bits + group_size)).astype(dtype)
+        w, s, b = mx.quantize(x, group_size=group_size, bits=bits)
+        got = dequantize(w, s, b, group_size=group_size, bits=bits)
+        _assert_exact(got, mx.dequantize(w, s, b, group_size=group_size, bits=bits))
+        assert dequant.last_path() == dequant.which_path()
+
+
+@pytest.mark.parametrize("out_dtype", [None, *FLOATS], ids=str)
+@pytest.mark.parametrize("biases_dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("scales_dtype", FLOATS, ids=str)
+def test_native_path_mixed_dtypes(scales_dtype, biases_dtype, out_dtype):
+    w, s, b = _quantized((9, 256), scales_dtype, 64, 5)
+    b = b.astype(biases_dtype)
+    got = dequantize(w, s, b, group_size=64, bits=5, dtype=out_dtype)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=5, dtype=out_dtype))
+
+
+def test_tiny_scales_round_like_mx_dequantize():
+    # Products and sums in the float16 subnormal range, and a product that overflows.
+    w, s, b = _quantized((4, 128), mx.float16, 64, 8)
+    for scale, bias in [(1e-7, 3e-8), (6e-5, -1e-6), (400.0, 0.0)]:
+        s2, b2 = mx.full(s.shape, scale, mx.float16), mx.full(b.shape, bias, mx.float16)
+        _assert_exact(dequantize(w, s2, b2, 64, 8), mx.dequantize(w, s2, b2, 64, 8))
 
 
 def test_which_path_follows_metal_availability(monkeypatch):
-    expected = dequant.PATH_METAL if mx.metal.is_available() else dequant.PATH_MX
+    expected = dequant.PATH_METAL if mx.metal.is_available() else dequant.PATH_CPU
     assert dequant.which_path() == expected
     monkeypatch.setattr(mx.metal, "is_available", lambda: False)
-    assert dequant.which_path() == dequant.PATH_MX
+    assert dequant.which_path() == dequant.PATH_CPU
 
 
 def test_error_classes_are_mlxload_value_errors():
@@ -165,3 +196,23 @@ def test_kernels_dir_prefers_the_installed_copy(tmp_path, monkeypatch):
             kernel_sources.kernels_dir()
     finally:
         kernel_sources.kernels_dir.cache_clear()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bits=st.sampled_from([2, 3, 4, 5, 6, 8]),
+    group_size=st.sampled_from([32, 64, 128]),
+    rows=st.integers(1, 5),
+    groups=st.integers(1, 3),
+    dtype=st.sampled_from(FLOATS),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_path_on_arbitrary_words(bits, group_size, rows, groups, dtype, seed):
+    # Every bit pattern, not only what mx.quantize writes; scales of both signs.
+    rng = np.random.default_rng(seed)
+    words = groups * group_size * bits // 32
+    w = mx.array(rng.integers(0, 2**32, size=(rows, words), dtype=np.uint32))
+    s = mx.array(rng.standard_normal((rows, groups)).astype(np.float32)).astype(dtype)
+    b = mx.array(rng.standard_normal((rows, groups)).astype(np.float32)).astype(dtype)
+    got = dequantize(w, s, b, group_size=group_size, bits=bits)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=group_size, bits=bits))

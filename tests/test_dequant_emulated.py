@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from metal_emulator.fake_metal import FakeMetal
 
@@ -164,3 +165,14 @@ def test_emulator_catches_a_single_rounding_kernel(fake, monkeypatch):
     ref = mx.dequantize(w, s, b, group_size=64, bits=4)
     assert got.dtype == ref.dtype and got.shape == ref.shape
     assert not mx.array_equal(got, ref).item()
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_arbitrary_words_match_mx_dequantize(fake, bits):
+    # Every bit pattern, not only what mx.quantize writes; negative scales too.
+    rng = np.random.default_rng(bits)
+    w = mx.array(rng.integers(0, 2**32, size=(7, 4 * bits), dtype=np.uint32))
+    s = mx.array(rng.standard_normal((7, 2)).astype(np.float16))
+    b = mx.array(rng.standard_normal((7, 2)).astype(np.float16))
+    got = dequant.dequantize(w, s, b, group_size=64, bits=bits)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=bits))
