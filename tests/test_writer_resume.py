@@ -1,0 +1,137 @@
+"""Kill a merge/split mid-way and rerun it: it continues, and the result is byte-identical.
+Also: peak memory stays bounded whatever the checkpoint size."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from writer_fixtures import mixed_tensors, write_sharded
+
+from mlxload.writer import OutputExistsError, merge, split
+from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
+
+
+def _start_paused(args: list[str], pause_after: int) -> subprocess.Popen:
+    env = {**os.environ, PAUSE_ENV: str(pause_after)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlxload", *args, "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_journal(path, tensors: int, proc: subprocess.Popen, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            state = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            state = None
+        if state and state["tensors_done"] >= tensors:
+            return state
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"journal {path} never reached {tensors} tensors")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    reference = tmp_path / "ref.safetensors"
+    merge(src, reference)
+    out = tmp_path / "out" / "m.safetensors"
+    proc = _start_paused(["merge", str(src), str(out)], pause_after=4)
+    state = _wait_for_journal(journal_path(out), 4, proc)
+    _kill(proc)
+    assert state["tensors_done"] == 4 and state["resumes"] == 0
+    assert not out.exists()  # never a partial file under the final name
+    assert temp_path(out).exists()
+    result = merge(src, out)
+    assert result.resumed_tensors == 4
+    assert result.resumed_bytes == state["bytes_done"] > 0
+    assert result.copied_bytes == result.total_bytes - state["bytes_done"]
+    assert out.read_bytes() == reference.read_bytes()
+    assert not temp_path(out).exists() and not journal_path(out).exists()
+
+
+def test_killed_split_resumes_across_committed_shards(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    ref = split(src, tmp_path / "ref", max_shard_size="20KiB")
+    assert len(ref.outputs) >= 3
+    first_shard = len(__import__("mlxload").read_header(ref.outputs[0]).tensors)
+    out = tmp_path / "out"
+    pause = first_shard + 1  # one tensor into the second shard
+    proc = _start_paused(["split", str(src), str(out), "--max-shard-size", "20KiB"], pause)
+    second = out / ref.outputs[1].name
+    _wait_for_journal(journal_path(second), 1, proc)
+    _kill(proc)
+    assert (out / ref.outputs[0].name).exists()  # complete shard already in place
+    assert not second.exists() and not (out / "model.safetensors.index.json").exists()
+    result = split(src, out, max_shard_size="20KiB")  # no force needed: it is our own work
+    assert result.resumed_tensors == pause
+    for a, b in zip(ref.outputs, result.outputs, strict=True):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert ref.index.read_bytes() == result.index.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in ref.outputs] + ["model.safetensors.index.json"]
+    )
+    with pytest.raises(OutputExistsError, match="already exist"):
+        split(src, out, max_shard_size="20KiB")
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    import sys
+    from mlxload.writer import copy as copy_mod, merge
+    if sys.argv[3] == "buffer":
+        copy_mod._disabled.update({"copy_file_range", "sendfile"})
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) pytest parent.
+    before = hwm()
+    merge(sys.argv[1], sys.argv[2])
+    print(before, hwm())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("method", ["default", "buffer"])
+def test_peak_memory_does_not_grow_with_checkpoint_size(tmp_path, method):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # 4 x 24 MiB
+        block = rng.integers(0, 255, (24, 1 << 20), dtype=np.uint8).view(np.float32)
+        save_file(
+            {f"layer{i}.w": block, f"layer{i}.b": block[0, :7]}, str(src / f"s{i}.safetensors")
+        )
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(src), str(out), method],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    before_kb, peak_kb = map(int, proc.stdout.split())
+    assert out.stat().st_size > 96 << 20
+    assert peak_kb < 256 * 1024
+    assert peak_kb - before_kb < 24 * 1024, (before_kb, peak_kb)  # under one shard's size
