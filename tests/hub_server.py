@@ -276,6 +276,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not body:
             return
+        with self.server.owner.sending():
+            self._write_body(payload, fault)
+
+    def _write_body(self, payload: bytes, fault: Fault | None) -> None:
         if fault is not None and fault.kind == "cut":
             self.wfile.write(payload[: fault.after])
             self.wfile.flush()
@@ -313,6 +317,8 @@ class HubServer:
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
         self._stopped = False
+        self._in_flight = 0
+        self.max_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -340,6 +346,18 @@ class HubServer:
         self.stop()
 
     # -- used by the handler ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def sending(self):
+        """Count file bodies being sent at once (``max_in_flight``)."""
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
     def log(self, request: LoggedRequest) -> None:
         with self._lock:
             self.requests.append(request)

@@ -12,6 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from mlxload.hub.errors import (
     AuthError,
     DownloadError,
@@ -25,6 +28,10 @@ from mlxload.hub.errors import (
     RevisionNotFoundError,
 )
 from mlxload.hub.spec import HubSpec, is_hub_spec, parse_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlxload.hub.locate import resolve
+    from mlxload.hub.snapshot import download
 
 __all__ = [
     "AuthError",
@@ -45,13 +52,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # download/resolve pull in threads, filelock, huggingface_hub
-    if name == "download":
-        from mlxload.hub.download import download
+_LAZY = {"download": "mlxload.hub.snapshot", "resolve": "mlxload.hub.locate"}
 
-        return download
-    if name == "resolve":
-        from mlxload.hub.resolve import resolve
 
-        return resolve
-    raise AttributeError(f"module 'mlxload.hub' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:  # download/resolve pull in threads, huggingface_hub, ...
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlxload.hub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -55,6 +55,48 @@ def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
             remaining -= len(chunk)
 
 
+class _Sink:
+    """Appends body bytes to the partial file in ~CHUNK writes, hashing them as they go."""
+
+    def __init__(
+        self, path: Path, hasher: Any, on_bytes: Callable[[int], None], *, limit: int
+    ) -> None:
+        self._out = open(path, "ab", buffering=0)  # noqa: SIM115  (closed in close())
+        self._hasher = hasher
+        self._on_bytes = on_bytes
+        self._limit = limit
+        self._buf = bytearray()
+        self.written = 0
+        self.overflow = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.overflow:
+            return
+        if self.written + len(self._buf) + len(chunk) > self._limit:
+            self.overflow = True
+            self._buf.clear()
+            return
+        self._buf += chunk
+        if len(self._buf) >= CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._out.write(self._buf)
+            self._hasher.update(self._buf)
+            self.written += len(self._buf)
+            self._on_bytes(len(self._buf))
+            self._buf.clear()
+
+    def close(self) -> int:
+        """Write what is buffered, close the file, and return the bytes written."""
+        try:
+            self._flush()
+        finally:
+            self._out.close()
+        return self.written
+
+
 def _status_error(response: Any) -> Exception:
     import httpx2
 
@@ -147,9 +189,10 @@ def fetch_blob(
     while have < file.size:
         if stop is not None and stop.is_set():
             raise Cancelled(file.path)
-        req_headers = dict(headers)
+        req_headers = {**headers, "accept-encoding": "identity"}  # byte offsets = file offsets
         if have:
             req_headers["range"] = f"bytes={have}-"
+        before = have
         try:
             with session.stream("GET", url, headers=req_headers, timeout=timeout) as response:
                 status = response.status_code
@@ -165,29 +208,30 @@ def fetch_blob(
                     hf_raise_for_status(response)
                 if status == 200 and have:
                     restart()  # the server ignored Range: the whole body follows
-                before = have
-                with open(partial, "ab", buffering=0) as out:
-                    for chunk in response.iter_bytes(CHUNK):
+                    before = 0
+                sink = _Sink(partial, hasher, on_bytes, limit=file.size - have)
+                try:  # whatever arrived before a drop is kept: the next request resumes there
+                    for chunk in response.iter_raw():
                         if stop is not None and stop.is_set():
                             raise Cancelled(file.path)
-                        if have + len(chunk) > file.size:
-                            partial.unlink(missing_ok=True)
-                            raise IntegrityError(
-                                f"{file.path}: the server sent more than the {file.size} bytes "
-                                "the Hub lists; the download was deleted",
-                                filename=file.path,
-                                expected=str(expected),
-                                actual="(longer than listed)",
-                            )
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        have += len(chunk)
-                        on_bytes(len(chunk))
-                if have > before:
-                    failures = 0
+                        sink.add(chunk)
+                finally:
+                    have += sink.close()
+                if sink.overflow:
+                    partial.unlink(missing_ok=True)
+                    raise IntegrityError(
+                        f"{file.path}: the server sent more than the {file.size} bytes the Hub "
+                        "lists; the download was deleted",
+                        filename=file.path,
+                        expected=str(expected),
+                        actual="(longer than listed)",
+                    )
                 if have < file.size:
                     raise httpx2.RemoteProtocolError("the response ended early")
         except (httpx2.TransportError, httpx2.StreamError) as e:
+            if have > before:
+                failures = 0  # progress was made: resume at once; only failures in a row count
+                continue
             fail(e)
         except (HubError, Cancelled):
             raise

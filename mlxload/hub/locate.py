@@ -29,6 +29,6 @@ def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
     """
     if not is_hub_spec(spec):
         return None
-    from mlxload.hub.download import download
+    from mlxload.hub.snapshot import download
 
     return download(str(spec), **kwargs)

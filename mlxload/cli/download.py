@@ -1,0 +1,82 @@
+"""``mlxload download REPO``: fetch a Hub model into the HF cache and print its path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlxload.errors import MlxloadError
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``download`` arguments to ``parser``."""
+    parser.add_argument("repo", help="org/name or hf://org/name[@revision]")
+    parser.add_argument("--revision", help="branch, tag or commit (default: main)")
+    parser.add_argument(
+        "--include",
+        action="append",
+        nargs="+",
+        metavar="PATTERN",
+        help="fetch exactly the files matching these globs instead of the default selection "
+        "(safetensors weights, *.json configs, tokenizer files); repeatable",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=8, help="files downloaded at once (default: 8)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--offline", action="store_true", help="use only the local cache; no network request"
+    )
+    parser.add_argument("--cache-dir", type=Path, help="Hub cache (default: HF_HUB_CACHE)")
+    parser.add_argument(
+        "--local-dir",
+        type=Path,
+        help="also copy the files into this directory (plain files, not cache symlinks)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download, then print the snapshot directory (or ``--local-dir``). Returns 0."""
+    from mlxload.hub import download
+
+    if args.workers < 1:
+        raise MlxloadError(f"--workers must be at least 1, got {args.workers}")
+    patterns = [p for group in args.include for p in group] if args.include else None
+    path = download(
+        args.repo,
+        args.revision,
+        allow_patterns=patterns,
+        workers=args.workers,
+        progress=False if args.no_progress else None,
+        cache_dir=args.cache_dir,
+        local_files_only=True if args.offline else None,
+    )
+    if args.local_dir is not None:
+        from mlxload.hub.local_dir import export_snapshot
+
+        path = export_snapshot(path, args.local_dir)
+    print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mlxload download`` on its own. Returns the exit code (1 on an mlxload error)."""
+    parser = argparse.ArgumentParser(prog="mlxload download", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MlxloadError as e:
+        print(f"mlxload download: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlxload download: interrupted (run again to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Downloads from a stand-in Hub on 127.0.0.1: selection, parallelism, layout, verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import mlx.core as mx
+import pytest
+from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
+from hub_server import Fault
+
+from mlxload.hub import (
+    DownloadError,
+    EntryNotFoundError,
+    IntegrityError,
+    download,
+)
+from mlxload.hub import transfer as transfer_mod
+
+SHARDS = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+DEFAULT = {
+    *SHARDS,
+    "model.safetensors.index.json",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "merges.txt",
+}
+
+
+def snapshot_files(path):
+    return {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+
+
+def test_parallel_download_of_sharded_checkpoint(hub):  # noqa: F811
+    server, repo, _ = hub
+    for shard in SHARDS:  # slow enough that concurrent transfers must overlap
+        server.add_fault(REPO, shard, Fault("slow", rate=40_000))
+    path = download(f"hf://{REPO}", workers=3, progress=False)
+
+    assert path.name == repo.commit
+    assert path.parent.parent.name == "models--acme--tiny-3shard"
+    assert snapshot_files(path) == DEFAULT  # no .bin, no README
+    assert server.max_in_flight == 3
+    for name in DEFAULT:
+        f = path / name
+        assert f.is_symlink()
+        assert f.read_bytes() == repo.files[name]
+        assert f.resolve().name == repo.etag(name)  # blobs/<sha256 or git sha1>
+    storage = path.parent.parent
+    assert (storage / "refs" / "main").read_text() == repo.commit
+    assert not list((storage / "blobs").glob("*.mlxload-partial"))
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    for tensor, shard in index["weight_map"].items():
+        loaded = mx.load(str(path / shard))[tensor]
+        expected = mx.load(str(path / shard))[tensor]
+        assert mx.array_equal(loaded, expected)
+    assert mx.array_equal(
+        mx.load(str(path / SHARDS[0]))["layers.1.weight"],
+        mx.arange(3000, dtype=mx.float32).reshape(-1, 10),
+    )
+    gets = [r.path.rsplit("/", 1)[1] for r in server.gets()]
+    assert sorted(gets) == sorted(DEFAULT)  # each file fetched once, nothing else
+    assert not any(r.method == "HEAD" for r in server.requests)
+
+
+def test_one_worker_downloads_one_file_at_a_time(hub):  # noqa: F811
+    server, _, _ = hub
+    for shard in SHARDS:
+        server.add_fault(REPO, shard, Fault("slow", rate=200_000))
+    download(REPO, workers=1, progress=False)
+    assert server.max_in_flight == 1
+
+
+def test_second_download_fetches_nothing(hub):  # noqa: F811
+    server, _, _ = hub
+    first = download(REPO, progress=False)
+    server.clear_log()
+    assert download(REPO, progress=False) == first
+    assert server.gets() == []
+    assert [r.path for r in server.requests] == [f"/api/models/{REPO}/revision/main"]
+
+
+def test_commit_revision_with_cached_listing_makes_no_api_call(hub):  # noqa: F811
+    server, repo, _ = hub
+    download(REPO, progress=False)
+    server.clear_log()
+    assert download(f"hf://{REPO}@{repo.commit}", progress=False).name == repo.commit
+    assert server.requests == []
+
+
+def test_allow_patterns_fetch_exactly_what_matches(hub):  # noqa: F811
+    _, repo, _ = hub
+    path = download(REPO, allow_patterns=["*.json"], progress=False)
+    assert snapshot_files(path) == {
+        "model.safetensors.index.json",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    path = download(REPO, allow_patterns="*.bin", progress=False)  # asked for explicitly
+    assert (path / "pytorch_model.bin").read_bytes() == repo.files["pytorch_model.bin"]
+
+
+def test_no_match_is_an_error(hub):  # noqa: F811
+    with pytest.raises(EntryNotFoundError, match=r"no file matches \*\.gguf"):
+        download(REPO, allow_patterns=["*.gguf"], progress=False)
+
+
+def test_dropped_connection_resumes_at_the_byte_it_stopped(hub):  # noqa: F811
+    server, repo, _ = hub
+    shard = SHARDS[0]
+    server.add_fault(REPO, shard, Fault("cut", after=5000))
+    path = download(REPO, progress=False)
+    assert (path / shard).read_bytes() == repo.files[shard]
+    starts = [r.range_start for r in server.gets(shard)]
+    assert starts == [None, 5000]  # not from 0, not from a chunk boundary
+
+
+def test_retries_exhausted_keeps_partial_then_resumes(hub):  # noqa: F811
+    server, repo, _ = hub
+    shard = SHARDS[0]
+    server.add_fault(REPO, shard, Fault("cut", after=4096))
+    server.add_fault(REPO, shard, Fault("cut", after=0, times=transfer_mod.RETRIES + 1))
+    with pytest.raises(DownloadError) as e:
+        download(REPO, progress=False)
+    msg = str(e.value)
+    assert shard in msg and "running again resumes" in msg
+    assert "4096 of 12193 bytes kept" in msg
+    blobs = next((server_home(hub) / "hub").glob("models--*/blobs"))
+    partial = blobs / f"{repo.sha256(shard)}.mlxload-partial"
+    assert partial.stat().st_size == 4096
+    assert not (blobs / repo.sha256(shard)).exists()
+
+    server.clear_log()
+    path = download(REPO, progress=False)
+    assert (path / shard).read_bytes() == repo.files[shard]
+    assert [r.range_start for r in server.gets(shard)] == [4096]
+    assert not partial.exists()
+
+
+def server_home(hub_tuple):
+    from huggingface_hub import constants
+
+    del hub_tuple
+    from pathlib import Path
+
+    return Path(constants.HF_HOME)
+
+
+def test_corrupted_bytes_raise_integrity_error_and_leave_nothing(hub):  # noqa: F811
+    server, repo, _ = hub
+    shard = SHARDS[1]
+    server.add_fault(REPO, shard, Fault("corrupt"))
+    with pytest.raises(IntegrityError) as e:
+        download(REPO, progress=False)
+    err = e.value
+    expected = repo.sha256(shard)
+    bad = bytearray(repo.files[shard])
+    bad[len(bad) // 2] ^= 0xFF
+    actual = hashlib.sha256(bad).hexdigest()
+    assert (err.filename, err.expected, err.actual) == (shard, expected, actual)
+    assert f"{shard}: sha256 mismatch: expected {expected}, got {actual}" in str(err)
+    blobs = next((server_home(hub) / "hub").glob("models--*/blobs"))
+    assert not (blobs / expected).exists()
+    assert not (blobs / f"{expected}.mlxload-partial").exists()
+    snap = next((server_home(hub) / "hub").glob("models--*/snapshots/*"))
+    assert not (snap / shard).exists()
+
+    path = download(REPO, progress=False)  # the fault was one-shot: a clean retry works
+    assert (path / shard).read_bytes() == repo.files[shard]
+
+
+def test_corrupted_small_file_fails_git_sha1_check(hub):  # noqa: F811
+    server, repo, _ = hub
+    server.add_fault(REPO, "config.json", Fault("corrupt"))
+    with pytest.raises(IntegrityError, match=r"config\.json: git sha1 mismatch") as e:
+        download(REPO, progress=False)
+    assert e.value.expected == repo.etag("config.json")
+
+
+def test_huggingface_hub_reads_our_cache_offline(hub):  # noqa: F811
+    import huggingface_hub
+
+    server, _, _ = hub
+    path = download(REPO, progress=False)
+    server.clear_log()
+    got = huggingface_hub.hf_hub_download(REPO, "config.json", local_files_only=True)
+    assert got == str(path / "config.json")
+    snap = huggingface_hub.snapshot_download(
+        REPO, allow_patterns=["*.safetensors", "*.json"], local_files_only=True
+    )
+    assert snap == str(path)
+    report = huggingface_hub.scan_cache_dir()
+    assert report.warnings == []
+    (cached,) = report.repos
+    assert cached.repo_id == REPO and cached.nb_files == len(DEFAULT)
+    assert server.requests == []

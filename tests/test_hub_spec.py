@@ -1,0 +1,92 @@
+"""hf:// spec parsing and the local-path vs Hub decision of mlxload.hub.resolve."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlxload.errors import MlxloadError
+from mlxload.hub import HubSpec, HubSpecError, is_hub_spec, parse_spec, resolve
+
+
+@pytest.mark.parametrize(
+    ("spec", "repo_id", "revision"),
+    [
+        ("hf://mlx-community/Qwen3-0.6B-4bit", "mlx-community/Qwen3-0.6B-4bit", None),
+        ("hf://org/repo@v1.2", "org/repo", "v1.2"),
+        ("hf://org/repo@refs/pr/3", "org/repo", "refs/pr/3"),
+        ("org/repo@" + "a" * 40, "org/repo", "a" * 40),
+        ("org/repo/", "org/repo", None),
+        ("hf://gpt2", "gpt2", None),
+    ],
+)
+def test_parse_valid(spec, repo_id, revision):
+    assert parse_spec(spec) == HubSpec(repo_id, revision)
+
+
+def test_spec_str_round_trips():
+    spec = parse_spec("hf://org/repo@dev")
+    assert str(spec) == "hf://org/repo@dev"
+    assert parse_spec(str(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("hf://", "no repository"),
+        ("hf://org/repo@", "empty revision"),
+        ("hf://org/repo/model.safetensors", "3 path parts"),
+        ("hf:///repo", "empty organisation or repository name"),
+        ("hf://org/-repo", "'-repo' is not a valid name"),
+        ("hf://org/re..po", "'re..po' is not a valid name"),
+        ("hf://org/re po", "'re po' is not a valid name"),
+        ("s3://bucket/key", "unknown scheme 's3://'"),
+    ],
+)
+def test_parse_invalid(spec, message):
+    with pytest.raises(HubSpecError) as e:
+        parse_spec(spec)
+    assert message in str(e.value)
+    assert repr(spec) in str(e.value)
+    assert isinstance(e.value, MlxloadError)
+    assert isinstance(e.value, ValueError)
+
+
+def test_bare_repo_id_is_hub_only_when_no_local_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_spec("org/model")
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    assert not is_hub_spec("org/model")  # an existing local directory wins
+    assert is_hub_spec("hf://org/model")  # unless the scheme says otherwise
+
+
+@pytest.mark.parametrize(
+    "spec", ["./org/model", "/abs/model", "model.safetensors", "a/b/c", "dir/model.json", ""]
+)
+def test_paths_are_not_hub_specs(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not is_hub_spec(spec)
+
+
+def test_resolve_returns_none_for_existing_local_path(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"")
+    assert resolve(str(f)) is None
+    assert resolve(tmp_path) is None
+
+
+def test_resolve_rejects_malformed_hf_spec():
+    with pytest.raises(HubSpecError, match="empty revision"):
+        resolve("hf://org/repo@")
+
+
+def test_import_is_cheap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlxload.hub, mlxload.hub.spec; "
+        "print(sorted(m for m in ('huggingface_hub', 'httpx2', 'filelock', 'tqdm') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
