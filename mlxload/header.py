@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from math import prod
-from operator import floordiv, mul, sub
+from operator import itemgetter, mul, sub
 from pathlib import Path
 
 import orjson
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_HEADER_SIZE",
     "FileHeader",
     "TensorInfo",
+    "TensorTable",
     "parse_header",
     "read_header",
 ]
@@ -62,8 +64,10 @@ MAX_HEADER_SIZE = 100_000_000
 
 _U64_MAX = 2**64 - 1
 _FIELDS = ("dtype", "shape", "data_offsets")
-_KNOWN_DTYPES = frozenset(DTYPES)
-_BITS = {name: d.bits for name, d in DTYPES.items()}
+_GET_DTYPE, _GET_SHAPE, _GET_OFFSETS = (itemgetter(k) for k in ("dtype", "shape", "data_offsets"))
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_BYTE_DTYPES = frozenset(name for name, d in DTYPES.items() if d.bits % 8 == 0)
+_BYTES = {name: d.bits // 8 for name, d in DTYPES.items() if d.bits % 8 == 0}
 
 
 class TensorInfo:
@@ -133,6 +137,74 @@ class TensorInfo:
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
 
+class TensorTable(Mapping[str, TensorInfo]):
+    """Name -> :class:`TensorInfo` in file (offset) order, built per tensor on first access.
+
+    A 5,000-tensor header is validated in bulk; making 5,000 objects up front would cost more
+    than the validation, so each :class:`TensorInfo` is created when first asked for.
+    """
+
+    __slots__ = (
+        "_begins",
+        "_built",
+        "_data_start",
+        "_dtypes",
+        "_ends",
+        "_names",
+        "_pos",
+        "_shapes",
+    )
+
+    def __init__(
+        self,
+        names: list[str],
+        dtypes: list[str],
+        shapes: list[list[int]],
+        begins: list[int],
+        ends: list[int],
+        data_start: int,
+    ) -> None:
+        self._names = names
+        self._dtypes = dtypes
+        self._shapes = shapes
+        self._begins = begins
+        self._ends = ends
+        self._data_start = data_start
+        self._pos: dict[str, int] | None = None
+        self._built: dict[str, TensorInfo] = {}
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        info = self._built.get(name)
+        if info is None:
+            if self._pos is None:
+                self._pos = dict(zip(self._names, range(len(self._names)), strict=True))
+            i = self._pos[name]
+            info = TensorInfo(
+                name,
+                self._dtypes[i],
+                tuple(self._shapes[i]),
+                self._begins[i],
+                self._ends[i],
+                self._data_start,
+            )
+            self._built[name] = info
+        return info
+
+    def __contains__(self, name: object) -> bool:
+        if self._pos is None:
+            self._pos = dict(zip(self._names, range(len(self._names)), strict=True))
+        return name in self._pos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors)"
+
+
 @dataclass
 class FileHeader:
     """A validated header.
@@ -148,7 +220,7 @@ class FileHeader:
     path: Path
     header_size: int
     file_size: int
-    tensors: dict[str, TensorInfo]
+    tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -248,10 +320,7 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
         path=path,
         header_size=n,
         file_size=file_size,
-        tensors={
-            name: TensorInfo(name, dtypes[i], tuple(shapes[i]), begins[i], ends[i], data_start)
-            for i, name in enumerate(names)
-        },
+        tensors=TensorTable(names, dtypes, shapes, begins, ends, data_start),
         metadata=metadata,
     )
 
@@ -262,52 +331,50 @@ _Table = tuple[list[str], list[str], list[list[int]], list[int], list[int]]
 def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     """Validate every entry with bulk C-level operations; None when any rule may be broken.
 
-    This is the hot path (5,000-tensor headers): list comprehensions and set checks instead
-    of per-entry Python logic. It never decides an error itself; on any doubt the caller
-    re-validates entry by entry for a precise message.
+    This is the hot path (5,000-tensor headers): list comprehensions, ``map`` and set checks
+    instead of per-entry Python logic. It never decides an error itself; on any doubt the
+    caller re-validates entry by entry for a precise message.
     """
     entries = list(obj.values())
     try:
-        dtypes = [e["dtype"] for e in entries]
-        shapes = [e["shape"] for e in entries]
-        offsets = [e["data_offsets"] for e in entries]
-        if not set(dtypes) <= _KNOWN_DTYPES:
+        dtypes = list(map(_GET_DTYPE, entries))
+        shapes = list(map(_GET_SHAPE, entries))
+        offsets = list(map(_GET_OFFSETS, entries))
+        kinds = set(dtypes)
+        if not kinds <= _BYTE_DTYPES:  # unknown, unhashable, or sub-byte (checked slowly)
             return None
     except (KeyError, TypeError):
         return None
     if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list}:
         return None
-    flat = list(chain.from_iterable(shapes))
-    if set(map(type, flat)) - {int} or (flat and min(flat) < 0):
+    dims = list(chain.from_iterable(shapes))
+    if set(map(type, dims)) - {int} or (dims and min(dims) < 0):
         return None
     if set(map(len, offsets)) - {2}:
         return None
-    begins = [o[0] for o in offsets]
-    ends = [o[1] for o in offsets]
+    begins = list(map(_FIRST, offsets))
+    ends = list(map(_SECOND, offsets))
     if set(map(type, begins)) - {int} or set(map(type, ends)) - {int}:
         return None
     if entries and (min(begins) < 0 or max(ends) > data_size):
         return None
-    bits = list(map(mul, map(prod, shapes), map(_BITS.__getitem__, dtypes)))
-    if any(b % 8 for b in bits) or list(map(floordiv, bits, repeat(8))) != list(
+    if list(map(mul, map(prod, shapes), map(_BYTES.__getitem__, dtypes))) != list(
         map(sub, ends, begins)
     ):
         return None
     names = list(obj)
-    order = sorted(range(len(names)), key=begins.__getitem__)
-    sorted_begins = [begins[i] for i in order]
-    sorted_ends = [ends[i] for i in order]
-    if sorted_begins[1:] != sorted_ends[:-1] or (order and sorted_begins[0] != 0):
+    if begins[1:] != ends[:-1]:  # not already in offset order (mx.save_safetensors, ...)
+        order = sorted(range(len(names)), key=begins.__getitem__)
+        pick = itemgetter(*order) if len(order) > 1 else lambda seq: (seq[order[0]],)
+        names, dtypes, shapes = list(pick(names)), list(pick(dtypes)), list(pick(shapes))
+        begins, ends = list(pick(begins)), list(pick(ends))
+        if begins[1:] != ends[:-1]:
+            return None
+    if names and begins[0] != 0:
         return None
-    if (sorted_ends[-1] if order else 0) != data_size:
+    if (ends[-1] if names else 0) != data_size:
         return None
-    return (
-        [names[i] for i in order],
-        [dtypes[i] for i in order],
-        [shapes[i] for i in order],
-        sorted_begins,
-        sorted_ends,
-    )
+    return names, dtypes, shapes, begins, ends
 
 
 def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
