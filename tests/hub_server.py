@@ -288,11 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         if fault is not None and fault.kind == "slow":
-            step = 64 * 1024
+            step = 16 * 1024
             for i in range(0, len(payload), step):
-                self.wfile.write(payload[i : i + step])
+                piece = payload[i : i + step]
+                self.wfile.write(piece)
                 self.wfile.flush()
-                time.sleep(step / fault.rate)
+                time.sleep(len(piece) / fault.rate)
             return
         self.wfile.write(payload)
 
@@ -313,7 +314,9 @@ class HubServer:
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
         self._stopped = False

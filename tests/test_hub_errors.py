@@ -1,0 +1,109 @@
+"""Hub failures become mlxload errors that say what to do; no raw httpx2 exception escapes."""
+
+from __future__ import annotations
+
+import huggingface_hub
+import pytest
+from hub_fixtures import REPO, hub, make_repo, serve  # noqa: F401  (fixture)
+from hub_server import Fault
+
+from mlxload.errors import MlxloadError
+from mlxload.hub import (
+    AuthError,
+    DownloadError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HubError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+    download,
+)
+from mlxload.hub import transfer as transfer_mod
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+
+
+def test_missing_repo(hub):  # noqa: F811
+    with pytest.raises(RepoNotFoundError) as e:
+        download("acme/nope", progress=False)
+    assert "hf://acme/nope@main: repository not found" in str(e.value)
+    assert "hf auth login" in str(e.value)
+    assert isinstance(e.value, MlxloadError)
+
+
+def test_missing_revision(hub):  # noqa: F811
+    with pytest.raises(RevisionNotFoundError, match="revision 'v9' does not exist"):
+        download(f"hf://{REPO}@v9", progress=False)
+
+
+def test_missing_file_on_the_hub(hub):  # noqa: F811
+    server, _, _ = hub
+    server.add_fault(REPO, "config.json", Fault("status", status=404, error_code="EntryNotFound"))
+    with pytest.raises(EntryNotFoundError, match=r"file 'config\.json' is not on the Hub \(404\)"):
+        download(REPO, progress=False)
+
+
+def test_private_repo_needs_token(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path, "acme/private", token="hf_secret")
+    server, _ = serve(monkeypatch, tmp_path, repo)
+    try:
+        with pytest.raises(AuthError) as e:
+            download("acme/private", progress=False)
+        msg = str(e.value)
+        assert "answered 401" in msg
+        assert "run `hf auth login` or set the HF_TOKEN environment variable" in msg
+        assert not isinstance(e.value, GatedRepoError)
+
+        monkeypatch.setenv("HF_TOKEN", "hf_secret")  # honoured as huggingface_hub does
+        path = download("acme/private", progress=False)
+        assert (path / "config.json").read_bytes() == repo.files["config.json"]
+        assert all(r.headers.get("authorization") == "Bearer hf_secret" for r in server.gets())
+
+        monkeypatch.delenv("HF_TOKEN")
+        server.clear_log()
+        download("acme/private", token="hf_secret", progress=False)  # explicit token
+        assert server.requests[0].headers["authorization"] == "Bearer hf_secret"
+    finally:
+        server.stop()
+        huggingface_hub.close_session()
+
+
+def test_gated_repo(tmp_path, monkeypatch):
+    server, _ = serve(monkeypatch, tmp_path, make_repo(tmp_path, "acme/gated", gated=True))
+    try:
+        with pytest.raises(GatedRepoError, match=r"gated repository.*hf auth login"):
+            download("acme/gated", progress=False)
+    finally:
+        server.stop()
+        huggingface_hub.close_session()
+
+
+def test_persistent_server_error_is_a_download_error(hub):  # noqa: F811
+    server, _, _ = hub
+    shard = "model-00002-of-00003.safetensors"
+    server.add_fault(REPO, shard, Fault("status", status=503, times=-1))
+    with pytest.raises(DownloadError) as e:
+        download(REPO, progress=False)
+    assert "HTTP 503" in str(e.value) and shard in str(e.value)
+    assert len(server.gets(shard)) == transfer_mod.RETRIES + 1
+
+
+def test_unreachable_hub_is_a_download_error(tmp_path, monkeypatch):
+    from hub_server import hub_env
+
+    hub_env(monkeypatch, None, tmp_path / "hf")  # port 9 on 127.0.0.1: connection refused
+    with pytest.raises(DownloadError) as e:
+        download(REPO, progress=False)
+    msg = str(e.value)
+    assert "could not download" in msg and "127.0.0.1:9" in msg
+    assert "run the same command again" in msg
+    assert type(e.value.__cause__).__module__.startswith("httpx2")  # kept as the cause only
+
+
+def test_errors_share_a_base():
+    for cls in (RepoNotFoundError, RevisionNotFoundError, EntryNotFoundError, AuthError):
+        assert issubclass(cls, HubError) and issubclass(cls, MlxloadError)
+    assert issubclass(GatedRepoError, AuthError)

@@ -1,0 +1,84 @@
+"""Offline use of the cache: no request at all when complete, the missing files named if not."""
+
+from __future__ import annotations
+
+import pytest
+from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
+
+from mlxload.hub import OfflineError, download, resolve
+
+SHARD2 = "model-00002-of-00003.safetensors"
+
+
+def test_local_files_only_after_download_makes_no_request(hub):  # noqa: F811
+    server, repo, _ = hub
+    path = download(REPO, progress=False)
+    server.clear_log()
+    assert download(REPO, local_files_only=True) == path
+    assert download(f"hf://{REPO}@{repo.commit}", local_files_only=True) == path
+    assert resolve(f"hf://{REPO}", local_files_only=True) == path
+    assert server.requests == []
+
+
+def test_hf_hub_offline_after_download_makes_no_request(hub, monkeypatch):  # noqa: F811
+    from huggingface_hub import constants
+
+    server, _, _ = hub
+    path = download(REPO, progress=False)
+    server.clear_log()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert download(REPO) == path
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # also when set after import
+    assert download(REPO) == path
+    assert server.requests == []
+
+
+def test_offline_with_a_missing_shard_names_it(hub, monkeypatch):  # noqa: F811
+    server, repo, _ = hub
+    path = download(REPO, progress=False)
+    (path / SHARD2).resolve().unlink()  # the blob
+    (path / SHARD2).unlink()  # the snapshot link
+    server.clear_log()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError) as e:
+        download(REPO)
+    msg = str(e.value)
+    assert f"missing 1 file(s): {SHARD2}" in msg
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in msg
+    assert f"mlxload download {REPO}" in msg
+    assert server.requests == []
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    path = download(REPO, progress=False)  # online again: only the missing shard is fetched
+    assert [r.path.rsplit("/", 1)[1] for r in server.gets()] == [SHARD2]
+    assert (path / SHARD2).read_bytes() == repo.files[SHARD2]
+
+
+def test_offline_with_patterns_checks_those_files(hub):  # noqa: F811
+    server, _, _ = hub
+    download(REPO, allow_patterns=["*.json"], progress=False)
+    assert download(REPO, allow_patterns=["*.json"], local_files_only=True).is_dir()
+    with pytest.raises(OfflineError, match=r"missing 4 file\(s\): merges\.txt, model-00001-of"):
+        download(REPO, local_files_only=True)  # the default selection also needs the shards
+    server.clear_log()
+    assert server.requests == []
+
+
+def test_offline_never_downloaded(hub):  # noqa: F811
+    server, _, _ = hub
+    with pytest.raises(OfflineError) as e:
+        download(REPO, local_files_only=True)
+    assert f"hf://{REPO}@main is not in the cache" in str(e.value)
+    assert "local_files_only=True" in str(e.value)
+    assert server.requests == []
+
+
+def test_unreachable_hub_falls_back_to_complete_cache(hub):  # noqa: F811
+    import huggingface_hub
+
+    server, _, _ = hub
+    path = download(REPO, progress=False)
+    server.stop()
+    huggingface_hub.close_session()
+    assert download(REPO, progress=False) == path
