@@ -110,7 +110,8 @@ def _load_mlx(
             raise QuantizedCheckpointError(
                 f"{where}: tensor {module}.global_scale: nvfp4 global scales are not supported"
             )
-        spec = config.for_tensor(module)
+        # The weight's own name matches overrides keyed by tensor name and by module path.
+        spec = config.for_tensor(weight_name)
         if spec is None:
             raise QuantizedCheckpointError(
                 f"{where}: tensor {scales_name!r} exists but {config.source} marks module "
