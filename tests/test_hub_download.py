@@ -202,3 +202,12 @@ def test_huggingface_hub_reads_our_cache_offline(hub):  # noqa: F811
     (cached,) = report.repos
     assert cached.repo_id == REPO and cached.nb_files == len(DEFAULT)
     assert server.requests == []
+
+
+def test_progress_bar_shows_and_env_disables_it(hub, capsys, monkeypatch):  # noqa: F811
+    download(REPO, progress=True, allow_patterns=["*.json"])
+    err = capsys.readouterr().err
+    assert "hf://acme/tiny-3shard" in err and "B/s" in err
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    download(REPO, allow_patterns=["*.safetensors"])
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,51 @@
+"""``mlxload download``: prints the snapshot path; errors are one line and exit code 1."""
+
+from __future__ import annotations
+
+from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
+
+from mlxload.cli import download as cli_download
+
+
+def test_download_prints_snapshot_path(hub, capsys):  # noqa: F811
+    server, repo, _ = hub
+    assert cli_download.main([f"hf://{REPO}", "--workers", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.endswith(f"models--acme--tiny-3shard/snapshots/{repo.commit}")
+    assert len(server.gets()) == 8
+
+
+def test_include_and_local_dir(hub, capsys, tmp_path):  # noqa: F811
+    _, repo, _ = hub
+    dest = tmp_path / "plain"
+    argv = [REPO, "--include", "*.json", "--include", "*.bin", "--local-dir", str(dest)]
+    assert cli_download.main([*argv, "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(dest)
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == [
+        "config.json",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert not (dest / "config.json").is_symlink()
+    assert (dest / "pytorch_model.bin").read_bytes() == repo.files["pytorch_model.bin"]
+
+
+def test_errors_are_reported_not_raised(hub, capsys):  # noqa: F811
+    assert cli_download.main(["acme/missing", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mlxload download: error: hf://acme/missing@main: repository not found")
+    assert cli_download.main([REPO, "--offline", "--revision", "dev"]) == 1
+    assert "hf://acme/tiny-3shard@dev is not in the cache" in capsys.readouterr().err
+
+
+def test_dispatcher_runs_the_verb(hub, capsys):  # noqa: F811
+    from mlxload.cli import main
+
+    _, repo, _ = hub
+    assert main(["download", REPO, "--no-progress", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.strip().endswith(repo.commit)
+    assert main(["download", "hf://bad//spec"]) == 1
+    assert "invalid Hub spec" in capsys.readouterr().err
