@@ -13,6 +13,7 @@ import itertools
 import mlx.core as mx
 import numpy as np
 import pytest
+from metal_emulator.emulator import have_compiler
 from metal_emulator.fake_metal import FakeMetal
 
 import mlxload.metal_dequant as metal_dequant
@@ -22,6 +23,8 @@ from mlxload.kernel_sources import kernel_source
 BITS = (2, 3, 4, 5, 6, 8)
 GROUPS = (32, 64, 128)
 FLOATS = (mx.float16, mx.bfloat16, mx.float32)
+
+pytestmark = pytest.mark.skipif(not have_compiler(), reason="needs a C++ compiler (g++)")
 
 
 def _quantized(shape, dtype, group_size, bits, seed=0):

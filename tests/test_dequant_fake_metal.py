@@ -6,12 +6,15 @@ import re
 
 import mlx.core as mx
 import pytest
+from metal_emulator.emulator import have_compiler
 from metal_emulator.fake_metal import FakeMetal
 
 SOURCE = """
 uint i = thread_position_in_grid.x;
 out[i] = T(inp[i]) * T(SCALE);
 """
+
+pytestmark = pytest.mark.skipif(not have_compiler(), reason="needs a C++ compiler (g++)")
 
 
 @pytest.fixture

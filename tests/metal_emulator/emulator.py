@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ATTRIBUTES", "KernelSpec", "Launcher", "build", "cache_dir", "launch"]
+__all__ = [
+    "ATTRIBUTES",
+    "KernelSpec",
+    "Launcher",
+    "build",
+    "cache_dir",
+    "have_compiler",
+    "launch",
+]
 
 SHIM = Path(__file__).with_name("shim.h")
 CXX = os.environ.get("CXX", "g++")
@@ -110,6 +119,11 @@ class KernelSpec:
         if missing:
             raise NotImplementedError(f"the emulator cannot supply {missing}")
         return used
+
+
+def have_compiler() -> bool:
+    """Whether the C++ compiler the emulator uses is on PATH."""
+    return shutil.which(CXX) is not None
 
 
 def cache_dir() -> Path:
