@@ -29,6 +29,30 @@ _LAZY: dict[str, str] = {
     "load_file": "mlxload.reader",
     "Checkpoint": "mlxload.checkpoint",
     "load": "mlxload.checkpoint",
+    # quantized checkpoints
+    "QuantizationConfig": "mlxload.quant_config",
+    "QuantSpec": "mlxload.quant_config",
+    "find_quantization_config": "mlxload.quant_config",
+    "QuantizedWeight": "mlxload.quantized_weight",
+    "load_quantized_weights": "mlxload.quantized_load",
+    "awq_to_mlx": "mlxload.awq_gptq",
+    "gptq_to_mlx": "mlxload.awq_gptq",
+    "QuantizationConfigError": "mlxload.quant_errors",
+    "QuantConfigJSONError": "mlxload.quant_errors",
+    "QuantConfigTypeError": "mlxload.quant_errors",
+    "UnsupportedBitsError": "mlxload.quant_errors",
+    "UnsupportedGroupSizeError": "mlxload.quant_errors",
+    "UnsupportedQuantMethodError": "mlxload.quant_errors",
+    "MissingQuantizationConfigError": "mlxload.quant_errors",
+    "QuantizedWeightError": "mlxload.quant_errors",
+    "QuantizedCheckpointError": "mlxload.quant_errors",
+    "RepackError": "mlxload.quant_errors",
+    # dequantization (Metal kernel on Apple silicon, fast exact CPU path elsewhere)
+    "dequantize": "mlxload.dequant",
+    "DequantizeError": "mlxload.dequant",
+    "UnsupportedQuantizationError": "mlxload.dequant",
+    "QuantizedShapeError": "mlxload.dequant",
+    "QuantizedDtypeError": "mlxload.dequant",
 }
 
 __all__ = ["__version__", *_error_names, *_LAZY]
