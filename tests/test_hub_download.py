@@ -211,3 +211,17 @@ def test_progress_bar_shows_and_env_disables_it(hub, capsys, monkeypatch):  # no
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     download(REPO, allow_patterns=["*.safetensors"])
     assert capsys.readouterr().err == ""
+
+
+def test_mlxload_load_opens_hub_spec(hub):  # noqa: F811
+    import mlxload
+
+    server, _, _ = hub
+    ckpt = mlxload.load(f"hf://{REPO}", progress=False)
+    assert mx.array_equal(ckpt["layers.3.bias"], mx.full((10,), 3.0, dtype=mx.float16))
+    server.clear_log()
+    ckpt = mlxload.load(REPO, local_files_only=True)  # bare org/repo, from the cache
+    assert mx.array_equal(
+        ckpt["layers.2.weight"], mx.arange(2000, dtype=mx.float32).reshape(-1, 10) * 2
+    )
+    assert server.requests == []
