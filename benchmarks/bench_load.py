@@ -1,0 +1,187 @@
+"""Foundation benchmarks: header open time and full-materialization throughput.
+
+Measured side by side in one run on the same files (timings on shared machines are noisy, so
+compare the ratios, not the absolute numbers):
+
+* **open**: a 5,000-tensor header, fully validated — mlxload.read_header / mlxload.safe_open vs
+  ``safetensors.safe_open`` vs ``mx.load`` (lazy) vs a bare ``orjson`` parse; plus the RSS growth
+  of opening a large file.
+* **materialize**: every tensor of a large fp16 file with a warm page cache — mlxload.load_file
+  vs ``mx.load`` + ``mx.eval`` — each repetition in a fresh subprocess (so allocator state and
+  peak RSS are per run), alternating methods.
+
+Usage:
+    python benchmarks/bench_load.py [--size-gb 2] [--reps 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+
+CACHE = Path(os.environ.get("MLXLOAD_BENCH_CACHE", Path(tempfile.gettempdir()) / "mlxload-bench"))
+
+_CHILD = r"""
+import os, resource, sys, time
+import mlx.core as mx
+method, path = sys.argv[1], sys.argv[2]
+import mlxload, mlxload.reader, numpy  # imports are not part of the timing
+t0 = time.perf_counter()
+if method == "mx.load":
+    arrays = mx.load(path)
+    mx.eval(list(arrays.values()))
+else:
+    arrays = mlxload.load_file(path)
+dt = time.perf_counter() - t0
+print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def _make_big(size_gb: float) -> Path:
+    import mlx.core as mx
+
+    path = CACHE / f"fp16-{size_gb:g}GB.safetensors"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        rows = 1024
+        n = max(1, int(size_gb * 1e9 / (rows * 4096 * 2)))
+        tmp = path.with_suffix(".tmp.safetensors")
+        tensors = {f"model.layers.{i}.w": mx.random.normal((rows, 4096)).astype(mx.float16)
+                   for i in range(n)}  # fmt: skip
+        mx.save_safetensors(str(tmp), tensors)
+        os.replace(tmp, path)
+    return path
+
+
+def _make_many(n: int = 5000) -> Path:
+    import mlx.core as mx
+
+    path = CACHE / f"many-{n}.safetensors"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.layers.{i // 5}.t{i % 5}.weight": mx.zeros((4, 8), dtype=mx.float16)
+                   for i in range(n)}  # fmt: skip
+        mx.save_safetensors(str(path), tensors)
+    return path
+
+
+def bench_open(reps: int) -> dict:
+    import mlx.core as mx
+    import orjson
+    import safetensors
+
+    import mlxload
+
+    path = _make_many()
+
+    def st_open():
+        with safetensors.safe_open(str(path), "numpy") as f:
+            return list(f.keys())
+
+    def ours_open():
+        with mlxload.safe_open(path) as f:
+            return f.keys()
+
+    def bare_orjson():
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            return orjson.loads(f.read(n))
+
+    cases = {
+        "mlxload.safe_open": ours_open,
+        "mlxload.read_header": lambda: mlxload.read_header(path),
+        "safetensors.safe_open": st_open,
+        "mx.load (lazy)": lambda: mx.load(str(path)),
+        "orjson parse only": bare_orjson,
+    }
+    out = {}
+    for name, fn in cases.items():
+        times = timeit.repeat(fn, number=1, repeat=max(reps * 6, 30))
+        out[name] = {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3}
+    return out
+
+
+def rss_growth_on_open(path: Path) -> int:
+    code = (
+        "import resource, mlxload, mlxload.reader, mlxload.header\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"f = mlxload.safe_open({str(path)!r}); f.keys()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+    )
+    return int(subprocess.check_output([sys.executable, "-c", code], text=True))
+
+
+def bench_materialize(path: Path, reps: int) -> dict:
+    size = path.stat().st_size
+    with open(path, "rb") as f:  # warm the page cache
+        while f.read(64 << 20):
+            pass
+    runs: dict[str, list[tuple[float, int]]] = {"mx.load": [], "mlxload": []}
+    for _ in range(reps):
+        for method in runs:
+            out = subprocess.check_output(
+                [sys.executable, "-c", _CHILD, method, str(path)], text=True
+            ).split()
+            runs[method].append((float(out[0]), int(out[1])))
+    result = {}
+    for method, values in runs.items():
+        times = [t for t, _ in values]
+        result[method] = {
+            "median_s": statistics.median(times),
+            "gb_per_s": size / statistics.median(times) / 1e9,
+            "spread_s": [min(times), max(times)],
+            "peak_rss_bytes": max(r for _, r in values),
+        }
+    result["ratio_throughput_mlxload_over_mx_load"] = (
+        result["mlxload"]["gb_per_s"] / result["mx.load"]["gb_per_s"]
+    )
+    result["file_bytes"] = size
+    result["page_cache"] = "warm"
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gb", type=float, default=2.0)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    big = _make_big(args.size_gb)
+    report = {
+        "open_5000_tensors": bench_open(args.reps),
+        "rss_growth_opening_big_file_bytes": rss_growth_on_open(big),
+        "materialize": bench_materialize(big, args.reps),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("open, 5,000-tensor header (ms)      min     median")
+    for name, r in report["open_5000_tensors"].items():
+        print(f"  {name:<28} {r['min_ms']:8.2f} {r['median_ms']:8.2f}")
+    st = report["open_5000_tensors"]["safetensors.safe_open"]["median_ms"]
+    ours = report["open_5000_tensors"]["mlxload.safe_open"]["median_ms"]
+    print(f"  mlxload / safetensors: {ours / st:.2f}x")
+    print(f"RSS growth opening a {big.stat().st_size / 1e9:.1f} GB file: "
+          f"{report['rss_growth_opening_big_file_bytes'] / 1e6:.2f} MB")  # fmt: skip
+    m = report["materialize"]
+    gb = m["file_bytes"] / 1e9
+    print(f"\nmaterialize all ({gb:.2f} GB fp16, warm cache, fresh process each)")
+    for name in ("mx.load", "mlxload"):
+        r = m[name]
+        print(f"  {name:<10} {r['gb_per_s']:6.2f} GB/s  median {r['median_s']:.3f}s "
+              f"spread {r['spread_s'][0]:.3f}-{r['spread_s'][1]:.3f}s  "
+              f"peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB")  # fmt: skip
+    print(f"  throughput mlxload / mx.load: {m['ratio_throughput_mlxload_over_mx_load']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
