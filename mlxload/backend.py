@@ -1,0 +1,87 @@
+"""Which MLX backend runs here, and the compute dtype mlxload picks for it.
+
+On MLX's CPU backend float16 and bfloat16 arithmetic is emulated: ``mx.quantized_matmul`` with
+float16 scales is ~30x slower than with float32 ones (see the project's FACTS), so a model
+whose scales, biases and unquantized weights are float32 produces tokens far sooner. On GPU
+backends the checkpoint's own dtype is kept: half precision is native there and halves memory.
+
+Example:
+    >>> backend() in ("metal", "cuda", "cpu")
+    True
+    >>> resolve_compute_dtype("float32", mx.float16)
+    mlx.core.float32
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+__all__ = ["FLOAT_DTYPES", "backend", "dtype_name", "parse_dtype", "resolve_compute_dtype"]
+
+FLOAT_DTYPES: dict[str, mx.Dtype] = {
+    "float16": mx.float16,
+    "bfloat16": mx.bfloat16,
+    "float32": mx.float32,
+}
+
+
+def backend() -> str:
+    """``"metal"``, ``"cuda"`` or ``"cpu"``: where MLX runs arrays by default here."""
+    if mx.default_device().type == mx.DeviceType.cpu:
+        return "cpu"
+    try:
+        if mx.metal.is_available():
+            return "metal"
+    except Exception:  # pragma: no cover - MLX builds without the metal module
+        pass
+    return "cuda"
+
+
+def dtype_name(dtype: mx.Dtype | None) -> str | None:
+    """``mx.float16`` -> ``"float16"`` (``None`` stays ``None``)."""
+    return None if dtype is None else str(dtype).removeprefix("mlx.core.")
+
+
+def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
+    """Accept ``None``, an ``mx.Dtype`` or a name such as ``"float32"``.
+
+    Raises:
+        ValueError: an unknown name, or a non-float dtype.
+    """
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"unknown compute dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}"
+            )
+        return FLOAT_DTYPES[dtype]
+    if dtype not in FLOAT_DTYPES.values():
+        raise ValueError(
+            f"compute dtype must be a float type ({', '.join(FLOAT_DTYPES)}), got "
+            f"{dtype_name(dtype)}"
+        )
+    return dtype
+
+
+def resolve_compute_dtype(
+    dtype: str | mx.Dtype | None, checkpoint_dtype: mx.Dtype | None
+) -> mx.Dtype | None:
+    """The dtype floating-point parameters are converted to.
+
+    Args:
+        dtype: The caller's choice; ``None`` means "pick for this backend".
+        checkpoint_dtype: The checkpoint's float dtype (``None`` if it has no float tensors).
+
+    Returns:
+        ``dtype`` when given; else float32 on the CPU backend and ``checkpoint_dtype`` on GPUs.
+
+    Raises:
+        ValueError: ``dtype`` is not a float dtype.
+    """
+    chosen = parse_dtype(dtype)
+    if chosen is not None:
+        return chosen
+    if backend() == "cpu":
+        return mx.float32
+    return checkpoint_dtype

@@ -1,0 +1,206 @@
+"""``mlxload.load_model``: an mlx-lm model and tokenizer, with weights read by mlxload.
+
+The model class comes from mlx-lm (an optional dependency, imported only when this runs) for
+the checkpoint's ``model_type``; quantized layers are put in place from the checkpoint's
+quantization config with the same rule as ``mlx_lm.load``; every tensor is read in one batched
+:meth:`mlxload.Checkpoint.materialize` (mapped in place on Metal, copied once elsewhere).
+
+Floating-point parameters are converted to a compute dtype chosen for the backend (see
+:mod:`mlxload.backend`): float32 on MLX's CPU backend, where float16 quantized matmuls are
+~30x slower, the checkpoint's dtype on GPUs. ``model.load_report`` says what happened.
+
+Example:
+    >>> model, tokenizer, config = load_model("path/to/mlx-model")  # doctest: +SKIP
+    >>> model.load_report.compute_dtype                              # doctest: +SKIP
+    'float32'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dtype
+from mlxload.errors import CheckpointError, MlxloadError
+from mlxload.load_report import LoadReport
+from mlxload.model_quant import class_predicate
+from mlxload.quant_config import find_quantization_config
+from mlxload.tensor_file import ZERO_COPY
+
+__all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
+
+
+class ModelLoadError(CheckpointError):
+    """The checkpoint can't be built into an mlx-lm model (config, architecture, weights)."""
+
+
+class MissingDependencyError(MlxloadError, ImportError):
+    """mlx-lm (needed for model classes and tokenizers) is not installed."""
+
+
+def _mlx_lm() -> Any:
+    try:
+        import mlx_lm.utils
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"load_model needs mlx-lm for model classes and tokenizers ({e}); "
+            "install it with: pip install mlx-lm"
+        ) from None
+    return mlx_lm.utils
+
+
+def _model_classes(utils: Any, config: dict[str, Any], root: Path) -> tuple[type, type]:
+    if config.get("model_file") is not None:
+        raise ModelLoadError(
+            f"{root}/config.json: 'model_file' asks to run custom model code, which "
+            "load_model never does; use mlx_lm.load(..., trust_remote_code=True) if you trust it"
+        )
+    if "model_type" not in config:
+        raise ModelLoadError(f"{root}/config.json: no 'model_type'; can't pick a model class")
+    try:
+        return utils._get_classes(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{root}/config.json: {e}") from None
+
+
+def _checkpoint_dtype(weights: dict[str, mx.array]) -> mx.Dtype | None:
+    counts = Counter(a.dtype for a in weights.values() if mx.issubdtype(a.dtype, mx.floating))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _convert(weights: dict[str, mx.array], dtype: mx.Dtype | None) -> dict[str, mx.array]:
+    if dtype is None:
+        return weights
+    return {
+        k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype else v
+        for k, v in weights.items()
+    }
+
+
+def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) -> None:
+    try:
+        model.load_weights(list(weights.items()), strict=True)
+    except ValueError as e:
+        raise ModelLoadError(f"{root}: the checkpoint's tensors don't fit the model: {e}") from None
+
+
+def _dtype_reason(dtype: Any) -> str:
+    if dtype is not None:
+        return "argument"
+    return "cpu backend" if backend() == "cpu" else "checkpoint"
+
+
+def load_model(
+    path_or_hf: str | os.PathLike,
+    *,
+    dtype: str | mx.Dtype | None = None,
+    lazy: bool = False,
+    tokenizer_config: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    zero_copy: bool | str = "auto",
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Build an mlx-lm model and its tokenizer from a checkpoint, reading weights with mlxload.
+
+    Args:
+        path_or_hf: A checkpoint directory, ``hf://org/repo[@rev]`` or ``org/repo``.
+        dtype: Compute dtype for floating-point parameters (scales, biases, unquantized
+            weights): ``"float32"``, ``"float16"``, ``"bfloat16"`` or an ``mx.Dtype``. ``None``
+            picks float32 on the CPU backend and keeps the checkpoint's dtype on GPUs.
+        lazy: Leave the dtype conversion unevaluated (tensor bytes are still read now).
+        tokenizer_config: Extra keyword arguments for the tokenizer (as ``mlx_lm.load``).
+        model_config: Values that override ``config.json`` (as ``mlx_lm.load``).
+        zero_copy: Passed to :func:`mlxload.load` (``"auto"``: map on Metal, copy elsewhere).
+
+    Returns:
+        ``(model, tokenizer, config)``: the mlx-lm model (in eval mode) with a ``load_report``
+        attribute (:class:`LoadReport`), mlx-lm's ``TokenizerWrapper``, and the config dict.
+
+    Raises:
+        MissingDependencyError: mlx-lm is not installed.
+        ModelLoadError: no usable ``config.json``, an unknown ``model_type``, or tensors that
+            don't match the model (missing, extra, wrong shape).
+        QuantizationConfigError, QuantizedCheckpointError: a broken quantization config.
+        ValueError: ``dtype`` is not a float dtype.
+        CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
+    """
+    from mlxload.checkpoint import load
+
+    parse_dtype(dtype)  # fail on a bad dtype before any work
+    utils = _mlx_lm()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False)
+    root = ckpt.root
+    if not (root / "config.json").is_file():
+        raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
+    config = utils.load_config(root)
+    if model_config:
+        config.update(model_config)
+    text_config = config.get("text_config") or {}
+    if "quantization_config" not in config and "quantization_config" in text_config:
+        config["quantization_config"] = text_config["quantization_config"]
+    model_class, args_class = _model_classes(utils, config, root)
+    qconfig = find_quantization_config(root)
+    if qconfig is not None and qconfig.quant_method is not None:
+        raise ModelLoadError(
+            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
+            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
+        )
+    t1 = time.perf_counter()
+    timings["resolve"] = t1 - t0
+
+    try:
+        weights = ckpt.materialize()
+        paths = Counter(ckpt.paths.values())
+    finally:
+        ckpt.close()
+    bytes_read = sum(a.nbytes for a in weights.values())
+    t2 = time.perf_counter()
+    timings["read"] = t2 - t1
+
+    model = model_class(args_class.from_dict(config))
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
+    nn.quantize(model, class_predicate=class_predicate(qconfig, weights))
+    quantized = sum(1 for _, m in model.named_modules() if hasattr(m, "bits"))
+    model.eval()
+    t3 = time.perf_counter()
+    timings["build"] = t3 - t2
+
+    stored = _checkpoint_dtype(weights)
+    compute = resolve_compute_dtype(dtype, stored)
+    weights = _convert(weights, compute)
+    _load_weights(model, weights, root)
+    del weights
+    if not lazy:
+        mx.eval(model.parameters())
+    t4 = time.perf_counter()
+    timings["convert"] = t4 - t3
+
+    tokenizer = utils.load_tokenizer(
+        root, tokenizer_config, eos_token_ids=config.get("eos_token_id")
+    )
+    t5 = time.perf_counter()
+    timings["tokenizer"] = t5 - t4
+    timings["total"] = t5 - t0
+
+    n_zero, n_copy = paths.get(ZERO_COPY, 0), sum(paths.values()) - paths.get(ZERO_COPY, 0)
+    model.load_report = LoadReport(
+        backend=backend(),
+        zero_copy="yes" if n_zero and not n_copy else ("partial" if n_zero else "no"),
+        paths=dict(paths),
+        checkpoint_dtype=dtype_name(stored),
+        compute_dtype=dtype_name(compute if compute is not None else stored),
+        dtype_reason=_dtype_reason(dtype),
+        quantized_modules=quantized,
+        bytes_read=bytes_read,
+        timings=timings,
+    )
+    return model, tokenizer, config

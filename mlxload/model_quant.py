@@ -1,0 +1,62 @@
+"""Which modules of an mlx-lm model become quantized layers, and with what bits/group size.
+
+Mirrors the ``class_predicate`` of ``mlx_lm.utils.load_model`` so the module set is the one
+``mlx_lm.load`` builds: a module the config marks ``false`` stays float; a module with a
+``<path>.scales`` tensor is quantized with the bits and group size its tensor shapes imply
+(mlx-lm does the same: a top-level default in the config can be wrong for some modules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlxload.quant_config import QuantizationConfig
+from mlxload.quant_errors import QuantizedCheckpointError
+
+__all__ = ["class_predicate", "infer_spec"]
+
+# Floating-point modes allow exactly one (bits, group_size) pair each (as mlx-lm infers them).
+_FP_MODES = {(4, 16): "nvfp4", (4, 32): "mxfp4", (8, 32): "mxfp8"}
+
+
+def infer_spec(path: str, module: nn.Module, weights: Mapping[str, mx.array]) -> dict[str, Any]:
+    """``{"bits", "group_size", "mode"}`` from a module's float shape and its stored tensors.
+
+    Raises:
+        QuantizedCheckpointError: the shapes fit no MLX quantization mode.
+    """
+    scales = weights[f"{path}.scales"]
+    packed = weights[f"{path}.weight"]
+    in_dims = module.weight.shape[-1]
+    group_size = in_dims // max(1, scales.shape[-1])
+    bits = packed.shape[-1] * 32 // in_dims
+    if scales.dtype != mx.uint8:  # only affine keeps float scales
+        return {"bits": bits, "group_size": group_size, "mode": "affine"}
+    mode = _FP_MODES.get((bits, group_size))
+    if mode is None:
+        raise QuantizedCheckpointError(
+            f"tensor {path}.weight: {bits} bits with group size {group_size} and uint8 scales "
+            "match no MLX quantization mode (mxfp4, nvfp4, mxfp8)"
+        )
+    return {"bits": bits, "group_size": group_size, "mode": mode}
+
+
+def class_predicate(
+    config: QuantizationConfig | None, weights: Mapping[str, mx.array]
+) -> Callable[[str, nn.Module], bool | dict[str, Any]]:
+    """The predicate to pass to ``nn.quantize`` for a checkpoint's weights and config."""
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if not hasattr(module, "to_quantized"):
+            return False
+        if config is not None and config.for_tensor(f"{path}.weight") is None:
+            return False  # the config marks this module "not quantized"
+        if f"{path}.scales" not in weights:
+            return False
+        return infer_spec(path, module, weights)
+
+    return predicate
