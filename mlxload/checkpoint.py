@@ -39,6 +39,8 @@ class Checkpoint(Mapping[str, mx.array]):
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         cache: Keep tensors after their first access (default). With False every access
             reads again and the checkpoint holds no tensor memory.
+        evict_page_cache: Drop copied ranges from the page cache so the model isn't held twice
+            in RAM (copy path only; useful on unified-memory machines).
 
     Attributes:
         root: Directory of the checkpoint (where config files live).
@@ -46,8 +48,14 @@ class Checkpoint(Mapping[str, mx.array]):
     """
 
     def __init__(
-        self, files: CheckpointFiles, *, zero_copy: bool | str = "auto", cache: bool = True
+        self,
+        files: CheckpointFiles,
+        *,
+        zero_copy: bool | str = "auto",
+        cache: bool = True,
+        evict_page_cache: bool = False,
     ) -> None:
+        self._evict = evict_page_cache
         self._files = files
         self.root: Path = files.root
         self.files: list[Path] = list(files.files)
@@ -65,7 +73,7 @@ class Checkpoint(Mapping[str, mx.array]):
         with self._lock:
             tf = self._open.get(path)
             if tf is None:
-                tf = TensorFile(path, zero_copy=self._zero_copy)
+                tf = TensorFile(path, zero_copy=self._zero_copy, evict_page_cache=self._evict)
                 if self._where is not None:
                     self._check_shard_against_index(tf)
                 self._open[path] = tf
@@ -204,7 +212,12 @@ def _is_hub_spec(spec: str) -> bool:
 
 
 def load(
-    path: str | os.PathLike, *, zero_copy: bool | str = "auto", cache: bool = True, **hub_kwargs
+    path: str | os.PathLike,
+    *,
+    zero_copy: bool | str = "auto",
+    cache: bool = True,
+    evict_page_cache: bool = False,
+    **hub_kwargs,
 ) -> Checkpoint:
     """Open a checkpoint: a file, a directory, an index, ``hf://org/repo[@rev]`` or ``org/repo``.
 
@@ -213,6 +226,7 @@ def load(
             Face cache first; extra keyword arguments go to :func:`mlxload.hub.resolve`.
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         cache: Keep tensors after first access (see :class:`Checkpoint`).
+        evict_page_cache: Drop copied ranges from the page cache (see :class:`Checkpoint`).
 
     Returns:
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
@@ -230,7 +244,12 @@ def load(
         local = hub.resolve(spec, **hub_kwargs)
     if local is None:
         local = Path(spec)
-    return Checkpoint(checkpoint_files(local), zero_copy=zero_copy, cache=cache)
+    return Checkpoint(
+        checkpoint_files(local),
+        zero_copy=zero_copy,
+        cache=cache,
+        evict_page_cache=evict_page_cache,
+    )
 
 
 def _looks_like_repo_id(spec: str) -> bool:

@@ -79,6 +79,8 @@ class safe_open:  # named like safetensors.safe_open on purpose
         path: The file.
         framework: Accepted for drop-in compatibility; must be ``"mlx"`` if given.
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
+        evict_page_cache: Drop copied ranges from the page cache, so the model is not held
+            twice in RAM (copy path only).
 
     Raises:
         SafetensorsError: invalid header.
@@ -92,10 +94,11 @@ class safe_open:  # named like safetensors.safe_open on purpose
         device: str | None = None,
         *,
         zero_copy: bool | str = "auto",
+        evict_page_cache: bool = False,
     ) -> None:
         if framework not in ("mlx", "mx"):
             raise ValueError(f"mlxload.safe_open loads MLX arrays; framework={framework!r}")
-        self._file = TensorFile(path, zero_copy=zero_copy)
+        self._file = TensorFile(path, zero_copy=zero_copy, evict_page_cache=evict_page_cache)
 
     def __enter__(self) -> safe_open:
         return self
@@ -128,14 +131,21 @@ class safe_open:  # named like safetensors.safe_open on purpose
         return dict(self._file.paths)
 
 
-def load_file(path: str | os.PathLike, *, zero_copy: bool | str = "auto") -> dict[str, mx.array]:
+def load_file(
+    path: str | os.PathLike, *, zero_copy: bool | str = "auto", evict_page_cache: bool = False
+) -> dict[str, mx.array]:
     """Load every tensor of a file, evaluated (like ``mx.load``), in file order.
+
+    Args:
+        path: The file.
+        zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
+        evict_page_cache: Drop copied ranges from the page cache (copy path only).
 
     Raises:
         SafetensorsError: invalid header.
         FileChangedError: the file changed while it was read.
     """
-    file = TensorFile(path, zero_copy=zero_copy)
+    file = TensorFile(path, zero_copy=zero_copy, evict_page_cache=evict_page_cache)
     try:
         return file.read(list(file.tensors))
     finally:

@@ -65,6 +65,9 @@ class SegmentStream:
         fd: An open file descriptor of the real file (not closed by this object).
         segments: ``(name, file_offset, nbytes)`` for each range to expose, as a ``uint8``
             tensor called ``name``.
+        evict: After copying a range, tell the kernel its page-cache pages are no longer
+            needed (``POSIX_FADV_DONTNEED``), so a one-copy load doesn't also leave a second
+            full copy of the model in the page cache (it matters on unified-memory machines).
 
     Attributes:
         short_read: Set when the file ended before a requested range did.
@@ -72,8 +75,11 @@ class SegmentStream:
 
     closed = False
 
-    def __init__(self, fd: int, segments: Sequence[tuple[str, int, int]]) -> None:
+    def __init__(
+        self, fd: int, segments: Sequence[tuple[str, int, int]], *, evict: bool = False
+    ) -> None:
         self._fd = fd
+        self._evict = evict and hasattr(os, "posix_fadvise")
         entries = {}
         starts: list[int] = []
         file_offsets: list[int] = []
@@ -122,6 +128,8 @@ class SegmentStream:
             take = min(n - done, seg_end - data_pos)
             file_offset = self._file_offsets[i] + (data_pos - self._starts[i])
             got = self._read(view[done : done + take], file_offset)
+            if self._evict and got:
+                os.posix_fadvise(self._fd, file_offset, got, os.POSIX_FADV_DONTNEED)
             done += got
             if got < take:
                 self.short_read = True

@@ -77,13 +77,23 @@ class TensorFile:
         path: The file.
         zero_copy: ``"auto"`` (map on Metal, copy elsewhere), ``True`` to insist on trying the
             mapping, or ``False`` to always copy.
+        evict_page_cache: Drop each copied range from the page cache (see
+            :class:`~mlxload.segment_stream.SegmentStream`). Off by default: a warm cache makes
+            the next load fast.
 
     Raises:
         SafetensorsError: the header is invalid.
     """
 
-    def __init__(self, path: str | os.PathLike, *, zero_copy: bool | str = "auto") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        zero_copy: bool | str = "auto",
+        evict_page_cache: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self._evict = evict_page_cache
         self.header: FileHeader = read_header(self.path)
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         st = os.fstat(self._fd)
@@ -217,7 +227,7 @@ class TensorFile:
         return arr
 
     def _copy_ranges(self, segments: list[tuple[str, int, int]]) -> dict[str, mx.array]:
-        stream = SegmentStream(self._fd, segments)
+        stream = SegmentStream(self._fd, segments, evict=self._evict)
         try:
             arrays = mx.load(stream, format="safetensors")
             mx.eval(list(arrays.values()))

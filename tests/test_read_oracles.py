@@ -207,3 +207,28 @@ def test_checkpoint_caches_and_releases(tmp_path):
     no_cache = mlxload.load(path, cache=False)
     assert no_cache["b"] is not no_cache["b"]
     assert dict(no_cache.materialize()).keys() == {"a", "b"}
+
+
+def test_evict_page_cache_advises_exactly_the_copied_ranges(tmp_path, monkeypatch):
+    import os
+
+    arrays = {"a": np.arange(5000, dtype=np.float32), "b": np.ones((7, 3), np.float16)}
+    path = tmp_path / "e.safetensors"
+    save_file(arrays, str(path))
+    advised = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, off, n, advice: advised.append((off, n, advice)) or real(fd, off, n, advice),
+    )
+    out = mlxload.load_file(path, evict_page_cache=True)
+    infos = mlxload.read_header(path).tensors
+    assert sorted(advised) == sorted(
+        (i.offset, i.nbytes, os.POSIX_FADV_DONTNEED) for i in infos.values()
+    )
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(np.array(out[name]), arr)
+    advised.clear()
+    mlxload.load_file(path)
+    assert advised == []
