@@ -47,6 +47,13 @@ _LAZY: dict[str, str] = {
     "QuantizedWeightError": "mlxload.quant_errors",
     "QuantizedCheckpointError": "mlxload.quant_errors",
     "RepackError": "mlxload.quant_errors",
+    # Hugging Face Hub
+    "download": "mlxload.hub",
+    "resolve": "mlxload.hub",
+    "HubError": "mlxload.hub.errors",
+    "OfflineError": "mlxload.hub.errors",
+    "IntegrityError": "mlxload.hub.errors",
+    "DownloadError": "mlxload.hub.errors",
     # dequantization (Metal kernel on Apple silicon, fast exact CPU path elsewhere)
     "dequantize": "mlxload.dequant",
     "DequantizeError": "mlxload.dequant",

@@ -25,6 +25,7 @@ import mlx.core as mx
 
 from mlxload.errors import DuplicateTensorError, TensorNotFoundError, TensorNotInShardError
 from mlxload.header import TensorInfo
+from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import CheckpointFiles, checkpoint_files
 from mlxload.tensor_file import TensorFile
 
@@ -207,10 +208,6 @@ class Checkpoint(Mapping[str, mx.array]):
         self.close()
 
 
-def _is_hub_spec(spec: str) -> bool:
-    return spec.startswith("hf://")
-
-
 def load(
     path: str | os.PathLike,
     *,
@@ -237,26 +234,15 @@ def load(
         HubError: the Hub download failed.
     """
     local: Path | None = None
-    spec = os.fspath(path)
-    if _is_hub_spec(spec) or (not os.path.exists(spec) and _looks_like_repo_id(spec)):
+    if is_hub_spec(path):
         from mlxload import hub
 
-        local = hub.resolve(spec, **hub_kwargs)
+        local = hub.resolve(os.fspath(path), **hub_kwargs)
     if local is None:
-        local = Path(spec)
+        local = Path(path)
     return Checkpoint(
         checkpoint_files(local),
         zero_copy=zero_copy,
         cache=cache,
         evict_page_cache=evict_page_cache,
-    )
-
-
-def _looks_like_repo_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return (
-        len(parts) == 2
-        and all(parts)
-        and not spec.startswith((".", "~"))
-        and not spec.endswith((".safetensors", ".json"))
     )
