@@ -161,6 +161,15 @@ class Checkpoint(Mapping[str, mx.array]):
             result.update(arrays)
         return {n: result[n] for n in names}
 
+    def read_block(
+        self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
+    ) -> mx.array:
+        """Read only a block of a tensor (rows of axis 0, columns of the last axis); not cached.
+
+        See :meth:`mlxload.tensor_file.TensorFile.read_block`.
+        """
+        return self._file_of(name).read_block(name, rows, cols)
+
     def info(self, name: str) -> TensorInfo:
         """Dtype, shape and location of a tensor, without reading it."""
         return self._file_of(name).info(name)

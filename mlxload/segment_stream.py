@@ -64,7 +64,8 @@ class SegmentStream:
     Args:
         fd: An open file descriptor of the real file (not closed by this object).
         segments: ``(name, file_offset, nbytes)`` for each range to expose, as a ``uint8``
-            tensor called ``name``.
+            tensor called ``name``; or ``(name, [(file_offset, nbytes), ...])`` to gather
+            several ranges into one tensor (e.g. a block of columns: one range per row).
         evict: After copying a range, tell the kernel its page-cache pages are no longer
             needed (``POSIX_FADV_DONTNEED``), so a one-copy load doesn't also leave a second
             full copy of the model in the page cache (it matters on unified-memory machines).
@@ -75,21 +76,22 @@ class SegmentStream:
 
     closed = False
 
-    def __init__(
-        self, fd: int, segments: Sequence[tuple[str, int, int]], *, evict: bool = False
-    ) -> None:
+    def __init__(self, fd: int, segments: Sequence[tuple], *, evict: bool = False) -> None:
         self._fd = fd
         self._evict = evict and hasattr(os, "posix_fadvise")
         entries = {}
         starts: list[int] = []
         file_offsets: list[int] = []
         pos = 0
-        for name, file_offset, nbytes in segments:
-            entries[name] = {"dtype": "U8", "shape": [nbytes], "data_offsets": [pos, pos + nbytes]}
-            if nbytes:
-                starts.append(pos)
-                file_offsets.append(file_offset)
-            pos += nbytes
+        for name, *where in segments:
+            pieces = where[0] if len(where) == 1 else [tuple(where)]
+            first = pos
+            for file_offset, nbytes in pieces:
+                if nbytes:
+                    starts.append(pos)
+                    file_offsets.append(file_offset)
+                    pos += nbytes
+            entries[name] = {"dtype": "U8", "shape": [pos - first], "data_offsets": [first, pos]}
         header = orjson.dumps(entries)
         self._prefix = struct.pack("<Q", len(header)) + header
         self._data_size = pos

@@ -226,7 +226,58 @@ class TensorFile:
         mx.eval(arr)
         return arr
 
-    def _copy_ranges(self, segments: list[tuple[str, int, int]]) -> dict[str, mx.array]:
+    def read_block(
+        self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
+    ) -> mx.array:
+        """A block ``[r0:r1, ..., c0:c1]`` of a tensor: leading-axis rows and last-axis columns.
+
+        Only the bytes of the block are read (one range per row when columns are cut), straight
+        into one MLX buffer. This is what a tensor-parallel rank needs: a block of output rows
+        (contiguous in the file) or a block of input columns (strided).
+
+        Args:
+            name: Tensor name (at least 2-D when ``cols`` is given).
+            rows: ``(start, stop)`` on axis 0, default all.
+            cols: ``(start, stop)`` on the last axis, default all.
+
+        Raises:
+            ValueError: out-of-range bounds, or a dtype whose columns aren't whole bytes.
+        """
+        info = self.info(name)
+        shape = info.shape
+        if not shape:
+            raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+        r0, r1 = rows if rows is not None else (0, shape[0])
+        if cols is None:
+            return self.read_rows(name, r0, r1)
+        if len(shape) < 2:
+            raise ValueError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
+        c0, c1 = cols
+        bits = DTYPES[info.dtype].bits
+        if not (0 <= r0 <= r1 <= shape[0] and 0 <= c0 <= c1 <= shape[-1]):
+            raise ValueError(
+                f"{self.path}: tensor {name!r} of shape {shape}: block rows {r0}:{r1}, "
+                f"columns {c0}:{c1} is out of range"
+            )
+        if (c0 * bits) % 8 or (c1 * bits) % 8:
+            raise ValueError(
+                f"{self.path}: tensor {name!r}: {info.dtype} columns {c0}:{c1} don't start and "
+                "end on whole bytes"
+            )
+        line = shape[-1] * bits // 8  # bytes per last-axis line
+        lines_per_row = math.prod(shape[1:-1])
+        first_line, n_lines = r0 * lines_per_row, (r1 - r0) * lines_per_row
+        lo, width = c0 * bits // 8, (c1 - c0) * bits // 8
+        pieces = [(info.offset + (first_line + k) * line + lo, width) for k in range(n_lines)]
+        self.check_unchanged()
+        raw = self._copy_ranges([(name, pieces)])[name]
+        sub = TensorInfo(name, info.dtype, (r1 - r0, *shape[1:-1], c1 - c0), 0, 0, 0)
+        out_shape, dtype = _storage_shape(sub)
+        arr = _as_typed(raw, dtype, out_shape)
+        mx.eval(arr)
+        return arr
+
+    def _copy_ranges(self, segments: list[tuple]) -> dict[str, mx.array]:
         stream = SegmentStream(self._fd, segments, evict=self._evict)
         try:
             arrays = mx.load(stream, format="safetensors")

@@ -156,3 +156,11 @@ def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(segment_stream, "_pread_exact", lambda fd, view, off: 0)
     with mlxload.safe_open(path) as f, pytest.raises(errors.FileChangedError, match="truncated"):
         f.get_tensor("a")
+
+
+def test_checkpoint_read_block_reads_from_the_right_shard(tmp_path):
+    weights, _ = _sharded(tmp_path)
+    ckpt = mlxload.load(tmp_path)
+    block = ckpt.read_block("layers.3.weight", rows=(1, 3), cols=(2, 4))
+    assert mx.array_equal(block, weights["layers.3.weight"][1:3, 2:4]).item()
+    assert "layers.3.weight" not in ckpt._cache

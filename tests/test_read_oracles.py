@@ -232,3 +232,31 @@ def test_evict_page_cache_advises_exactly_the_copied_ranges(tmp_path, monkeypatc
     advised.clear()
     mlxload.load_file(path)
     assert advised == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint32, np.int8])
+def test_read_block_rows_and_columns(tmp_path, dtype, monkeypatch):
+    arr = np.asarray(_sample(dtype, (6, 3, 10), seed=3))
+    path = tmp_path / "b.safetensors"
+    save_file({"pad": np.zeros(5, np.uint8), "x": arr}, str(path))
+    from mlxload import segment_stream
+    from mlxload.tensor_file import TensorFile
+
+    asked = []
+    real = segment_stream._pread_exact
+    monkeypatch.setattr(
+        segment_stream,
+        "_pread_exact",
+        lambda fd, view, off: asked.append(len(view)) or real(fd, view, off),
+    )
+    tf = TensorFile(path)
+    for rows, cols in [((1, 4), (2, 7)), ((0, 6), (0, 10)), ((5, 6), (9, 10)), (None, (3, 5))]:
+        asked.clear()
+        got = np.array(tf.read_block("x", rows, cols))
+        r = slice(*rows) if rows else slice(None)
+        np.testing.assert_array_equal(got, arr[r, :, slice(*cols)])
+        assert sum(asked) == got.nbytes  # only the block's bytes were read
+    np.testing.assert_array_equal(np.array(tf.read_block("x", (2, 3))), arr[2:3])
+    with pytest.raises(ValueError, match="out of range"):
+        tf.read_block("x", (0, 7), (0, 1))
+    tf.close()
