@@ -186,6 +186,26 @@ def test_missing_source_and_hub_spec_errors(tmp_path):
     assert isinstance(SourceNotFoundError("x"), WriterError)
 
 
+def test_hub_spec_goes_through_mlxload_hub_resolve(tmp_path, monkeypatch):
+    import mlxload.hub
+
+    src = write_sharded(tmp_path / "snapshot", mixed_tensors(), 2)
+    seen = []
+
+    def fake_resolve(spec):
+        seen.append(spec)
+        return src if str(spec).startswith("hf://") else None
+
+    monkeypatch.setattr(mlxload.hub, "resolve", fake_resolve, raising=False)
+    out = tmp_path / "m.safetensors"
+    merge("hf://org/model@main", out)
+    assert seen == ["hf://org/model@main"]
+    assert checkpoint_bytes(_shards(src)) == tensor_bytes(out)
+    with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
+        align("hf://org/model")
+    assert alignment_report(align("hf://org/model", tmp_path / "al").index.parent).ready
+
+
 def test_cli_merge_split_align(tmp_path, capsys):
     tensors = mixed_tensors()
     src = write_sharded(tmp_path / "src", tensors, 2)

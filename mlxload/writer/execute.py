@@ -15,7 +15,6 @@ import contextlib
 import errno
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from pathlib import Path
 from mlxload.errors import FileChangedError
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import InsufficientSpaceError, OutputExistsError, WriteFailedError
+from mlxload.writer.flush import WRITEBACK_CHUNK, data_sync, full_fsync, start_writeback
 from mlxload.writer.journal import JournalState, load_journal, remove_quietly, save_journal
+from mlxload.writer.layout import Placed
 from mlxload.writer.plan import OutputPlan, WritePlan
 
 __all__ = ["PAUSE_ENV", "Progress", "WriteResult", "execute", "journal_path", "temp_path"]
@@ -35,8 +36,9 @@ Progress = Callable[[int, int, str], None]
 PAUSE_ENV = "MLXLOAD_WRITER_PAUSE_AFTER"
 """Test hook: after this many tensors copied in a run, flush the journal and sleep."""
 
-_CHECKPOINT_BYTES = 256 << 20
-_CHECKPOINT_SECONDS = 2.0
+# Journal checkpoints flush the data (fdatasync), so not too often; a kill loses at most this.
+_CHECKPOINT_BYTES = 1 << 30
+_CHECKPOINT_SECONDS = 5.0
 _SPACE_MARGIN = 16 << 20
 
 
@@ -197,6 +199,7 @@ class _Run:
         self.done = 0
         self.fds: dict[Path, int] = {}
         self.copied_tensors = 0
+        self.unflushed = 0  # bytes copied since the last writeback kick
         pause = os.environ.get(PAUSE_ENV)
         self.pause_after = int(pause) if pause else None
 
@@ -225,7 +228,8 @@ class _Run:
             self._skip(output, state.tensors_done, state.bytes_done)
         try:
             self._write_temp(output, tmp, jpath, state)
-            save_journal(jpath, state)  # all tensors flushed: a kill from here on is "done"
+            state.complete = True  # all flushed: after a kill from here on the file is done
+            save_journal(jpath, state)
             os.replace(tmp, output.path)
             _fsync_dir(output.path.parent)
         except KeyboardInterrupt:
@@ -233,8 +237,6 @@ class _Run:
         except BaseException as e:
             remove_quietly(tmp, jpath)
             _reraise(e, output.path)
-        state.complete = True
-        save_journal(jpath, state)
 
     def _skip(self, output: OutputPlan, tensors: int, nbytes: int) -> None:
         self.result.resumed_tensors += tensors
@@ -248,12 +250,11 @@ class _Run:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
         try:
             if fresh:
-                _pwrite_all(fd, output.header, 0)
-                save_journal(jpath, state)
+                _pwrite_all(fd, output.header, 0)  # the first checkpoint creates the journal
             else:
                 os.ftruncate(fd, output.data_start + state.bytes_done)
             self._copy_tensors(output, fd, jpath, state)
-            _full_fsync(fd)
+            full_fsync(fd)
         except KeyboardInterrupt:
             self._checkpoint(fd, jpath, state)
             raise
@@ -262,15 +263,9 @@ class _Run:
 
     def _copy_tensors(self, output: OutputPlan, fd: int, jpath: Path, state: JournalState) -> None:
         last_bytes, last_time = state.bytes_done, time.monotonic()
+        self.unflushed = 0
         for tensor in output.tensors[state.tensors_done :]:
-            src = output.sources[tensor.name]
-            copy_range(
-                self.source_fd(src),
-                fd,
-                tensor.src_offset,
-                output.data_start + tensor.begin,
-                tensor.nbytes,
-            )
+            self._copy(self.source_fd(output.sources[tensor.name]), fd, output, tensor)
             state.tensors_done += 1
             state.bytes_done += tensor.nbytes
             self.done += tensor.nbytes
@@ -289,10 +284,21 @@ class _Run:
                 self._checkpoint(fd, jpath, state)
                 time.sleep(3600)  # test hook: the test kills us here
 
+    def _copy(self, src_fd: int, fd: int, output: OutputPlan, tensor: Placed) -> None:
+        """Copy one tensor in chunks, starting writeback of each chunk as it lands."""
+        dst = output.data_start + tensor.begin
+        for start in range(0, tensor.nbytes, WRITEBACK_CHUNK):
+            n = min(WRITEBACK_CHUNK, tensor.nbytes - start)
+            copy_range(src_fd, fd, tensor.src_offset + start, dst + start, n)
+            self.unflushed += n
+            if self.unflushed >= WRITEBACK_CHUNK:
+                start_writeback(fd, dst + start + n - self.unflushed, self.unflushed)
+                self.unflushed = 0
+
     @staticmethod
     def _checkpoint(fd: int, jpath: Path, state: JournalState) -> None:
         # The journal may only claim bytes that are on disk, so flush the data first.
-        getattr(os, "fdatasync", os.fsync)(fd)
+        data_sync(fd)
         save_journal(jpath, state)
 
 
@@ -312,17 +318,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
-
-
-def _full_fsync(fd: int) -> None:
-    """fsync; on macOS also ask the drive to flush its cache (F_FULLFSYNC)."""
-    if sys.platform == "darwin":
-        import fcntl
-
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-            return
-    os.fsync(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -345,7 +340,7 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _pwrite_all(fd, data, 0)
-            _full_fsync(fd)
+            full_fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -27,7 +27,7 @@ class JournalState:
         digest: Hash of the output's plan and sources (see ``plan.OutputPlan.digest``).
         tensors_done: Tensors fully written and flushed, in output order.
         bytes_done: Tensor bytes those cover.
-        complete: The output was finished and renamed to its final name.
+        complete: Every tensor is written and flushed; the file is renamed into place next.
         resumes: How many runs continued from this journal (for diagnostics and tests).
     """
 

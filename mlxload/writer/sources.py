@@ -113,6 +113,13 @@ def _check_weight_map(source: Source) -> None:
     if weight_map is None:
         return
     where = source.shard_of
+    resolved: dict[Path, Path] = {}
+
+    def _resolved(path: Path) -> Path:
+        if path not in resolved:
+            resolved[path] = Path(path).resolve()
+        return resolved[path]
+
     for name, shard in weight_map.items():
         actual = where.get(name)
         if actual is None:
@@ -120,7 +127,7 @@ def _check_weight_map(source: Source) -> None:
                 f"{source.files.index_path}: tensor {name!r} is listed in the index under "
                 f"{shard.name} but no shard holds it"
             )
-        if Path(actual).resolve() != Path(shard).resolve():
+        if actual != shard and _resolved(actual) != _resolved(shard):
             raise CheckpointError(
                 f"{source.files.index_path}: tensor {name!r} is listed under {shard.name} but "
                 f"stored in {Path(actual).name}"
