@@ -24,7 +24,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlxload.errors import DuplicateTensorError, TensorNotFoundError, TensorNotInShardError
-from mlxload.header import TensorInfo
+from mlxload.header import FileHeader, TensorInfo
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import CheckpointFiles, checkpoint_files
 from mlxload.tensor_file import TensorFile
@@ -173,6 +173,10 @@ class Checkpoint(Mapping[str, mx.array]):
     def info(self, name: str) -> TensorInfo:
         """Dtype, shape and location of a tensor, without reading it."""
         return self._file_of(name).info(name)
+
+    def headers(self) -> list[FileHeader]:
+        """The validated header of every shard (opens each shard's header once)."""
+        return [self._shard(path).header for path in self.files]
 
     @property
     def metadata(self) -> dict[str, str]:

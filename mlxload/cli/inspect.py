@@ -29,6 +29,7 @@ def _human(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mlxload.checkpoint import load
+    from mlxload.writer import alignment_report
 
     ckpt = load(args.path)
     infos = [ckpt.info(name) for name in ckpt]
@@ -70,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
         f"\n{len(infos)} tensors in {len(ckpt.files)} file(s), {_human(total)} "
         f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
     )
-    if total == 0 or misaligned == 0:
-        print("zero-copy ready: 100% of bytes")
-    else:
-        pct = 100 * misaligned / total
-        print(f"{pct:.0f}% of bytes need a copy for zero-copy — run `mlxload align`")
+    print(alignment_report(ckpt.headers()).verdict())
     return 0
 
 
