@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import mlx.core as mx
 
-from mlxload.errors import DuplicateTensorError, TensorNotFoundError, TensorNotInShardError
+from mlxload.errors import (
+    CheckpointError,
+    DuplicateTensorError,
+    TensorNotFoundError,
+    TensorNotInShardError,
+)
 from mlxload.header import FileHeader, TensorInfo
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import CheckpointFiles, checkpoint_files
@@ -227,6 +233,7 @@ def load(
     zero_copy: bool | str = "auto",
     cache: bool = True,
     evict_page_cache: bool = False,
+    align: bool | str = False,
     **hub_kwargs,
 ) -> Checkpoint:
     """Open a checkpoint: a file, a directory, an index, ``hf://org/repo[@rev]`` or ``org/repo``.
@@ -237,6 +244,12 @@ def load(
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         cache: Keep tensors after first access (see :class:`Checkpoint`).
         evict_page_cache: Drop copied ranges from the page cache (see :class:`Checkpoint`).
+        align: What to do when some tensors are misaligned for zero-copy (see
+            :func:`mlxload.align`). ``False`` (default): nothing. ``"auto"``: rewrite the
+            checkpoint in place, once, when that buys zero-copy (a Metal backend) and the files
+            are local, writable and not in the Hugging Face cache; otherwise warn once with the
+            command to run. ``True``: rewrite in place whenever misaligned (an error for the
+            Hugging Face cache, whose blobs are never touched: use ``mlxload align SRC OUT``).
 
     Returns:
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
@@ -253,9 +266,54 @@ def load(
         local = hub.resolve(os.fspath(path), **hub_kwargs)
     if local is None:
         local = Path(path)
+    if align:
+        _align_if_needed(local, align)
     return Checkpoint(
         checkpoint_files(local),
         zero_copy=zero_copy,
         cache=cache,
         evict_page_cache=evict_page_cache,
     )
+
+
+def _in_hf_cache(path: Path) -> bool:
+    """Whether ``path`` lies in a Hugging Face cache repo (``models--org--name/snapshots/...``)."""
+    for parent in path.absolute().parents:
+        if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
+            return True
+    return False
+
+
+def _align_if_needed(local: Path, mode: bool | str) -> None:
+    from mlxload.tensor_file import zero_copy_supported
+    from mlxload.writer import align, alignment_report
+
+    files = checkpoint_files(local)
+    report = alignment_report(files)
+    if report.ready:
+        return
+    why_not = None
+    if _in_hf_cache(files.root):
+        why_not = "it is in the Hugging Face cache"
+    elif not all(os.access(p, os.W_OK) for p in [files.root, *files.files]):
+        why_not = "it is not writable"
+    elif mode == "auto" and not zero_copy_supported():
+        why_not = "this backend copies every tensor anyway (zero-copy needs Metal)"
+    if why_not is None:
+        align(local)
+        return
+    if mode == "auto":
+        if str(files.root) not in _warned:
+            _warned.add(str(files.root))
+            warnings.warn(
+                f"{files.root}: {report.verdict()}; not rewriting because {why_not}",
+                stacklevel=3,
+            )
+        return
+    raise CheckpointError(
+        f"{files.root}: can't align in place because {why_not}; write an aligned copy with "
+        f"`mlxload align {files.root} OUT`"
+    )
+
+
+_warned: set[str] = set()

@@ -1,0 +1,72 @@
+"""``mlxload.load(..., align=...)``: rewrite misaligned checkpoints only when it helps."""
+
+from __future__ import annotations
+
+import warnings
+
+import mlx.core as mx
+import pytest
+
+import mlxload
+from mlxload import checkpoint, tensor_file
+
+
+def _misaligned_dir(tmp_path):
+    """An mx.save_safetensors file (no header padding) with a misaligned float32 tensor."""
+    for k in range(1, 9):  # header length decides the data start: vary it until misaligned
+        tensors = {"a": mx.arange(k, dtype=mx.int8), "b": mx.arange(10, dtype=mx.float32)}
+        mx.save_safetensors(str(tmp_path / "model.safetensors"), tensors)
+        if not mlxload.alignment_report(tmp_path).ready:
+            return tensors
+    raise AssertionError("could not produce a misaligned file")
+
+
+def test_default_leaves_files_alone(tmp_path):
+    _misaligned_dir(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    mlxload.load(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_auto_on_a_copying_backend_only_warns_once(tmp_path, monkeypatch):
+    _misaligned_dir(tmp_path)
+    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: False)
+    monkeypatch.setattr(checkpoint, "_warned", set())
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.warns(UserWarning, match=r"need a copy .* \(zero-copy needs Metal\)"):
+        mlxload.load(tmp_path, align="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mlxload.load(tmp_path, align="auto")  # second time: silent
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_auto_on_metal_rewrites_once_and_tensors_are_unchanged(tmp_path, monkeypatch):
+    tensors = _misaligned_dir(tmp_path)
+    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: True)
+    ckpt = mlxload.load(tmp_path, align="auto", zero_copy=False)
+    assert mlxload.alignment_report(tmp_path).ready
+    for name, arr in tensors.items():
+        assert mx.array_equal(ckpt[name], arr).item() and ckpt[name].dtype == arr.dtype
+    mtime = (tmp_path / "model.safetensors").stat().st_mtime_ns
+    mlxload.load(tmp_path, align="auto")
+    assert (tmp_path / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_true_rewrites_on_any_backend(tmp_path):
+    tensors = _misaligned_dir(tmp_path)
+    ckpt = mlxload.load(tmp_path, align=True)
+    assert mlxload.alignment_report(tmp_path).ready
+    assert all(mx.array_equal(ckpt[n], a).item() for n, a in tensors.items())
+
+
+def test_hf_cache_is_never_rewritten(tmp_path):
+    repo = tmp_path / "models--org--name"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    _misaligned_dir(snap)
+    before = (snap / "model.safetensors").read_bytes()
+    with pytest.raises(mlxload.CheckpointError, match=r"Hugging Face cache.*mlxload align"):
+        mlxload.load(snap, align=True)
+    assert (snap / "model.safetensors").read_bytes() == before
