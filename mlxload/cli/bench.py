@@ -1,0 +1,87 @@
+"""``mlxload bench [MODEL]``: time to first token, mlxload vs mx.load vs mlx_lm.load.
+
+Without MODEL it benchmarks a synthetic mlx-lm checkpoint (generated once into a cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlxload.bench.worker import LOADERS
+    from mlxload.synthetic import DEFAULT_SIZE, SIZES
+
+    parser.add_argument(
+        "model", nargs="?", help="checkpoint directory or hf://org/repo (default: synthetic)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per measurement")
+    parser.add_argument(
+        "--size", choices=list(SIZES), default=DEFAULT_SIZE, help="synthetic model size"
+    )
+    parser.add_argument("--bits", type=int, default=4, help="synthetic model quantization bits")
+    parser.add_argument("--prompt", default=None, help="fixed prompt for TTFT")
+    parser.add_argument("--dtype", default=None, help="mlxload compute dtype (default: auto)")
+    parser.add_argument(
+        "--loaders", nargs="+", choices=LOADERS, default=list(LOADERS), help="loaders to run"
+    )
+    parser.add_argument(
+        "--cold", action="store_true", help="drop the page cache before each run (needs root)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds allowed per measurement"
+    )
+
+
+def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
+    if args.model is None:
+        from mlxload.synthetic import spec_for, synthetic_checkpoint
+
+        spec = spec_for(args.size, bits=args.bits)
+        print(f"synthetic {spec.name} model, {args.bits}-bit (generated once)", file=sys.stderr)
+        return synthetic_checkpoint(spec), asdict(spec)
+    from mlxload.hub.locate import resolve
+
+    local = resolve(args.model)
+    return (Path(args.model) if local is None else local), None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlxload.bench import DEFAULT_PROMPT, BenchOptions, format_result, run_bench
+
+    if args.reps < 1:
+        print("mlxload bench: error: --reps must be at least 1", file=sys.stderr)
+        return 2
+    model, synthetic = _model(args)
+    options = BenchOptions(
+        model=model,
+        reps=args.reps,
+        prompt=args.prompt or DEFAULT_PROMPT,
+        loaders=args.loaders,
+        dtype=args.dtype,
+        cold=args.cold,
+        timeout=args.timeout,
+        synthetic=synthetic,
+    )
+    quiet = args.json or not sys.stderr.isatty()
+    result = run_bench(options, progress=None if quiet else lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_result(result))
+    return 1 if result["errors"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mlxload bench`` with its own argument list."""
+    parser = argparse.ArgumentParser(prog="mlxload bench", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
