@@ -87,7 +87,10 @@ def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) ->
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
-        raise ModelLoadError(f"{root}: the checkpoint's tensors don't fit the model: {e}") from None
+        detail = " ".join(str(e).split())  # mlx's message spans lines
+        raise ModelLoadError(
+            f"{root}: the checkpoint's tensors don't fit the model: {detail}"
+        ) from None
 
 
 def _dtype_reason(dtype: Any) -> str:

@@ -1,0 +1,62 @@
+"""mlxload doctor: what it reports on this machine, and how a broken check is shown."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+
+from mlxload import doctor_checks
+from mlxload.cli import doctor
+
+
+def test_reports_this_machine(capsys):
+    assert doctor.main(["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] is True
+    assert set(checks) >= {
+        "platform",
+        "python",
+        "mlx",
+        "zero-copy",
+        "metal kernels",
+        "compute dtype",
+        "hub",
+    }
+    assert mx.__version__ in checks["mlx"]["detail"]
+    if not mx.metal.is_available():
+        assert checks["metal kernels"]["detail"] == "skipped: no Metal"
+        # the probe really ran: MLX's own refusal is quoted
+        assert "Cannot import a CPU array without a copy" in checks["zero-copy"]["detail"]
+        assert checks["compute dtype"]["detail"].startswith("float32")
+    assert checks["read"]["status"] == "ok"
+
+
+def test_failed_check_exits_nonzero_with_fix(monkeypatch, capsys):
+    def check_broken():
+        return doctor_checks.Check("thing", "fail", "it broke", "do the fix")
+
+    def check_crashes():
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(doctor_checks, "CHECKS", (check_broken, check_crashes))
+    assert doctor.main([]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] thing" in out and "-> do the fix" in out
+    assert "[FAIL] crashes  OSError: disk on fire" in out
+    assert "2 problem(s) found" in out
+
+
+def test_hub_cache_not_writable(monkeypatch, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr("mlxload.hub.cache.default_cache_dir", lambda: locked)
+    monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: False)
+    monkeypatch.setattr(doctor_checks.os, "access", lambda path, mode: False)
+    check = doctor_checks.check_hub()
+    assert (check.status, check.fix) == (
+        "fail",
+        "set HF_HOME (or HF_HUB_CACHE) to a writable directory",
+    )
+    assert f"{locked} is not writable" in check.detail

@@ -1,0 +1,166 @@
+"""load_model against the oracle mlx_lm.load (+ the same dtype conversion): same modules, same
+greedy tokens, on synthetic checkpoints written in mlx-lm's format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from mlx.utils import tree_flatten
+from model_fixtures import greedy, tiny_checkpoint
+
+mlx_lm = pytest.importorskip("mlx_lm")
+
+from mlxload.model import ModelLoadError, load_model  # noqa: E402
+
+PROMPT = "tell me a story about a small robot"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def _oracle(path, dtype=mx.float32):
+    model, tokenizer = mlx_lm.load(str(path))
+    if dtype is not None:
+        model.set_dtype(dtype)
+    return model, tokenizer
+
+
+def _layers(model) -> dict[str, tuple]:
+    return {
+        name: (type(m).__name__, getattr(m, "bits", None), getattr(m, "group_size", None))
+        for name, m in model.named_modules()
+    }
+
+
+def _assert_same_model(ours, theirs) -> None:
+    assert _layers(ours) == _layers(theirs)
+    a, b = dict(tree_flatten(ours.parameters())), dict(tree_flatten(theirs.parameters()))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        assert mx.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"overrides": (("lm_head", 8),)},  # 4-bit with a per-module 8-bit override
+        {"overrides": (("lm_head", None),)},  # an override that says "not quantized"
+        {"bits": None},  # unquantized float16
+    ],
+    ids=["4bit-lm_head-8bit", "4bit-lm_head-float", "unquantized"],
+)
+def test_greedy_tokens_match_mlx_lm(cache, changes):
+    path = tiny_checkpoint(cache, **changes)
+    model, tokenizer, config = load_model(path)
+    oracle, oracle_tok = _oracle(path)
+    _assert_same_model(model, oracle)
+    ids = tokenizer.encode(PROMPT)
+    assert ids == oracle_tok.encode(PROMPT)
+    tokens = greedy(model, ids)
+    assert tokens == greedy(oracle, ids)
+    assert len(set(tokens)) > 1  # a real sequence, not one token repeated
+    assert config["model_type"] == "llama"
+
+
+def test_override_builds_the_configured_layers(cache):
+    model, _, _ = load_model(tiny_checkpoint(cache, overrides=(("lm_head", 8),)))
+    assert isinstance(model.lm_head, nn.QuantizedLinear) and model.lm_head.bits == 8
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj, nn.QuantizedLinear) and (q_proj.bits, q_proj.group_size) == (4, 64)
+    plain, _, _ = load_model(tiny_checkpoint(cache, overrides=(("lm_head", None),)))
+    assert type(plain.lm_head) is nn.Linear
+
+
+def test_standalone_quantization_config_json(cache, tmp_path):
+    """The same checkpoint with its overrides in quantization_config.json instead."""
+    source = tiny_checkpoint(cache, overrides=(("lm_head", 8),))
+    copy = tmp_path / "standalone"
+    shutil.copytree(source, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["quantization"], config["quantization_config"]
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "quantization_config.json").write_text(
+        json.dumps({"bits": 4, "group_size": 64, "per_tensor": {"lm_head.weight": {"bits": 8}}})
+    )
+    model, tokenizer, _ = load_model(copy)
+    oracle, _ = _oracle(source)
+    _assert_same_model(model, oracle)
+    ids = tokenizer.encode(PROMPT)
+    assert greedy(model, ids) == greedy(oracle, ids)
+
+
+def test_dtype_choice_is_reported(cache):
+    path = tiny_checkpoint(cache)
+    model, _, _ = load_model(path)
+    report = model.load_report
+    assert (report.backend, report.compute_dtype, report.dtype_reason) == (
+        "cpu",
+        "float32",
+        "cpu backend",
+    )
+    assert report.checkpoint_dtype == "float16"
+    assert model.model.layers[0].self_attn.q_proj.scales.dtype == mx.float32
+    assert report.zero_copy == "no" and report.paths == {"copy": 53}
+    files = sorted(path.glob("model-*.safetensors"))
+    assert report.bytes_read == sum(a.nbytes for f in files for a in mx.load(str(f)).values())
+    assert report.quantized_modules == 16  # 14 linears + lm_head + embed_tokens
+    assert all(t >= 0 for t in report.timings.values()) and report.timings["total"] > 0
+
+    half, _, _ = load_model(path, dtype="float16")
+    assert half.load_report.compute_dtype == "float16"
+    assert half.load_report.dtype_reason == "argument"
+    oracle, _ = _oracle(path, dtype=None)  # mlx_lm keeps float16
+    _assert_same_model(half, oracle)
+
+
+def test_bad_dtype_fails_before_reading(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown compute dtype 'float8'; choose one of"):
+        load_model(tmp_path, dtype="float8")
+    with pytest.raises(ValueError, match="compute dtype must be a float type"):
+        load_model(tmp_path, dtype=mx.int32)
+
+
+def test_missing_config_json(cache, tmp_path):
+    d = tmp_path / "noconfig"
+    shutil.copytree(tiny_checkpoint(cache), d)
+    (d / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"no config\.json; load_model needs an mlx-lm"):
+        load_model(d)
+
+
+def test_unknown_model_type(cache, tmp_path):
+    d = tmp_path / "unknown"
+    shutil.copytree(tiny_checkpoint(cache), d)
+    config = json.loads((d / "config.json").read_text())
+    config["model_type"] = "no_such_arch"
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="Model type no_such_arch not supported"):
+        load_model(d)
+
+
+def test_tensors_that_do_not_fit(cache, tmp_path):
+    d = tmp_path / "extra"
+    shutil.copytree(tiny_checkpoint(cache), d)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    mx.save_safetensors(str(d / "extra.safetensors"), {"model.stray.weight": mx.ones((2,))})
+    index["weight_map"]["model.stray.weight"] = "extra.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match=r"don't fit the model: .*model\.stray\.weight"):
+        load_model(d)
+
+
+def test_custom_model_code_is_refused(cache, tmp_path):
+    d = tmp_path / "custom"
+    shutil.copytree(tiny_checkpoint(cache), d)
+    config = json.loads((d / "config.json").read_text())
+    config["model_file"] = "evil.py"
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="'model_file' asks to run custom model code"):
+        load_model(d)
