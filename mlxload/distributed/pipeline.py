@@ -1,0 +1,48 @@
+"""Pipeline parallel: which layers a rank keeps (mlx-lm's ``model.model.pipeline``), and so
+which checkpoint tensors and shards it needs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from mlxload.distributed.errors import ShardingError
+from mlxload.distributed.skeleton import ModelRecipe
+
+__all__ = ["LAYER_PATTERN", "pipeline_range", "tensors_for_layers"]
+
+LAYER_PATTERN = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+"""A tensor of decoder layer ``N`` has ``layers.N.`` in its name (as mlx-lm matches them)."""
+
+
+def pipeline_range(recipe: ModelRecipe, group: Any) -> tuple[int, int, int]:
+    """``(start, stop, num_layers)``: the decoder layers ``group.rank()`` runs.
+
+    Computed by mlx-lm's own ``pipeline(group)`` on a throwaway lazy model, so the split is
+    always the one the model will use.
+
+    Raises:
+        ShardingError: the architecture has no ``model.pipeline``.
+    """
+    model = recipe.new_model()
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "pipeline"):
+        raise ShardingError(
+            f"{recipe.config.get('model_type')!r} models have no model.pipeline(group) in this "
+            "mlx-lm; use tensor parallelism (tensor_group=...) instead"
+        )
+    num_layers = len(inner.layers)
+    inner.pipeline(group)
+    return inner.start_idx, inner.end_idx, num_layers
+
+
+def tensors_for_layers(names: Iterable[str], start: int, stop: int) -> list[str]:
+    """The tensors a pipeline stage keeps: layers ``[start, stop)`` and every tensor outside
+    the decoder layers (embeddings, final norm, head: every stage holds those)."""
+    out = []
+    for name in names:
+        m = LAYER_PATTERN.search(name)
+        if m is None or start <= int(m.group(1)) < stop:
+            out.append(name)
+    return out

@@ -1,0 +1,70 @@
+"""Read a rank's blocks from a :class:`~mlxload.checkpoint.Checkpoint`, counting the bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import mlx.core as mx
+
+from mlxload.checkpoint import Checkpoint
+from mlxload.distributed.blocks import Block
+
+__all__ = ["read_block", "read_blocks"]
+
+
+def read_block(ckpt: Checkpoint, block: Block) -> tuple[mx.array, int]:
+    """One block of a tensor as an evaluated array, and the bytes read for it.
+
+    Output rows (axis 0) are one contiguous range of the file; input columns (last axis) are
+    one range per row. A cut on a middle axis (3-D expert weights) reads the whole tensor and
+    slices it.
+    """
+    if block.whole:
+        arr = ckpt.materialize([block.name])[block.name]
+        return arr, ckpt.info(block.name).nbytes
+    ndim = len(ckpt.info(block.name).shape)
+    if block.axis not in (0, ndim - 1):
+        full = ckpt.materialize([block.name])[block.name]
+        index = [slice(None)] * ndim
+        pieces = []
+        for a, b in block.ranges:
+            index[block.axis] = slice(a, b)
+            pieces.append(full[tuple(index)])
+        arr = mx.contiguous(mx.concatenate(pieces, axis=block.axis))
+        mx.eval(arr)
+        return arr, ckpt.info(block.name).nbytes
+    pieces = []
+    for a, b in block.ranges:
+        if block.axis == 0:
+            pieces.append(ckpt.read_block(block.name, rows=(a, b)))
+        else:
+            pieces.append(ckpt.read_block(block.name, cols=(a, b)))
+    nbytes = sum(p.nbytes for p in pieces)
+    if len(pieces) == 1:
+        return pieces[0], nbytes
+    arr = mx.concatenate(pieces, axis=block.axis)
+    mx.eval(arr)
+    return arr, nbytes
+
+
+def read_blocks(ckpt: Checkpoint, blocks: Mapping[str, Block]) -> tuple[dict[str, mx.array], int]:
+    """Read every parameter's block: whole tensors batched per shard, cut ones one by one.
+
+    Args:
+        ckpt: The checkpoint (open on the shards that hold these tensors).
+        blocks: Parameter name -> block of its checkpoint tensor.
+
+    Returns:
+        ``(parameter name -> array in the stored dtype, bytes read)``.
+    """
+    whole = sorted({b.name for b in blocks.values() if b.whole})
+    arrays = ckpt.materialize(whole)
+    nbytes = sum(ckpt.info(n).nbytes for n in whole)
+    out: dict[str, mx.array] = {}
+    for param, block in blocks.items():
+        if block.whole:
+            out[param] = arrays[block.name]
+        else:
+            out[param], n = read_block(ckpt, block)
+            nbytes += n
+    return out, nbytes

@@ -1,0 +1,141 @@
+"""A lazy mlx-lm model skeleton shaped like a checkpoint, built without reading tensor data.
+
+MLX arrays are lazy, so constructing the model class and quantizing it allocates nothing until
+evaluated. Quantization is decided from the tensors' shapes alone: each checkpoint tensor is
+stood in for by an unevaluated ``mx.zeros`` of its shape and dtype (from the shard headers),
+which is all :func:`mlxload.model_quant.class_predicate` and the model's ``sanitize`` look at.
+
+Mirrors what :func:`mlxload.load_model` does before it reads any weight (config overrides,
+quantization config, model class), so the skeleton is the model ``load_model`` would build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlxload.checkpoint import Checkpoint
+from mlxload.distributed.errors import ShardingError
+from mlxload.dtypes import DTYPES
+from mlxload.model import ModelLoadError
+from mlxload.model_quant import class_predicate
+from mlxload.quant_config import QuantizationConfig, find_quantization_config
+
+__all__ = ["ModelRecipe", "build_skeleton", "model_recipe", "placeholders", "sanitized_sources"]
+
+
+@dataclass
+class ModelRecipe:
+    """What it takes to build the model: config, classes and quantization config.
+
+    Attributes:
+        root: Checkpoint directory.
+        config: ``config.json`` with the caller's overrides applied.
+        model_class, args_class: mlx-lm's ``Model`` and ``ModelArgs`` for the ``model_type``.
+        qconfig: The checkpoint's quantization config, or ``None``.
+    """
+
+    root: Path
+    config: dict[str, Any]
+    model_class: type
+    args_class: type
+    qconfig: QuantizationConfig | None
+
+    def new_model(self) -> nn.Module:
+        """A fresh, unquantized, lazily initialized model."""
+        return self.model_class(self.args_class.from_dict(self.config))
+
+
+def model_recipe(root: Path, model_config: dict[str, Any] | None = None) -> ModelRecipe:
+    """Read ``config.json`` and pick mlx-lm's classes, as :func:`mlxload.load_model` does.
+
+    Raises:
+        MissingDependencyError: mlx-lm is not installed.
+        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or an
+            AWQ/GPTQ checkpoint (not loaded by ``load_model`` either).
+    """
+    # load_model keeps these two private; see the report of issue 7 (make them public).
+    from mlxload.model import _mlx_lm, _model_classes
+
+    utils = _mlx_lm()
+    if not (root / "config.json").is_file():
+        raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
+    config = utils.load_config(root)
+    if model_config:
+        config.update(model_config)
+    text_config = config.get("text_config") or {}
+    if "quantization_config" not in config and "quantization_config" in text_config:
+        config["quantization_config"] = text_config["quantization_config"]
+    model_class, args_class = _model_classes(utils, config, root)
+    qconfig = find_quantization_config(root)
+    if qconfig is not None and qconfig.quant_method is not None:
+        raise ModelLoadError(
+            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
+            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
+        )
+    return ModelRecipe(root, config, model_class, args_class, qconfig)
+
+
+def placeholders(ckpt: Checkpoint, names: Iterable[str]) -> dict[str, mx.array]:
+    """Unevaluated ``mx.zeros`` with each tensor's shape and MLX dtype (headers only)."""
+    out = {}
+    for name in names:
+        info = ckpt.info(name)
+        dtype = DTYPES[info.dtype].mlx or mx.uint8
+        out[name] = mx.zeros(info.shape, dtype=dtype)
+    return out
+
+
+def sanitized_sources(model: nn.Module, stand_ins: dict[str, mx.array]) -> dict[str, str]:
+    """Model parameter name -> checkpoint tensor name, after the model's ``sanitize``.
+
+    ``sanitize`` may drop or rename tensors; a tensor it computes (stacking experts, fusing
+    projections) has no single source to read blocks from.
+
+    Raises:
+        ShardingError: ``sanitize`` produced a tensor that isn't one of the checkpoint's.
+    """
+    if not hasattr(model, "sanitize"):
+        return {k: k for k in stand_ins}
+    by_id = {id(v): k for k, v in stand_ins.items()}
+    sanitized = model.sanitize(dict(stand_ins))
+    out = {}
+    for name, value in sanitized.items():
+        source = by_id.get(id(value))
+        if source is None:
+            raise ShardingError(
+                f"{type(model).__module__}.sanitize computes {name!r} from other tensors; "
+                "per-rank block reads need each parameter stored as one checkpoint tensor "
+                "(convert the checkpoint with mlx_lm.convert first)"
+            )
+        out[name] = source
+    return out
+
+
+def build_skeleton(
+    recipe: ModelRecipe,
+    stand_ins: dict[str, mx.array],
+    sources: dict[str, str],
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """The model with quantized layers where the checkpoint has them; nothing evaluated.
+
+    Args:
+        recipe: From :func:`model_recipe`.
+        stand_ins: From :func:`placeholders` (checkpoint names).
+        sources: From :func:`sanitized_sources` (parameter name -> checkpoint name).
+        model: A fresh model from ``recipe.new_model()`` to quantize (default: a new one).
+
+    Returns:
+        The (lazily initialized) model, in eval mode.
+    """
+    model = model if model is not None else recipe.new_model()
+    by_param = {param: stand_ins[ckpt] for param, ckpt in sources.items()}
+    nn.quantize(model, class_predicate=class_predicate(recipe.qconfig, by_param))
+    model.eval()
+    return model

@@ -1,0 +1,134 @@
+"""Where a rank's checkpoint comes from, opening (and for ``hf://`` downloading) only the
+shards that hold the tensors it needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+
+from mlxload.checkpoint import Checkpoint
+from mlxload.errors import IndexFileError, MissingShardError
+from mlxload.hub.spec import is_hub_spec
+from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files
+
+__all__ = ["METADATA_PATTERNS", "RankSource", "open_source"]
+
+METADATA_PATTERNS = [
+    "*.json",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+]
+"""Everything but weights (the list mlx-lm's ``sharded_load`` fetches first)."""
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    try:
+        data = orjson.loads(index.read_bytes())
+        weight_map = data["weight_map"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise IndexFileError(f"{index}: not a safetensors index ({e})") from None
+    if type(weight_map) is not dict or not all(type(v) is str for v in weight_map.values()):
+        raise IndexFileError(f"{index}: 'weight_map' must map tensor names to file names")
+    return weight_map
+
+
+class RankSource:
+    """A checkpoint directory (local, or a Hub snapshot filled on demand) and its index.
+
+    Attributes:
+        root: Directory with ``config.json`` and the shards.
+        spec: The ``hf://`` spec, or ``None`` for a local directory.
+        weight_map: Tensor name -> shard file name, or ``None`` without an index.
+        downloaded: Shard file names fetched from the Hub by this rank.
+    """
+
+    def __init__(
+        self, root: Path, spec: str | None, target: Path | None = None, **hub_kwargs: object
+    ) -> None:
+        self.root = root
+        self._target = target or root
+        self.spec = spec
+        self._hub_kwargs = hub_kwargs
+        index = root / INDEX_NAME
+        self.index_path: Path | None = index if index.is_file() else None
+        self.weight_map = _read_weight_map(index) if self.index_path else None
+        self.downloaded: list[str] = []
+
+    def tensor_names(self) -> list[str] | None:
+        """Every tensor name (from the index), or ``None`` when there is no index."""
+        return list(self.weight_map) if self.weight_map is not None else None
+
+    def open(self, names: Iterable[str] | None = None) -> Checkpoint:
+        """A :class:`Checkpoint` over the shards holding ``names`` (all shards by default).
+
+        For a Hub snapshot the missing shards among those are downloaded first; other shards
+        are neither downloaded nor opened.
+
+        Raises:
+            MissingShardError: a needed local shard is missing.
+            TensorNotFoundError: a name the index doesn't list.
+            HubError: the download failed.
+        """
+        if self.weight_map is None:
+            if self.spec is not None:
+                self._fetch(["*.safetensors"])
+            files = checkpoint_files(self._target)
+            return Checkpoint(files, cache=False)
+        wanted = self.weight_map if names is None else {n: self.weight_map[n] for n in names}
+        shard_names = sorted(set(wanted.values()))
+        if self.spec is not None:
+            missing = [s for s in shard_names if not (self.root / s).is_file()]
+            if missing:
+                self._fetch(shard_names)
+                self.downloaded = missing
+        paths = {s: self.root / s for s in shard_names}
+        absent = [s for s, p in paths.items() if not p.is_file()]
+        if absent:
+            raise MissingShardError(
+                f"{self.root}: shard(s) {', '.join(absent)} named by {INDEX_NAME} are missing"
+            )
+        files = CheckpointFiles(
+            root=self.root,
+            files=list(paths.values()),
+            weight_map={n: paths[s] for n, s in wanted.items()},
+            index_path=self.index_path,
+        )
+        return Checkpoint(files, cache=False)
+
+    def _fetch(self, shard_patterns: list[str]) -> None:
+        from mlxload.hub import download
+
+        download(self.spec, allow_patterns=METADATA_PATTERNS + shard_patterns, **self._hub_kwargs)
+
+
+def open_source(path_or_hf: str | os.PathLike, **hub_kwargs: object) -> RankSource:
+    """Locate a checkpoint; for a Hub repo download only its metadata (configs, index,
+    tokenizer) now, the shards later through :meth:`RankSource.open`.
+
+    Args:
+        path_or_hf: A checkpoint directory, ``hf://org/repo[@rev]`` or ``org/repo``.
+        **hub_kwargs: Passed to :func:`mlxload.hub.download` (``revision``, ``token`` ...).
+
+    Raises:
+        FileNotFoundError: a local path that doesn't exist.
+        HubError: the metadata download failed.
+    """
+    if is_hub_spec(path_or_hf):
+        from mlxload.hub import download
+
+        spec = os.fspath(path_or_hf)
+        root = download(spec, allow_patterns=METADATA_PATTERNS, **hub_kwargs)
+        return RankSource(Path(root), spec, **hub_kwargs)
+    root = Path(path_or_hf)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or directory")
+    if root.is_file():
+        return RankSource(root.parent, None, target=root)
+    return RankSource(root, None)

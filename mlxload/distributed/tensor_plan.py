@@ -1,0 +1,196 @@
+"""Run mlx-lm's own ``model.shard(group)`` on a lazy skeleton and see what each parameter became.
+
+The model's ``shard`` decides which layers are split and how ("all-to-sharded" /
+"sharded-to-all", fused segments); every split goes through
+``mlx.nn.layers.distributed._shard``, whose sharding predicate states the axis and segments.
+While ``shard`` runs, :func:`shard_and_trace` wraps that function to note, per array, the rule
+it applied, and which output array came from which input. Afterwards each parameter is:
+
+* untouched (the same array object): read whole;
+* the output of ``_shard``: read the block its rule and shapes give (:mod:`.blocks`);
+* anything else (the model's ``shard`` computed it itself, e.g. ``bias /= N``): "derived",
+  read whole and let ``shard`` compute it again from the real values.
+
+Nothing is evaluated: the skeleton's arrays are lazy and are replaced by what is read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from mlxload.distributed.blocks import Block, derive_block
+from mlxload.distributed.errors import ShardingError
+
+__all__ = ["ShardTrace", "TensorPlan", "plan_blocks", "shard_and_trace"]
+
+
+@dataclass
+class ShardTrace:
+    """What ``model.shard(group)`` did to the skeleton.
+
+    Attributes:
+        before: Parameter name -> array before sharding.
+        after: Parameter name -> array after sharding.
+        rules: ``id(input array)`` -> what the sharding predicate returned for it.
+        origin: ``id(output array)`` -> ``id(input array)`` for every array ``_shard`` made.
+    """
+
+    before: dict[str, mx.array]
+    after: dict[str, mx.array] = field(default_factory=dict)
+    rules: dict[int, Any] = field(default_factory=dict)
+    origin: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class TensorPlan:
+    """Per parameter of the sharded model, what to read.
+
+    Attributes:
+        blocks: Parameter name -> :class:`Block` of its checkpoint tensor.
+        derived: Parameters ``shard`` computed from others (see module doc); their sources
+            must be put into a fresh skeleton before ``shard`` runs again.
+    """
+
+    blocks: dict[str, Block]
+    derived: dict[str, str]
+
+
+def _module_paths(model: nn.Module) -> dict[int, str]:
+    return {id(m): path or "<model>" for path, m in model.named_modules()}
+
+
+def _module_in_traceback(tb: Any, paths: dict[int, str]) -> tuple[str, nn.Module] | None:
+    found = None
+    while tb is not None:  # the innermost frame holding a known module is the one being cut
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, nn.Module) and id(value) in paths:
+                found = (paths[id(value)], value)
+        tb = tb.tb_next
+    return found
+
+
+def _describe(module: nn.Module, ranks: int) -> str:
+    weight = getattr(module, "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, mx.array) else None
+    bits = getattr(module, "bits", None)
+    if bits and shape:
+        in_dims = shape[-1] * 32 // bits
+        groups = in_dims // module.group_size
+        return (
+            f"{type(module).__name__} with {shape[0]} outputs and {in_dims} inputs "
+            f"({groups} groups of {module.group_size}, {bits}-bit): the output rows, or the "
+            f"input groups, must divide by {ranks}"
+        )
+    if shape:
+        name = type(module).__name__
+        return f"{name} with weight shape {shape}: the cut axis must divide by {ranks}"
+    return type(module).__name__
+
+
+def shard_and_trace(model: nn.Module, group: Any) -> ShardTrace:
+    """Call ``model.shard(group)`` (in place) and record what happened to each parameter.
+
+    Args:
+        model: A lazy skeleton (see :mod:`.skeleton`), quantized like the checkpoint.
+        group: An ``mx.distributed.Group`` or anything with ``rank()`` and ``size()``.
+
+    Returns:
+        The :class:`ShardTrace`.
+
+    Raises:
+        ShardingError: the model has no ``shard``, or a module can't be split across the
+            group (named, with its sizes).
+    """
+    if not hasattr(model, "shard"):
+        raise ShardingError(
+            f"{type(model).__module__} has no shard(group): mlx-lm doesn't support tensor "
+            "parallelism for this architecture"
+        )
+    import mlx.nn.layers.distributed as dist
+
+    trace = ShardTrace(before=dict(tree_flatten(model.parameters())))
+    paths = _module_paths(model)
+    original: Callable = dist._shard
+
+    def traced(parameters: dict, predicate: Callable, group: Any = None) -> dict:
+        def noting(path: str, weight: Any) -> Any:
+            rule = predicate(path, weight)
+            if isinstance(weight, mx.array):
+                trace.rules[id(weight)] = rule
+            return rule
+
+        result = original(parameters, noting, group)
+        inputs = dict(tree_flatten(parameters))
+        for path, out in tree_flatten(result):
+            if path in inputs:
+                trace.origin[id(out)] = id(inputs[path])
+        return result
+
+    dist._shard = traced
+    try:
+        model.shard(group)
+    except (ValueError, RuntimeError) as e:
+        where = _module_in_traceback(sys.exc_info()[2], paths)
+        if where is None:
+            raise ShardingError(f"{type(model).__module__}.shard failed: {e}") from e
+        path, module = where
+        raise ShardingError(
+            f"can't shard {path} across {group.size()} ranks: {_describe(module, group.size())} "
+            f"({e})"
+        ) from None
+    finally:
+        dist._shard = original
+    trace.after = dict(tree_flatten(model.parameters()))
+    return trace
+
+
+def plan_blocks(trace: ShardTrace, sources: dict[str, str], ranks: int, rank: int) -> TensorPlan:
+    """Which block of which checkpoint tensor each parameter of the sharded model needs.
+
+    Args:
+        trace: From :func:`shard_and_trace`.
+        sources: Parameter name (before sharding) -> checkpoint tensor name.
+        ranks, rank: Group size and this rank.
+
+    Raises:
+        ShardingError: a parameter with no checkpoint source, or shapes that don't match the
+            rule ``shard`` applied.
+    """
+    name_of = {id(a): n for n, a in trace.before.items()}
+    blocks: dict[str, Block] = {}
+    derived: dict[str, str] = {}
+    for name, arr in trace.after.items():
+        src_id = trace.origin.get(id(arr))
+        if src_id is None and trace.before.get(name) is arr:
+            src_id = id(arr)
+        src = name_of.get(src_id) if src_id is not None else None
+        if src is None:
+            if name not in sources:
+                raise ShardingError(f"{name}: shard created a parameter the checkpoint lacks")
+            derived[name] = sources[name]
+            blocks[name] = Block(sources[name])
+            continue
+        if src not in sources:
+            raise ShardingError(f"{src}: the checkpoint has no tensor for this parameter")
+        full = trace.before[src].shape
+        module = src.rsplit(".", 1)[0]
+        if src_id == id(arr):
+            blocks[name] = Block(sources[src])
+        else:
+            blocks[name] = derive_block(
+                sources[src],
+                full,
+                arr.shape,
+                ranks=ranks,
+                rank=rank,
+                rule=trace.rules.get(src_id),
+                module=module,
+            )
+    return TensorPlan(blocks, derived)
