@@ -47,6 +47,11 @@ _LAZY: dict[str, str] = {
     "QuantizedWeightError": "mlxload.quant_errors",
     "QuantizedCheckpointError": "mlxload.quant_errors",
     "RepackError": "mlxload.quant_errors",
+    # models (needs the mlx-lm extra)
+    "load_model": "mlxload.model",
+    "ModelLoadError": "mlxload.model",
+    "LoadReport": "mlxload.load_report",
+    "synthetic_checkpoint": "mlxload.synthetic",
     # Hugging Face Hub
     "download": "mlxload.hub",
     "resolve": "mlxload.hub",

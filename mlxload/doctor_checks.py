@@ -177,7 +177,7 @@ def check_mlx_lm() -> Check:
             "mlx-lm",
             WARN,
             "not installed: load_model, bench and the examples need it",
-            "pip install mlx-lm",
+            "pip install 'mlxload[lm]'",
         )
     return Check("mlx-lm", OK, f"mlx-lm {version}")
 

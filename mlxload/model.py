@@ -50,7 +50,7 @@ def _mlx_lm() -> Any:
     except ImportError as e:
         raise MissingDependencyError(
             f"load_model needs mlx-lm for model classes and tokenizers ({e}); "
-            "install it with: pip install mlx-lm"
+            "install it with: pip install 'mlxload[lm]'"
         ) from None
     return mlx_lm.utils
 
