@@ -149,16 +149,17 @@ def load_model_sharded(
         sources = sanitized_sources(model, stand_ins)
         model = build_skeleton(recipe, stand_ins, sources, model)
         derived: dict[str, str] = {}
+        blocks: dict[str, Block] = {}
         if tensor_group is not None:
             trace = shard_and_trace(model, tensor_group)
             plan = plan_blocks(trace, sources, tensor_group.size(), tensor_group.rank())
             blocks, derived = plan.blocks, plan.derived
             del trace
-        else:
-            blocks = {p: Block(sources[p]) for p, _ in tree_flatten(model.parameters())}
         if pipeline_group is not None:
             model.model.pipeline(pipeline_group)
         kept = [p for p, _ in tree_flatten(model.parameters())]
+        if tensor_group is None:
+            blocks = {p: Block(sources[p]) for p in kept if p in sources}
         missing = [p for p in kept if p not in blocks]
         if missing:
             raise ModelLoadError(

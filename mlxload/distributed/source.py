@@ -28,7 +28,9 @@ METADATA_PATTERNS = [
 """Everything but weights (the list mlx-lm's ``sharded_load`` fetches first)."""
 
 
-def _read_weight_map(index: Path) -> dict[str, str]:
+def _read_index(index: Path) -> tuple[dict[str, str], dict]:
+    # mlxload.shards.read_index insists every shard is on disk; a pipeline rank's Hub
+    # snapshot holds only its own.
     try:
         data = orjson.loads(index.read_bytes())
         weight_map = data["weight_map"]
@@ -36,7 +38,11 @@ def _read_weight_map(index: Path) -> dict[str, str]:
         raise IndexFileError(f"{index}: not a safetensors index ({e})") from None
     if type(weight_map) is not dict or not all(type(v) is str for v in weight_map.values()):
         raise IndexFileError(f"{index}: 'weight_map' must map tensor names to file names")
-    return weight_map
+    bad = [v for v in set(weight_map.values()) if Path(v).is_absolute() or ".." in Path(v).parts]
+    if bad:
+        raise IndexFileError(f"{index}: shard names must stay inside {index.parent}: {bad[0]!r}")
+    metadata = data.get("metadata")
+    return weight_map, metadata if type(metadata) is dict else {}
 
 
 class RankSource:
@@ -45,7 +51,9 @@ class RankSource:
     Attributes:
         root: Directory with ``config.json`` and the shards.
         spec: The ``hf://`` spec, or ``None`` for a local directory.
+        index_path: The ``model.safetensors.index.json``, or ``None``.
         weight_map: Tensor name -> shard file name, or ``None`` without an index.
+        index_metadata: The index's ``metadata`` (``total_size``).
         downloaded: Shard file names fetched from the Hub by this rank.
     """
 
@@ -58,7 +66,10 @@ class RankSource:
         self._hub_kwargs = hub_kwargs
         index = root / INDEX_NAME
         self.index_path: Path | None = index if index.is_file() else None
-        self.weight_map = _read_weight_map(index) if self.index_path else None
+        self.weight_map: dict[str, str] | None = None
+        self.index_metadata: dict = {}
+        if self.index_path is not None:
+            self.weight_map, self.index_metadata = _read_index(index)
         self.downloaded: list[str] = []
 
     def tensor_names(self) -> list[str] | None:
@@ -99,6 +110,7 @@ class RankSource:
             files=list(paths.values()),
             weight_map={n: paths[s] for n, s in wanted.items()},
             index_path=self.index_path,
+            index_metadata=self.index_metadata,
         )
         return Checkpoint(files, cache=False)
 

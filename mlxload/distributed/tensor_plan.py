@@ -62,16 +62,20 @@ class TensorPlan:
     derived: dict[str, str]
 
 
-def _module_paths(model: nn.Module) -> dict[int, str]:
-    return {id(m): path or "<model>" for path, m in model.named_modules()}
+def _module_paths(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
+    # Holding the modules keeps their ids from being reused by the layers shard() creates.
+    return {id(m): (path or "<model>", m) for path, m in model.named_modules()}
 
 
-def _module_in_traceback(tb: Any, paths: dict[int, str]) -> tuple[str, nn.Module] | None:
+def _module_in_traceback(
+    tb: Any, paths: dict[int, tuple[str, nn.Module]]
+) -> tuple[str, nn.Module] | None:
     found = None
     while tb is not None:  # the innermost frame holding a known module is the one being cut
         for value in tb.tb_frame.f_locals.values():
-            if isinstance(value, nn.Module) and id(value) in paths:
-                found = (paths[id(value)], value)
+            known = paths.get(id(value))
+            if known is not None and known[1] is value:
+                found = known
         tb = tb.tb_next
     return found
 

@@ -1,0 +1,194 @@
+"""In-process tests of per-rank loading: block derivation, tracing mlx-lm's shard(), and whole
+loads with a stand-in group (``rank()``/``size()`` only), compared with load_model + shard."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from dist_fixtures import llama_checkpoint, qwen2_checkpoint
+from hub_server import FakeRepo, HubServer, hub_env
+from mlx.nn.layers.distributed import shard_linear
+from mlx.utils import tree_flatten
+
+from mlxload.distributed import (
+    Block,
+    ShardingError,
+    derive_block,
+    load_model_sharded,
+    split_ranges,
+)
+from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
+from mlxload.model import load_model
+from mlxload.synthetic import synthetic_checkpoint
+
+
+class FakeGroup:
+    """Enough of ``mx.distributed.Group`` for shard() and pipeline() (no communication)."""
+
+    def __init__(self, rank: int, size: int) -> None:
+        self._rank, self._size = rank, size
+
+    def rank(self) -> int:
+        return self._rank
+
+    def size(self) -> int:
+        return self._size
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("dist-ckpt")
+
+
+def _params(model) -> dict[str, mx.array]:
+    return dict(tree_flatten(model.parameters()))
+
+
+def _assert_same(model, ref) -> None:
+    a, b = _params(model), _params(ref)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert mx.array_equal(a[k], b[k]).item(), k
+
+
+# -- the split rule --------------------------------------------------------------------------
+def test_split_ranges_follow_mlx_split():
+    assert split_ranges(8, ranks=2, rank=1) == ((4, 8),)
+    assert split_ranges(12, ranks=2, rank=1, segments=3) == ((2, 4), (6, 8), (10, 12))
+    assert split_ranges(10, ranks=2, rank=0, segments=[4]) == ((0, 2), (4, 7))
+    assert split_ranges(8, ranks=2, rank=1, segments=[0.5]) == ((2, 4), (6, 8))
+    with pytest.raises(ValueError, match="doesn't divide into 2"):
+        split_ranges(9, ranks=2, rank=0, segments=3)
+
+
+def test_derive_block_rows_columns_and_whole():
+    # A 4-bit, group-64 layer with 256 outputs and 512 inputs: packed (256, 64), scales (256, 8).
+    assert derive_block("w", (256, 64), (128, 64), ranks=2, rank=1, rule=(0, 1)) == Block(
+        "w", 0, ((128, 256),)
+    )
+    assert derive_block("s", (256, 8), (256, 4), ranks=2, rank=0, rule=(-1, 1)) == Block(
+        "s", 1, ((0, 4),)
+    )
+    assert derive_block("n", (256,), (256,), ranks=2, rank=0).whole
+    # Without the rule the axis comes from the shapes.
+    assert derive_block("w", (256, 64), (256, 32), ranks=2, rank=1).ranges == ((32, 64),)
+
+
+def test_derive_block_errors_name_the_module():
+    with pytest.raises(ShardingError, match=r"layers\.0\.mlp\.down_proj \(x\.scales\)"):
+        derive_block("x.scales", (256, 3), (256, 1), ranks=2, rank=0, rule=(-1, 1),
+                     module="layers.0.mlp.down_proj")  # fmt: skip
+    with pytest.raises(ShardingError, match="gives"):
+        derive_block("w", (256, 64), (100, 64), ranks=2, rank=0, rule=(0, 1))
+    with pytest.raises(ShardingError, match="along one axis"):
+        derive_block("w", (256, 64), (128, 32), ranks=2, rank=0)
+
+
+# -- tracing shard() ------------------------------------------------------------------------
+class FusedToy(nn.Module):
+    """A fused QKV layer (segments=3) and an output layer whose shard() rescales its bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(64, 3 * 32)
+        self.out = nn.Linear(32, 64)
+
+    def shard(self, group) -> None:
+        self.qkv = shard_linear(self.qkv, "all-to-sharded", segments=3, group=group)
+        self.out = shard_linear(self.out, "sharded-to-all", group=group)
+        self.out.bias = self.out.bias / group.size()
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_trace_finds_segments_and_derived_parameters(rank):
+    model = FusedToy()
+    full = _params(model)
+    mx.eval(full)
+    trace = shard_and_trace(model, FakeGroup(rank, 2))
+    plan = plan_blocks(trace, {k: k for k in full}, 2, rank)
+    assert plan.derived == {"out.bias": "out.bias"}
+    assert len(plan.blocks["qkv.weight"].ranges) == 3  # a piece of each of q, k and v
+    for name, block in plan.blocks.items():
+        if name in plan.derived:
+            continue
+        value = full[block.name]
+        if not block.whole:
+            index = [slice(None)] * value.ndim
+            pieces = []
+            for a, b in block.ranges:
+                index[block.axis] = slice(a, b)
+                pieces.append(value[tuple(index)])
+            value = mx.concatenate(pieces, axis=block.axis)
+        assert mx.array_equal(value, trace.after[name]).item(), name
+
+
+# -- whole loads with a stand-in group -------------------------------------------------------
+@pytest.mark.parametrize("rank", [0, 1])
+def test_tensor_parallel_rank_equals_full_load_then_shard(cache, rank):
+    path = llama_checkpoint(cache)
+    model, _, _ = load_model_sharded(path, tensor_group=FakeGroup(rank, 2), dtype="float32")
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(FakeGroup(rank, 2))
+    _assert_same(model, ref)
+    report = model.load_report
+    assert report.tensor_rank == rank and report.tensor_size == 2
+    assert report.blocks["rows"] > 0 and report.blocks["columns"] > 0
+    assert report.fraction_read <= 0.55, report
+    # The quantized all-to-sharded q_proj of rank r: its half of the rows, packed and scales.
+    q = model.model.layers[0].self_attn.q_proj
+    assert q.weight.shape == (128, 32) and q.scales.shape == (128, 4)
+    assert report.compute_dtype == "float32" and q.scales.dtype == mx.float32
+
+
+def test_indivisible_quantized_input_groups_name_the_module(cache):
+    # MLP width 192 = 3 groups of 64: down_proj's input groups can't be halved.
+    path = synthetic_checkpoint("tiny", cache_dir=cache, hidden_size=128, intermediate_size=192)
+    with pytest.raises(ShardingError, match=r"model\.layers\.0\.mlp\.down_proj.*3 groups of 64"):
+        load_model_sharded(path, tensor_group=FakeGroup(0, 2))
+
+
+def test_indivisible_output_rows_name_the_module(cache):
+    path = llama_checkpoint(cache)
+    with pytest.raises(ShardingError, match=r"model\.layers\.0\.self_attn\.q_proj.* 3 ranks"):
+        load_model_sharded(path, tensor_group=FakeGroup(0, 3))
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_pipeline_rank_opens_only_its_shards(cache, rank):
+    path = qwen2_checkpoint(cache)  # embeddings, 4 layer shards, head: 6 files
+    model, _, _ = load_model_sharded(path, pipeline_group=FakeGroup(rank, 2), dtype="float32")
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.model.pipeline(FakeGroup(rank, 2))
+    _assert_same(model, ref)
+    report = model.load_report
+    assert report.layers == ((2, 4) if rank == 0 else (0, 2))  # mlx-lm: rank 0 runs the last
+    assert report.shards_opened == 4
+    assert report.fraction_read < 0.55
+
+
+def test_pipeline_on_a_model_without_pipeline_is_a_clear_error(cache):
+    with pytest.raises(ShardingError, match=r"no model\.pipeline"):
+        load_model_sharded(llama_checkpoint(cache), pipeline_group=FakeGroup(0, 2))
+
+
+def test_pipeline_from_the_hub_downloads_only_this_ranks_shards(cache, tmp_path, monkeypatch):
+    path = qwen2_checkpoint(cache)
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    with HubServer(FakeRepo("acme/qwen2-pipe", files)) as server:
+        hub_env(monkeypatch, server, tmp_path / "home")
+        model, _, _ = load_model_sharded(
+            "hf://acme/qwen2-pipe", pipeline_group=FakeGroup(1, 2), dtype="float32"
+        )
+        fetched = {r.path.rsplit("/", 1)[1] for r in server.gets(".safetensors")}
+    index = json.loads(files["model.safetensors.index.json"])["weight_map"]
+    wanted = {index["model.embed_tokens.weight"], index["lm_head.weight"]}
+    wanted |= {index[f"model.layers.{i}.mlp.up_proj.weight"] for i in (0, 1)}
+    assert fetched == wanted
+    assert model.load_report.shards_downloaded == 4
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.model.pipeline(FakeGroup(1, 2))
+    _assert_same(model, ref)
