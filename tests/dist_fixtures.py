@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,6 +133,20 @@ def launch_ring(script: Path, *args: str, timeout: float = 120) -> subprocess.Co
         *args,
     ]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=script.parent
+    # Own process group: on a timeout the ranks mlx.launch started go too, not just mlx.launch.
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=script.parent,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
