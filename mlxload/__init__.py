@@ -52,6 +52,9 @@ _LAZY: dict[str, str] = {
     "ModelLoadError": "mlxload.model",
     "LoadReport": "mlxload.load_report",
     "synthetic_checkpoint": "mlxload.synthetic",
+    "load_model_sharded": "mlxload.distributed",
+    "ShardingError": "mlxload.distributed",
+    "RankLoadReport": "mlxload.distributed",
     # Hugging Face Hub
     "download": "mlxload.hub",
     "resolve": "mlxload.hub",

@@ -27,46 +27,17 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dtype
-from mlxload.errors import CheckpointError, MlxloadError
 from mlxload.load_report import LoadReport
 from mlxload.model_quant import class_predicate
-from mlxload.quant_config import find_quantization_config
+from mlxload.model_recipe import (
+    MissingDependencyError,
+    ModelLoadError,
+    mlx_lm_utils,
+    model_recipe,
+)
 from mlxload.tensor_file import ZERO_COPY
 
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
-
-
-class ModelLoadError(CheckpointError):
-    """The checkpoint can't be built into an mlx-lm model (config, architecture, weights)."""
-
-
-class MissingDependencyError(MlxloadError, ImportError):
-    """mlx-lm (needed for model classes and tokenizers) is not installed."""
-
-
-def _mlx_lm() -> Any:
-    try:
-        import mlx_lm.utils
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"load_model needs mlx-lm for model classes and tokenizers ({e}); "
-            "install it with: pip install 'mlxload[lm]'"
-        ) from None
-    return mlx_lm.utils
-
-
-def _model_classes(utils: Any, config: dict[str, Any], root: Path) -> tuple[type, type]:
-    if config.get("model_file") is not None:
-        raise ModelLoadError(
-            f"{root}/config.json: 'model_file' asks to run custom model code, which "
-            "load_model never does; use mlx_lm.load(..., trust_remote_code=True) if you trust it"
-        )
-    if "model_type" not in config:
-        raise ModelLoadError(f"{root}/config.json: no 'model_type'; can't pick a model class")
-    try:
-        return utils._get_classes(config)
-    except ValueError as e:
-        raise ModelLoadError(f"{root}/config.json: {e}") from None
 
 
 def _checkpoint_dtype(weights: dict[str, mx.array]) -> mx.Dtype | None:
@@ -107,6 +78,8 @@ def load_model(
     tokenizer_config: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
     zero_copy: bool | str = "auto",
+    tensor_group: Any = None,
+    pipeline_group: Any = None,
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Build an mlx-lm model and its tokenizer from a checkpoint, reading weights with mlxload.
 
@@ -119,6 +92,9 @@ def load_model(
         tokenizer_config: Extra keyword arguments for the tokenizer (as ``mlx_lm.load``).
         model_config: Values that override ``config.json`` (as ``mlx_lm.load``).
         zero_copy: Passed to :func:`mlxload.load` (``"auto"``: map on Metal, copy elsewhere).
+        tensor_group, pipeline_group: An ``mx.distributed`` group: load only this rank's part
+            of a tensor- or pipeline-parallel model (see :mod:`mlxload.distributed`; each rank
+            reads only the bytes it keeps).
 
     Returns:
         ``(model, tokenizer, config)``: the mlx-lm model (in eval mode) with a ``load_report``
@@ -134,28 +110,26 @@ def load_model(
     """
     from mlxload.checkpoint import load
 
+    if tensor_group is not None or pipeline_group is not None:
+        from mlxload.distributed import load_model_sharded
+
+        return load_model_sharded(
+            path_or_hf,
+            tensor_group=tensor_group,
+            pipeline_group=pipeline_group,
+            dtype=dtype,
+            tokenizer_config=tokenizer_config,
+            model_config=model_config,
+        )
     parse_dtype(dtype)  # fail on a bad dtype before any work
-    utils = _mlx_lm()
+    utils = mlx_lm_utils()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
     ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False)
     root = ckpt.root
-    if not (root / "config.json").is_file():
-        raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
-    config = utils.load_config(root)
-    if model_config:
-        config.update(model_config)
-    text_config = config.get("text_config") or {}
-    if "quantization_config" not in config and "quantization_config" in text_config:
-        config["quantization_config"] = text_config["quantization_config"]
-    model_class, args_class = _model_classes(utils, config, root)
-    qconfig = find_quantization_config(root)
-    if qconfig is not None and qconfig.quant_method is not None:
-        raise ModelLoadError(
-            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
-            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
-        )
+    recipe = model_recipe(root, model_config)
+    config, qconfig = recipe.config, recipe.qconfig
     t1 = time.perf_counter()
     timings["resolve"] = t1 - t0
 
@@ -168,7 +142,7 @@ def load_model(
     t2 = time.perf_counter()
     timings["read"] = t2 - t1
 
-    model = model_class(args_class.from_dict(config))
+    model = recipe.new_model()
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
     nn.quantize(model, class_predicate=class_predicate(qconfig, weights))

@@ -13,6 +13,7 @@ from hub_server import FakeRepo, HubServer, hub_env
 from mlx.nn.layers.distributed import shard_linear
 from mlx.utils import tree_flatten
 
+import mlxload
 from mlxload.distributed import (
     Block,
     ShardingError,
@@ -142,6 +143,14 @@ def test_tensor_parallel_rank_equals_full_load_then_shard(cache, rank):
     q = model.model.layers[0].self_attn.q_proj
     assert q.weight.shape == (128, 32) and q.scales.shape == (128, 4)
     assert report.compute_dtype == "float32" and q.scales.dtype == mx.float32
+
+
+def test_load_model_with_a_tensor_group_loads_only_this_rank(cache):
+    path = llama_checkpoint(cache)
+    model, _, _ = mlxload.load_model(path, tensor_group=FakeGroup(1, 2), dtype="float32")
+    assert isinstance(model.load_report, mlxload.RankLoadReport)
+    ref, _, _ = load_model_sharded(path, tensor_group=FakeGroup(1, 2), dtype="float32")
+    _assert_same(model, ref)
 
 
 def test_indivisible_quantized_input_groups_name_the_module(cache):

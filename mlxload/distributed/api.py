@@ -39,7 +39,7 @@ from mlxload.distributed.skeleton import (
 )
 from mlxload.distributed.source import open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
-from mlxload.model import ModelLoadError
+from mlxload.model_recipe import ModelLoadError
 
 __all__ = ["load_model_sharded"]
 
@@ -118,10 +118,10 @@ def load_model_sharded(
         ValueError: a bad ``dtype``.
         CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
     """
-    from mlxload.model import _mlx_lm
+    from mlxload.model_recipe import mlx_lm_utils
 
     parse_dtype(dtype)
-    utils = _mlx_lm()  # imported before the clocks start: its .py files aren't checkpoint I/O
+    utils = mlx_lm_utils()  # imported before the clocks start: its .py files aren't checkpoint I/O
     if tensor_group is None and pipeline_group is None:
         tensor_group = mx.distributed.init()
     t0, io0 = time.perf_counter(), io_read_bytes()

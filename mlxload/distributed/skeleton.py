@@ -12,9 +12,6 @@ quantization config, model class), so the skeleton is the model ``load_model`` w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -22,63 +19,10 @@ import mlx.nn as nn
 from mlxload.checkpoint import Checkpoint
 from mlxload.distributed.errors import ShardingError
 from mlxload.dtypes import DTYPES
-from mlxload.model import ModelLoadError
 from mlxload.model_quant import class_predicate
-from mlxload.quant_config import QuantizationConfig, find_quantization_config
+from mlxload.model_recipe import ModelRecipe, model_recipe
 
 __all__ = ["ModelRecipe", "build_skeleton", "model_recipe", "placeholders", "sanitized_sources"]
-
-
-@dataclass
-class ModelRecipe:
-    """What it takes to build the model: config, classes and quantization config.
-
-    Attributes:
-        root: Checkpoint directory.
-        config: ``config.json`` with the caller's overrides applied.
-        model_class, args_class: mlx-lm's ``Model`` and ``ModelArgs`` for the ``model_type``.
-        qconfig: The checkpoint's quantization config, or ``None``.
-    """
-
-    root: Path
-    config: dict[str, Any]
-    model_class: type
-    args_class: type
-    qconfig: QuantizationConfig | None
-
-    def new_model(self) -> nn.Module:
-        """A fresh, unquantized, lazily initialized model."""
-        return self.model_class(self.args_class.from_dict(self.config))
-
-
-def model_recipe(root: Path, model_config: dict[str, Any] | None = None) -> ModelRecipe:
-    """Read ``config.json`` and pick mlx-lm's classes, as :func:`mlxload.load_model` does.
-
-    Raises:
-        MissingDependencyError: mlx-lm is not installed.
-        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or an
-            AWQ/GPTQ checkpoint (not loaded by ``load_model`` either).
-    """
-    # load_model keeps these two private; see the report of issue 7 (make them public).
-    from mlxload.model import _mlx_lm, _model_classes
-
-    utils = _mlx_lm()
-    if not (root / "config.json").is_file():
-        raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
-    config = utils.load_config(root)
-    if model_config:
-        config.update(model_config)
-    text_config = config.get("text_config") or {}
-    if "quantization_config" not in config and "quantization_config" in text_config:
-        config["quantization_config"] = text_config["quantization_config"]
-    model_class, args_class = _model_classes(utils, config, root)
-    qconfig = find_quantization_config(root)
-    if qconfig is not None and qconfig.quant_method is not None:
-        raise ModelLoadError(
-            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
-            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
-        )
-    return ModelRecipe(root, config, model_class, args_class, qconfig)
 
 
 def placeholders(ckpt: Checkpoint, names: Iterable[str]) -> dict[str, mx.array]:

@@ -1,0 +1,108 @@
+"""What :func:`mlxload.load_model` needs before it reads a weight: config, classes, quant config.
+
+Shared by the single-process loader and the per-rank distributed loader, so both build exactly
+the model ``mlx_lm.load`` would for the same checkpoint. mlx-lm is imported only when used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.nn as nn
+
+from mlxload.errors import CheckpointError, MlxloadError
+from mlxload.quant_config import QuantizationConfig, find_quantization_config
+
+__all__ = [
+    "MissingDependencyError",
+    "ModelLoadError",
+    "ModelRecipe",
+    "mlx_lm_utils",
+    "model_classes",
+    "model_recipe",
+]
+
+
+class ModelLoadError(CheckpointError):
+    """The checkpoint can't be built into an mlx-lm model (config, architecture, weights)."""
+
+
+class MissingDependencyError(MlxloadError, ImportError):
+    """mlx-lm (needed for model classes and tokenizers) is not installed."""
+
+
+def mlx_lm_utils() -> Any:
+    """``mlx_lm.utils``, or :class:`MissingDependencyError` naming the extra to install."""
+    try:
+        import mlx_lm.utils
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"load_model needs mlx-lm for model classes and tokenizers ({e}); "
+            "install it with: pip install 'mlxload[lm]'"
+        ) from None
+    return mlx_lm.utils
+
+
+def model_classes(utils: Any, config: dict[str, Any], root: Path) -> tuple[type, type]:
+    if config.get("model_file") is not None:
+        raise ModelLoadError(
+            f"{root}/config.json: 'model_file' asks to run custom model code, which "
+            "load_model never does; use mlx_lm.load(..., trust_remote_code=True) if you trust it"
+        )
+    if "model_type" not in config:
+        raise ModelLoadError(f"{root}/config.json: no 'model_type'; can't pick a model class")
+    try:
+        return utils._get_classes(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{root}/config.json: {e}") from None
+
+
+@dataclass
+class ModelRecipe:
+    """What it takes to build the model: config, classes and quantization config.
+
+    Attributes:
+        root: Checkpoint directory.
+        config: ``config.json`` with the caller's overrides applied.
+        model_class, args_class: mlx-lm's ``Model`` and ``ModelArgs`` for the ``model_type``.
+        qconfig: The checkpoint's quantization config, or ``None``.
+    """
+
+    root: Path
+    config: dict[str, Any]
+    model_class: type
+    args_class: type
+    qconfig: QuantizationConfig | None
+
+    def new_model(self) -> nn.Module:
+        """A fresh, unquantized, lazily initialized model."""
+        return self.model_class(self.args_class.from_dict(self.config))
+
+
+def model_recipe(root: Path, model_config: dict[str, Any] | None = None) -> ModelRecipe:
+    """Read ``config.json`` and pick mlx-lm's classes, as :func:`mlxload.load_model` does.
+
+    Raises:
+        MissingDependencyError: mlx-lm is not installed.
+        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or an
+            AWQ/GPTQ checkpoint (not loaded by ``load_model`` either).
+    """
+    utils = mlx_lm_utils()
+    if not (root / "config.json").is_file():
+        raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
+    config = utils.load_config(root)
+    if model_config:
+        config.update(model_config)
+    text_config = config.get("text_config") or {}
+    if "quantization_config" not in config and "quantization_config" in text_config:
+        config["quantization_config"] = text_config["quantization_config"]
+    model_class, args_class = model_classes(utils, config, root)
+    qconfig = find_quantization_config(root)
+    if qconfig is not None and qconfig.quant_method is not None:
+        raise ModelLoadError(
+            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
+            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
+        )
+    return ModelRecipe(root, config, model_class, args_class, qconfig)
