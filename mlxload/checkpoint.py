@@ -176,6 +176,19 @@ class Checkpoint(Mapping[str, mx.array]):
         """
         return self._file_of(name).read_block(name, rows, cols)
 
+    def read_blocks(self, requests: Iterable[tuple]) -> dict:
+        """Many blocks at once, batched per shard: ``(key, name, rows, cols)`` -> ``{key: array}``.
+
+        See :meth:`mlxload.tensor_file.TensorFile.read_blocks`; not cached.
+        """
+        by_file: dict[Path, list[tuple]] = {}
+        for request in requests:
+            by_file.setdefault(self._file_of(request[1]).path, []).append(request)
+        out: dict = {}
+        for path, wanted in by_file.items():
+            out.update(self._shard(path).read_blocks(wanted))
+        return out
+
     def info(self, name: str) -> TensorInfo:
         """Dtype, shape and location of a tensor, without reading it."""
         return self._file_of(name).info(name)

@@ -127,19 +127,26 @@ class SegmentStream:
         if pos < len(prefix):
             done = min(n, len(prefix) - pos)
             view[:done] = prefix[pos : pos + done]
+        i = -1
         while done < n:
             data_pos = pos + done - len(prefix)
-            i = bisect.bisect_right(self._starts, data_pos) - 1
+            if i < 0 or data_pos != self._starts[i]:  # pieces are visited in order: no search
+                i = bisect.bisect_right(self._starts, data_pos) - 1
             seg_end = self._starts[i + 1] if i + 1 < len(self._starts) else self._data_size
             take = min(n - done, seg_end - data_pos)
             file_offset = self._file_offsets[i] + (data_pos - self._starts[i])
-            got = self._read(view[done : done + take], file_offset)
+            piece = view[done : done + take]
+            if take < _PARALLEL_MIN:  # the common case for gathered rows
+                got = _pread_exact(self._fd, piece, file_offset)
+            else:
+                got = self._read(piece, file_offset)
             if self._evict and got:
                 os.posix_fadvise(self._fd, file_offset, got, os.POSIX_FADV_DONTNEED)
             done += got
             if got < take:
                 self.short_read = True
                 break
+            i += 1
         self._pos = pos + done
         return done
 

@@ -224,7 +224,7 @@ class TensorFile:
         return out
 
     def read_rows(self, name: str, start: int, stop: int) -> mx.array:
-        """Rows ``start:stop`` of the leading axis, reading only their bytes.
+        """Rows ``start:stop`` of the leading axis (clipped to the tensor), reading only them.
 
         Raises:
             ValueError: the tensor has no leading axis, or its rows don't end on whole bytes.
@@ -233,30 +233,8 @@ class TensorFile:
         if not info.shape:
             raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
         rows = info.shape[0]
-        row_elems = math.prod(info.shape[1:])
-        row_bits = row_elems * DTYPES[info.dtype].bits
-        if row_bits % 8:
-            raise ValueError(
-                f"{self.path}: tensor {name!r}: rows of {info.dtype} are {row_bits} bits and "
-                "don't end on whole bytes; read the whole tensor instead"
-            )
         start, stop = max(0, min(start, rows)), max(0, min(stop, rows))
-        stop = max(start, stop)
-        row_bytes = row_bits // 8
-        sub = TensorInfo(
-            name,
-            info.dtype,
-            (stop - start, *info.shape[1:]),
-            info.begin + start * row_bytes,
-            info.begin + stop * row_bytes,
-            info.data_start,
-        )
-        self.check_unchanged()
-        raw = self._copy_ranges([(name, sub.offset, sub.nbytes)])[name]
-        shape, dtype = _storage_shape(sub)
-        arr = _as_typed(raw, dtype, shape)
-        mx.eval(arr)
-        return arr
+        return self.read_block(name, rows=(start, max(start, stop)))
 
     def read_block(
         self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
@@ -273,41 +251,68 @@ class TensorFile:
             cols: ``(start, stop)`` on the last axis, default all.
 
         Raises:
-            ValueError: out-of-range bounds, or a dtype whose columns aren't whole bytes.
+            ValueError: out-of-range bounds, or a dtype whose rows/columns aren't whole bytes.
         """
+        return self.read_blocks([(name, name, rows, cols)])[name]
+
+    def read_blocks(self, requests: Iterable[tuple]) -> dict:
+        """Many blocks in one batched read: ``(key, name, rows, cols)`` -> ``{key: array}``.
+
+        Same as :meth:`read_block` for each request, but one pass of reads and one evaluation
+        for all of them, which matters when a tensor-parallel rank needs hundreds of blocks.
+        """
+        plans = [(key, *self._plan_block(name, rows, cols)) for key, name, rows, cols in requests]
+        self.check_unchanged()
+        raw = self._copy_ranges([(str(i), p[1]) for i, p in enumerate(plans)])
+        out = {}
+        for i, (key, _, info) in enumerate(plans):
+            shape, dtype = _storage_shape(info)
+            out[key] = _as_typed(raw[str(i)], dtype, shape)
+        mx.eval(list(out.values()))
+        return out
+
+    def _plan_block(
+        self, name: str, rows: tuple[int, int] | None, cols: tuple[int, int] | None
+    ) -> tuple[list[tuple[int, int]], TensorInfo]:
+        """File ranges of a block, and a TensorInfo describing the block's dtype and shape."""
         info = self.info(name)
         shape = info.shape
         if not shape:
             raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
-        r0, r1 = rows if rows is not None else (0, shape[0])
-        if cols is None:
-            return self.read_rows(name, r0, r1)
-        if len(shape) < 2:
-            raise ValueError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
-        c0, c1 = cols
         bits = DTYPES[info.dtype].bits
+        r0, r1 = rows if rows is not None else (0, shape[0])
+        c0, c1 = cols if cols is not None else (0, shape[-1])
+        if cols is not None and len(shape) < 2:
+            raise ValueError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
         if not (0 <= r0 <= r1 <= shape[0] and 0 <= c0 <= c1 <= shape[-1]):
             raise ValueError(
                 f"{self.path}: tensor {name!r} of shape {shape}: block rows {r0}:{r1}, "
                 f"columns {c0}:{c1} is out of range"
             )
-        if (c0 * bits) % 8 or (c1 * bits) % 8:
-            raise ValueError(
-                f"{self.path}: tensor {name!r}: {info.dtype} columns {c0}:{c1} don't start and "
-                "end on whole bytes"
-            )
-        line = shape[-1] * bits // 8  # bytes per last-axis line
-        lines_per_row = math.prod(shape[1:-1])
-        first_line, n_lines = r0 * lines_per_row, (r1 - r0) * lines_per_row
-        lo, width = c0 * bits // 8, (c1 - c0) * bits // 8
-        pieces = [(info.offset + (first_line + k) * line + lo, width) for k in range(n_lines)]
-        self.check_unchanged()
-        raw = self._copy_ranges([(name, pieces)])[name]
-        sub = TensorInfo(name, info.dtype, (r1 - r0, *shape[1:-1], c1 - c0), 0, 0, 0)
-        out_shape, dtype = _storage_shape(sub)
-        arr = _as_typed(raw, dtype, out_shape)
-        mx.eval(arr)
-        return arr
+        row_bits = math.prod(shape[1:]) * bits
+        if cols is None or ((c0, c1) == (0, shape[-1]) and len(shape) > 1):
+            if row_bits % 8:
+                raise ValueError(
+                    f"{self.path}: tensor {name!r}: rows of {info.dtype} are {row_bits} bits and "
+                    "don't end on whole bytes; read the whole tensor instead"
+                )
+            start = info.offset + r0 * row_bits // 8
+            pieces = [(start, (r1 - r0) * row_bits // 8)]
+            block_shape = (r1 - r0, *shape[1:])
+        else:
+            if (c0 * bits) % 8 or (c1 * bits) % 8 or (shape[-1] * bits) % 8:
+                raise ValueError(
+                    f"{self.path}: tensor {name!r}: {info.dtype} columns {c0}:{c1} don't start "
+                    "and end on whole bytes"
+                )
+            line = shape[-1] * bits // 8  # bytes per last-axis line
+            lines_per_row = math.prod(shape[1:-1])
+            first, count = r0 * lines_per_row, (r1 - r0) * lines_per_row
+            lo, width = c0 * bits // 8, (c1 - c0) * bits // 8
+            pieces = [(info.offset + (first + k) * line + lo, width) for k in range(count)]
+            block_shape = (r1 - r0, *shape[1:-1], c1 - c0)
+        nbytes = sum(n for _, n in pieces)
+        return pieces, TensorInfo(name, info.dtype, block_shape, 0, nbytes, 0)
 
     def _copy_ranges(self, segments: list[tuple]) -> dict[str, mx.array]:
         stream = SegmentStream(self._fd, segments, evict=self._evict)

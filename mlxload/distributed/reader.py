@@ -48,7 +48,7 @@ def read_block(ckpt: Checkpoint, block: Block) -> tuple[mx.array, int]:
 
 
 def read_blocks(ckpt: Checkpoint, blocks: Mapping[str, Block]) -> tuple[dict[str, mx.array], int]:
-    """Read every parameter's block: whole tensors batched per shard, cut ones one by one.
+    """Read every parameter's block: whole tensors and row/column cuts batched per shard.
 
     Args:
         ckpt: The checkpoint (open on the shards that hold these tensors).
@@ -61,10 +61,23 @@ def read_blocks(ckpt: Checkpoint, blocks: Mapping[str, Block]) -> tuple[dict[str
     arrays = ckpt.materialize(whole)
     nbytes = sum(ckpt.info(n).nbytes for n in whole)
     out: dict[str, mx.array] = {}
+    requests = []  # one batched read for every row/column cut, whatever the shard
     for param, block in blocks.items():
         if block.whole:
             out[param] = arrays[block.name]
+        elif block.axis in (0, len(ckpt.info(block.name).shape) - 1):
+            for i, (a, b) in enumerate(block.ranges):
+                rows, cols = ((a, b), None) if block.axis == 0 else (None, (a, b))
+                requests.append(((param, i), block.name, rows, cols))
         else:
             out[param], n = read_block(ckpt, block)
             nbytes += n
+    pieces = ckpt.read_blocks(requests)
+    nbytes += sum(p.nbytes for p in pieces.values())
+    for param, block in blocks.items():
+        if param in out:
+            continue
+        parts = [pieces[(param, i)] for i in range(len(block.ranges))]
+        out[param] = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=block.axis)
+    mx.eval([out[p] for p in blocks if not blocks[p].whole and len(blocks[p].ranges) > 1])
     return out, nbytes
