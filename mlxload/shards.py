@@ -45,8 +45,13 @@ class CheckpointFiles:
     index_metadata: dict = field(default_factory=dict)
 
 
-def read_index(index_path: str | os.PathLike) -> CheckpointFiles:
+def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> CheckpointFiles:
     """Read a ``model.safetensors.index.json`` and check that every shard it names exists.
+
+    Args:
+        index_path: The index file.
+        require_all: Check that every shard is on disk (False for a partial download, e.g. a
+            pipeline rank that fetched only its own shards).
 
     Raises:
         IndexFileError: not JSON, not an object, or lacks a ``weight_map`` of strings.
@@ -80,7 +85,7 @@ def read_index(index_path: str | os.PathLike) -> CheckpointFiles:
         if path is None:
             path = files[shard] = root / shard
         weight_map[name] = path
-    missing = [p.name for p in files.values() if not p.is_file()]
+    missing = [p.name for p in files.values() if not p.is_file()] if require_all else []
     if missing:
         raise MissingShardError(
             f"{index_path}: {len(missing)} shard(s) named by the index are missing from {root}: "

@@ -7,12 +7,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
 from mlxload.checkpoint import Checkpoint
-from mlxload.errors import IndexFileError, MissingShardError
+from mlxload.errors import MissingShardError
 from mlxload.hub.spec import is_hub_spec
-from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files
+from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files, read_index
 
 __all__ = ["METADATA_PATTERNS", "RankSource", "open_source"]
 
@@ -29,20 +27,12 @@ METADATA_PATTERNS = [
 
 
 def _read_index(index: Path) -> tuple[dict[str, str], dict]:
-    # mlxload.shards.read_index insists every shard is on disk; a pipeline rank's Hub
-    # snapshot holds only its own.
-    try:
-        data = orjson.loads(index.read_bytes())
-        weight_map = data["weight_map"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise IndexFileError(f"{index}: not a safetensors index ({e})") from None
-    if type(weight_map) is not dict or not all(type(v) is str for v in weight_map.values()):
-        raise IndexFileError(f"{index}: 'weight_map' must map tensor names to file names")
-    bad = [v for v in set(weight_map.values()) if Path(v).is_absolute() or ".." in Path(v).parts]
-    if bad:
-        raise IndexFileError(f"{index}: shard names must stay inside {index.parent}: {bad[0]!r}")
-    metadata = data.get("metadata")
-    return weight_map, metadata if type(metadata) is dict else {}
+    # A pipeline rank's Hub snapshot holds only its own shards: don't require the others.
+    files = read_index(index, require_all=False)
+    weight_map = {
+        name: path.relative_to(files.root).as_posix() for name, path in files.weight_map.items()
+    }
+    return weight_map, files.index_metadata
 
 
 class RankSource:
