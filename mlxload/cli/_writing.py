@@ -12,9 +12,16 @@ from mlxload.errors import MlxloadError
 __all__ = ["add_common", "progress_for", "report", "run_main"]
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """``--force`` and ``--progress/--no-progress``."""
+def add_common(parser: argparse.ArgumentParser, *, on_conflict: bool = False) -> None:
+    """``--force``, ``--progress/--no-progress`` and, for merging verbs, ``--on-conflict``."""
     parser.add_argument("--force", action="store_true", help="replace existing outputs")
+    if on_conflict:
+        parser.add_argument(
+            "--on-conflict",
+            choices=("error", "first", "last"),
+            default="error",
+            help="shards disagreeing on a __metadata__ key: fail (default) or keep first/last",
+        )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -14,13 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mlxload merge``."""
     parser.add_argument("src", metavar="SRC", help="file, directory, index or hf://org/repo")
     parser.add_argument("out", metavar="OUT", help="output .safetensors file")
-    parser.add_argument(
-        "--on-conflict",
-        choices=("error", "first", "last"),
-        default="error",
-        help="shards disagreeing on a __metadata__ key: fail (default) or keep first/last",
-    )
-    add_common(parser)
+    add_common(parser, on_conflict=True)
 
 
 def run(args: argparse.Namespace) -> int:

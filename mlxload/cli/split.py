@@ -19,13 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="5GB",
         help="largest shard file, e.g. 5GB, 500MB, 1.5GiB (default 5GB)",
     )
-    parser.add_argument(
-        "--on-conflict",
-        choices=("error", "first", "last"),
-        default="error",
-        help="shards disagreeing on a __metadata__ key: fail (default) or keep first/last",
-    )
-    add_common(parser)
+    add_common(parser, on_conflict=True)
 
 
 def run(args: argparse.Namespace) -> int:
