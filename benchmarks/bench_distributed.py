@@ -7,7 +7,8 @@ the checkpoint's dtype for both (float16; mlx-lm keeps it, mlxload is told to). 
 * **bytes read**: tensor bytes the loader read (mlxload counts its blocks) and the process's
   ``rchar`` delta over the load (every ``read``/``pread``, page-cache hits included; the only
   measure that sees mlx-lm's ``mx.load`` reads);
-* **peak RSS**: ``ru_maxrss`` after the load, and the growth over the baseline after imports;
+* **peak RSS**: ``VmHWM`` (see :mod:`mlxload.process_stats`) after the load, and the growth
+  over the baseline after imports;
 * **load time**: wall seconds of the load call (imports excluded; page cache warm after the
   first job, so this is not cold-disk I/O).
 
@@ -37,7 +38,7 @@ def _rank(loader: str, mode: str, ckpt: str, out: Path) -> None:
     import mlx_lm.utils  # noqa: F401  (imports are not part of the timing)
 
     from mlxload.distributed import load_model_sharded
-    from mlxload.distributed.report import io_read_bytes, peak_rss_bytes
+    from mlxload.process_stats import io_read_bytes, peak_rss_bytes
 
     group = mx.distributed.init(strict=True, backend="ring")
     base_rss, io0 = peak_rss_bytes(), io_read_bytes()

@@ -29,13 +29,14 @@ from pathlib import Path
 CACHE = Path(os.environ.get("MLXLOAD_BENCH_CACHE", Path(tempfile.gettempdir()) / "mlxload-bench"))
 
 _CHILD = r"""
-import os, resource, sys, time
+import os, sys, time
 import mlx.core as mx
 method, path = sys.argv[1], sys.argv[2]
 import mlxload, mlxload.reader, numpy  # imports are not part of the timing
 import mmap
 import numpy as np
-base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from mlxload.process_stats import peak_rss_bytes
+base_rss = peak_rss_bytes()
 t0 = time.perf_counter()
 if method == "mx.load":
     arrays = mx.load(path)
@@ -52,7 +53,7 @@ elif method == "mmap+mx.array":  # the alternative design: copy out of a mapping
 else:
     arrays = mlxload.load_file(path)
 dt = time.perf_counter() - t0
-print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, base_rss)
+print(dt, peak_rss_bytes(), base_rss)
 """
 
 
@@ -122,10 +123,11 @@ def bench_open(reps: int) -> dict:
 
 def rss_growth_on_open(path: Path) -> int:
     code = (
-        "import resource, mlxload, mlxload.reader, mlxload.header\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "import mlxload, mlxload.reader, mlxload.header\n"
+        "from mlxload.process_stats import peak_rss_bytes\n"
+        "before = peak_rss_bytes()\n"
         f"f = mlxload.safe_open({str(path)!r}); f.keys()\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+        "print(peak_rss_bytes() - before)\n"
     )
     return int(subprocess.check_output([sys.executable, "-c", code], text=True))
 

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+from mlxload.process_stats import peak_rss_bytes
 t0 = time.perf_counter()
 import mlxload.writer as w
 t1 = time.perf_counter()
@@ -42,16 +43,7 @@ if verb == "merge":
 else:
     w.align(src, out, force=True)
 t2 = time.perf_counter()
-peak = None
-try:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-except OSError:
-    pass
-if peak is None:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = r if sys.platform == "darwin" else r * 1024
+peak = peak_rss_bytes()
 print(json.dumps({"import_s": t1 - t0, "call_s": t2 - t1, "peak": peak}))
 """
 

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOADERS", "TASKS", "main", "peak_rss_bytes"]
+from mlxload.process_stats import peak_rss_bytes
+
+__all__ = ["LOADERS", "TASKS", "main"]
 
 LOADERS = ("mlxload", "mx.load", "mlx_lm", "mlx_lm+dtype")
 """``mlx_lm+dtype`` is ``mlx_lm.load`` followed by ``set_dtype`` to mlxload's compute dtype."""
 TASKS = ("weights", "ttft")
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
 def _shards(path: Path) -> list[Path]:

@@ -29,7 +29,7 @@ from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dt
 from mlxload.distributed.blocks import Block
 from mlxload.distributed.pipeline import pipeline_range, tensors_for_layers
 from mlxload.distributed.reader import read_blocks
-from mlxload.distributed.report import RankLoadReport, io_read_bytes, peak_rss_bytes
+from mlxload.distributed.report import RankLoadReport
 from mlxload.distributed.skeleton import (
     ModelRecipe,
     build_skeleton,
@@ -40,6 +40,7 @@ from mlxload.distributed.skeleton import (
 from mlxload.distributed.source import open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
 from mlxload.model_recipe import ModelLoadError
+from mlxload.process_stats import io_read_bytes, peak_rss_bytes
 
 __all__ = ["load_model_sharded"]
 

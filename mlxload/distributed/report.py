@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import resource
-import sys
 from dataclasses import dataclass, field
 
 from mlxload.load_report import LoadReport
 
-__all__ = ["RankLoadReport", "io_read_bytes", "peak_rss_bytes"]
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far, in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
-
-
-def io_read_bytes() -> int | None:
-    """Bytes this process has read through ``read``/``pread`` so far (``rchar`` of
-    ``/proc/self/io``; page cache hits included), or ``None`` where that file doesn't exist."""
-    try:
-        with open("/proc/self/io", "rb") as f:
-            for line in f:
-                if line.startswith(b"rchar:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+__all__ = ["RankLoadReport"]
 
 
 @dataclass
