@@ -30,11 +30,13 @@ from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dt
 from mlxload.load_report import LoadReport
 from mlxload.model_quant import class_predicate
 from mlxload.model_recipe import (
+    REPACKED_METHODS,
     MissingDependencyError,
     ModelLoadError,
     mlx_lm_utils,
     model_recipe,
 )
+from mlxload.quantized_load import repack_to_mlx
 from mlxload.tensor_file import ZERO_COPY
 
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
@@ -142,6 +144,8 @@ def load_model(
     t2 = time.perf_counter()
     timings["read"] = t2 - t1
 
+    if qconfig is not None and qconfig.quant_method in REPACKED_METHODS:
+        weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
     model = recipe.new_model()
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)

@@ -16,6 +16,7 @@ from mlxload.errors import CheckpointError, MlxloadError
 from mlxload.quant_config import QuantizationConfig, find_quantization_config
 
 __all__ = [
+    "REPACKED_METHODS",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelRecipe",
@@ -81,13 +82,25 @@ class ModelRecipe:
         return self.model_class(self.args_class.from_dict(self.config))
 
 
-def model_recipe(root: Path, model_config: dict[str, Any] | None = None) -> ModelRecipe:
+REPACKED_METHODS = ("awq", "gptq")
+"""Hugging Face quantization methods whose tensors are repacked into MLX's layout on load."""
+
+
+def model_recipe(
+    root: Path, model_config: dict[str, Any] | None = None, *, repack: bool = True
+) -> ModelRecipe:
     """Read ``config.json`` and pick mlx-lm's classes, as :func:`mlxload.load_model` does.
+
+    Args:
+        root: Checkpoint directory.
+        model_config: Overrides for ``config.json``.
+        repack: Accept AWQ/GPTQ checkpoints (their tensors are repacked after reading). The
+            per-rank distributed loader reads blocks of MLX-layout tensors and can't.
 
     Raises:
         MissingDependencyError: mlx-lm is not installed.
-        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or an
-            AWQ/GPTQ checkpoint (not loaded by ``load_model`` either).
+        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or a
+            quantization method whose tensors mlxload can't put into MLX's layout.
     """
     utils = mlx_lm_utils()
     if not (root / "config.json").is_file():
@@ -100,9 +113,11 @@ def model_recipe(root: Path, model_config: dict[str, Any] | None = None) -> Mode
         config["quantization_config"] = text_config["quantization_config"]
     model_class, args_class = model_classes(utils, config, root)
     qconfig = find_quantization_config(root)
-    if qconfig is not None and qconfig.quant_method is not None:
+    method = qconfig.quant_method if qconfig is not None else None
+    if method is not None and not (repack and method in REPACKED_METHODS):
         raise ModelLoadError(
-            f"{qconfig.source}: quant_method {qconfig.quant_method!r} checkpoints are not "
-            "loaded by load_model yet; use mlx_lm.load, or convert with mlx_lm.convert"
+            f"{qconfig.source}: quant_method {method!r} checkpoints are not loaded by "
+            f"{'load_model' if repack else 'the per-rank loader'} yet; use mlx_lm.load, or "
+            "convert with mlx_lm.convert"
         )
     return ModelRecipe(root, config, model_class, args_class, qconfig)

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,11 @@ from mlxload.quant_config import QuantizationConfig, find_quantization_config
 from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
 from mlxload.quantized_weight import QuantizedWeight
 
-__all__ = ["TensorSource", "load_quantized_weights"]
+__all__ = [
+    "TensorSource",
+    "load_quantized_weights",
+    "repack_to_mlx",
+]
 
 
 class TensorSource(Protocol):
@@ -78,6 +82,32 @@ def load_quantized_weights(
     if method is not None:
         _refuse_foreign_layout(names, method, where)
     return _load_mlx(ckpt, names, config, where)
+
+
+def repack_to_mlx(
+    tensors: Mapping[str, mx.array], config: QuantizationConfig, where: str = "checkpoint"
+) -> dict[str, mx.array]:
+    """An AWQ/GPTQ checkpoint's tensors with every quantized layer in MLX's layout.
+
+    ``<module>.qweight/.qzeros/.scales/.g_idx`` become ``<module>.weight/.scales/.biases``
+    (what ``nn.QuantizedLinear`` holds); every other tensor is passed through unchanged.
+
+    Raises:
+        QuantizedCheckpointError, RepackError: as :func:`load_quantized_weights`.
+    """
+    names = set(tensors)
+    repacked = _load_awq_gptq(tensors, names, config, where)
+    out = {
+        n: a
+        for n, a in tensors.items()
+        if n.rsplit(".", 1)[0] not in repacked
+        or n.rsplit(".", 1)[-1] not in ("qweight", "qzeros", "scales", "g_idx")
+    }
+    for module, qw in repacked.items():
+        out[f"{module}.weight"] = qw.weight
+        out[f"{module}.scales"] = qw.scales
+        out[f"{module}.biases"] = qw.biases
+    return out
 
 
 def _open(source: str | os.PathLike | TensorSource) -> TensorSource:

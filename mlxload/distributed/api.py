@@ -129,7 +129,7 @@ def load_model_sharded(
     timings: dict[str, float] = {}
 
     source = open_source(path_or_hf, **hub_kwargs)
-    recipe = model_recipe(source.root, model_config)
+    recipe = model_recipe(source.root, model_config, repack=False)
     layers_total = recipe.config.get("num_hidden_layers", 0)
     layers = (0, layers_total)
     names = source.tensor_names()

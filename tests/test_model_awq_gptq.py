@@ -1,0 +1,116 @@
+"""load_model on AutoAWQ / GPTQ checkpoints: repacked into MLX's layout on load.
+
+Oracle for AWQ 4-bit: mlx_lm.load (which converts AWQ itself) + the same float32 conversion —
+same modules, same parameters, same 20 greedy tokens. GPTQ at 3 bits (which mlx-lm can't
+load) is checked against its own dequantization definition.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from model_fixtures import greedy, tiny_checkpoint
+from test_model_load import _assert_same_model
+from test_quant_awq_gptq import awq_pack, dyadic_scales, gptq_pack_rows, gptq_pack_zeros
+
+mlx_lm = pytest.importorskip("mlx_lm")
+
+from mlxload.model import load_model  # noqa: E402
+
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+GROUP = 64
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("synthetic"), bits=None)
+
+
+def _convert(src, dst, quant_config, make_layer):
+    """Copy a float checkpoint, replacing each decoder Linear with ``make_layer``'s tensors."""
+    shutil.copytree(src, dst)
+    weights = {}
+    for shard in sorted(dst.glob("*.safetensors")):
+        weights.update(mx.load(str(shard)))
+        shard.unlink()
+    (dst / "model.safetensors.index.json").unlink()
+    rng = np.random.default_rng(0)
+    layers = sorted({".".join(k.split(".")[:3]) for k in weights if k.startswith("model.layers.")})
+    for layer in layers:
+        for linear in LINEARS:
+            out_f, in_f = weights.pop(f"{layer}.{linear}.weight").shape
+            for suffix, array in make_layer(rng, in_f, out_f).items():
+                weights[f"{layer}.{linear}.{suffix}"] = mx.array(array)
+    mx.save_safetensors(str(dst / "model.safetensors"), weights)
+    config = json.loads((dst / "config.json").read_text())
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    config["quantization_config"] = quant_config
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def _awq_layer(rng, in_f, out_f):
+    q = rng.integers(0, 16, size=(in_f, out_f))
+    zeros = rng.integers(0, 16, size=(in_f // GROUP, out_f))
+    return {
+        "qweight": awq_pack(q),
+        "qzeros": awq_pack(zeros),
+        "scales": dyadic_scales((in_f // GROUP, out_f)) / 64,
+    }
+
+
+def test_awq_model_matches_mlx_lm(float_checkpoint, tmp_path):
+    path = _convert(
+        float_checkpoint,
+        tmp_path / "awq",
+        {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True},
+        _awq_layer,
+    )
+    ours, tokenizer, _ = load_model(path, dtype="float32")
+    theirs, _ = mlx_lm.load(str(path))
+    theirs.set_dtype(mx.float32)
+    _assert_same_model(ours, theirs)
+    q = ours.model.layers[0].mlp.down_proj
+    assert (type(q).__name__, q.bits, q.group_size) == ("QuantizedLinear", 4, GROUP)
+    ids = tokenizer.encode("tell me a story")
+    assert greedy(ours, ids) == greedy(theirs, ids)
+
+
+def test_gptq_three_bit_model_loads_exactly(float_checkpoint, tmp_path):
+    """mlx-lm's converter only takes 4 bits; mlxload repacks 3-bit GPTQ exactly."""
+    saved = {}
+
+    def gptq_layer(rng, in_f, out_f):
+        q = rng.integers(0, 8, size=(in_f, out_f))
+        zeros = rng.integers(1, 9, size=(in_f // GROUP, out_f))
+        scales = dyadic_scales((in_f // GROUP, out_f)) / 64
+        saved[len(saved)] = (q, zeros, scales)
+        return {
+            "qweight": gptq_pack_rows(q, 3),
+            "qzeros": gptq_pack_zeros(zeros - 1, 3),  # original GPTQ stores zero - 1
+            "scales": scales,
+            "g_idx": (np.arange(in_f) // GROUP).astype(np.int32),
+        }
+
+    path = _convert(
+        float_checkpoint,
+        tmp_path / "gptq",
+        {"quant_method": "gptq", "bits": 3, "group_size": GROUP, "sym": False},
+        gptq_layer,
+    )
+    model, _, _ = load_model(path, dtype="float32")
+    layer = model.model.layers[0].self_attn.q_proj  # the first layer converted
+    assert (layer.bits, layer.group_size) == (3, GROUP)
+    q, zeros, scales = saved[0]
+    groups = np.arange(q.shape[0]) // GROUP
+    want = ((q - zeros[groups]) * scales[groups].astype(np.float32)).T
+    got = mx.dequantize(layer.weight, layer.scales, layer.biases, GROUP, 3)
+    np.testing.assert_array_equal(np.array(got), want)
+    logits = model(mx.array([[1, 2, 3]]))
+    assert bool(mx.all(mx.isfinite(logits)))
