@@ -81,19 +81,27 @@ class Checkpoint(Mapping[str, mx.array]):
             tf = self._open.get(path)
             if tf is None:
                 tf = TensorFile(path, zero_copy=self._zero_copy, evict_page_cache=self._evict)
-                if self._where is not None:
-                    self._check_shard_against_index(tf)
                 self._open[path] = tf
+                if self._where is not None:
+                    try:
+                        self._check_shard_against_index(tf)
+                    except BaseException:
+                        del self._open[path]
+                        tf.close()
+                        raise
             return tf
 
     def _check_shard_against_index(self, tf: TensorFile) -> None:
+        """A tensor this shard holds but the index places elsewhere is a duplicate only if the
+        other shard holds it too; otherwise the index is stale, and reading that name reports
+        it (TensorNotInShardError) without blocking this shard's other tensors."""
         for name in tf.tensors:
             owner = self._where.get(name)
-            if owner is not None and owner != tf.path:
+            if owner is not None and owner != tf.path and name in self._shard(owner).tensors:
                 raise DuplicateTensorError(
-                    f"tensor {name!r} is in {tf.path.name} but the index "
-                    f"({self._files.index_path}) assigns it to {owner.name}; a tensor must be "
-                    "stored in exactly one shard"
+                    f"tensor {name!r} is stored in both {tf.path.name} and {owner.name} "
+                    f"(the index {self._files.index_path} names {owner.name}); a tensor must "
+                    "be stored in exactly one shard: remove the stale copy"
                 )
 
     def _index(self) -> dict[str, Path]:

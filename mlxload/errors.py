@@ -27,6 +27,7 @@ __all__ = [
     "MissingShardError",
     "MlxloadError",
     "NonContiguousOffsetsError",
+    "NotARegularFileError",
     "SafetensorsError",
     "SizeOverflowError",
     "SubByteAlignmentError",
@@ -112,6 +113,10 @@ class DataSizeMismatchError(SafetensorsError):
 
 class InvalidMetadataError(SafetensorsError):
     """``__metadata__`` is not a map from strings to strings."""
+
+
+class NotARegularFileError(MlxloadError, OSError):
+    """The path is a directory, FIFO, device or socket where a safetensors file is expected."""
 
 
 class FileChangedError(MlxloadError, OSError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from mlxload.errors import (
     InvalidShapeError,
     MissingFieldError,
     NonContiguousOffsetsError,
+    NotARegularFileError,
     SizeOverflowError,
     SubByteAlignmentError,
     TensorEntryError,
@@ -55,8 +57,10 @@ __all__ = [
     "FileHeader",
     "TensorInfo",
     "TensorTable",
+    "open_regular",
     "parse_header",
     "read_header",
+    "read_header_fd",
 ]
 
 MAX_HEADER_SIZE = 100_000_000
@@ -243,20 +247,52 @@ def read_header(path: str | os.PathLike) -> FileHeader:
 
     Raises:
         SafetensorsError: (a subclass per rule) when the file breaks the format.
+        NotARegularFileError: a directory, FIFO, device or socket.
         FileNotFoundError, PermissionError: the OS refused to open it.
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise FileTooSmallError(
-                f"{path}: file is {file_size} bytes, shorter than the 8-byte header length; "
-                "it is not a safetensors file or was cut off"
-            )
-        (n,) = struct.unpack("<Q", prefix)
-        _check_header_length(path, n, file_size)
-        raw = f.read(n)
+    fd = open_regular(path)
+    try:
+        return read_header_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path) -> int:
+    """Open a file read-only, refusing anything but a regular file (without blocking on a FIFO).
+
+    Raises:
+        NotARegularFileError: a directory, FIFO, device or socket.
+        FileNotFoundError, PermissionError: the OS refused to open it.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise NotARegularFileError(f"{path}: is a directory, not a safetensors file") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise NotARegularFileError(f"{path}: is {kind}; a safetensors file is expected")
+    return fd
+
+
+def read_header_fd(fd: int, path: Path) -> FileHeader:
+    """Like :func:`read_header`, from an open descriptor: the header and the size checked come
+    from the same file, even if the path is replaced meanwhile."""
+    file_size = os.fstat(fd).st_size
+    prefix = os.pread(fd, 8, 0)
+    if len(prefix) < 8:
+        raise FileTooSmallError(
+            f"{path}: file is {file_size} bytes, shorter than the 8-byte header length; "
+            "it is not a safetensors file or was cut off"
+        )
+    (n,) = struct.unpack("<Q", prefix)
+    _check_header_length(path, n, file_size)
+    raw = os.pread(fd, n, 8)
+    if len(raw) < n:
+        raise HeaderLengthError(f"{path}: file shrank while its header was read; open it again")
     return parse_header(raw, file_size=file_size, path=path)
 
 

@@ -76,6 +76,7 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
             or not shard
             or Path(shard).is_absolute()
             or ".." in Path(shard).parts
+            or Path(shard).name in ("", ".")
         ):
             raise IndexFileError(
                 f"{index_path}: weight_map[{name!r}] must be a relative file name inside "
@@ -119,10 +120,10 @@ def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    if path.is_file():
+    if not path.is_dir():
         if path.name.endswith(".index.json"):
             return read_index(path)
-        return CheckpointFiles(root=path.parent, files=[path])
+        return CheckpointFiles(root=path.parent, files=[path])  # opening checks it's a file
     index = path / INDEX_NAME
     if index.is_file():
         return read_index(index)

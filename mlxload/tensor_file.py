@@ -14,11 +14,12 @@ Which path each tensor took is recorded in :attr:`TensorFile.paths`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import mlx.core as mx
@@ -26,7 +27,7 @@ import numpy as np
 
 from mlxload.dtypes import DTYPES
 from mlxload.errors import FileChangedError, MlxloadError, TensorNotFoundError
-from mlxload.header import FileHeader, TensorInfo, read_header
+from mlxload.header import FileHeader, TensorInfo, open_regular, read_header_fd
 from mlxload.segment_stream import SegmentStream
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
@@ -95,31 +96,56 @@ class TensorFile:
     ) -> None:
         self.path = Path(path)
         self._evict = evict_page_cache
-        self.header: FileHeader = read_header(self.path)
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        st = os.fstat(self._fd)
-        self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if st.st_size != self.header.file_size:
+        # One descriptor for header and data, identity taken from it: a path replaced while
+        # we open it can't pair one file's header with another file's bytes.
+        self._fd = open_regular(self.path)
+        try:
+            st = os.fstat(self._fd)
+            self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            self.header: FileHeader = read_header_fd(self._fd, self.path)
+            if self.header.file_size != st.st_size:
+                raise FileChangedError(
+                    f"{self.path}: file changed size while it was being opened "
+                    f"({st.st_size} -> {self.header.file_size} bytes); open it again"
+                )
+        except BaseException:
             os.close(self._fd)
-            raise FileChangedError(
-                f"{self.path}: file changed size while it was being opened "
-                f"({self.header.file_size} -> {st.st_size} bytes); open it again"
-            )
+            self._fd = -1
+            raise
         self._zero_copy = zero_copy_supported() if zero_copy == "auto" else bool(zero_copy)
         self._mmap: mmap.mmap | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # guards _fd, _mmap and _readers
+        self._readers = 0
         self.paths: dict[str, str] = {}
         """Tensor name -> ``"zero-copy"`` or ``"copy"``, for each tensor read so far."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the descriptor. Arrays already returned stay valid (copies own their memory,
-        zero-copy arrays keep the mapping alive through their own references)."""
+        """Close the descriptor, once reads in progress in other threads have finished.
+
+        Arrays already returned stay valid (copies own their memory, zero-copy arrays keep the
+        mapping alive through their own references).
+        """
         with self._lock:
+            self._lock.wait_for(lambda: self._readers == 0)
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
             self._mmap = None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Keep the descriptor open for the duration of a read (``close`` waits for it)."""
+        with self._lock:
+            if self._fd < 0:
+                raise MlxloadError(f"{self.path}: file is closed")
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._readers -= 1
+                self._lock.notify_all()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
@@ -130,7 +156,7 @@ class TensorFile:
 
     # -- info ------------------------------------------------------------------------------
     @property
-    def tensors(self) -> dict[str, TensorInfo]:
+    def tensors(self) -> Mapping[str, TensorInfo]:
         return self.header.tensors
 
     def info(self, name: str) -> TensorInfo:
@@ -170,22 +196,23 @@ class TensorFile:
             FileChangedError: the file changed since it was opened.
         """
         infos = [self.info(n) for n in names]
-        self.check_unchanged()
-        out: dict[str, mx.array] = {}
-        to_copy: list[TensorInfo] = []
-        if self._zero_copy:
-            for info in infos:
-                arr = self._view_in_place(info)
-                if arr is None:
-                    to_copy.append(info)
-                else:
-                    out[info.name] = arr
-                    self.paths[info.name] = ZERO_COPY
-        else:
-            to_copy = infos
-        if to_copy:
-            out.update(self._copy_tensors(to_copy))
-        mx.eval(list(out.values()))
+        with self._reading():
+            self.check_unchanged()
+            out: dict[str, mx.array] = {}
+            to_copy: list[TensorInfo] = []
+            if self._zero_copy:
+                for info in infos:
+                    arr = self._view_in_place(info)
+                    if arr is None:
+                        to_copy.append(info)
+                    else:
+                        out[info.name] = arr
+                        self.paths[info.name] = ZERO_COPY
+            else:
+                to_copy = infos
+            if to_copy:
+                out.update(self._copy_tensors(to_copy))
+            mx.eval(list(out.values()))
         return {n: out[n] for n in (i.name for i in infos)}
 
     def _copy_tensors(self, infos: list[TensorInfo]) -> dict[str, mx.array]:
@@ -262,13 +289,14 @@ class TensorFile:
         for all of them, which matters when a tensor-parallel rank needs hundreds of blocks.
         """
         plans = [(key, *self._plan_block(name, rows, cols)) for key, name, rows, cols in requests]
-        self.check_unchanged()
-        raw = self._copy_ranges([(str(i), p[1]) for i, p in enumerate(plans)])
-        out = {}
-        for i, (key, _, info) in enumerate(plans):
-            shape, dtype = _storage_shape(info)
-            out[key] = _as_typed(raw[str(i)], dtype, shape)
-        mx.eval(list(out.values()))
+        with self._reading():
+            self.check_unchanged()
+            raw = self._copy_ranges([(str(i), p[1]) for i, p in enumerate(plans)])
+            out = {}
+            for i, (key, _, info) in enumerate(plans):
+                shape, dtype = _storage_shape(info)
+                out[key] = _as_typed(raw[str(i)], dtype, shape)
+            mx.eval(list(out.values()))
         return out
 
     def _plan_block(
@@ -336,7 +364,9 @@ class TensorFile:
             return None
         with self._lock:
             if self._mmap is None:
-                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+                # Private copy-on-write pages: should MLX ever write into a buffer it thinks
+                # it owns, the write lands in a private copy instead of faulting.
+                self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
             mapping = self._mmap
         window_start = info.offset - info.offset % _PAGE
         window_len = info.offset + info.nbytes - window_start

@@ -62,8 +62,23 @@ def test_tensor_in_two_shards_with_index(tmp_path):
     mx.save_safetensors(str(stale), {"layers.0.weight": mx.zeros((4, 4)), "layers.1.weight":
                                      mx.zeros((4, 4))})  # fmt: skip
     ckpt = mlxload.load(tmp_path)
-    with pytest.raises(errors.DuplicateTensorError, match=r"'layers.0.weight' is in model-00002"):
+    with pytest.raises(
+        errors.DuplicateTensorError,
+        match=r"'layers\.0\.weight' is stored in both model-00002.* and model-00001",
+    ):
         ckpt["layers.1.weight"]
+
+
+def test_stale_index_entry_does_not_block_the_shards_other_tensors(tmp_path):
+    """s1 holds w and v, the index places w in s2 (which lacks it): only w is an error."""
+    mx.save_safetensors(str(tmp_path / "s1.safetensors"), {"w": mx.ones((2,)), "v": mx.zeros((2,))})
+    mx.save_safetensors(str(tmp_path / "s2.safetensors"), {"u": mx.ones((3,))})
+    weight_map = {"w": "s2.safetensors", "v": "s1.safetensors", "u": "s2.safetensors"}
+    _write_index(tmp_path, {"weight_map": weight_map})
+    ckpt = mlxload.load(tmp_path)
+    assert ckpt["v"].tolist() == [0.0, 0.0] and ckpt["u"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(errors.TensorNotInShardError, match=r"'w' is in s2\.safetensors"):
+        ckpt["w"]
 
 
 def test_tensor_in_two_shards_without_index(tmp_path):
@@ -164,3 +179,64 @@ def test_checkpoint_read_block_reads_from_the_right_shard(tmp_path):
     block = ckpt.read_block("layers.3.weight", rows=(1, 3), cols=(2, 4))
     assert mx.array_equal(block, weights["layers.3.weight"][1:3, 2:4]).item()
     assert "layers.3.weight" not in ckpt._cache
+
+
+def test_fifo_and_directory_are_clear_errors_not_hangs(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    for call in (mlxload.read_header, mlxload.load_file, mlxload.safe_open):
+        with pytest.raises(errors.NotARegularFileError, match="not a regular file"):
+            call(fifo)
+    folder = tmp_path / "dir.safetensors"
+    folder.mkdir()
+    with pytest.raises(errors.NotARegularFileError, match="is a directory"):
+        mlxload.read_header(folder)
+
+
+def test_path_replaced_while_opening_reads_one_consistent_file(tmp_path, monkeypatch):
+    """Header and data come from the same descriptor, whatever happens to the path."""
+    from mlxload import header, tensor_file
+
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.array([1.0, 2.0])})
+    other = tmp_path / "other.safetensors"
+    mx.save_safetensors(str(other), {"a": mx.array([7, 8], dtype=mx.int32)})
+    real = header.read_header_fd
+
+    def swap_then_read(fd, p):
+        os.replace(other, path)  # same size, different bytes, lands mid-open
+        return real(fd, p)
+
+    monkeypatch.setattr(tensor_file, "read_header_fd", swap_then_read)
+    tf = tensor_file.TensorFile(path)
+    with pytest.raises(errors.FileChangedError, match="replaced"):
+        tf.read(["a"])  # the old file's header never meets the new file's bytes
+    tf.close()
+
+
+def test_close_waits_for_a_read_in_another_thread(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from mlxload import segment_stream
+    from mlxload.tensor_file import TensorFile
+
+    path = _one_file(tmp_path)
+    tf = TensorFile(path)
+    started, real = threading.Event(), segment_stream._pread_exact
+
+    def slow(fd, view, off):
+        started.set()
+        time.sleep(0.3)
+        return real(fd, view, off)
+
+    monkeypatch.setattr(segment_stream, "_pread_exact", slow)
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(tf.read(["a"])))
+    reader.start()
+    started.wait(5)
+    tf.close()  # must not pull the descriptor out from under the read
+    reader.join(5)
+    assert mx.array_equal(result["a"], mx.arange(1000, dtype=mx.float32)).item()
+    with pytest.raises(mlxload.MlxloadError, match="file is closed"):
+        tf.read(["a"])
