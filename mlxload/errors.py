@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "DataSizeMismatchError",
+    "DuplicateFieldError",
     "DuplicateTensorError",
     "FileChangedError",
     "FileTooSmallError",
@@ -26,6 +27,7 @@ __all__ = [
     "MissingFieldError",
     "MissingShardError",
     "MlxloadError",
+    "NestingTooDeepError",
     "NonContiguousOffsetsError",
     "NotARegularFileError",
     "SafetensorsError",
@@ -73,6 +75,15 @@ class HeaderNotObjectError(SafetensorsError):
 
 class TensorEntryError(SafetensorsError):
     """A tensor's entry in the header is not a JSON object."""
+
+
+class DuplicateFieldError(SafetensorsError):
+    """A tensor entry repeats ``dtype``, ``shape`` or ``data_offsets``, or the header repeats
+    ``__metadata__`` (readers that keep the first or the last value would disagree)."""
+
+
+class NestingTooDeepError(SafetensorsError):
+    """The header nests arrays/objects deeper than the reference parser allows (127 levels)."""
 
 
 class MissingFieldError(SafetensorsError):

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
@@ -33,6 +34,7 @@ import orjson
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
     DataSizeMismatchError,
+    DuplicateFieldError,
     FileTooSmallError,
     HeaderEncodingError,
     HeaderJSONError,
@@ -43,6 +45,7 @@ from mlxload.errors import (
     InvalidMetadataError,
     InvalidShapeError,
     MissingFieldError,
+    NestingTooDeepError,
     NonContiguousOffsetsError,
     NotARegularFileError,
     SizeOverflowError,
@@ -344,6 +347,8 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
         raise HeaderNotObjectError(
             f"{path}: header must be a JSON object, got {type(obj).__name__}"
         )
+    if _needs_strict_reparse(text, obj):
+        obj = _strict_reparse(path, text)
 
     metadata = _validate_metadata(path, obj.pop("__metadata__", None))
     data_start = 8 + n
@@ -440,6 +445,100 @@ def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
         [i.begin for i in infos],
         [i.end for i in infos],
     )
+
+
+# -- where orjson is more lenient than the reference's serde_json --------------------------------
+# orjson keeps the last of duplicate keys, nests up to 1024 levels and reads "-0" as the integer
+# 0; the reference rejects a repeated field, nesting of 128 levels, and "-0" where it wants an
+# unsigned integer. Ordinary headers are cleared by a few substring counts; only a header that
+# might hit one of these cases is parsed again, slowly, with the stdlib's hooks.
+
+_MAX_DEPTH = 127  # the reference accepts 127 nested arrays/objects and rejects 128
+
+
+def _needs_strict_reparse(text: str, obj: dict) -> bool:
+    """Whether the header might repeat a field, nest deeply or hold a ``-0`` (C-speed scans).
+
+    Every key is followed by a colon, so a header whose entries hold exactly the three fields
+    has ``4 * entries (+ metadata keys)`` colons plus any inside strings. Fewer keys than that
+    means a missing field, which validation reports anyway; so an exact count proves there is
+    no repeated field, unknown field or nested object. Anything else (colons in names too)
+    takes the slow, exact path.
+    """
+    metadata = obj.get("__metadata__")
+    n = len(obj) - ("__metadata__" in obj)
+    keys = 4 * n + ("__metadata__" in obj) + (len(metadata) if type(metadata) is dict else 0)
+    return ("-" in text and "-0" in text) or text.count(":") != keys
+
+
+class _Pairs(list):
+    """An object's key/value pairs, in order, duplicates kept (``object_pairs_hook``)."""
+
+
+def _strict_reparse(path: Path, text: str) -> dict:
+    """Parse again keeping what orjson discards; raise where the reference would refuse.
+
+    Returns the header as a dict in which ``-0`` is the float ``-0.0`` (so the shape and offset
+    checks reject it as the reference does), duplicate tensor names keep the last entry.
+
+    Raises:
+        NestingTooDeepError, DuplicateFieldError.
+    """
+    depth = _max_depth(text)
+    if depth > _MAX_DEPTH:
+        raise NestingTooDeepError(
+            f"{path}: header nests arrays/objects {depth} levels deep; the limit is "
+            f"{_MAX_DEPTH} (the reference parser's recursion limit)"
+        )
+    pairs = json.loads(text, object_pairs_hook=_Pairs, parse_int=_int_keeping_negative_zero)
+    names = [k for k, _ in pairs]
+    if names.count("__metadata__") > 1:
+        raise DuplicateFieldError(f"{path}: header has {names.count('__metadata__')} __metadata__")
+    for name, entry in pairs:
+        if name == "__metadata__" or not isinstance(entry, _Pairs):
+            continue
+        keys = [k for k, _ in entry]
+        for key in _FIELDS:
+            if keys.count(key) > 1:
+                raise DuplicateFieldError(
+                    f"{path}: tensor {name!r}: field {key!r} appears {keys.count(key)} times"
+                )
+    return _as_dicts(pairs)
+
+
+def _as_dicts(value: object) -> object:
+    if isinstance(value, _Pairs):
+        return {k: _as_dicts(v) for k, v in value}
+    if type(value) is list:
+        return [_as_dicts(v) for v in value]
+    return value
+
+
+def _int_keeping_negative_zero(token: str) -> int | float:
+    value = int(token)
+    return -0.0 if value == 0 and token.startswith("-") else value
+
+
+def _max_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside strings (only run on suspicious headers)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _offsets_key(info: TensorInfo) -> tuple[int, int]:

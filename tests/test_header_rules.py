@@ -279,3 +279,57 @@ def padded_body(header: dict, *, data_start_mod4: int) -> bytes:
     while (8 + len(body)) % 4 != data_start_mod4:
         body += b" "
     return body
+
+
+# -- where a lenient JSON parser would accept what the reference refuses ------------------------
+
+
+@pytest.mark.parametrize("field", ["dtype", "shape", "data_offsets"])
+def test_duplicate_field_in_an_entry(tmp_path, field):
+    values = {"dtype": '"F32"', "shape": "[6]", "data_offsets": "[0,24]"}
+    body = ",".join(f'"{k}":{v}' for k, v in values.items())
+    header = f'{{"w":{{{body},"{field}":{values[field]}}}}}'.encode()
+    check(tmp_path, header, F32_6, errors.DuplicateFieldError, "tensor 'w'", f"field '{field}'",
+          "2 times")  # fmt: skip
+
+
+def test_duplicate_metadata(tmp_path):
+    header = b'{"__metadata__":{"a":"1"},"__metadata__":{"b":"2"},'
+    header += b'"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'
+    check(tmp_path, header, F32_6, errors.DuplicateFieldError, "2 __metadata__")
+
+
+def test_duplicate_tensor_names_keep_the_last_like_the_reference(tmp_path):
+    header = b'{"w":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},'
+    header += b'"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'
+    path = write_raw(tmp_path / "d.safetensors", header, F32_6)
+    assert read_header(path).tensors["w"].dtype == "F32"
+
+
+@pytest.mark.parametrize("depth,ok", [(125, True), (126, False)])
+def test_nesting_limit_matches_the_reference(tmp_path, depth, ok):
+    nested = "[" * depth + "]" * depth
+    header = f'{{"w":{{"dtype":"F32","shape":[6],"data_offsets":[0,24],"z":{nested}}}}}'
+    path = write_raw(tmp_path / "n.safetensors", header.encode(), F32_6)
+    if ok:
+        assert list(read_header(path).tensors) == ["w"]
+    else:
+        with pytest.raises(errors.NestingTooDeepError, match="128 levels deep; the limit is 127"):
+            read_header(path)
+
+
+@pytest.mark.parametrize(
+    "entry,exc",
+    [
+        ('"shape":[-0],"data_offsets":[0,0]', errors.InvalidShapeError),
+        ('"shape":[0],"data_offsets":[-0,0]', errors.InvalidDataOffsetsError),
+    ],
+)
+def test_negative_zero_is_not_an_unsigned_integer(tmp_path, entry, exc):
+    check(tmp_path, f'{{"w":{{"dtype":"F32",{entry}}}}}'.encode(), b"", exc, "tensor 'w'")
+
+
+def test_unknown_fields_are_ignored_like_the_reference(tmp_path):
+    header = b'{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24],"note":{"x":-0,"x":1}}}'
+    path = write_raw(tmp_path / "u.safetensors", header, F32_6)
+    assert read_header(path).tensors["w"].shape == (6,)
