@@ -1,4 +1,4 @@
-"""Repack AutoAWQ and GPTQ weights into MLX's affine layout, exactly.
+"""Repack AutoAWQ and GPTQ weights into MLX's affine layout.
 
 Both formats store, per linear layer with ``in`` inputs and ``out`` outputs, integer codes
 ``q``, per-group zero points ``z`` and scales ``s`` and define ``w[o, i] = (q - z) * s`` with
@@ -22,9 +22,14 @@ groups; with act-order (``desc_act``) it may be permuted.
 Groups are converted exactly whenever each run of 32/64/128 consecutive inputs shares one
 source group (the usual case, also for ``group_size`` -1 or 256); otherwise, e.g. act-order with
 a permuted ``g_idx``, :class:`~mlxload.quant_errors.RepackError` is raised rather than loading
-different numbers. Biases are ``-z * s`` computed in float32 and rounded once to the scales'
-dtype, so results match the source definition bit for bit when that product is representable
-(always for float32 scales).
+different numbers.
+
+What is exact: the integer codes, their groups and the zero points are carried over unchanged.
+What is not always exact: MLX evaluates ``q * scale + bias`` with ``bias = -z * s`` (computed in
+float32, rounded once to the scales' dtype), so a dequantized value can differ from the
+definition's single-rounding ``(q - z) * s`` by an ulp or two — in float32 as well, since
+``z * s`` and ``q * s + bias`` each round. (mlx-lm's own AWQ conversion does the same.) Values
+whose products are exactly representable, e.g. power-of-two scales, match bit for bit.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import mlx.core as mx
 
 from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.errors import MlxloadError
+from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -29,8 +30,8 @@ __all__ = [
     "which_path",
 ]
 
-SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
-SUPPORTED_GROUP_SIZES = (32, 64, 128)
+SUPPORTED_BITS = AFFINE_BITS
+SUPPORTED_GROUP_SIZES = AFFINE_GROUP_SIZES
 FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
 
 PATH_METAL = "metal-kernel"
@@ -72,11 +73,11 @@ def _validate(
     bits: int,
     dtype: mx.Dtype | None,
 ) -> mx.Dtype:
-    if isinstance(bits, bool) or bits not in SUPPORTED_BITS:
+    if type(bits) is not int or bits not in SUPPORTED_BITS:
         raise UnsupportedQuantizationError(
             f"unsupported bits={bits!r} for affine quantization; valid: {list(SUPPORTED_BITS)}"
         )
-    if isinstance(group_size, bool) or group_size not in SUPPORTED_GROUP_SIZES:
+    if type(group_size) is not int or group_size not in SUPPORTED_GROUP_SIZES:
         raise UnsupportedQuantizationError(
             f"unsupported group_size={group_size!r} for affine quantization; "
             f"valid: {list(SUPPORTED_GROUP_SIZES)}"

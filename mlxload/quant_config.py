@@ -42,6 +42,7 @@ from mlxload.quant_errors import (
 __all__ = [
     "AFFINE_BITS",
     "AFFINE_GROUP_SIZES",
+    "FP_MODES",
     "MODES",
     "QUANT_CONFIG_NAME",
     "QuantSpec",
@@ -53,10 +54,11 @@ QUANT_CONFIG_NAME = "quantization_config.json"
 AFFINE_BITS = (2, 3, 4, 5, 6, 8)
 AFFINE_GROUP_SIZES = (32, 64, 128)
 # The floating-point modes each allow exactly one (bits, group_size) pair.
-_FP_MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
-MODES = ("affine", *_FP_MODES)
+FP_MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
+"""Floating-point modes and the one (bits, group_size) each allows."""
+MODES = ("affine", *FP_MODES)
 # Defaults per mode when a config names the mode but not bits/group_size (as mlx-lm does).
-_MODE_DEFAULTS = {"affine": (4, 64), **_FP_MODES}
+_MODE_DEFAULTS = {"affine": (4, 64), **FP_MODES}
 # Bits whose AWQ/GPTQ packing we can convert (see mlxload.awq_gptq).
 _HF_BITS = {"awq": (4,), "gptq": (2, 3, 4, 8)}
 _SUFFIXES = (".weight", ".scales", ".biases")
@@ -328,7 +330,7 @@ def _validate(spec: QuantSpec, src: str, where: str, bits_key: str = "bits") -> 
                 f"supports group sizes {', '.join(map(str, AFFINE_GROUP_SIZES))}"
             )
         return
-    bits, group_size = _FP_MODES[spec.mode]
+    bits, group_size = FP_MODES[spec.mode]
     if spec.bits != bits:
         raise UnsupportedBitsError(
             f"{src}: key '{where}{bits_key}' is {spec.bits}; mode {spec.mode} requires bits {bits}"

@@ -71,17 +71,21 @@ def load_quantized_weights(
         QuantizationConfigError: the config file is malformed.
     """
     ckpt = _open(source)
-    root = getattr(ckpt, "root", None)
-    if config is None and root is not None:
-        config = find_quantization_config(root)
-    names = set(ckpt.keys())
-    where = str(root) if root is not None else "checkpoint"
-    method = config.quant_method if config is not None else None
-    if method in ("awq", "gptq"):
-        return _load_awq_gptq(ckpt, names, config, where)
-    if method is not None:
-        _refuse_foreign_layout(names, method, where)
-    return _load_mlx(ckpt, names, config, where)
+    try:
+        root = getattr(ckpt, "root", None)
+        if config is None and root is not None:
+            config = find_quantization_config(root)
+        names = set(ckpt.keys())
+        where = str(root) if root is not None else "checkpoint"
+        method = config.quant_method if config is not None else None
+        if method in ("awq", "gptq"):
+            return _load_awq_gptq(ckpt, names, config, where)
+        if method is not None:
+            _refuse_foreign_layout(names, method, where)
+        return _load_mlx(ckpt, names, config, where)
+    finally:
+        if ckpt is not source:  # we opened it: close the shards (arrays stay valid)
+            ckpt.close()
 
 
 def repack_to_mlx(

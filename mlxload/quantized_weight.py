@@ -22,15 +22,18 @@ import re
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, MODES, QuantSpec
+from mlxload.dequant import FLOAT_DTYPES
+from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, FP_MODES, MODES, QuantSpec
 from mlxload.quant_errors import QuantizedWeightError
 
 __all__ = ["QuantizedWeight"]
 
-_FP_SPECS = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
-_FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
+_FLOAT_DTYPES = FLOAT_DTYPES
 # Last path component of modules that are embeddings (embed_tokens, wte, word_embeddings, ...).
-_EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.weight)?$")
+# (GPT-NeoX's embed_out is its output Linear, not an embedding.)
+_EMBEDDING_NAME = re.compile(
+    r"(^|\.)(embed_tokens|embeddings?|word_embeddings|wte|wpe|tok_embeddings)(\.weight)?$"
+)
 
 
 class QuantizedWeight:
@@ -100,6 +103,8 @@ class QuantizedWeight:
 
     def _check(self) -> None:
         bits, group_size, mode = self.bits, self.group_size, self.mode
+        if type(bits) is not int or type(group_size) is not int:
+            raise self._fail(f"bits and group_size must be integers, got {bits!r}, {group_size!r}")
         if mode not in MODES:
             raise self._fail(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if mode == "affine":
@@ -110,8 +115,8 @@ class QuantizedWeight:
                     f"group_size={group_size}; affine supports "
                     f"{', '.join(map(str, AFFINE_GROUP_SIZES))}"
                 )
-        elif (bits, group_size) != _FP_SPECS[mode]:
-            want_bits, want_group = _FP_SPECS[mode]
+        elif (bits, group_size) != FP_MODES[mode]:
+            want_bits, want_group = FP_MODES[mode]
             raise self._fail(
                 f"mode {mode} requires bits={want_bits} and group_size={want_group}, "
                 f"got bits={bits} and group_size={group_size}"

@@ -77,7 +77,10 @@ class safe_open:  # named like safetensors.safe_open on purpose
 
     Args:
         path: The file.
-        framework: Accepted for drop-in compatibility; must be ``"mlx"`` if given.
+        framework: Accepted for drop-in compatibility with ``safetensors.safe_open``: ``"mlx"``
+            (or ``"mx"``); anything else is refused.
+        device: Accepted for compatibility and ignored: MLX arrays live in unified memory
+            (Metal) or host memory (CPU); there is no device to place them on.
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         evict_page_cache: Drop copied ranges from the page cache, so the model is not held
             twice in RAM (copy path only).

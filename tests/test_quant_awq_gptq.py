@@ -132,6 +132,33 @@ def test_awq_matches_definition(group_size, scale_dtype, symmetric):
     np.testing.assert_array_equal(dequant32(qw), reference(q, zeros, scales, groups))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_gptq_with_arbitrary_float32_scales_is_within_two_ulps_and_keeps_the_codes(bits):
+    """With non-dyadic scales exactness is impossible (MLX rounds z*s, then q*s + b); the codes
+    and groups still come through unchanged, and each value is within a rounding of each term
+    (q*s, z*s) of the definition (q - z)*s."""
+    n_in, n_out, gs = 256, 32, 64
+    q = RNG.integers(0, 2**bits, size=(n_in, n_out))
+    zeros = RNG.integers(0, 2**bits, size=(n_in // gs, n_out))
+    scales = RNG.uniform(0.001, 0.1, size=zeros.shape).astype(np.float32)
+    qw = gptq_to_mlx(
+        gptq_pack_rows(q, bits), gptq_pack_zeros(zeros, bits), scales, None,
+        bits=bits, group_size=gs, checkpoint_format="gptq_v2",
+    )  # fmt: skip
+    from mlxload.awq_gptq import unpack_stream
+
+    np.testing.assert_array_equal(unpack_stream(np.array(qw.weight), bits), q.T)
+    groups = np.arange(n_in) // gs
+    want = reference(q, zeros, scales, groups)
+    got = dequant32(qw)
+    s32 = scales[groups].astype(np.float32)
+    term_ulps = np.spacing(np.abs(q * s32).astype(np.float32)) + np.spacing(
+        np.abs(zeros[groups] * s32).astype(np.float32)
+    )
+    assert np.all(np.abs(got - want) <= 2 * term_ulps.T)
+    assert np.mean(got != want) > 0  # the case this test is about: not bit-exact
+
+
 def test_awq_without_qzeros_uses_zero_eight():
     q = RNG.integers(0, 16, size=(128, 16))
     scales = dyadic_scales((1, 16))

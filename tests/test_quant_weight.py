@@ -262,3 +262,25 @@ def test_dequantize_uses_mlxload_kernel_when_importable(monkeypatch, kernel_avai
     want = mx.dequantize(w, s, b, group_size=32, bits=5, dtype=mx.float16)
     assert mx.array_equal(qw.dequantize(mx.float16), want).item()
     assert calls == ([(32, 5, mx.float16)] if kernel_available else [])
+
+
+@pytest.mark.parametrize("bits,group_size", [(4.0, 64), (4, 64.0), (True, 64)])
+def test_non_integer_bits_or_group_size_are_refused(bits, group_size):
+    w, scales, biases = mx.quantize(mx.ones((4, 64)), group_size=64, bits=4)
+    with pytest.raises(QuantizedWeightError, match="must be integers"):
+        QuantizedWeight(w, scales, biases, bits=bits, group_size=group_size, name="m")
+    from mlxload.dequant import UnsupportedQuantizationError, dequantize
+
+    with pytest.raises(UnsupportedQuantizationError):
+        dequantize(w, scales, biases, group_size=group_size, bits=bits)
+
+
+@pytest.mark.parametrize(
+    "name,kind",
+    [("model.embed_tokens", "QuantizedEmbedding"), ("gpt_neox.embed_out", "QuantizedLinear"),
+     ("transformer.wte", "QuantizedEmbedding"), ("lm_head", "QuantizedLinear")],
+)  # fmt: skip
+def test_to_module_guesses_embeddings_by_name(name, kind):
+    w, scales, biases = mx.quantize(mx.ones((8, 64)), group_size=64, bits=4)
+    module = QuantizedWeight(w, scales, biases, bits=4, group_size=64, name=name).to_module()
+    assert type(module).__name__ == kind
