@@ -9,7 +9,7 @@
 3. ``load_quantized_weights`` groups each module's packed weight, scales and biases into a
    validated ``QuantizedWeight``, which can multiply, dequantize, or become an ``nn`` layer.
 4. ``dequantize`` turns packed weights back into dense ones, bit-exact with ``mx.dequantize``
-   (mlxload's Metal kernel on Apple GPUs, ``mx.dequantize`` elsewhere).
+   (mlxload's Metal kernel on Apple GPUs, an exact and faster CPU path elsewhere).
 """
 
 from __future__ import annotations

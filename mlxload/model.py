@@ -26,7 +26,15 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dtype
+from mlxload.backend import (
+    backend,
+    convert_floats,
+    dtype_name,
+    dtype_reason,
+    parse_dtype,
+    resolve_compute_dtype,
+    stored_float_dtype,
+)
 from mlxload.load_report import LoadReport
 from mlxload.model_quant import class_predicate
 from mlxload.model_recipe import (
@@ -42,20 +50,6 @@ from mlxload.tensor_file import ZERO_COPY
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
 
 
-def _checkpoint_dtype(weights: dict[str, mx.array]) -> mx.Dtype | None:
-    counts = Counter(a.dtype for a in weights.values() if mx.issubdtype(a.dtype, mx.floating))
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def _convert(weights: dict[str, mx.array], dtype: mx.Dtype | None) -> dict[str, mx.array]:
-    if dtype is None:
-        return weights
-    return {
-        k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype else v
-        for k, v in weights.items()
-    }
-
-
 def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) -> None:
     try:
         model.load_weights(list(weights.items()), strict=True)
@@ -64,12 +58,6 @@ def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) ->
         raise ModelLoadError(
             f"{root}: the checkpoint's tensors don't fit the model: {detail}"
         ) from None
-
-
-def _dtype_reason(dtype: Any) -> str:
-    if dtype is not None:
-        return "argument"
-    return "cpu backend" if backend() == "cpu" else "checkpoint"
 
 
 def load_model(
@@ -115,6 +103,11 @@ def load_model(
     if tensor_group is not None or pipeline_group is not None:
         from mlxload.distributed import load_model_sharded
 
+        if lazy or zero_copy not in ("auto", False):
+            raise ValueError(
+                "lazy and zero_copy are not supported with tensor_group/pipeline_group: a "
+                "rank copies just its blocks, evaluated"
+            )
         return load_model_sharded(
             path_or_hf,
             tensor_group=tensor_group,
@@ -155,9 +148,9 @@ def load_model(
     t3 = time.perf_counter()
     timings["build"] = t3 - t2
 
-    stored = _checkpoint_dtype(weights)
+    stored = stored_float_dtype(weights)
     compute = resolve_compute_dtype(dtype, stored)
-    weights = _convert(weights, compute)
+    weights = convert_floats(weights, compute)
     _load_weights(model, weights, root)
     del weights
     if not lazy:
@@ -179,7 +172,7 @@ def load_model(
         paths=dict(paths),
         checkpoint_dtype=dtype_name(stored),
         compute_dtype=dtype_name(compute if compute is not None else stored),
-        dtype_reason=_dtype_reason(dtype),
+        dtype_reason=dtype_reason(dtype),
         quantized_modules=quantized,
         bytes_read=bytes_read,
         timings=timings,

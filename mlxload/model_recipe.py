@@ -105,7 +105,12 @@ def model_recipe(
     utils = mlx_lm_utils()
     if not (root / "config.json").is_file():
         raise ModelLoadError(f"{root}: no config.json; load_model needs an mlx-lm style model")
-    config = utils.load_config(root)
+    try:
+        config = utils.load_config(root)
+    except ValueError as e:  # json.JSONDecodeError
+        raise ModelLoadError(f"{root}/config.json: not valid JSON: {e}") from None
+    if type(config) is not dict:
+        raise ModelLoadError(f"{root}/config.json: must be a JSON object")
     if model_config:
         config.update(model_config)
     text_config = config.get("text_config") or {}

@@ -164,3 +164,11 @@ def test_custom_model_code_is_refused(cache, tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="'model_file' asks to run custom model code"):
         load_model(d)
+
+
+def test_malformed_config_json_is_a_model_load_error(cache, tmp_path):
+    path = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint(cache), path)
+    (path / "config.json").write_text('{"model_type": "llama",')
+    with pytest.raises(ModelLoadError, match=r"config\.json: not valid JSON"):
+        load_model(path)

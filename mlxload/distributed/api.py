@@ -25,7 +25,15 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlxload.backend import backend, dtype_name, parse_dtype, resolve_compute_dtype
+from mlxload.backend import (
+    backend,
+    convert_floats,
+    dtype_name,
+    dtype_reason,
+    parse_dtype,
+    resolve_compute_dtype,
+    stored_float_dtype,
+)
 from mlxload.distributed.blocks import Block
 from mlxload.distributed.pipeline import pipeline_range, tensors_for_layers
 from mlxload.distributed.reader import read_blocks
@@ -43,21 +51,6 @@ from mlxload.model_recipe import ModelLoadError
 from mlxload.process_stats import io_read_bytes, peak_rss_bytes
 
 __all__ = ["load_model_sharded"]
-
-
-def _compute_dtype(arrays: dict[str, mx.array], dtype: Any) -> tuple[Any, Any]:
-    counts = Counter(a.dtype for a in arrays.values() if mx.issubdtype(a.dtype, mx.floating))
-    stored = counts.most_common(1)[0][0] if counts else None
-    return stored, resolve_compute_dtype(dtype, stored)
-
-
-def _convert(arrays: dict[str, mx.array], dtype: Any) -> dict[str, mx.array]:
-    if dtype is None:
-        return arrays
-    return {
-        k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype else v
-        for k, v in arrays.items()
-    }
 
 
 def _kind(block: Block, ndim: int) -> str:
@@ -182,8 +175,9 @@ def load_model_sharded(
     t3 = time.perf_counter()
     timings["read"] = t3 - t2
 
-    stored, compute = _compute_dtype(arrays, dtype)
-    arrays = _convert(arrays, compute)
+    stored = stored_float_dtype(arrays)
+    compute = resolve_compute_dtype(dtype, stored)
+    arrays = convert_floats(arrays, compute)
     derived_kept = {p: arrays.pop(p) for p in derived if p in arrays}
     if derived_kept:
         model = _rebuild_with_derived(
@@ -218,11 +212,7 @@ def load_model_sharded(
         paths={"copy": len({b.name for b in blocks.values()})},
         checkpoint_dtype=dtype_name(stored),
         compute_dtype=dtype_name(compute if compute is not None else stored),
-        dtype_reason="argument"
-        if dtype is not None
-        else "cpu backend"
-        if backend() == "cpu"
-        else "checkpoint",
+        dtype_reason=dtype_reason(dtype),
         quantized_modules=sum(1 for _, m in model.named_modules() if hasattr(m, "bits")),
         bytes_read=bytes_read,
         timings=timings,

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mlxload.checkpoint import Checkpoint
-from mlxload.errors import MissingShardError
+from mlxload.errors import MissingShardError, TensorNotFoundError
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files, read_index
 
@@ -82,6 +82,12 @@ class RankSource:
                 self._fetch(["*.safetensors"])
             files = checkpoint_files(self._target)
             return Checkpoint(files, cache=False)
+        if names is not None:
+            unknown = [n for n in names if n not in self.weight_map]
+            if unknown:
+                raise TensorNotFoundError(
+                    f"{self.index_path}: the index lists no tensor named {unknown[0]!r}"
+                )
         wanted = self.weight_map if names is None else {n: self.weight_map[n] for n in names}
         shard_names = sorted(set(wanted.values()))
         if self.spec is not None:
