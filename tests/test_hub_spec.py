@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import mlxload
 from mlxload.errors import MlxloadError
 from mlxload.hub import HubSpec, HubSpecError, is_hub_spec, parse_spec, resolve
 
@@ -90,3 +91,32 @@ def test_import_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_typo_under_an_existing_local_directory_stays_local(tmp_path, monkeypatch):
+    from mlxload.hub.spec import is_hub_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert not is_hub_spec("models/typo")
+    assert is_hub_spec("someorg/somerepo")
+    with pytest.raises(FileNotFoundError, match="models/typo"):
+        mlxload.load("models/typo")
+
+
+@pytest.mark.parametrize(
+    "path,blob,sha",
+    [
+        ("../../etc/passwd", "a" * 40, None),
+        ("/abs/model.safetensors", "a" * 40, None),
+        ("a/./b.json", "a" * 40, None),
+        ("ok.json", "../blob", None),
+        ("ok.safetensors", "a" * 40, "not-a-sha"),
+    ],
+)
+def test_unsafe_or_malformed_listing_entries_are_refused(path, blob, sha):
+    from mlxload.hub.errors import HubError
+    from mlxload.hub.listing import RemoteFile
+
+    with pytest.raises(HubError, match=r"unsafe path|malformed"):
+        RemoteFile(path=path, size=1, blob_id=blob, sha256=sha)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from mlxload.hub.errors import HubError
+
 __all__ = ["RemoteFile"]
+
+_HEX_ID = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,21 @@ class RemoteFile:
     size: int
     blob_id: str
     sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        # Paths and hashes become cache paths: a hostile or broken listing must not be able
+        # to name a place outside the snapshot or blobs folder.
+        parts = self.path.split("/")
+        if (
+            not self.path
+            or self.path.startswith("/")
+            or "\\" in self.path
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            raise HubError(f"the Hub listed a file with an unsafe path: {self.path!r}")
+        for label, value in (("blob id", self.blob_id), ("sha256", self.sha256)):
+            if value is not None and not _HEX_ID.match(value):
+                raise HubError(f"the Hub listed {self.path!r} with a malformed {label}: {value!r}")
 
     @property
     def is_lfs(self) -> bool:

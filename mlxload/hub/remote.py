@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from mlxload._version import __version__
+from mlxload.hub.cache import COMMIT_RE
 from mlxload.hub.errors import (
     AuthError,
     DownloadError,
@@ -134,7 +136,12 @@ class Remote:
     def _api(self) -> Any:
         from huggingface_hub import HfApi
 
-        return HfApi(endpoint=self.endpoint, token=self.token, library_name="mlxload")
+        return HfApi(
+            endpoint=self.endpoint,
+            token=self.token,
+            library_name="mlxload",
+            library_version=__version__,
+        )
 
     def headers(self) -> dict[str, str]:
         """Request headers: user agent and, when a token is in use, ``authorization``."""
@@ -142,7 +149,9 @@ class Remote:
             from huggingface_hub.utils import build_hf_headers
 
             try:
-                self._headers = build_hf_headers(token=self.token, library_name="mlxload")
+                self._headers = build_hf_headers(
+                    token=self.token, library_name="mlxload", library_version=__version__
+                )
             except Exception as e:
                 raise translate(e, repo_id=self.repo_id, endpoint=self.endpoint) from e
         return self._headers
@@ -159,8 +168,11 @@ class Remote:
             raise translate(
                 e, repo_id=self.repo_id, revision=revision, endpoint=self.endpoint
             ) from e
-        if not info.sha:
-            raise HubError(f"hf://{self.repo_id}@{revision}: the Hub did not return a commit hash")
+        if not info.sha or not COMMIT_RE.match(str(info.sha)):
+            raise HubError(
+                f"hf://{self.repo_id}@{revision}: the Hub did not return a commit hash "
+                f"(got {info.sha!r})"
+            )
         return str(info.sha)
 
     def list_files(self, commit: str) -> list[RemoteFile]:

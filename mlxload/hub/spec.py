@@ -107,6 +107,8 @@ def is_hub_spec(spec: str | Path) -> bool:
         return True
     if not spec or Path(spec).expanduser().exists():
         return False
+    if Path(spec.split("/", 1)[0]).is_dir():  # "models/typo": a local path with a typo
+        return False
     if spec.startswith(("/", "./", "../", "~")) or "\\" in spec or spec.endswith(".safetensors"):
         return False
     if spec.endswith(".json"):
