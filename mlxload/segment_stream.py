@@ -135,11 +135,7 @@ class SegmentStream:
             seg_end = self._starts[i + 1] if i + 1 < len(self._starts) else self._data_size
             take = min(n - done, seg_end - data_pos)
             file_offset = self._file_offsets[i] + (data_pos - self._starts[i])
-            piece = view[done : done + take]
-            if take < _PARALLEL_MIN:  # the common case for gathered rows
-                got = _pread_exact(self._fd, piece, file_offset)
-            else:
-                got = self._read(piece, file_offset)
+            got = self._read(view[done : done + take], file_offset)
             if self._evict and got:
                 os.posix_fadvise(self._fd, file_offset, got, os.POSIX_FADV_DONTNEED)
             done += got
