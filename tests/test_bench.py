@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from mlxload.bench import runner
 from mlxload.bench.stats import summarize
 from mlxload.bench.table import format_result
 from mlxload.cli.bench import main
@@ -99,3 +100,11 @@ def test_summarize():
 def test_reps_must_be_positive(capsys):
     assert main(["--reps", "0"]) == 2
     assert "--reps must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stdout", ["loading...\nnot json at all\n", "1.5\n"])
+def test_worker_without_json_is_a_worker_error(monkeypatch, stdout):
+    done = subprocess.CompletedProcess([], 0, stdout=stdout, stderr="")
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: done)
+    with pytest.raises(runner.WorkerError, match=r"weights/mlxload printed no JSON result"):
+        runner.run_worker("weights", "mlxload", "m", "p", None, 10.0)

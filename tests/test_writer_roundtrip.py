@@ -192,18 +192,43 @@ def test_hub_spec_goes_through_mlxload_hub_resolve(tmp_path, monkeypatch):
     src = write_sharded(tmp_path / "snapshot", mixed_tensors(), 2)
     seen = []
 
-    def fake_resolve(spec):
-        seen.append(spec)
+    def fake_resolve(spec, **kwargs):
+        seen.append((spec, kwargs))
         return src if str(spec).startswith("hf://") else None
 
     monkeypatch.setattr(mlxload.hub, "resolve", fake_resolve, raising=False)
     out = tmp_path / "m.safetensors"
     merge("hf://org/model@main", out)
-    assert seen == ["hf://org/model@main"]
+    assert seen == [("hf://org/model@main", {"progress": None})]
     assert checkpoint_bytes(_shards(src)) == tensor_bytes(out)
+    seen.clear()
     with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
         align("hf://org/model")
+    assert seen == []  # refused before downloading anything
     assert alignment_report(align("hf://org/model", tmp_path / "al").index.parent).ready
+
+
+@pytest.mark.parametrize(
+    ("verb", "flag", "expected"),
+    [("merge", "--no-progress", False), ("split", "--progress", True), ("align", None, False)],
+)
+def test_cli_passes_its_progress_choice_to_the_hub_download(
+    tmp_path, monkeypatch, verb, flag, expected
+):
+    import mlxload.hub
+
+    src = write_sharded(tmp_path / "snapshot", mixed_tensors(), 2)
+    seen = []
+
+    def fake_resolve(spec, **kwargs):
+        seen.append(kwargs)
+        return src
+
+    monkeypatch.setattr(mlxload.hub, "resolve", fake_resolve, raising=False)
+    # pytest's stderr is no terminal, so the default (no flag) is no bar
+    args = [verb, "hf://org/model", str(tmp_path / ("o.safetensors" if verb == "merge" else "o"))]
+    assert cli_main(args + ([flag] if flag else [])) == 0
+    assert seen == [{"progress": expected}]
 
 
 def test_cli_merge_split_align(tmp_path, capsys):

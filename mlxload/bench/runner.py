@@ -81,7 +81,15 @@ def run_worker(
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise WorkerError(f"{task}/{loader} exited {proc.returncode}: " + " | ".join(tail))
-    return json.loads(lines[-1])
+    try:
+        result = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        raise WorkerError(
+            f"{task}/{loader} printed no JSON result; its last line: {lines[-1][:200]!r}"
+        )
+    return result
 
 
 def _files(model: Path) -> list[Path]:

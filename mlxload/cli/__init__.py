@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mlxload._version import __version__
-from mlxload.errors import MlxloadError
+from mlxload.cli._main import run_verb
 
 __all__ = ["COMMANDS", "main"]
 
@@ -60,14 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except (MlxloadError, OSError) as e:
-        print(f"mlxload {args.verb}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"mlxload {args.verb}: interrupted", file=sys.stderr)
-        return 130
+    return run_verb(args.verb, args._run, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,9 @@ import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
-from mlxload.errors import MlxloadError
+from mlxload.cli._main import verb_main
 
-__all__ = ["add_common", "progress_for", "report", "run_main"]
+__all__ = ["add_common", "progress_for", "report", "run_main", "show_progress"]
 
 
 def add_common(parser: argparse.ArgumentParser, *, on_conflict: bool = False) -> None:
@@ -30,10 +30,15 @@ def add_common(parser: argparse.ArgumentParser, *, on_conflict: bool = False) ->
     )
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars (ours and the Hub download's): ``--progress`` /
+    ``--no-progress``, else when stderr is a terminal."""
+    return args.progress if args.progress is not None else sys.stderr.isatty()
+
+
 def progress_for(args: argparse.Namespace, desc: str):
     """A progress bar context (or a null context yielding None) as the flags ask."""
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    if not show:
+    if not show_progress(args):
         return contextlib.nullcontext(None)
     from mlxload.writer.progress import ProgressBar
 
@@ -63,15 +68,5 @@ def run_main(
     run: Callable[[argparse.Namespace], int],
     argv: Sequence[str] | None,
 ) -> int:
-    """Parse ``argv`` for one verb and run it, reporting mlxload errors without a traceback."""
-    parser = argparse.ArgumentParser(prog=f"mlxload {prog}")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(run(args) or 0)
-    except MlxloadError as e:
-        print(f"mlxload {prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"mlxload {prog}: interrupted; run it again to continue", file=sys.stderr)
-        return 130
+    """Parse ``argv`` for one verb and run it under the command line's one error handler."""
+    return verb_main(prog, add_arguments, run, argv)

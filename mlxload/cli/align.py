@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mlxload.cli._writing import add_common, progress_for, report, run_main
+from mlxload.cli._writing import add_common, progress_for, report, run_main, show_progress
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -28,7 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from mlxload.writer import align, alignment_report
 
     with progress_for(args, "align") as bar:
-        result = align(args.src, args.out, force=args.force, progress=bar)
+        result = align(
+            args.src,
+            args.out,
+            force=args.force,
+            progress=bar,
+            download_progress=show_progress(args),
+        )
     report("align", result)
     target = args.out if args.out is not None else args.src
     if result.outputs or result.unchanged:

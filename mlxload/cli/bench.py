@@ -15,7 +15,12 @@ from pathlib import Path
 __all__ = ["add_arguments", "main", "run"]
 
 
+BITS = (2, 3, 4, 5, 6, 8)
+"""Quantization bits MLX supports, for the synthetic model."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlxload.backend import FLOAT_DTYPES
     from mlxload.bench.worker import LOADERS
     from mlxload.synthetic import DEFAULT_SIZE, SIZES
 
@@ -27,9 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", choices=list(SIZES), default=DEFAULT_SIZE, help="synthetic model size"
     )
-    parser.add_argument("--bits", type=int, default=4, help="synthetic model quantization bits")
+    parser.add_argument(
+        "--bits", type=int, choices=BITS, default=4, help="synthetic model quantization bits"
+    )
     parser.add_argument("--prompt", default=None, help="fixed prompt for TTFT")
-    parser.add_argument("--dtype", default=None, help="mlxload compute dtype (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        choices=list(FLOAT_DTYPES),
+        default=None,
+        help="mlxload compute dtype (default: auto)",
+    )
     parser.add_argument(
         "--loaders", nargs="+", choices=LOADERS, default=list(LOADERS), help="loaders to run"
     )
@@ -51,7 +63,32 @@ def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
     from mlxload.hub.locate import resolve
 
     local = resolve(args.model)
-    return (Path(args.model) if local is None else local), None
+    model = Path(args.model) if local is None else local
+    _check_model(model)
+    return model, None
+
+
+def _check_model(model: Path) -> None:
+    """Fail before any worker runs when ``model`` is no mlx-lm checkpoint directory."""
+    from mlxload.errors import MlxloadError
+    from mlxload.shards import checkpoint_files
+
+    if not model.exists():
+        raise MlxloadError(f"{model}: no such file or directory")
+    if not model.is_dir():
+        raise MlxloadError(
+            f"{model}: not a directory; bench needs a model directory (config.json, weights, "
+            "tokenizer)"
+        )
+    if not (model / "config.json").is_file():
+        raise MlxloadError(
+            f"{model}: no config.json; bench needs a model directory as mlx-lm loads it "
+            "(config.json, weights, tokenizer)"
+        )
+    try:
+        checkpoint_files(model)
+    except FileNotFoundError as e:
+        raise MlxloadError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mlxload bench`` with its own argument list."""
-    parser = argparse.ArgumentParser(prog="mlxload bench", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Run ``mlxload bench`` with its own argument list; returns the exit code."""
+    from mlxload.cli._main import verb_main
+
+    return verb_main("bench", add_arguments, run, argv, __doc__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

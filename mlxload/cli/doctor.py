@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mlxload doctor`` with its own argument list."""
-    parser = argparse.ArgumentParser(prog="mlxload doctor", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Run ``mlxload doctor`` with its own argument list; returns the exit code."""
+    from mlxload.cli._main import verb_main
+
+    return verb_main("doctor", add_arguments, run, argv, __doc__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,18 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mlxload download`` on its own. Returns the exit code (1 on an mlxload error)."""
-    parser = argparse.ArgumentParser(prog="mlxload download", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MlxloadError as e:
-        print(f"mlxload download: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mlxload download: interrupted (run again to resume)", file=sys.stderr)
-        return 130
+    from mlxload.cli._main import verb_main
+
+    return verb_main("download", add_arguments, run, argv, __doc__)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    raise SystemExit(main())

@@ -15,8 +15,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a .safetensors file, a directory, an index, or hf://org/repo")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--limit", type=int, default=None, help="list at most this many tensors (totals cover all)"
+        "--limit",
+        type=_non_negative,
+        default=None,
+        help="list at most this many tensors (totals cover all)",
     )
+
+
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def _human(n: float) -> str:
@@ -57,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             + "\n"
         )
         return 0
-    width = max((len(i.name) for i in shown), default=4)
+    width = max([4, *(len(i.name) for i in shown)])  # at least the header's "name"
     print(f"{'name':<{width}}  {'dtype':<8} {'shape':<20} {'bytes':>10}  aligned")
     for i in shown:
         shape = "x".join(map(str, i.shape)) or "scalar"
@@ -76,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mlxload inspect`` with its own argument list."""
-    parser = argparse.ArgumentParser(prog="mlxload inspect", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Run ``mlxload inspect`` with its own argument list; returns the exit code."""
+    from mlxload.cli._main import verb_main
+
+    return verb_main("inspect", add_arguments, run, argv, __doc__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mlxload.cli._writing import add_common, progress_for, report, run_main
+from mlxload.cli._writing import add_common, progress_for, report, run_main, show_progress
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -23,7 +23,12 @@ def run(args: argparse.Namespace) -> int:
 
     with progress_for(args, "merge") as bar:
         result = merge(
-            args.src, args.out, force=args.force, on_conflict=args.on_conflict, progress=bar
+            args.src,
+            args.out,
+            force=args.force,
+            on_conflict=args.on_conflict,
+            progress=bar,
+            download_progress=show_progress(args),
         )
     report("merge", result)
     return 0

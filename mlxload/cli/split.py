@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mlxload.cli._writing import add_common, progress_for, report, run_main
+from mlxload.cli._writing import add_common, progress_for, report, run_main, show_progress
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             on_conflict=args.on_conflict,
             progress=bar,
+            download_progress=show_progress(args),
         )
     report("split", result)
     return 0

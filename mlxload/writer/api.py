@@ -25,6 +25,7 @@ def merge(
     force: bool = False,
     on_conflict: str = "error",
     progress: Progress | None = None,
+    download_progress: bool | None = None,
 ) -> WriteResult:
     """Merge a checkpoint's shards into one aligned safetensors file.
 
@@ -35,6 +36,8 @@ def merge(
         on_conflict: Shards disagreeing on a ``__metadata__`` key: ``"error"``, ``"first"``,
             ``"last"``.
         progress: ``progress(done_bytes, total_bytes, tensor_name)`` after each tensor.
+        download_progress: For an ``hf://`` source, show the Hub download's progress bar
+            (``None``: the Hub's default).
 
     Returns:
         A :class:`~mlxload.writer.execute.WriteResult`.
@@ -43,7 +46,7 @@ def merge(
         OutputExistsError, InsufficientSpaceError, WriteFailedError, MetadataConflictError,
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
     """
-    source = open_source(src)
+    source = open_source(src, progress=download_progress)
     out = Path(out)
     if out.is_dir():
         out = out / "model.safetensors"
@@ -58,6 +61,7 @@ def split(
     force: bool = False,
     on_conflict: str = "error",
     progress: Progress | None = None,
+    download_progress: bool | None = None,
 ) -> WriteResult:
     """Split a checkpoint into aligned shards of at most ``max_shard_size`` plus an index.
 
@@ -71,7 +75,7 @@ def split(
             ``"500MB"``, ``"1.5GiB"``. A single larger tensor gets a shard of its own.
         force: Replace existing shards and index.
         on_conflict: As for :func:`merge`.
-        progress: As for :func:`merge`.
+        progress, download_progress: As for :func:`merge`.
 
     Returns:
         A :class:`~mlxload.writer.execute.WriteResult`.
@@ -80,7 +84,7 @@ def split(
         InvalidSizeError: bad ``max_shard_size``; and the errors of :func:`merge`.
     """
     limit = parse_size(max_shard_size)
-    source = open_source(src)
+    source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
     return execute(plan, force=force, progress=progress)
 
@@ -91,6 +95,7 @@ def align(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    download_progress: bool | None = None,
 ) -> WriteResult:
     """Rewrite a checkpoint so every tensor is naturally aligned (zero-copy ready).
 
@@ -99,11 +104,12 @@ def align(
 
     Args:
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
-        out: Where to write (a file for a single-file source, else a directory). ``None``
-            rewrites ``src`` in place: each file is swapped in atomically only once complete;
-            files already in the aligned layout are left alone.
+        out: Where to write: for a ``src`` that is one ``.safetensors`` file, a file path or
+            a directory (one that exists or ends with ``/``); else a directory. ``None`` (or
+            ``src`` itself) rewrites ``src`` in place: each file is swapped in atomically only
+            once complete; files already in the aligned layout are left alone.
         force: Replace existing outputs (not needed in place).
-        progress: As for :func:`merge`.
+        progress, download_progress: As for :func:`merge`.
 
     Returns:
         A :class:`~mlxload.writer.execute.WriteResult` (``unchanged`` lists files skipped).
@@ -112,11 +118,14 @@ def align(
         WriterError: in place on an ``hf://`` source (it would rewrite the Hub cache); and the
             errors of :func:`merge`.
     """
-    source = open_source(src)
+    refusal = WriterError(
+        f"{src}: refusing to align the Hugging Face cache in place; give an output "
+        "directory (mlxload align SRC OUT)"
+    )
+    if out is None and os.fspath(src).startswith("hf://"):
+        raise refusal  # before downloading anything
+    source = open_source(src, progress=download_progress)
     if out is None and source.remote:
-        raise WriterError(
-            f"{src}: refusing to align the Hugging Face cache in place; give an output "
-            "directory (mlxload align SRC OUT)"
-        )
-    plan = plan_align(source, None if out is None else Path(out))
+        raise refusal
+    plan = plan_align(source, out)
     return execute(plan, force=force, progress=progress)

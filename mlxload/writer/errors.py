@@ -13,6 +13,7 @@ __all__ = [
     "InvalidSizeError",
     "MetadataConflictError",
     "OutputExistsError",
+    "OutputIsSourceError",
     "SourceNotFoundError",
     "WriteFailedError",
     "WriterError",
@@ -27,11 +28,23 @@ class OutputExistsError(WriterError, FileExistsError):
     """An output file already exists and ``force`` was not given."""
 
 
-class InsufficientSpaceError(WriterError, OSError):
+class OutputIsSourceError(WriterError, ValueError):
+    """An output would replace one of the source files it is made from (merge/split into the
+    source's own files); only ``align`` may rewrite a file in place."""
+
+
+class _OSErrorMessage(WriterError, OSError):
+    """Built as ``Error(errno, message)``: ``errno`` is kept, ``str()`` is the message alone."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()
+
+
+class InsufficientSpaceError(_OSErrorMessage):
     """The destination's free space is less than the output needs (checked before writing)."""
 
 
-class WriteFailedError(WriterError, OSError):
+class WriteFailedError(_OSErrorMessage):
     """Writing failed (disk full, file too large, I/O error); temporary files were removed."""
 
 

@@ -5,8 +5,12 @@ first, then tensors file-to-file (:func:`~.copy.copy_range`), flushed, and renam
 final name with ``os.replace``; the index goes last, the same way. A journal
 (``.<name>.mlxload-journal``) records the flushed progress so a killed run can be rerun and
 continue after the last completed tensor. On an error the temporary file and its journal are
-removed and a :class:`~.errors.WriterError` is raised; a final name only ever holds a
-complete file.
+removed (and the journals of outputs already committed) and a :class:`~.errors.WriterError`
+is raised; a final name only ever holds a complete file.
+
+Every source is opened before the first write and read only through those descriptors, and an
+output may not replace a source file it is made from (align alone rewrites a file from itself),
+so the bytes copied are always the planned ones.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from pathlib import Path
 
 from mlxload.errors import FileChangedError
 from mlxload.writer.copy import copy_range
-from mlxload.writer.errors import InsufficientSpaceError, OutputExistsError, WriteFailedError
+from mlxload.writer.errors import (
+    InsufficientSpaceError,
+    OutputExistsError,
+    OutputIsSourceError,
+    WriteFailedError,
+)
 from mlxload.writer.flush import WRITEBACK_CHUNK, data_sync, full_fsync, start_writeback
 from mlxload.writer.journal import JournalState, load_journal, remove_quietly, save_journal
 from mlxload.writer.layout import Placed
@@ -91,10 +100,13 @@ def execute(
 
     Raises:
         OutputExistsError: an output exists and neither ``force`` nor ``plan.in_place``.
+        OutputIsSourceError: an output would replace a source file it is read from (only
+            align may rewrite a file from itself).
         InsufficientSpaceError: the destination lacks the space needed (nothing written).
         WriteFailedError: writing failed (disk full, size limit, I/O error).
         FileChangedError: a source changed while being copied.
     """
+    _check_sources(plan)
     states = _journal_states(plan)
     _check_overwrite(plan, states, force or plan.in_place)
     _check_space(plan, states)
@@ -105,18 +117,63 @@ def execute(
     )
     run = _Run(plan, progress, result)
     try:
+        # Every source is opened before the first write and read through these descriptors
+        # only, so the data always comes from the files as they were planned.
+        run.open_sources()
         for output in plan.outputs:
-            output.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                output.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                _reraise(e, output.path)
             run.write(output, states[output.path])
             result.outputs.append(output.path)
         if plan.index is not None and plan.index_path is not None:
             _write_small_atomically(plan.index_path, plan.index)
             result.index = plan.index_path
+    except KeyboardInterrupt:
+        raise  # journals stay: rerunning continues (and skips the outputs already committed)
+    except BaseException:
+        # A failed run is not resumed: drop the journals of the outputs it did commit.
+        remove_quietly(*(journal_path(p) for p in result.outputs))
+        raise
     finally:
         run.close()
-    for output in plan.outputs:
-        remove_quietly(journal_path(output.path))
+    remove_quietly(*(journal_path(o.path) for o in plan.outputs))
     return result
+
+
+def _check_sources(plan: WritePlan) -> None:
+    """Refuse an output that is one of the source files other outputs (or itself, unless
+    it is its only source: align) are read from.
+
+    Replacing such a file midway would leave a directory mixing new and old shards that no
+    rerun could resume from; only ``align`` rewrites files in place, each from itself alone.
+    """
+    identity: dict[tuple[int, int], Path] = {}
+    for src in {p for output in plan.outputs for p in output.sources.values()}:
+        st = os.stat(src)
+        identity[(st.st_dev, st.st_ino)] = src
+    for output in plan.outputs:
+        try:
+            st = os.stat(output.path)
+        except OSError:
+            continue
+        src = identity.get((st.st_dev, st.st_ino))
+        if src is None:
+            continue
+        own = set(output.sources.values())
+        if plan.kind == "align" and len(own) == 1 and os.path.samefile(next(iter(own)), src):
+            continue  # align: the file is rewritten from itself only
+        same = "" if _same_path(output.path, src) else f" (the same file as {src})"
+        raise OutputIsSourceError(
+            f"{output.path} is a source file of this {plan.kind}{same}: writing it would "
+            "replace tensor data still to be read; write to another directory or file name"
+            + ("" if plan.kind == "align" else " (mlxload align rewrites files in place)")
+        )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _journal_states(plan: WritePlan) -> dict[Path, tuple[str, JournalState | None]]:
@@ -193,6 +250,7 @@ class _Run:
     """State shared across the outputs of one execute(): open sources, progress, test hook."""
 
     def __init__(self, plan: WritePlan, progress: Progress | None, result: WriteResult) -> None:
+        self.plan = plan
         self.progress = progress
         self.result = result
         self.total = plan.total_size
@@ -203,16 +261,20 @@ class _Run:
         pause = os.environ.get(PAUSE_ENV)
         self.pause_after = int(pause) if pause else None
 
+    def open_sources(self) -> None:
+        """Open every source file now, before anything is written (see :func:`execute`)."""
+        for output in self.plan.outputs:
+            for path in output.sources.values():
+                if path not in self.fds:
+                    self.fds[path] = os.open(path, os.O_RDONLY)
+
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
 
     def source_fd(self, path: Path) -> int:
-        fd = self.fds.get(path)
-        if fd is None:
-            fd = self.fds[path] = os.open(path, os.O_RDONLY)
-        return fd
+        return self.fds[path]  # opened up front by open_sources
 
     def write(self, output: OutputPlan, digest_state: tuple[str, JournalState | None]) -> None:
         digest, state = digest_state
@@ -220,13 +282,13 @@ class _Run:
             self._skip(output, len(output.tensors), output.data_size)
             return
         tmp, jpath = temp_path(output.path), journal_path(output.path)
-        if state is None or not _temp_holds(tmp, output, state):
-            remove_quietly(tmp, jpath)
-            state = JournalState(digest)
-        elif state.tensors_done:
-            state.resumes += 1
-            self._skip(output, state.tensors_done, state.bytes_done)
         try:
+            if state is None or not _temp_holds(tmp, output, state):
+                remove_quietly(tmp, jpath)
+                state = JournalState(digest)
+            elif state.tensors_done:
+                state.resumes += 1
+                self._skip(output, state.tensors_done, state.bytes_done)
             self._write_temp(output, tmp, jpath, state)
             state.complete = True  # all flushed: after a kill from here on the file is done
             save_journal(jpath, state)

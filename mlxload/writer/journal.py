@@ -74,7 +74,8 @@ def save_journal(path: Path, state: JournalState) -> None:
 
 
 def remove_quietly(*paths: Path) -> None:
-    """Remove files that may not exist."""
+    """Remove files that may not exist, ignoring every OS error (a read-only or vanished
+    directory): cleanup never hides the error that made it necessary."""
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()

@@ -197,24 +197,34 @@ def _padded(raw: int) -> int:
     return -(-(8 + raw) // PAGE_SIZE) * PAGE_SIZE
 
 
-def plan_align(source: Source, out: Path | None) -> WritePlan:
+def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
     """Each source file rewritten aligned, same name, same tensors and metadata; index too.
 
     Args:
         source: The checkpoint.
-        out: ``None`` to replace the files in place; a file path (single-file source) or a
-            directory.
+        out: ``None`` to replace the files in place. For a source given as one
+            ``.safetensors`` file, a file path, or a directory when it exists or ends with
+            ``/`` (the file keeps its name there); for any other source, a directory. An
+            ``out`` that is the source itself also rewrites in place.
     """
     files = source.files
     in_place = out is None
-    if not in_place and len(files.files) == 1 and files.index_path is None:
-        out_dir = out.parent if not out.is_dir() else out
-        targets = {files.files[0]: out if not out.is_dir() else out / files.files[0].name}
+    single = source.path is not None and source.path.is_file() and files.index_path is None
+    if in_place:
+        out_dir = files.root
+        targets = {f: f for f in files.files}
+    elif single:
+        spec = os.fspath(out)
+        out = Path(out)
+        as_dir = out.is_dir() or spec.endswith(("/", os.sep))
+        target = out / files.files[0].name if as_dir else out
+        out_dir = target.parent
+        targets = {files.files[0]: target}
+        in_place = _same_entry(target, files.files[0])
     else:
-        out_dir = files.root if in_place else out
+        out_dir = Path(out)
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
-        if not in_place and out_dir.resolve() == files.root.resolve():
-            in_place = True
+        in_place = out_dir.resolve() == files.root.resolve()
     outputs, unchanged = [], []
     for header in source.headers:
         plan = _output(targets[header.path], source, list(header.tensors.values()), header.metadata)
@@ -240,6 +250,11 @@ def plan_align(source: Source, out: Path | None) -> WritePlan:
         else:
             index_path = None
     return WritePlan("align", outputs, index_path, index, in_place, unchanged)
+
+
+def _same_entry(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name the same directory entry (through symlinked directories too)."""
+    return Path(os.path.realpath(a.parent)) / a.name == Path(os.path.realpath(b.parent)) / b.name
 
 
 def _same_layout(header: FileHeader, plan: OutputPlan) -> bool:

@@ -29,6 +29,7 @@ class Source:
         files: The checkpoint's :class:`~mlxload.shards.CheckpointFiles`.
         headers: One validated header per shard, in ``files.files`` order.
         remote: True when it was resolved from an ``hf://`` (Hub cache) spec.
+        path: The local path it was opened from (a file, a directory or an index).
         tensors: Every tensor by name (checked unique across shards).
         shard_of: Tensor name -> the shard file holding it.
     """
@@ -36,6 +37,7 @@ class Source:
     files: CheckpointFiles
     headers: list[FileHeader]
     remote: bool = False
+    path: Path | None = None
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     shard_of: dict[str, Path] = field(default_factory=dict)
 
@@ -44,11 +46,12 @@ class Source:
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def resolve_source(src: str | os.PathLike) -> tuple[Path, bool]:
+def resolve_source(src: str | os.PathLike, *, progress: bool | None = None) -> tuple[Path, bool]:
     """Turn a path or ``hf://org/repo[@rev]`` spec into a local path.
 
     Args:
         src: Local file/directory/index, or a Hub spec that ``mlxload.hub.resolve`` understands.
+        progress: Show the Hub download's progress bar (``None``: the Hub's default).
 
     Returns:
         ``(path, remote)``; ``remote`` is True when the Hub resolver supplied the path.
@@ -71,7 +74,7 @@ def resolve_source(src: str | os.PathLike) -> tuple[Path, bool]:
                 "installation lacks; download the repo and pass its local directory"
             ) from None
         raise SourceNotFoundError(f"{spec}: no such file or directory") from None
-    resolved = hub.resolve(spec)
+    resolved = hub.resolve(spec, progress=progress)
     if resolved is None:
         if Path(spec).exists():
             return Path(spec), False
@@ -79,8 +82,10 @@ def resolve_source(src: str | os.PathLike) -> tuple[Path, bool]:
     return Path(resolved), True
 
 
-def open_source(src: str | os.PathLike) -> Source:
+def open_source(src: str | os.PathLike, *, progress: bool | None = None) -> Source:
     """Resolve ``src``, read every shard header and check the shards agree with the index.
+
+    ``progress`` is passed to :func:`resolve_source` (the Hub download's progress bar).
 
     Raises:
         SourceNotFoundError: see :func:`resolve_source`.
@@ -88,13 +93,13 @@ def open_source(src: str | os.PathLike) -> Source:
         CheckpointError: the index and the shards disagree.
         SafetensorsError: a shard header is invalid.
     """
-    path, remote = resolve_source(src)
+    path, remote = resolve_source(src, progress=progress)
     try:
         files = checkpoint_files(path)
     except FileNotFoundError as e:
         raise SourceNotFoundError(str(e)) from None
     headers = [read_header(f) for f in files.files]
-    source = Source(files=files, headers=headers, remote=remote)
+    source = Source(files=files, headers=headers, remote=remote, path=path)
     for header in headers:
         for name, info in header.tensors.items():
             if name in source.tensors:

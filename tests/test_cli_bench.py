@@ -1,0 +1,53 @@
+"""``mlxload bench`` argument checks: bad values stop with one line, before any worker runs."""
+
+from __future__ import annotations
+
+import pytest
+
+import mlxload.bench
+from mlxload.cli import main as cli_main
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    def run_bench(*args, **kwargs):
+        raise AssertionError("a worker would have run")
+
+    monkeypatch.setattr(mlxload.bench, "run_bench", run_bench)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bits", "7"], "argument --bits: invalid choice: 7 (choose from 2, 3, 4, 5, 6, 8)"),
+        (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    ],
+)
+def test_bad_options_are_usage_errors(capsys, no_workers, argv, message):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["bench", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_directory_without_config_stops_before_the_workers(tmp_path, capsys, no_workers):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert cli_main(["bench", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"mlxload bench: error: {tmp_path}: no config.json; bench needs a model directory as "
+        "mlx-lm loads it (config.json, weights, tokenizer)\n"
+    )
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "no weights"])
+def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what):
+    model = tmp_path / "m"
+    if what == "file":
+        model.write_text("{}")
+    elif what == "no weights":
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+    assert cli_main(["bench", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlxload bench: error: {model}") and err.count("\n") == 1, err

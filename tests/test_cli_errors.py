@@ -1,0 +1,135 @@
+"""One error handler for ``mlxload VERB`` and every verb's own ``main``; Ctrl-C; inspect flags."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlx.core as mx
+import pytest
+from writer_fixtures import mixed_tensors, write_sharded
+
+from mlxload.cli import main as cli_main
+from mlxload.errors import MlxloadError
+from mlxload.writer import merge
+from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
+
+
+def _entry_point(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlxload", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=20), 2)
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxload", "merge", str(src), str(out), "--no-progress"],
+        env={**os.environ, PAUSE_ENV: "3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:  # the pause hook flushes the journal, then sleeps
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if json.loads(journal_path(out).read_bytes())["tensors_done"] >= 3:
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        assert time.monotonic() < deadline, "the merge never reached its pause"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr == "mlxload merge: interrupted (run the same command again to resume)\n"
+    assert stdout == ""
+    assert not out.exists()  # nothing under the final name
+    assert temp_path(out).exists() and journal_path(out).exists()
+    result = merge(src, out)
+    assert result.resumed_tensors == 3
+
+
+_FAILING = {
+    "inspect": ["{tmp}/missing.safetensors"],
+    "merge": ["{tmp}/missing", "{tmp}/o.safetensors", "--no-progress"],
+    "split": ["{tmp}/missing", "{tmp}/o", "--no-progress"],
+    "align": ["{tmp}/missing", "--no-progress"],
+    "download": ["org/model", "--workers", "0"],
+    "bench": ["{tmp}"],  # no config.json
+}
+
+
+@pytest.mark.parametrize("verb", sorted(_FAILING))
+def test_verb_main_and_entry_point_print_the_same_error_line(tmp_path, capsys, verb):
+    argv = [a.format(tmp=tmp_path) for a in _FAILING[verb]]
+    module = importlib.import_module(f"mlxload.cli.{verb}")
+    assert module.main(argv) == 1
+    own = capsys.readouterr().err
+    assert cli_main([verb, *argv]) == 1
+    top = capsys.readouterr().err
+    assert own == top
+    assert own.startswith(f"mlxload {verb}: error: ") and own.count("\n") == 1, own
+    assert "Traceback" not in own and "[Errno" not in own
+
+
+def test_entry_point_subprocess_prints_that_line_too(tmp_path, capsys):
+    argv = [str(tmp_path / "missing"), str(tmp_path / "o.safetensors"), "--no-progress"]
+    proc = _entry_point("merge", *argv)
+    from mlxload.cli import merge as merge_verb
+
+    assert merge_verb.main(argv) == 1
+    assert proc.returncode == 1 and proc.stderr == capsys.readouterr().err
+    assert proc.stderr.startswith("mlxload merge: error: ") and "no such file" in proc.stderr
+
+
+def test_doctor_errors_go_through_the_same_handler(monkeypatch, capsys):
+    import mlxload.doctor_checks
+    from mlxload.cli import doctor
+
+    def boom():
+        raise MlxloadError("the checks could not run")
+
+    monkeypatch.setattr(mlxload.doctor_checks, "run_checks", boom)
+    assert doctor.main([]) == 1
+    assert capsys.readouterr().err == "mlxload doctor: error: the checks could not run\n"
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlxload.doctor_checks, "run_checks", interrupted)
+    assert cli_main(["doctor"]) == 130
+    assert capsys.readouterr().err == "mlxload doctor: interrupted\n"  # nothing to resume
+
+
+def test_inspect_rejects_a_negative_limit(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.zeros((3,))})
+    with pytest.raises(SystemExit) as info:
+        cli_main(["inspect", str(path), "--limit", "-1"])
+    assert info.value.code == 2
+    assert "argument --limit: must be 0 or more, got -1" in capsys.readouterr().err
+    assert cli_main(["inspect", str(path), "--limit", "0"]) == 0
+    assert "... 1 more" in capsys.readouterr().out
+
+
+def test_inspect_table_columns_line_up_with_short_names(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.zeros((3,)), "ab": mx.zeros((2, 2))})
+    assert cli_main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0], lines[1:3]
+    assert header.startswith("name  dtype")
+    for row in rows:
+        assert row.index("F32") == header.index("dtype"), (header, row)

@@ -1,0 +1,244 @@
+"""Writing over the sources, read-only destinations, error messages, journals, align's OUT."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from writer_fixtures import (
+    assert_aligned,
+    checkpoint_bytes,
+    mixed_tensors,
+    tensor_bytes,
+    write_numpy_file,
+    write_sharded,
+)
+
+from mlxload.cli import main as cli_main
+from mlxload.shards import checkpoint_files
+from mlxload.writer import (
+    InsufficientSpaceError,
+    OutputExistsError,
+    OutputIsSourceError,
+    WriteFailedError,
+    align,
+    merge,
+    split,
+)
+from mlxload.writer import execute as execute_mod
+
+
+def _two_shards(root: Path) -> Path:
+    """The review's repro: shard 1 {b: uint8[100]}, shard 2 {d: int64[2000]}, and an index."""
+    root.mkdir()
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    save_file({"b": np.arange(100, dtype=np.uint8)}, str(root / names[0]))
+    save_file({"d": np.arange(2000, dtype=np.int64)}, str(root / names[1]))
+    index = {"metadata": {"total_size": 16100}, "weight_map": {"b": names[0], "d": names[1]}}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    return root
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+# --- outputs that are sources ------------------------------------------------------------
+
+
+def test_split_into_its_own_directory_is_refused_and_touches_nothing(tmp_path, capsys):
+    src = _two_shards(tmp_path / "inpl")
+    before = _files(src)
+    with pytest.raises(
+        OutputIsSourceError,
+        match=r"inpl/model-00001-of-00002\.safetensors is a source file of this split: writing "
+        r"it would replace tensor data still to be read; write to another directory",
+    ):
+        split(src, src, max_shard_size=20000, force=True)
+    assert _files(src) == before
+    args = ["split", str(src), str(src), "--max-shard-size", "20000", "--force"]
+    assert cli_main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mlxload split: error: ") and "is a source file of this split" in err
+    assert _files(src) == before
+
+
+def test_merge_onto_its_own_source_file_is_refused(tmp_path):
+    src = tmp_path / "one"
+    src.mkdir()
+    write_numpy_file(src / "model.safetensors")
+    before = _files(src)
+    with pytest.raises(OutputIsSourceError, match=r"mlxload align rewrites files in place"):
+        merge(src, src, force=True)  # OUT is a directory: src/model.safetensors
+    assert _files(src) == before
+
+
+def test_sources_are_opened_before_the_first_write(tmp_path):
+    """A source renamed over mid-run is still read from the file that was planned."""
+    src = _two_shards(tmp_path / "src")
+    expected = checkpoint_bytes(checkpoint_files(src).files)
+    swapped = []
+
+    def progress(done, total, name):
+        if not swapped:  # after the first tensor: replace the file of the other one
+            unread = src / (
+                "model-00001-of-00002.safetensors"
+                if name == "d"
+                else "model-00002-of-00002.safetensors"
+            )
+            other = tmp_path / "other.safetensors"
+            save_file({"zz": np.zeros(5000, dtype=np.int64)}, str(other))
+            os.replace(other, unread)
+            swapped.append(name)
+
+    result = split(src, tmp_path / "out", max_shard_size=20000, progress=progress)
+    assert swapped and len(result.outputs) == 2
+    assert checkpoint_bytes(result.outputs) == expected
+
+
+# --- read-only destinations and cleanup ----------------------------------------------------
+
+
+def _read_only(monkeypatch, root: Path, code: int = errno.EROFS) -> None:
+    """Make writes under ``root`` fail as a read-only mount does (tests run as root)."""
+    real_open, real_unlink, real_mkdir = os.open, os.unlink, os.mkdir
+    inside = lambda p: str(os.path.abspath(p)).startswith(str(root))  # noqa: E731
+
+    def fake_open(path, flags, *args, **kwargs):
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_unlink(path, *args, **kwargs):
+        if inside(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+        if inside(path):
+            if os.path.exists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "unlink", fake_unlink)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+
+def test_read_only_destination_is_a_write_failed_error(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    dest = tmp_path / "ro"
+    dest.mkdir()
+    _read_only(monkeypatch, dest)
+    with pytest.raises(WriteFailedError) as info:
+        merge(src, dest / "m.safetensors")
+    assert info.value.errno == errno.EROFS
+    assert str(info.value) == (
+        f"writing {dest / 'm.safetensors'} failed: the destination is read-only "
+        "(Read-only file system); the partial output was removed and nothing was written "
+        "under that name"
+    )
+    with pytest.raises(WriteFailedError, match=r"ro/sub/m\.safetensors failed: the destination"):
+        merge(src, dest / "sub" / "m.safetensors")  # the directory can't be created either
+    assert list(dest.iterdir()) == []
+
+
+def test_failing_cleanup_does_not_hide_the_error(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "out" / "m.safetensors"
+    real_unlink = os.unlink
+
+    def no_unlink(path, *args, **kwargs):
+        if str(path).startswith(str(out.parent)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "unlink", no_unlink)
+    monkeypatch.setattr(execute_mod, "copy_range", full)
+    with pytest.raises(WriteFailedError, match="failed: the disk is full") as info:
+        merge(src, out)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_os_error_messages_have_no_errno_prefix(tmp_path, monkeypatch):
+    e = WriteFailedError(errno.EIO, "writing x failed")
+    assert str(e) == "writing x failed" and e.errno == errno.EIO
+    assert str(InsufficientSpaceError(errno.ENOSPC, "not enough")) == "not enough"
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    usage = type("U", (), {"free": 10})
+    monkeypatch.setattr(execute_mod.shutil, "disk_usage", lambda p: usage)
+    with pytest.raises(InsufficientSpaceError) as info:
+        merge(src, tmp_path / "m.safetensors")
+    assert str(info.value).startswith("not enough free space in ")
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_failed_run_leaves_no_journal_of_the_outputs_it_finished(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    out = tmp_path / "out"
+    real = execute_mod._Run._write_temp
+    calls = []
+
+    def fail_in_second_output(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(execute_mod._Run, "_write_temp", fail_in_second_output)
+    with pytest.raises(WriteFailedError, match="an I/O error occurred"):
+        split(src, out, max_shard_size="20KiB")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["model-00001-of-00004.safetensors"], names  # the one it completed
+    monkeypatch.undo()
+    with pytest.raises(OutputExistsError):
+        split(src, out, max_shard_size="20KiB")
+    split(src, out, max_shard_size="20KiB", force=True)
+
+
+# --- align: what OUT means ---------------------------------------------------------------
+
+
+def test_align_one_file_directory_to_a_new_directory(tmp_path):
+    src = tmp_path / "onedir"
+    src.mkdir()
+    write_numpy_file(src / "model.safetensors")
+    result = align(src, tmp_path / "outdir_new")
+    assert (tmp_path / "outdir_new").is_dir()
+    assert result.outputs == [tmp_path / "outdir_new" / "model.safetensors"]
+    assert tensor_bytes(result.outputs[0]) == tensor_bytes(src / "model.safetensors")
+    assert_aligned(result.outputs[0])
+
+
+def test_align_file_to_a_path_ending_in_a_slash_makes_a_directory(tmp_path):
+    src = write_numpy_file(tmp_path / "single.safetensors")
+    result = align(src, f"{tmp_path / 'newdir'}/")
+    assert result.outputs == [tmp_path / "newdir" / "single.safetensors"]
+    assert_aligned(result.outputs[0])
+    plain = align(src, tmp_path / "named.safetensors")  # no slash: a file name
+    assert plain.outputs == [tmp_path / "named.safetensors"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_align_onto_itself_is_in_place(tmp_path, kind):
+    root = tmp_path / "onedir"
+    root.mkdir()
+    file = write_numpy_file(root / "model.safetensors")
+    before = tensor_bytes(file)
+    target = root if kind == "directory" else file
+    result = align(target, target)  # no force needed, as for align(target)
+    assert result.outputs == [file]
+    assert_aligned(file)
+    assert tensor_bytes(file) == before
+    assert sorted(p.name for p in root.iterdir()) == ["model.safetensors"]
+    again = align(target, target)
+    assert again.outputs == [] and again.unchanged == [file]
