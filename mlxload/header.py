@@ -29,6 +29,7 @@ from math import prod
 from operator import itemgetter, mul, sub
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from mlxload.dtypes import DTYPES
@@ -405,7 +406,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         return None
     names = list(obj)
     if begins[1:] != ends[:-1]:  # not already in offset order (mx.save_safetensors, ...)
-        order = sorted(range(len(names)), key=begins.__getitem__)
+        order = np.lexsort((np.array(ends), np.array(begins))).tolist()  # by (begin, end)
         pick = itemgetter(*order) if len(order) > 1 else lambda seq: (seq[order[0]],)
         names, dtypes, shapes = list(pick(names)), list(pick(dtypes)), list(pick(shapes))
         begins, ends = list(pick(begins)), list(pick(ends))
