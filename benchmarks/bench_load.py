@@ -132,10 +132,23 @@ def rss_growth_on_open(path: Path) -> int:
     return int(subprocess.check_output([sys.executable, "-c", code], text=True))
 
 
-def bench_materialize(path: Path, reps: int) -> dict:
+def drop_page_cache() -> bool:
+    """Empty the page cache (needs root and a writable /proc/sys/vm/drop_caches)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def bench_materialize(path: Path, reps: int, cold: bool = False) -> dict:
     size = path.stat().st_size
+    if cold and not drop_page_cache():
+        raise SystemExit("--cold needs root and a writable /proc/sys/vm/drop_caches")
     with open(path, "rb") as f:  # warm the page cache
-        while f.read(64 << 20):
+        while not cold and f.read(64 << 20):
             pass
     runs: dict[str, list[tuple[float, int, int]]] = {
         "mx.load": [],
@@ -144,6 +157,8 @@ def bench_materialize(path: Path, reps: int) -> dict:
     }
     for _ in range(reps):
         for method in runs:
+            if cold:
+                drop_page_cache()
             out = subprocess.check_output(
                 [sys.executable, "-c", _CHILD, method, str(path)], text=True
             ).split()
@@ -162,7 +177,7 @@ def bench_materialize(path: Path, reps: int) -> dict:
         result["mlxload"]["gb_per_s"] / result["mx.load"]["gb_per_s"]
     )
     result["file_bytes"] = size
-    result["page_cache"] = "warm"
+    result["page_cache"] = "cold (dropped before each run)" if cold else "warm"
     return result
 
 
@@ -171,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--cold", action="store_true", help="drop the page cache before each run (needs root)"
+    )
     args = parser.parse_args(argv)
 
     big = _make_big(args.size_gb)
     report = {
         "open_5000_tensors": bench_open(args.reps),
         "rss_growth_opening_big_file_bytes": rss_growth_on_open(big),
-        "materialize": bench_materialize(big, args.reps),
+        "materialize": bench_materialize(big, args.reps, cold=args.cold),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['rss_growth_opening_big_file_bytes'] / 1e6:.2f} MB")  # fmt: skip
     m = report["materialize"]
     gb = m["file_bytes"] / 1e9
-    print(f"\nmaterialize all ({gb:.2f} GB fp16, warm cache, fresh process each)")
+    print(f"\nmaterialize all ({gb:.2f} GB fp16, {m['page_cache']} page cache, fresh process each)")
     for name in ("mx.load", "mlxload", "mmap+mx.array"):
         r = m[name]
         grown = (r["peak_rss_bytes"] - r["rss_before_load_bytes"]) / m["file_bytes"]
