@@ -35,8 +35,13 @@ def test_json_fields(result):
     assert result["errors"] == []
     assert result["reps"] == 1 and result["page_cache"].startswith("warm")
     env = result["environment"]
-    assert env["backend"] == "cpu" and env["zero_copy"] is False
-    assert env["compute_dtype"] == "float32" and env["mlx"] and env["mlx_lm"]
+    from mlxload.backend import backend
+    from mlxload.tensor_file import zero_copy_supported
+
+    assert env["backend"] == backend() and env["zero_copy"] is zero_copy_supported()
+    # float32 on the CPU backend; the checkpoint's float16 on GPUs
+    assert env["compute_dtype"] == ("float32" if backend() == "cpu" else "float16")
+    assert env["mlx"] and env["mlx_lm"]
     assert result["model"]["files"] == 3 and result["model"]["synthetic"]["name"] == "tiny"
     assert set(result["results"]) == {"mlxload", "mx.load", "mlx_lm", "mlx_lm+dtype"}
 
