@@ -113,11 +113,12 @@ def model_recipe(
         raise ModelLoadError(f"{root}/config.json: must be a JSON object")
     if model_config:
         config.update(model_config)
-    text_config = config.get("text_config") or {}
-    if "quantization_config" not in config and "quantization_config" in text_config:
-        config["quantization_config"] = text_config["quantization_config"]
     model_class, args_class = model_classes(utils, config, root)
-    qconfig = find_quantization_config(root)
+    if model_config and {"quantization", "quantization_config"} & model_config.keys():
+        # the caller overrides quantization: read it from the merged config, not the file
+        qconfig = QuantizationConfig.from_model_config(config, source=f"{root}/config.json")
+    else:
+        qconfig = find_quantization_config(root)
     method = qconfig.quant_method if qconfig is not None else None
     if method is not None and not (repack and method in REPACKED_METHODS):
         raise ModelLoadError(

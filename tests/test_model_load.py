@@ -173,3 +173,14 @@ def test_malformed_config_json_is_a_model_load_error(cache, tmp_path):
     (path / "config.json").write_text('{"model_type": "llama",')
     with pytest.raises(ModelLoadError, match=r"config\.json: not valid JSON"):
         load_model(path)
+
+
+def test_model_config_can_override_quantization(cache):
+    """Overrides reach the quantization config too (as with mlx_lm.load's model_config)."""
+    path = tiny_checkpoint(cache)
+    quantization = json.loads((path / "config.json").read_text())["quantization"]
+    override = {**quantization, "model.layers.0.mlp.up_proj": False}
+    # The override says up_proj is float, but the checkpoint holds it quantized: if the
+    # override is read, the tensors can't fit; if it were ignored, loading would succeed.
+    with pytest.raises(ModelLoadError, match="don't fit the model"):
+        load_model(path, model_config={"quantization": override})
