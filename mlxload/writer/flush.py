@@ -14,7 +14,7 @@ import sys
 
 __all__ = ["WRITEBACK_CHUNK", "data_sync", "full_fsync", "start_writeback"]
 
-WRITEBACK_CHUNK = 64 << 20
+WRITEBACK_CHUNK = 16 << 20
 """Bytes copied between two writeback kicks."""
 
 _SYNC_FILE_RANGE_WRITE = 2
