@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from mlxload.dtypes import add_dtype
+
 __all__ = ["affine_dequantize_cpu", "unpack"]
 
 
@@ -74,11 +76,11 @@ def affine_dequantize_cpu(
     q = unpack(w, bits)
     row_len = q.shape[-1]
     q = q.reshape(*q.shape[:-1], row_len // group_size, group_size).astype(mx.float32)
-    add_dtype = scales.dtype if scales.dtype == biases.dtype else mx.float32
+    sum_dtype = add_dtype(scales.dtype, biases.dtype)
     qs = q * scales.astype(mx.float32)[..., None]
     if scales.dtype != mx.float32:
         qs = qs.astype(scales.dtype).astype(mx.float32)
     out = qs + biases.astype(mx.float32)[..., None]
-    if add_dtype != mx.float32:
-        out = out.astype(add_dtype)
+    if sum_dtype != mx.float32:
+        out = out.astype(sum_dtype)
     return out.astype(dtype).reshape(*w.shape[:-1], row_len)

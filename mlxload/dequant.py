@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from mlxload.backend import dtype_name
 from mlxload.cpu_dequant import affine_dequantize_cpu
+from mlxload.dtypes import add_dtype
 from mlxload.errors import MlxloadError
 from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES
 
@@ -57,12 +59,8 @@ class QuantizedDtypeError(DequantizeError):
     """A wrong dtype: packed weights not uint32, or scales, biases or output not a float."""
 
 
-def _dtype_name(d: mx.Dtype) -> str:
-    return str(d).removeprefix("mlx.core.")
-
-
 def _float_names() -> str:
-    return ", ".join(_dtype_name(d) for d in FLOAT_DTYPES)
+    return ", ".join(dtype_name(d) for d in FLOAT_DTYPES)
 
 
 def _validate(
@@ -85,15 +83,15 @@ def _validate(
     if biases is None:
         raise DequantizeError("affine dequantization needs biases (got biases=None)")
     if w.dtype != mx.uint32:
-        raise QuantizedDtypeError(f"packed weights must be uint32, got {_dtype_name(w.dtype)}")
+        raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
     for what, arr in (("scales", scales), ("biases", biases)):
         if arr.dtype not in FLOAT_DTYPES:
             raise QuantizedDtypeError(
-                f"{what} must be one of {_float_names()}, got {_dtype_name(arr.dtype)}"
+                f"{what} must be one of {_float_names()}, got {dtype_name(arr.dtype)}"
             )
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise QuantizedDtypeError(
-            f"output dtype must be one of {_float_names()}, got {_dtype_name(dtype)}"
+            f"output dtype must be one of {_float_names()}, got {dtype_name(dtype)}"
         )
     if w.ndim < 2:
         raise QuantizedShapeError(
@@ -117,7 +115,7 @@ def _validate(
         )
     if dtype is not None:
         return dtype
-    return scales.dtype if scales.dtype == biases.dtype else mx.float32
+    return add_dtype(scales.dtype, biases.dtype)
 
 
 def which_path() -> str:

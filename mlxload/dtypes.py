@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-__all__ = ["DTYPES", "DType", "convert_raw", "dtype_for_mlx"]
+__all__ = ["DTYPES", "DType", "add_dtype", "convert_raw", "dtype_for_mlx"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,9 @@ def convert_raw(raw: mx.array, dtype: str, target: mx.Dtype = mx.bfloat16) -> mx
     raise NotImplementedError(
         f"MLX offers no conversion from {dtype}; the tensor is available as raw uint8 bytes"
     )
+
+
+def add_dtype(a: mx.Dtype, b: mx.Dtype) -> mx.Dtype:
+    """MLX's result type of ``a + b`` for two of float16/bfloat16/float32 (dequantization adds
+    scaled values in the scales' dtype to biases, so this decides its last rounding)."""
+    return a if a == b else mx.float32  # float16 with bfloat16, or either with float32

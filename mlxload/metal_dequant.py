@@ -13,12 +13,12 @@ from typing import Any
 
 import mlx.core as mx
 
+from mlxload.dtypes import add_dtype
 from mlxload.kernel_sources import kernel_source
 
 __all__ = [
     "AFFINE_KERNEL",
     "VALUES_PER_THREAD",
-    "add_dtype",
     "affine_dequantize_metal",
     "clear_kernel_cache",
     "get_kernel",
@@ -60,13 +60,6 @@ def get_kernel(name: str) -> Any:
 def clear_kernel_cache() -> None:
     """Forget built kernels (for tests that swap ``mx.fast.metal_kernel``)."""
     get_kernel.cache_clear()
-
-
-def add_dtype(scales: mx.Dtype, biases: mx.Dtype) -> mx.Dtype:
-    """MLX's result type of ``scales + biases`` for the float dtypes mlxload accepts."""
-    if scales == biases:
-        return scales
-    return mx.float32  # float16 with bfloat16, or either with float32
 
 
 def launch_dims(rows: int, row_len: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

@@ -22,6 +22,7 @@ import re
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlxload.backend import dtype_name
 from mlxload.dequant import FLOAT_DTYPES
 from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, FP_MODES, MODES, QuantSpec
 from mlxload.quant_errors import QuantizedWeightError
@@ -123,7 +124,7 @@ class QuantizedWeight:
             )
         w, s, b = self.weight, self.scales, self.biases
         if w.dtype != mx.uint32:
-            raise self._fail(f"packed weight dtype is {_dt(w.dtype)}; expected uint32")
+            raise self._fail(f"packed weight dtype is {dtype_name(w.dtype)}; expected uint32")
         if w.ndim < 2:
             raise self._fail(f"packed weight shape {tuple(w.shape)} must have at least 2 dims")
         words = w.shape[-1]
@@ -150,7 +151,7 @@ class QuantizedWeight:
         if mode == "affine":
             if s.dtype not in _FLOAT_DTYPES:
                 raise self._fail(
-                    f"scales dtype is {_dt(s.dtype)}; affine scales are float16, bfloat16 "
+                    f"scales dtype is {dtype_name(s.dtype)}; affine scales are float16, bfloat16 "
                     "or float32"
                 )
             if b is None:
@@ -158,10 +159,12 @@ class QuantizedWeight:
             if tuple(b.shape) != want:
                 raise self._fail(f"biases shape {tuple(b.shape)} != scales shape {want}")
             if b.dtype != s.dtype:
-                raise self._fail(f"biases dtype {_dt(b.dtype)} != scales dtype {_dt(s.dtype)}")
+                raise self._fail(
+                    f"biases dtype {dtype_name(b.dtype)} != scales dtype {dtype_name(s.dtype)}"
+                )
         else:
             if s.dtype != mx.uint8:
-                raise self._fail(f"scales dtype is {_dt(s.dtype)}; {mode} scales are uint8")
+                raise self._fail(f"scales dtype is {dtype_name(s.dtype)}; {mode} scales are uint8")
             if b is not None:
                 raise self._fail(f"mode {mode} has no biases, but biases were given")
 
@@ -199,7 +202,7 @@ class QuantizedWeight:
 
     def __repr__(self) -> str:
         return (
-            f"QuantizedWeight({self.name!r}, shape={self.shape}, dtype={_dt(self.dtype)}, "
+            f"QuantizedWeight({self.name!r}, shape={self.shape}, dtype={dtype_name(self.dtype)}, "
             f"bits={self.bits}, group_size={self.group_size}, mode={self.mode!r}, "
             f"biases={self.biases is not None}, nbytes={self.nbytes})"
         )
@@ -298,10 +301,6 @@ class QuantizedWeight:
             module.bias = bias
         module.freeze()
         return module
-
-
-def _dt(dtype: mx.Dtype) -> str:
-    return str(dtype).removeprefix("mlx.core.")
 
 
 def _kernel_dequantize():  # -> Callable | None
