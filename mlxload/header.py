@@ -61,6 +61,7 @@ __all__ = [
     "FileHeader",
     "TensorInfo",
     "TensorTable",
+    "file_identity",
     "open_regular",
     "parse_header",
     "read_header",
@@ -223,6 +224,9 @@ class FileHeader:
         file_size: Size of the file when the header was read.
         tensors: Name -> info, in file (offset) order.
         metadata: ``__metadata__`` (empty when absent).
+        identity: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the file the header was read
+            from (None for bytes parsed without a file): whoever reads tensor bytes later
+            checks it, so one file's header is never paired with another file's data.
     """
 
     path: Path
@@ -230,6 +234,7 @@ class FileHeader:
     file_size: int
     tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
+    identity: tuple[int, int, int, int] | None = None
 
     @property
     def data_start(self) -> int:
@@ -285,7 +290,8 @@ def open_regular(path: Path) -> int:
 def read_header_fd(fd: int, path: Path) -> FileHeader:
     """Like :func:`read_header`, from an open descriptor: the header and the size checked come
     from the same file, even if the path is replaced meanwhile."""
-    file_size = os.fstat(fd).st_size
+    st = os.fstat(fd)
+    file_size = st.st_size
     prefix = os.pread(fd, 8, 0)
     if len(prefix) < 8:
         raise FileTooSmallError(
@@ -297,7 +303,14 @@ def read_header_fd(fd: int, path: Path) -> FileHeader:
     raw = os.pread(fd, n, 8)
     if len(raw) < n:
         raise HeaderLengthError(f"{path}: file shrank while its header was read; open it again")
-    return parse_header(raw, file_size=file_size, path=path)
+    header = parse_header(raw, file_size=file_size, path=path)
+    header.identity = file_identity(st)
+    return header
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells two versions of a file apart: device, inode, size, modification time."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _check_header_length(path: Path, n: int, file_size: int) -> None:

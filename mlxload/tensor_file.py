@@ -27,7 +27,13 @@ import numpy as np
 
 from mlxload.dtypes import DTYPES
 from mlxload.errors import FileChangedError, MlxloadError, TensorNotFoundError
-from mlxload.header import FileHeader, TensorInfo, open_regular, read_header_fd
+from mlxload.header import (
+    FileHeader,
+    TensorInfo,
+    file_identity,
+    open_regular,
+    read_header_fd,
+)
 from mlxload.segment_stream import SegmentStream
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
@@ -100,14 +106,8 @@ class TensorFile:
         # we open it can't pair one file's header with another file's bytes.
         self._fd = open_regular(self.path)
         try:
-            st = os.fstat(self._fd)
-            self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             self.header: FileHeader = read_header_fd(self._fd, self.path)
-            if self.header.file_size != st.st_size:
-                raise FileChangedError(
-                    f"{self.path}: file changed size while it was being opened "
-                    f"({st.st_size} -> {self.header.file_size} bytes); open it again"
-                )
+            self._identity = self.header.identity
         except BaseException:
             os.close(self._fd)
             self._fd = -1
@@ -173,8 +173,7 @@ class TensorFile:
         """
         if self._fd < 0:
             raise MlxloadError(f"{self.path}: file is closed")
-        st = os.fstat(self._fd)
-        now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        now = file_identity(os.fstat(self._fd))
         try:
             on_disk = os.stat(self.path)
             replaced = (on_disk.st_dev, on_disk.st_ino) != now[:2]

@@ -138,8 +138,15 @@ def test_source_truncated_during_copy(tmp_path, monkeypatch):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     plan = plan_merge(open_source(src), tmp_path / "m.safetensors")
     shard = src / "model-00002-of-00002.safetensors"
-    with open(shard, "r+b") as f:
-        f.truncate(shard.stat().st_size - 40)
+    run_class = execute_mod._Run
+    real_open = run_class.open_sources
+
+    def open_then_truncate(self):  # the sources are checked and open: now it shrinks
+        real_open(self)
+        with open(shard, "r+b") as f:
+            f.truncate(shard.stat().st_size - 40)
+
+    monkeypatch.setattr(run_class, "open_sources", open_then_truncate)
     with pytest.raises(FileChangedError, match="truncated or replaced during the copy"):
         execute_mod.execute(plan)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

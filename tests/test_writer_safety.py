@@ -242,3 +242,28 @@ def test_align_onto_itself_is_in_place(tmp_path, kind):
     assert sorted(p.name for p in root.iterdir()) == ["model.safetensors"]
     again = align(target, target)
     assert again.outputs == [] and again.unchanged == [file]
+
+
+def test_source_replaced_between_planning_and_copying_is_refused(tmp_path, monkeypatch):
+    """The plan's offsets come from one file's header; they must never be applied to another."""
+    import mlx.core as mx
+
+    from mlxload.errors import FileChangedError
+    from mlxload.writer import api
+
+    src = tmp_path / "src.safetensors"
+    mx.save_safetensors(str(src), {"a": mx.array([1.0, 2.0]), "b": mx.arange(4)})
+    other = tmp_path / "other.safetensors"
+    mx.save_safetensors(str(other), {"a": mx.array([7.0, 8.0]), "b": mx.arange(4) * 9})
+    real_plan = api.plan_merge
+
+    def plan_then_swap(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        os.replace(other, src)  # same size, other bytes: e.g. a download finishing meanwhile
+        return plan
+
+    monkeypatch.setattr(api, "plan_merge", plan_then_swap)
+    out = tmp_path / "merged.safetensors"
+    with pytest.raises(FileChangedError, match="source changed after its header was read"):
+        api.merge(src, out)
+    assert not out.exists()

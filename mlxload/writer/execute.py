@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxload.errors import FileChangedError
+from mlxload.header import file_identity
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
     InsufficientSpaceError,
@@ -262,11 +263,22 @@ class _Run:
         self.pause_after = int(pause) if pause else None
 
     def open_sources(self) -> None:
-        """Open every source file now, before anything is written (see :func:`execute`)."""
+        """Open every source file now, before anything is written (see :func:`execute`).
+
+        Raises:
+            FileChangedError: a source is no longer the file whose header was planned from.
+        """
         for output in self.plan.outputs:
             for path in output.sources.values():
-                if path not in self.fds:
-                    self.fds[path] = os.open(path, os.O_RDONLY)
+                if path in self.fds:
+                    continue
+                self.fds[path] = fd = os.open(path, os.O_RDONLY)
+                planned = output.source_identity.get(path)
+                if planned is not None and file_identity(os.fstat(fd)) != planned:
+                    raise FileChangedError(
+                        f"{path}: source changed after its header was read (replaced or "
+                        "modified); nothing was written — run the command again"
+                    )
 
     def close(self) -> None:
         for fd in self.fds.values():

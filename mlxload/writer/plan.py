@@ -40,12 +40,15 @@ class OutputPlan:
         header: Length prefix + padded header JSON (see :func:`~.layout.build_header`).
         tensors: Tensors in output order, each with its source file in ``sources``.
         sources: Tensor name -> source shard path.
+        source_identity: Source shard path -> identity of the file its header was read from
+            (see :func:`mlxload.header.file_identity`); checked when the sources are opened.
     """
 
     path: Path
     header: bytes
     tensors: list[Placed]
     sources: dict[str, Path]
+    source_identity: dict[Path, tuple] = field(default_factory=dict)
 
     @property
     def data_start(self) -> int:
@@ -110,6 +113,7 @@ def _output(path: Path, source: Source, infos: list[TensorInfo], metadata: dict)
         header=build_header(placed, metadata),
         tensors=placed,
         sources={p.name: source.shard_of[p.name] for p in placed},
+        source_identity={h.path: h.identity for h in source.headers},
     )
 
 
