@@ -11,7 +11,11 @@ reused. Each rep runs, side by side in alternating order:
 * ``cat`` of the shards into one file, and ``cat`` + ``sync FILE`` (the writer fsyncs);
 * ``mlxload.merge`` in a fresh Python process (wall time of the whole process, and of the
   ``merge`` call alone), plus the child's peak RSS;
-* ``cat`` of each shard into an output directory vs ``mlxload.align`` into one.
+* ``cat`` of each shard into an output directory vs ``mlxload.align`` into one;
+* the disk floor: the same number of bytes written from memory straight to the disk
+  (``O_DIRECT`` where the OS has it, 16 MiB writes) and fsynced, reading nothing. A writer
+  that must fsync cannot beat this; through the page cache the same writes were as fast at
+  best and up to 6x slower on this VM, so the floor is measured the steadier way.
 
 Reported: the median of each, the ratios, and peak RSS. Peak RSS is the child's ``VmHWM``
 on Linux (``ru_maxrss`` there carries over ``exec`` from the parent), ``ru_maxrss`` elsewhere.
@@ -40,8 +44,21 @@ t1 = time.perf_counter()
 verb, src, out = sys.argv[1:4]
 if verb == "merge":
     w.merge(src, out, force=True)
-else:
+elif verb == "align":
     w.align(src, out, force=True)
+else:  # "floor": put as many bytes as src holds on the disk, reading nothing (see run())
+    import mmap, os
+    left, block = int(src), 16 << 20
+    buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
+    buf.write(os.urandom(block))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0)
+    fd = os.open(out, flags, 0o644)
+    with memoryview(buf) as view:
+        while left > 0:
+            n = min(left, block)
+            left -= os.write(fd, view[: -(-n // 4096) * 4096])  # O_DIRECT: whole blocks
+    os.fsync(fd)
+    os.close(fd)
 t2 = time.perf_counter()
 peak = peak_rss_bytes()
 print(json.dumps({"import_s": t1 - t0, "call_s": t2 - t1, "peak": peak}))
@@ -109,9 +126,15 @@ def run(src: Path, work: Path, reps: int) -> dict:
     out_cat, out_merge = work / "cat.safetensors", work / "merged.safetensors"
     dir_cat, dir_align = work / "cat_dir", work / "aligned"
     times: dict[str, list[float]] = {
-        k: [] for k in ("cat", "cat_sync", "merge", "merge_call", "cat_each", "align", "align_call")
-    }
-    peaks: dict[str, list[int]] = {"merge": [], "align": []}
+        k: []
+        for k in (
+            "cat", "cat_sync", "merge", "merge_call", "cat_each", "align", "align_call", "floor",
+            "floor_call",
+        )
+    }  # fmt: skip
+    peaks: dict[str, list[int]] = {"merge": [], "align": [], "floor": []}
+    nbytes = sum(s.stat().st_size for s in shards)
+    out_floor = work / "floor.bin"
     for rep in range(reps + 1):  # rep 0 warms the page cache and is discarded
         jobs = {
             "cat": lambda: _timed(f"cat {quoted} > '{out_cat}'", shell=True),
@@ -129,10 +152,13 @@ def run(src: Path, work: Path, reps: int) -> dict:
             "align": lambda: _timed(
                 [sys.executable, "-c", _CHILD, "align", str(src), str(dir_align)]
             ),
+            "floor": lambda: _timed(
+                [sys.executable, "-c", _CHILD, "floor", str(nbytes), str(out_floor)]
+            ),
         }
         order = list(jobs) if rep % 2 else list(reversed(jobs))
         for name in order:
-            for p in (out_cat, out_merge, dir_cat, dir_align):
+            for p in (out_cat, out_merge, dir_cat, dir_align, out_floor):
                 _clear(p)
             subprocess.run(["sync"], check=True)
             seconds, stdout = jobs[name]()
@@ -143,11 +169,11 @@ def run(src: Path, work: Path, reps: int) -> dict:
                 child = json.loads(stdout)
                 times[f"{name}_call"].append(child["call_s"])
                 peaks[name].append(child["peak"])
-    for p in (out_cat, out_merge, dir_cat, dir_align):
+    for p in (out_cat, out_merge, dir_cat, dir_align, out_floor):
         _clear(p)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "bytes": sum(s.stat().st_size for s in shards),
+        "bytes": nbytes,
         "reps": reps,
         "median_s": med,
         "all_s": times,
@@ -156,6 +182,9 @@ def run(src: Path, work: Path, reps: int) -> dict:
             "merge/cat": med["merge"] / med["cat"],
             "merge_call/cat": med["merge_call"] / med["cat"],
             "merge/cat+sync": med["merge"] / med["cat_sync"],
+            "merge_call/floor_call": med["merge_call"] / med["floor_call"],
+            "floor_call/cat": med["floor_call"] / med["cat"],
+            "align_call/floor_call": med["align_call"] / med["floor_call"],
             "align/cat": med["align"] / med["cat_each"],
             "align_call/cat": med["align_call"] / med["cat_each"],
         },
@@ -187,6 +216,14 @@ def main() -> int:
         f"mlxload merge          {m['merge']:6.2f} s  (call {m['merge_call']:.2f} s)  "
         f"{r['merge/cat']:.2f}x cat, {r['merge/cat+sync']:.2f}x cat+sync  "
         f"peak RSS {result['peak_rss_mb']['merge']:.0f} MB"
+    )
+    print(
+        f"disk floor             {m['floor']:6.2f} s  (call {m['floor_call']:.2f} s)  "
+        f"{r['floor_call/cat']:.2f}x cat: the same bytes from memory to disk (O_DIRECT) + fsync"
+    )
+    print(
+        f"merge call / floor call {r['merge_call/floor_call']:.2f}x, "
+        f"align call / floor call {r['align_call/floor_call']:.2f}x"
     )
     print(f"cat each shard         {m['cat_each']:6.2f} s")
     print(
