@@ -205,6 +205,10 @@ def test_hub_spec_goes_through_mlxload_hub_resolve(tmp_path, monkeypatch):
     with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
         align("hf://org/model")
     assert seen == []  # refused before downloading anything
+    monkeypatch.chdir(tmp_path)  # no ./org/model here, so the bare name means the Hub too
+    with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
+        align("org/model")
+    assert seen == []
     assert alignment_report(align("hf://org/model", tmp_path / "al").index.parent).ready
 
 

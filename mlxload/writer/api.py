@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlxload.hub.spec import is_hub_spec
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
 from mlxload.writer.plan import plan_align, plan_merge, plan_split
@@ -122,8 +123,8 @@ def align(
         f"{src}: refusing to align the Hugging Face cache in place; give an output "
         "directory (mlxload align SRC OUT)"
     )
-    if out is None and os.fspath(src).startswith("hf://"):
-        raise refusal  # before downloading anything
+    if out is None and isinstance(src, str) and is_hub_spec(src):
+        raise refusal  # before downloading anything (hf://org/repo, or org/repo not on disk)
     source = open_source(src, progress=download_progress)
     if out is None and source.remote:
         raise refusal
