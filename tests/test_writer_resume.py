@@ -16,8 +16,9 @@ import pytest
 from safetensors.numpy import save_file
 from writer_fixtures import mixed_tensors, write_sharded
 
-from mlxload.writer import OutputExistsError, merge, split
+from mlxload.writer import OutputBusyError, OutputExistsError, merge, split
 from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
+from mlxload.writer.lock import lock_path
 
 
 def _start_paused(args: list[str], pause_after: int) -> subprocess.Popen:
@@ -68,6 +69,80 @@ def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
     assert result.copied_bytes == result.total_bytes - state["bytes_done"]
     assert out.read_bytes() == reference.read_bytes()
     assert not temp_path(out).exists() and not journal_path(out).exists()
+
+
+def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    reference = tmp_path / "ref.safetensors"
+    merge(src, reference)
+    out = tmp_path / "out" / "m.safetensors"
+    proc = _start_paused(["merge", str(src), str(out)], pause_after=2)
+    try:
+        _wait_for_journal(journal_path(out), 2, proc)
+        partial = temp_path(out).read_bytes()
+        with pytest.raises(OutputBusyError, match=r"m\.safetensors is being written by another"):
+            merge(src, out, force=True)
+        assert temp_path(out).read_bytes() == partial  # the running writer's file untouched
+        assert not out.exists()
+    finally:
+        _kill(proc)
+    result = merge(src, out)  # the lock died with its process: this run resumes
+    assert result.resumed_tensors == 2
+    assert out.read_bytes() == reference.read_bytes()
+    assert not lock_path(out).exists()
+
+
+def test_journal_whose_counts_disagree_is_not_trusted(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    reference = tmp_path / "ref.safetensors"
+    merge(src, reference)
+    out = tmp_path / "m.safetensors"
+    proc = _start_paused(["merge", str(src), str(out)], pause_after=3)
+    state = _wait_for_journal(journal_path(out), 3, proc)
+    _kill(proc)
+    state["tensors_done"] += 1  # one tensor more than the bytes cover
+    journal_path(out).write_bytes(json.dumps(state).encode())
+    result = merge(src, out)
+    assert result.resumed_tensors == 0  # started over instead of skipping a tensor
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_ctrl_c_between_the_two_progress_counters_keeps_the_journal_consistent(tmp_path):
+    """A KeyboardInterrupt after ``tensors_done`` moved but before ``bytes_done`` did (a real
+    Ctrl-C can land there) must not leave a journal claiming an unwritten tensor."""
+    import inspect
+
+    import mlxload.writer.execute as execute_mod
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    reference = tmp_path / "ref.safetensors"
+    merge(src, reference)
+    out = tmp_path / "m.safetensors"
+    code = execute_mod._Run._copy_tensors.__code__
+    lines, first = inspect.getsourcelines(code)
+    target = first + next(i for i, t in enumerate(lines) if "state.bytes_done +=" in t)
+    hits = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+        if event == "line" and frame.f_lineno == target:
+            hits.append(frame.f_lineno)
+            if len(hits) == 3:
+                raise KeyboardInterrupt
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            merge(src, out)
+    finally:
+        sys.settrace(None)
+    state = json.loads(journal_path(out).read_bytes())
+    assert state["tensors_done"] == 3
+    result = merge(src, out)
+    assert result.resumed_tensors == 3 and result.resumed_bytes == state["bytes_done"]
+    assert out.read_bytes() == reference.read_bytes()
 
 
 def test_killed_split_resumes_across_committed_shards(tmp_path):

@@ -140,6 +140,14 @@ def test_align_in_place_swaps_files_and_is_idempotent(tmp_path):
     )
     again = align(src)
     assert again.outputs == [] and len(again.unchanged) == 2
+    # A journal left by an in-place align killed after committing that file goes too.
+    stale = journal_path(result.outputs[0])
+    stale.write_bytes(b'{"version": 1}')
+    assert align(src).unchanged == again.unchanged
+    assert not stale.exists()
+    assert sorted(p.name for p in src.iterdir()) == sorted(
+        ["model.safetensors.index.json"] + [p.name for p in result.outputs]
+    )
 
 
 def test_align_single_file_to_a_directory(tmp_path):

@@ -6,17 +6,21 @@ from the builtin a caller would expect (``FileExistsError``, ``OSError``, ``Valu
 
 from __future__ import annotations
 
+import errno
+
 from mlxload.errors import MlxloadError
 
 __all__ = [
     "InsufficientSpaceError",
     "InvalidSizeError",
     "MetadataConflictError",
+    "OutputBusyError",
     "OutputExistsError",
     "OutputIsSourceError",
     "SourceNotFoundError",
     "WriteFailedError",
     "WriterError",
+    "write_failed",
 ]
 
 
@@ -26,6 +30,10 @@ class WriterError(MlxloadError):
 
 class OutputExistsError(WriterError, FileExistsError):
     """An output file already exists and ``force`` was not given."""
+
+
+class OutputBusyError(WriterError, BlockingIOError):
+    """Another process is writing the same output (it holds the output's lock file)."""
 
 
 class OutputIsSourceError(WriterError, ValueError):
@@ -58,3 +66,24 @@ class InvalidSizeError(WriterError, ValueError):
 
 class SourceNotFoundError(WriterError, FileNotFoundError):
     """The source checkpoint does not exist (or an ``hf://`` source cannot be resolved)."""
+
+
+_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EFBIG: "the file size limit was reached (ulimit -f or the filesystem's maximum)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EIO: "an I/O error occurred",
+    errno.EROFS: "the destination is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def write_failed(e: OSError, path: object) -> WriteFailedError:
+    """The :class:`WriteFailedError` for an OS error met while writing ``path``."""
+    cause = _CAUSES.get(e.errno or 0, e.strerror or str(e))
+    return WriteFailedError(
+        e.errno or errno.EIO,
+        f"writing {path} failed: {cause} ({e.strerror or e}); the partial output was removed "
+        "and nothing was written under that name",
+    )

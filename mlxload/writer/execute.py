@@ -32,10 +32,12 @@ from mlxload.writer.errors import (
     OutputExistsError,
     OutputIsSourceError,
     WriteFailedError,
+    write_failed,
 )
 from mlxload.writer.flush import WRITEBACK_CHUNK, data_sync, full_fsync, start_writeback
 from mlxload.writer.journal import JournalState, load_journal, remove_quietly, save_journal
 from mlxload.writer.layout import Placed
+from mlxload.writer.lock import lock_outputs
 from mlxload.writer.plan import OutputPlan, WritePlan
 
 __all__ = ["PAUSE_ENV", "Progress", "WriteResult", "execute", "journal_path", "temp_path"]
@@ -101,6 +103,7 @@ def execute(
 
     Raises:
         OutputExistsError: an output exists and neither ``force`` nor ``plan.in_place``.
+        OutputBusyError: another process is writing one of the outputs.
         OutputIsSourceError: an output would replace a source file it is read from (only
             align may rewrite a file from itself).
         InsufficientSpaceError: the destination lacks the space needed (nothing written).
@@ -108,9 +111,23 @@ def execute(
         FileChangedError: a source changed while being copied.
     """
     _check_sources(plan)
+    locked = [o.path for o in plan.outputs] + [p for p in (plan.index_path,) if p is not None]
+    _preflight(plan, force)  # refuse before creating any directory for the lock files
+    with lock_outputs(locked):
+        # Again under the lock: another run may have finished or progressed meanwhile.
+        return _execute_locked(plan, _preflight(plan, force), progress)
+
+
+def _preflight(plan: WritePlan, force: bool) -> dict[Path, tuple[str, JournalState | None]]:
     states = _journal_states(plan)
     _check_overwrite(plan, states, force or plan.in_place)
     _check_space(plan, states)
+    return states
+
+
+def _execute_locked(
+    plan: WritePlan, states: dict[Path, tuple[str, JournalState | None]], progress: Progress | None
+) -> WriteResult:
     result = WriteResult(
         tensors=sum(len(o.tensors) for o in plan.outputs),
         total_bytes=plan.total_size,
@@ -139,7 +156,8 @@ def execute(
         raise
     finally:
         run.close()
-    remove_quietly(*(journal_path(o.path) for o in plan.outputs))
+    # Unchanged files too: an earlier, killed in-place align may have left their journals.
+    remove_quietly(*(journal_path(p) for p in [o.path for o in plan.outputs] + plan.unchanged))
     return result
 
 
@@ -330,7 +348,7 @@ class _Run:
             self._copy_tensors(output, fd, jpath, state)
             full_fsync(fd)
         except KeyboardInterrupt:
-            self._checkpoint(fd, jpath, state)
+            self._checkpoint(fd, jpath, state, output)
             raise
         finally:
             os.close(fd)
@@ -352,10 +370,10 @@ class _Run:
                 state.bytes_done - last_bytes >= _CHECKPOINT_BYTES
                 or now - last_time >= _CHECKPOINT_SECONDS
             ):
-                self._checkpoint(fd, jpath, state)
+                self._checkpoint(fd, jpath, state, output)
                 last_bytes, last_time = state.bytes_done, now
             if self.pause_after is not None and self.copied_tensors == self.pause_after:
-                self._checkpoint(fd, jpath, state)
+                self._checkpoint(fd, jpath, state, output)
                 time.sleep(3600)  # test hook: the test kills us here
 
     def _copy(self, src_fd: int, fd: int, output: OutputPlan, tensor: Placed) -> None:
@@ -370,10 +388,18 @@ class _Run:
                 self.unflushed = 0
 
     @staticmethod
-    def _checkpoint(fd: int, jpath: Path, state: JournalState) -> None:
-        # The journal may only claim bytes that are on disk, so flush the data first.
+    def _checkpoint(fd: int, jpath: Path, state: JournalState, output: OutputPlan) -> None:
+        # The journal may only claim bytes that are on disk, so flush the data first. The byte
+        # count is derived from the tensor count: a Ctrl-C between the two counter updates
+        # must not leave a journal whose counts disagree.
+        state.bytes_done = _bytes_before(output, state.tensors_done)
         data_sync(fd)
         save_journal(jpath, state)
+
+
+def _bytes_before(output: OutputPlan, tensors: int) -> int:
+    """Tensor bytes of the output's first ``tensors`` tensors (they are laid out in order)."""
+    return output.tensors[tensors].begin if tensors < len(output.tensors) else output.data_size
 
 
 def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
@@ -384,6 +410,8 @@ def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
         return False
     if state.tensors_done > len(output.tensors):
         return False
+    if state.bytes_done != _bytes_before(output, state.tensors_done):
+        return False  # inconsistent (hand-edited, or written by a buggy version): start over
     return size >= output.data_start + state.bytes_done
 
 
@@ -424,24 +452,8 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
         _reraise(e, path)
 
 
-_CAUSES = {
-    errno.ENOSPC: "the disk is full",
-    errno.EFBIG: "the file size limit was reached (ulimit -f or the filesystem's maximum)",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EIO: "an I/O error occurred",
-    errno.EROFS: "the destination is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-}
-
-
 def _reraise(e: BaseException, path: Path) -> None:
     """Raise an OS error as a WriteFailedError; re-raise mlxload errors and others as they are."""
     if isinstance(e, (FileChangedError, WriteFailedError)) or not isinstance(e, OSError):
         raise e
-    cause = _CAUSES.get(e.errno or 0, e.strerror or str(e))
-    raise WriteFailedError(
-        e.errno or errno.EIO,
-        f"writing {path} failed: {cause} ({e.strerror or e}); the partial output was removed "
-        "and nothing was written under that name",
-    ) from e
+    raise write_failed(e, path) from e
