@@ -33,6 +33,25 @@ def test_include_and_local_dir(hub, capsys, tmp_path):  # noqa: F811
     assert (dest / "pytorch_model.bin").read_bytes() == repo.files["pytorch_model.bin"]
 
 
+def test_local_dir_gets_this_downloads_selection_not_the_whole_cached_snapshot(
+    hub,  # noqa: F811
+    capsys,
+    tmp_path,
+):
+    _, repo, _ = hub
+    assert cli_download.main([REPO, "--include", "*", "--no-progress"]) == 0  # a wider fetch
+    snapshot = capsys.readouterr().out.strip()
+    assert (tmp_path / snapshot / "pytorch_model.bin").is_file()
+    default = tmp_path / "default"
+    assert cli_download.main([REPO, "--local-dir", str(default), "--no-progress"]) == 0
+    names = sorted(p.name for p in default.iterdir())
+    assert names == sorted(set(repo.files) - {"pytorch_model.bin", "README.md"})
+    only = tmp_path / "only"
+    argv = [REPO, "--include", "config.json", "--local-dir", str(only), "--no-progress"]
+    assert cli_download.main(argv) == 0
+    assert [p.name for p in only.iterdir()] == ["config.json"]
+
+
 def test_errors_are_reported_not_raised(hub, capsys):  # noqa: F811
     assert cli_download.main(["acme/missing", "--no-progress"]) == 1
     err = capsys.readouterr().err

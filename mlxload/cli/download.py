@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.local_dir is not None:
         from mlxload.hub.local_dir import export_snapshot
 
-        path = export_snapshot(path, args.local_dir)
+        path = export_snapshot(path, args.local_dir, patterns)
     print(path)
     return 0
 

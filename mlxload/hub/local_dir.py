@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+from mlxload.hub.listing import RemoteFile
+from mlxload.hub.select import index_files, select_files, shards_from_index
 
 __all__ = ["export_snapshot"]
 
 
-def export_snapshot(snapshot: Path, dest: Path) -> Path:
-    """Copy every file of ``snapshot`` into ``dest`` as real files (not cache symlinks).
+def export_snapshot(
+    snapshot: Path, dest: Path, allow_patterns: Sequence[str] | None = None
+) -> Path:
+    """Copy the files a download selects from ``snapshot`` into ``dest`` as real files.
 
-    A file already in ``dest`` with the same bytes is left alone; every copy goes to a
-    temporary name first and is renamed into place.
+    The snapshot may hold more than this download asked for (an earlier, wider download of
+    the same commit); only the same selection as :func:`mlxload.hub.download` with these
+    ``allow_patterns`` is copied, so ``*.bin`` duplicates never come along uninvited. A file
+    already in ``dest`` with the same bytes is left alone; every copy goes to a temporary name
+    first and is renamed into place.
 
     Args:
         snapshot: A snapshot directory from :func:`mlxload.hub.download`.
         dest: The directory to fill (created if needed).
+        allow_patterns: As given to the download (None: the default selection).
 
     Returns:
         ``dest``.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    for src in sorted(snapshot.rglob("*")):
-        if not src.is_file():
-            continue
-        rel = src.relative_to(snapshot)
+    for rel in _selected(snapshot, allow_patterns):
+        src = snapshot / rel
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         same_size = out.is_file() and out.stat().st_size == src.stat().st_size
@@ -36,6 +44,17 @@ def export_snapshot(snapshot: Path, dest: Path) -> Path:
         shutil.copyfile(src, tmp)  # follows the symlink; copy_file_range/sendfile on Linux
         os.replace(tmp, out)
     return dest
+
+
+def _selected(snapshot: Path, allow_patterns: Sequence[str] | None) -> list[str]:
+    present = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    files = [RemoteFile(path, 0, "0" * 40) for path in present]  # only paths matter here
+    if allow_patterns is not None:
+        return [f.path for f in select_files(files, allow_patterns=allow_patterns)]
+    shards: list[str] = []
+    for index in index_files(files):
+        shards += shards_from_index(index.path, (snapshot / index.path).read_bytes())
+    return [f.path for f in select_files(files, shards=list(dict.fromkeys(shards)) or None)]
 
 
 def _same_bytes(a: Path, b: Path, chunk: int = 1 << 22) -> bool:
