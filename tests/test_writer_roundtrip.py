@@ -21,6 +21,7 @@ from mlxload.cli import main as cli_main
 from mlxload.header import read_header
 from mlxload.shards import checkpoint_files
 from mlxload.writer import (
+    InvalidSizeError,
     MetadataConflictError,
     OutputExistsError,
     SourceNotFoundError,
@@ -94,6 +95,26 @@ def test_split_then_merge_round_trip_is_byte_identical(tmp_path):
     merge(tmp_path / "split", twice)
     assert twice.read_bytes() == once.read_bytes()
     _assert_same_tensors(twice, tensors)
+
+
+@pytest.mark.parametrize("limit", [1000, "16KiB"])
+def test_split_limit_with_no_room_for_data_is_refused(tmp_path, limit):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    with pytest.raises(InvalidSizeError, match=r"max_shard_size 1[06]\d* bytes leaves no room"):
+        split(src, tmp_path / "sp", max_shard_size=limit)
+    assert not (tmp_path / "sp").exists()
+
+
+def test_split_gives_a_tensor_too_big_for_any_shard_its_own(tmp_path):
+    src = tmp_path / "w.safetensors"
+    big = mx.arange(990_000 // 4, dtype=mx.float32)  # fits 1MB alone, not with its header
+    mx.save_safetensors(str(src), {"big": big, "a": mx.ones(8), "b": mx.zeros(8)})
+    result = split(src, tmp_path / "sp", max_shard_size="1MB")
+    sizes = {p.name: p.stat().st_size for p in result.outputs}
+    holders = {p.name: set(read_header(p).tensors) for p in result.outputs}
+    (oversized,) = [n for n, size in sizes.items() if size > 1_000_000]
+    assert holders[oversized] == {"big"}
+    assert all(size <= 1_000_000 for n, size in sizes.items() if n != oversized)
 
 
 def test_split_of_small_checkpoint_is_one_model_file(tmp_path):

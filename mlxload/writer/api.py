@@ -73,7 +73,8 @@ def split(
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
         out_dir: Output directory (created if missing).
         max_shard_size: Bytes per shard file, header included: an int or ``"5GB"``,
-            ``"500MB"``, ``"1.5GiB"``. A single larger tensor gets a shard of its own.
+            ``"500MB"``, ``"1.5GiB"``; more than 16 KiB (a shard's header page). A tensor
+            too large to fit under it even alone gets a (larger) shard of its own.
         force: Replace existing shards and index.
         on_conflict: As for :func:`merge`.
         progress, download_progress: As for :func:`merge`.

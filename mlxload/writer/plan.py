@@ -15,6 +15,7 @@ import orjson
 
 from mlxload.header import FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
+from mlxload.writer.errors import InvalidSizeError
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
 from mlxload.writer.sources import Source, merge_metadata
 
@@ -151,12 +152,20 @@ def plan_split(
 ) -> WritePlan:
     """Aligned shards of at most ``max_shard_size`` bytes each (header included) plus an index.
 
-    Tensors are packed greedily in output order (descending alignment, then name); a tensor
-    larger than the limit gets a shard of its own, as transformers does.
+    Tensors are packed greedily in output order (descending alignment, then name). A tensor
+    that does not fit under the limit even alone (its bytes plus the header, which takes at
+    least one 16 KiB page) gets a shard of its own that is larger, as transformers does.
 
     Raises:
+        InvalidSizeError: ``max_shard_size`` is not larger than one header page, so no shard
+            could hold any tensor data within it.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
+    if max_shard_size <= PAGE_SIZE:
+        raise InvalidSizeError(
+            f"max_shard_size {max_shard_size} bytes leaves no room for tensor data: each "
+            f"aligned shard's header takes {PAGE_SIZE // 1024} KiB; give more (e.g. 5GB)"
+        )
     metadata = merge_metadata(source.headers, on_conflict)
     digits = len(str(max_shard_size))
     meta_bytes = len(orjson.dumps({"__metadata__": metadata})) if metadata else 2
