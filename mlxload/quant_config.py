@@ -6,7 +6,10 @@ Three sources are understood:
   ``{"bits": 4, "group_size": 64, "per_tensor": {name: {"bits": 8, "group_size": 32}}}``;
 * the ``"quantization"`` section mlx-lm writes into ``config.json`` (mirrored as
   ``"quantization_config"``): defaults plus per-module overrides keyed by module path, whose
-  value is an object or ``false`` (that module is not quantized);
+  value is an object or ``false`` (that module is not quantized). As in mlx-lm, what an
+  override object leaves out is its mode's default (``affine``, 4 bits, group 64), not the
+  section's top-level value, and ``{}`` means not quantized; in the standalone file's
+  ``per_tensor`` missing values come from the file's defaults;
 * a Hugging Face ``"quantization_config"`` (top level or under ``text_config``) with
   ``quant_method`` ``awq``, ``gptq``, ``mxfp4`` or ``compressed-tensors``.
 
@@ -364,11 +367,29 @@ def _from_mlx_section(
     base = QuantSpec(*_MODE_DEFAULTS.get(mode, (4, 64)), mode)
     default = _spec_from(section, None, src, f"{key}.", base=base)
     per_tensor = {
-        name: _override(value, default, src, f"{key}[{name!r}]")
+        name: _mlx_override(value, default, src, f"{key}[{name!r}]")
         for name, value in section.items()
         if name not in _MLX_SCALAR_KEYS
     }
     return cls(*_fields(default), per_tensor=per_tensor, source=src)
+
+
+_AFFINE_DEFAULT = QuantSpec(*_MODE_DEFAULTS["affine"], "affine")
+
+
+def _mlx_override(value: Any, default: QuantSpec, src: str, key: str) -> QuantSpec | None:
+    """A per-module entry of mlx-lm's section, read as mlx-lm reads it.
+
+    mlx-lm hands an object straight to ``to_quantized(**value)``: a missing ``mode`` is
+    ``"affine"`` and missing ``bits``/``group_size`` are that mode's defaults, never the
+    section's top-level values (qwen3_moe writes ``{"group_size": 64, "bits": 8}`` under an
+    mxfp4 section); an empty object is falsy there, so the module stays unquantized.
+    """
+    if isinstance(value, dict) and not value:
+        return None
+    if not isinstance(value, dict):
+        return _override(value, default, src, key)
+    return _spec_from(value, None, src, f"{key}.", base=_AFFINE_DEFAULT)
 
 
 def _bool(section: Mapping[str, Any], key: str, src: str, where: str) -> bool | None:

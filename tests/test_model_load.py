@@ -184,3 +184,57 @@ def test_model_config_can_override_quantization(cache):
     # override is read, the tensors can't fit; if it were ignored, loading would succeed.
     with pytest.raises(ModelLoadError, match="don't fit the model"):
         load_model(path, model_config={"quantization": override})
+
+
+_TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 256,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("mode", "bits", "group_size", "lm_head"),
+    [
+        ("mxfp4", None, None, ("affine", 8, 64)),  # qwen3_moe's predicate under --q-mode mxfp4
+        ("affine", 4, 32, ("affine", 8, 64)),  # an override without group_size: 64, not 32
+    ],
+)
+def test_override_without_mode_or_group_size_is_read_as_mlx_lm_reads_it(
+    cache, tmp_path, mode, bits, group_size, lm_head
+):
+    """mlx-lm passes an override object to ``to_quantized(**override)``: what it leaves out
+    is the mode's default, not the section's top-level value."""
+    from mlx_lm import utils as mlx_lm_utils
+
+    mx.random.seed(0)
+    model_class, args_class = mlx_lm_utils._get_classes(_TINY_LLAMA)
+    model = model_class(args_class.from_dict(_TINY_LLAMA))
+    model.set_dtype(mx.float16)
+    override = {"bits": 8} if mode == "affine" else {"group_size": 64, "bits": 8}
+    model, config = mlx_lm_utils.quantize_model(
+        model,
+        dict(_TINY_LLAMA),
+        group_size,
+        bits,
+        mode=mode,
+        quant_predicate=lambda path, _: override if path == "lm_head" else True,
+    )
+    mlx_lm_utils.save_model(tmp_path, model)
+    mlx_lm_utils.save_config(config, tmp_path / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, tmp_path)
+    assert config["quantization"]["lm_head"] == override  # the config holds what mlx-lm wrote
+
+    theirs = mlx_lm.utils.load_model(tmp_path)[0]
+    ours = load_model(tmp_path, dtype=mx.float16)[0]
+    head = ours.lm_head
+    assert (head.mode, head.bits, head.group_size) == lm_head
+    _assert_same_model(ours, theirs)

@@ -165,6 +165,29 @@ def test_mlx_lm_override_with_another_mode_takes_that_modes_defaults():
     assert cfg.for_tensor("experts.weight") == QuantSpec(4, 32, "mxfp4")
 
 
+@pytest.mark.parametrize(
+    ("section", "spec"),
+    [
+        ({"bits": 4, "group_size": 32, "lm_head": {"bits": 8}}, QuantSpec(8, 64, "affine")),
+        (
+            {
+                "bits": 4,
+                "group_size": 32,
+                "mode": "mxfp4",
+                "lm_head": {"group_size": 64, "bits": 8},
+            },
+            QuantSpec(8, 64, "affine"),
+        ),
+        ({"bits": 4, "group_size": 32, "mode": "mxfp4", "lm_head": {}}, None),  # falsy: float
+        ({"bits": 8, "group_size": 32, "lm_head": True}, QuantSpec(8, 32, "affine")),
+    ],
+)
+def test_mlx_lm_override_leaves_out_what_to_quantized_defaults(section, spec):
+    """An mlx-lm override object goes to ``to_quantized(**override)`` as it is."""
+    cfg = QuantizationConfig.from_model_config({"quantization": section})
+    assert cfg.for_tensor("lm_head.weight") == spec
+
+
 def test_missing_section_is_an_error_naming_the_keys():
     with pytest.raises(MissingQuantizationConfigError) as e:
         QuantizationConfig.from_model_config({"model_type": "llama"}, source="m/config.json")
