@@ -238,16 +238,24 @@ class QuantizedWeight:
         )
 
     def matmul(self, x: mx.array) -> mx.array:
-        """``x @ W.T`` (what a linear layer computes) via ``mx.quantized_matmul``."""
+        """``x @ W.T`` (what a linear layer computes) via ``mx.quantized_matmul``.
+
+        For a stacked weight (``(experts, rows, cols)``) the leading dims broadcast as in
+        ``x @ mx.swapaxes(W, -1, -2)``: a 2-D ``x`` gives one result per expert.
+        """
         return self._qmm(x, transpose=True)
 
     def __matmul__(self, x: mx.array) -> mx.array:
-        """``W @ x`` for a 1-D or 2-D ``x`` whose first dim is the row length."""
+        """``W @ x`` for a 1-D or 2-D ``x`` whose first dim is the row length (per expert for a
+        stacked weight)."""
         if x.ndim == 1:
-            return self._qmm(x[None], transpose=True)[0]
-        return self._qmm(x.T, transpose=True).T
+            return self._qmm(x[None], transpose=True)[..., 0, :]
+        return mx.swapaxes(self._qmm(mx.swapaxes(x, -1, -2), transpose=True), -1, -2)
 
     def _qmm(self, x: mx.array, *, transpose: bool) -> mx.array:
+        if x.ndim < self.weight.ndim:
+            # quantized_matmul would use only the first matrix of a stacked weight here.
+            x = x.reshape((1,) * (self.weight.ndim - x.ndim) + tuple(x.shape))
         return mx.quantized_matmul(
             x,
             self.weight,

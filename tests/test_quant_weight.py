@@ -56,6 +56,31 @@ def test_matmul_matches_quantized_matmul_and_dense(bits):
     assert mx.allclose(qw @ m, dense @ m, atol=1e-4).item()
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_stacked_expert_weight_matmul_is_per_expert(bits):
+    """A (experts, rows, cols) weight: every product is one result per expert, never just
+    expert 0 (what mx.quantized_matmul does with a 2-D x and a 3-D weight)."""
+    w, s, b = quantized((3, 16, 64), bits, 64)
+    qw = QuantizedWeight(w, s, b, bits=bits, group_size=64, name="experts")
+    dense = qw.dequantize()
+    x = mx.random.normal((5, 64), key=mx.random.key(1))
+    got = qw.matmul(x)
+    assert got.shape == (3, 5, 16)
+    assert mx.allclose(got, x @ mx.swapaxes(dense, -1, -2), atol=1e-4).item()
+    for e in range(3):
+        expert = QuantizedWeight(w[e], s[e], b[e], bits=bits, group_size=64)
+        assert mx.array_equal(got[e], expert.matmul(x)).item()
+    m = mx.random.normal((64, 5), key=mx.random.key(2))
+    assert (qw @ m).shape == (3, 16, 5)
+    assert mx.allclose(qw @ m, dense @ m, atol=1e-4).item()
+    v = mx.random.normal((64,), key=mx.random.key(3))
+    assert (qw @ v).shape == (3, 16)
+    assert mx.allclose(qw @ v, dense @ v, atol=1e-4).item()
+    batched = mx.random.normal((3, 5, 64), key=mx.random.key(4))  # one input per expert
+    want = mx.quantized_matmul(batched, w, s, b, transpose=True, group_size=64, bits=bits)
+    assert mx.array_equal(qw.matmul(batched), want).item()
+
+
 @pytest.mark.parametrize("mode", sorted(FP_MODES))
 def test_fp_modes(mode):
     bits, group_size = FP_MODES[mode]
