@@ -413,9 +413,10 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         return None
     if entries and (min(begins) < 0 or max(ends) > data_size):
         return None
-    if list(map(mul, map(prod, shapes), map(_BYTES.__getitem__, dtypes))) != list(
-        map(sub, ends, begins)
-    ):
+    counts = list(map(prod, shapes))
+    if list(map(mul, counts, map(_BYTES.__getitem__, dtypes))) != list(map(sub, ends, begins)):
+        return None
+    if 0 in counts and any(_prefix_overflows(shapes[i]) for i, c in enumerate(counts) if c == 0):
         return None
     names = list(obj)
     if begins[1:] != ends[:-1]:  # not already in offset order (mx.save_safetensors, ...)
@@ -496,7 +497,8 @@ def _strict_reparse(path: Path, text: str) -> dict:
     checks reject it as the reference does), duplicate tensor names keep the last entry.
 
     Raises:
-        NestingTooDeepError, DuplicateFieldError.
+        NestingTooDeepError, DuplicateFieldError; and the entry errors of an earlier entry of a
+        repeated tensor name.
     """
     depth = _max_depth(text)
     if depth > _MAX_DEPTH:
@@ -517,6 +519,12 @@ def _strict_reparse(path: Path, text: str) -> dict:
                 raise DuplicateFieldError(
                     f"{path}: tensor {name!r}: field {key!r} appears {keys.count(key)} times"
                 )
+    last = {name: i for i, (name, _) in enumerate(pairs)}
+    for i, (name, entry) in enumerate(pairs):
+        if name != "__metadata__" and last[name] != i:
+            # A repeated name keeps its last entry (as the reference and json do), but the
+            # reference checks every entry as it parses: an earlier, broken one is an error.
+            _validate_entry(path, name, _as_dicts(entry), 0)
     return _as_dicts(pairs)
 
 
@@ -553,6 +561,17 @@ def _max_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
+
+
+def _prefix_overflows(shape: list[int]) -> bool:
+    """Whether multiplying ``shape`` left to right passes 64 bits before it reaches a 0 (the
+    reference multiplies with overflow checks, so ``[2**32, 2**32, 0]`` is an error there)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > _U64_MAX:
+            return True
+    return False
 
 
 def _offsets_key(info: TensorInfo) -> tuple[int, int]:
@@ -613,7 +632,7 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
     begin, end = offsets
     count = math.prod(shape)
     bits = count * spec.bits
-    if count > _U64_MAX or bits > _U64_MAX:
+    if count > _U64_MAX or bits > _U64_MAX or (count == 0 and _prefix_overflows(shape)):
         raise SizeOverflowError(
             f"{path}: tensor {name!r}: shape {shape} x {spec.bits} bits overflows 64 bits"
         )

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import orjson
 
-from mlxload.errors import CheckpointError, IndexFileError, MissingShardError
+from mlxload.errors import (
+    CheckpointError,
+    IndexFileError,
+    MissingShardError,
+    NotARegularFileError,
+)
+from mlxload.header import open_regular
 
 __all__ = ["INDEX_NAME", "CheckpointFiles", "checkpoint_files", "read_index"]
 
@@ -59,7 +65,7 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
     """
     index_path = Path(index_path)
     try:
-        index = orjson.loads(index_path.read_bytes())
+        index = orjson.loads(_read_index_bytes(index_path))
     except orjson.JSONDecodeError as e:
         raise IndexFileError(f"{index_path}: index is not valid JSON: {e}") from None
     if type(index) is not dict or type(index.get("weight_map")) is not dict:
@@ -103,6 +109,32 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
     )
 
 
+MAX_INDEX_SIZE = 256 << 20
+"""Largest index file read (bytes); real ones are well under a megabyte."""
+
+
+def _read_index_bytes(index_path: Path) -> bytes:
+    """The index's bytes, refusing a FIFO, device or directory (never blocks) or a huge file."""
+    try:
+        fd = open_regular(index_path)
+    except NotARegularFileError:
+        raise IndexFileError(
+            f"{index_path}: is not a regular file (a directory, FIFO or device); an index must "
+            "be a JSON file"
+        ) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_INDEX_SIZE:
+            raise IndexFileError(
+                f"{index_path}: index is {size} bytes, over the {MAX_INDEX_SIZE}-byte limit; "
+                "it is not a safetensors index"
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_INDEX_SIZE + 1)
+    finally:
+        os.close(fd)
+
+
 def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     """Resolve a file, directory or index path to the checkpoint's shard files.
 
@@ -127,7 +159,7 @@ def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     index = path / INDEX_NAME
     if index.is_file():
         return read_index(index)
-    indexes = sorted(path.glob("*.safetensors.index.json"))
+    indexes = sorted(p for p in path.glob("*.safetensors.index.json") if p.is_file())
     if len(indexes) == 1:
         return read_index(indexes[0])
     files = sorted(p for p in path.glob("*.safetensors") if p.is_file())

@@ -193,6 +193,30 @@ def test_fifo_and_directory_are_clear_errors_not_hangs(tmp_path):
         mlxload.read_header(folder)
 
 
+def test_index_that_is_a_fifo_or_directory_is_not_read(tmp_path):
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"x": mx.ones((2,))})
+    fifo = tmp_path / "model.safetensors.index.json"
+    os.mkfifo(fifo)
+    assert list(mlxload.load(tmp_path)) == ["x"]  # not an index: the shards are listed
+    with pytest.raises(
+        errors.IndexFileError, match=r"is not a regular file .*; an index must be a JSON file"
+    ):
+        mlxload.load(fifo)  # named directly: refused, never a blocking read
+    fifo.unlink()
+    (tmp_path / "other.safetensors.index.json").mkdir()
+    assert list(mlxload.load(tmp_path)) == ["x"]
+
+
+def test_huge_index_is_refused_before_reading(tmp_path, monkeypatch):
+    from mlxload import shards
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {}}' + " " * 100)
+    monkeypatch.setattr(shards, "MAX_INDEX_SIZE", 64)
+    with pytest.raises(errors.IndexFileError, match="over the 64-byte limit"):
+        mlxload.load(tmp_path)
+
+
 def test_path_replaced_while_opening_reads_one_consistent_file(tmp_path, monkeypatch):
     """Header and data come from the same descriptor, whatever happens to the path."""
     from mlxload import header, tensor_file

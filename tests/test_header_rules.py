@@ -306,6 +306,34 @@ def test_duplicate_tensor_names_keep_the_last_like_the_reference(tmp_path):
     assert read_header(path).tensors["w"].dtype == "F32"
 
 
+@pytest.mark.parametrize("shape", ["[4294967296,4294967296,0]", "[18446744073709551615,2,0]"])
+def test_size_overflow_before_a_zero_dim_is_an_error(tmp_path, shape):
+    """The reference multiplies dims left to right with overflow checks; a later 0 does not
+    excuse an overflow on the way."""
+    header = f'{{"w":{{"dtype":"F32","shape":{shape},"data_offsets":[0,0]}}}}'.encode()
+    check(tmp_path, header, b"", errors.SizeOverflowError, "tensor 'w'", "overflows 64 bits")
+
+
+def test_zero_dim_first_does_not_overflow(tmp_path):
+    header = b'{"w":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}'
+    path = write_raw(tmp_path / "z.safetensors", header, b"")
+    assert read_header(path).tensors["w"].nbytes == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "error", "words"),
+    [
+        ("5", errors.TensorEntryError, "entry must be an object"),
+        ('{"dtype":"XX","shape":[6],"data_offsets":[0,24]}', errors.UnknownDtypeError, "'XX'"),
+        ('{"dtype":"F32","shape":[6]}', errors.MissingFieldError, "lacks data_offsets"),
+    ],
+)
+def test_an_earlier_entry_of_a_repeated_name_is_still_checked(tmp_path, first, error, words):
+    """The reference parses (and rejects) every entry before the last one wins."""
+    header = f'{{"w":{first},"w":{{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}}}'
+    check(tmp_path, header.encode(), F32_6, error, "tensor 'w'", words)
+
+
 @pytest.mark.parametrize("depth,ok", [(125, True), (126, False)])
 def test_nesting_limit_matches_the_reference(tmp_path, depth, ok):
     nested = "[" * depth + "]" * depth
