@@ -286,7 +286,7 @@ def load(
 
         local = hub.resolve(os.fspath(path), **hub_kwargs)
     if local is None:
-        local = Path(path)
+        local = Path(path).absolute()  # shards open on first use, maybe after an os.chdir
     if align:
         _align_if_needed(local, align)
     return Checkpoint(

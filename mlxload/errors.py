@@ -38,6 +38,7 @@ __all__ = [
     "TensorNotInShardError",
     "TensorSizeMismatchError",
     "UnknownDtypeError",
+    "UnsupportedShapeError",
 ]
 
 
@@ -132,6 +133,10 @@ class NotARegularFileError(MlxloadError, OSError):
 
 class FileChangedError(MlxloadError, OSError):
     """The file was truncated or replaced after it was opened; its bytes can't be trusted."""
+
+
+class UnsupportedShapeError(MlxloadError, ValueError):
+    """A valid tensor whose shape MLX can't hold: an ``mx.array`` dimension is 32-bit."""
 
 
 class TensorNotFoundError(MlxloadError, KeyError):

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from mlxload.dtypes import DTYPES
 from mlxload.header import TensorInfo
 from mlxload.tensor_file import TensorFile
 
@@ -48,6 +49,8 @@ class TensorSlice:
     def __getitem__(self, index: Any) -> mx.array:
         if not isinstance(index, tuple):
             index = (index,)
+        if DTYPES[self._info.dtype].bits < 8:
+            self._check_packed_index(index)
         if not index or not self._info.shape:
             return self._file.read([self._info.name])[self._info.name][index]
         first, rest = index[0], index[1:]
@@ -70,6 +73,23 @@ class TensorSlice:
             return part[(slice(None), *rest)] if rest else part
         part = self._file.read([self._info.name])[self._info.name]
         return part[index]
+
+    def _check_packed_index(self, index: tuple) -> None:
+        """Sub-byte tensors come back as packed bytes, whose axes past the first aren't the
+        tensor's: only a leading-axis int or slice (of a tensor with 2+ dims) means the same
+        thing on both."""
+        whole = slice(None)
+        if all(i == whole or i is Ellipsis for i in index):
+            return  # the whole tensor
+        leading_only = isinstance(index[0], (int, slice)) and all(
+            i == whole or i is Ellipsis for i in index[1:]
+        )
+        if not leading_only or len(self._info.shape) < 2:
+            raise ValueError(
+                f"{self._file.path}: tensor {self._info.name!r} is {self._info.dtype}, handed "
+                "back as packed uint8 bytes: index only the leading axis of a tensor with 2 or "
+                "more dims, then unpack"
+            )
 
 
 class safe_open:  # named like safetensors.safe_open on purpose

@@ -26,7 +26,12 @@ import mlx.core as mx
 import numpy as np
 
 from mlxload.dtypes import DTYPES
-from mlxload.errors import FileChangedError, MlxloadError, TensorNotFoundError
+from mlxload.errors import (
+    FileChangedError,
+    MlxloadError,
+    TensorNotFoundError,
+    UnsupportedShapeError,
+)
 from mlxload.header import (
     FileHeader,
     TensorInfo,
@@ -65,17 +70,34 @@ def _storage_shape(info: TensorInfo) -> tuple[tuple[int, ...], mx.Dtype]:
     """Shape and MLX dtype a tensor is handed back as.
 
     Dtypes MLX lacks come back as ``uint8``: 8-bit formats keep their shape; sub-byte formats
-    pack the last axis (``F4`` of shape (n, 64) -> (n, 32) bytes) or, if that axis doesn't end on
-    a byte, flatten to ``(nbytes,)``.
+    pack the fewest trailing axes that end on a whole byte (``F4`` of shape (n, 64) -> (n, 32)
+    bytes; (n, 4, 1) -> (n, 2); (6,) -> (3,)).
     """
     spec = DTYPES[info.dtype]
     if spec.mlx is not None:
         return info.shape, spec.mlx
     if spec.bits == 8:
         return info.shape, mx.uint8
-    if info.shape and (info.shape[-1] * spec.bits) % 8 == 0:
-        return (*info.shape[:-1], info.shape[-1] * spec.bits // 8), mx.uint8
+    for k in range(len(info.shape) - 1, 0, -1):
+        tail_bits = math.prod(info.shape[k:]) * spec.bits
+        if tail_bits % 8 == 0:
+            return (*info.shape[:k], tail_bits // 8), mx.uint8
     return (info.nbytes,), mx.uint8
+
+
+_MLX_MAX_DIM = 2**31 - 1
+
+
+def _check_mlx_shape(path: Path, info: TensorInfo) -> None:
+    """Refuse, before reading, a tensor MLX can't represent (a dimension over 32 bits)."""
+    dims = info.shape
+    if DTYPES[info.dtype].bits < 8:  # packed: the byte axis may be longer than any dim
+        dims = (*dims, *_storage_shape(info)[0])
+    if dims and max(dims) > _MLX_MAX_DIM:
+        raise UnsupportedShapeError(
+            f"{path}: tensor {info.name!r} has shape {info.shape}; MLX array dimensions are "
+            f"32-bit (at most {_MLX_MAX_DIM}), so it can't be loaded as an mx.array"
+        )
 
 
 class TensorFile:
@@ -100,7 +122,8 @@ class TensorFile:
         zero_copy: bool | str = "auto",
         evict_page_cache: bool = False,
     ) -> None:
-        self.path = Path(path)
+        # Absolute: identity checks stat the path again later, maybe after an os.chdir.
+        self.path = Path(path).absolute()
         self._evict = evict_page_cache
         # One descriptor for header and data, identity taken from it: a path replaced while
         # we open it can't pair one file's header with another file's bytes.
@@ -195,6 +218,8 @@ class TensorFile:
             FileChangedError: the file changed since it was opened.
         """
         infos = [self.info(n) for n in names]
+        for info in infos:
+            _check_mlx_shape(self.path, info)
         with self._reading():
             self.check_unchanged()
             out: dict[str, mx.array] = {}
@@ -339,7 +364,9 @@ class TensorFile:
             pieces = [(info.offset + (first + k) * line + lo, width) for k in range(count)]
             block_shape = (r1 - r0, *shape[1:-1], c1 - c0)
         nbytes = sum(n for _, n in pieces)
-        return pieces, TensorInfo(name, info.dtype, block_shape, 0, nbytes, 0)
+        block = TensorInfo(name, info.dtype, block_shape, 0, nbytes, 0)
+        _check_mlx_shape(self.path, block)
+        return pieces, block
 
     def _copy_ranges(self, segments: list[tuple]) -> dict[str, mx.array]:
         stream = SegmentStream(self._fd, segments, evict=self._evict)
@@ -354,6 +381,9 @@ class TensorFile:
                     "after it was opened"
                 ) from None
             raise MlxloadError(f"{self.path}: reading tensor data failed: {e}") from e
+        # Checked before reading too; checking again after catches a file rewritten (same
+        # size) while it was being read, whose bytes would otherwise be silently wrong.
+        self.check_unchanged()
         return arrays
 
     def _view_in_place(self, info: TensorInfo) -> mx.array | None:

@@ -163,6 +163,35 @@ def test_modified_in_place_after_open(tmp_path):
             f.get_tensor("b")
 
 
+def test_rewritten_while_being_read_is_an_error_not_wrong_data(tmp_path, monkeypatch):
+    """Same size, rewritten between the check before the read and the read itself."""
+    path = _one_file(tmp_path)
+    from mlxload import segment_stream
+
+    real = segment_stream._pread_exact
+    size = os.path.getsize(path)
+
+    def rewrite_then_read(fd, view, off):
+        os.truncate(path, 0)
+        os.truncate(path, size)  # zeros now, same size
+        os.utime(path, ns=(1, 1))  # a different mtime even on coarse clocks
+        return real(fd, view, off)
+
+    monkeypatch.setattr(segment_stream, "_pread_exact", rewrite_then_read)
+    with mlxload.safe_open(path) as f, pytest.raises(errors.FileChangedError, match="modified"):
+        f.get_tensor("a")
+
+
+def test_relative_path_survives_a_chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_file(tmp_path)
+    name = "m.safetensors"
+    with mlxload.safe_open(name) as f:
+        ckpt = mlxload.load(name)
+        monkeypatch.chdir(tmp_path.parent)
+        assert f.get_tensor("a").shape == ckpt["a"].shape == (1000,)
+
+
 def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch):
     """If the size check is raced, a short pread still ends in FileChangedError."""
     path = _one_file(tmp_path)

@@ -135,6 +135,35 @@ def test_dtypes_mlx_lacks_come_back_as_raw_bytes(tmp_path, dtype, shape, nbytes,
     assert bytes(memoryview(got)) == data
 
 
+def test_sub_byte_rows_slice_by_rows_not_bytes(tmp_path):
+    """F4 of shape (4, 4, 1): the last axis is half a byte, each row is 2 bytes."""
+    data = bytes(range(0x10, 0x18))
+    path = write_raw(tmp_path / "r.safetensors", {"x": entry("F4", [4, 4, 1], 0, 8)}, data)
+    rows = [data[2 * i : 2 * i + 2] for i in range(4)]
+    with mlxload.safe_open(path) as f:
+        assert f.get_tensor("x").shape == (4, 2)
+        x = f.get_slice("x")
+        assert bytes(memoryview(x[1:3])) == rows[1] + rows[2]
+        assert bytes(memoryview(x[::2])) == rows[0] + rows[2]
+        assert bytes(memoryview(x[::-1])) == b"".join(reversed(rows))
+        assert bytes(memoryview(x[2])) == rows[2]
+        assert bytes(memoryview(x[:])) == data
+        with pytest.raises(ValueError, match="packed uint8 bytes: index only the leading axis"):
+            x[:, 1]
+
+
+def test_shape_mlx_cannot_hold_is_a_clear_error(tmp_path):
+    path = write_raw(tmp_path / "z.safetensors", {"x": entry("F32", [2**31, 0], 0, 0)}, b"")
+    with pytest.raises(
+        mlxload.errors.UnsupportedShapeError, match=r"'x' has shape \(2147483648, 0\)"
+    ):
+        mlxload.load_file(path)
+    with pytest.raises(mlxload.errors.UnsupportedShapeError, match="32-bit"):
+        mlxload.load(path)["x"]
+    with mlxload.safe_open(path) as f:
+        assert f.get_slice("x")[0:0].shape == (0, 0)  # a block MLX can hold is fine
+
+
 def test_fp8_e4m3_conversion_matches_mlx(tmp_path):
     values = mx.array([0.5, -1.25, 3.0, 448.0])
     raw = mx.to_fp8(values)
