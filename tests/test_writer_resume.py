@@ -92,6 +92,17 @@ def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_
     assert not lock_path(out).exists()
 
 
+def test_rerun_from_another_directory_with_a_relative_path_resumes(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    out = tmp_path / "m.safetensors"
+    monkeypatch.chdir(tmp_path)
+    proc = _start_paused(["merge", "src", str(out)], pause_after=3)
+    _wait_for_journal(journal_path(out), 3, proc)
+    _kill(proc)
+    monkeypatch.chdir(src)
+    assert merge(".", out).resumed_tensors == 3
+
+
 def test_journal_whose_counts_disagree_is_not_trusted(tmp_path):
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
     reference = tmp_path / "ref.safetensors"

@@ -76,7 +76,8 @@ class OutputPlan:
             src = self.sources[t.name]
             if src not in stats:
                 st = os.stat(src)
-                stats[src] = (str(src), st.st_size, st.st_mtime_ns, st.st_ino)
+                # Absolute: the same run started from another directory resumes too.
+                stats[src] = (os.path.abspath(src), st.st_size, st.st_mtime_ns, st.st_ino)
             h.update(orjson.dumps([stats[src][0], t.src_offset, t.begin, t.end]))
         h.update(orjson.dumps(sorted(stats.values())))
         return h.hexdigest()
