@@ -107,13 +107,20 @@ def stored_float_dtype(weights: Mapping[str, mx.array]) -> mx.Dtype | None:
 
 
 def convert_floats(weights: dict[str, mx.array], dtype: mx.Dtype | None) -> dict[str, mx.array]:
-    """Every floating tensor cast to ``dtype`` (lazily); integer tensors untouched."""
+    """Every floating tensor cast to ``dtype`` (lazily); integer tensors untouched, and so are
+    nvfp4 ``*.global_scale`` tensors: one float32 number per matrix, part of the quantized
+    format rather than a compute parameter (mlx-lm keeps them float32 too)."""
     if dtype is None:
         return weights
-    return {
-        k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype else v
-        for k, v in weights.items()
-    }
+    return {k: v.astype(dtype) if _converted(k, v, dtype) else v for k, v in weights.items()}
+
+
+def _converted(name: str, value: mx.array, dtype: mx.Dtype) -> bool:
+    return (
+        mx.issubdtype(value.dtype, mx.floating)
+        and value.dtype != dtype
+        and not name.endswith(".global_scale")
+    )
 
 
 def dtype_reason(requested: object) -> str:

@@ -3,11 +3,13 @@
 Mirrors the ``class_predicate`` of ``mlx_lm.utils.load_model`` so the module set is the one
 ``mlx_lm.load`` builds: a module the config marks ``false`` stays float; a module with a
 ``<path>.scales`` tensor is quantized with the bits and group size its tensor shapes imply
-(mlx-lm does the same: a top-level default in the config can be wrong for some modules).
+(mlx-lm does the same: a top-level default in the config can be wrong for some modules), and
+with a ``<path>.global_scale`` where the layer takes one (nvfp4 MoE experts).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +59,13 @@ def class_predicate(
             return False  # the config marks this module "not quantized"
         if f"{path}.scales" not in weights:
             return False
-        return infer_spec(path, module, weights)
+        spec = infer_spec(path, module, weights)
+        if f"{path}.global_scale" in weights and _takes_global_scale(module):
+            spec["global_scale"] = True  # nvfp4 with a per-tensor scale (MoE switch layers)
+        return spec
 
     return predicate
+
+
+def _takes_global_scale(module: nn.Module) -> bool:
+    return "global_scale" in inspect.signature(module.to_quantized).parameters

@@ -238,3 +238,49 @@ def test_override_without_mode_or_group_size_is_read_as_mlx_lm_reads_it(
     head = ours.lm_head
     assert (head.mode, head.bits, head.group_size) == lm_head
     _assert_same_model(ours, theirs)
+
+
+def test_nvfp4_experts_with_a_global_scale_load_like_mlx_lm(cache, tmp_path):
+    """mlx-lm's ``quantize_model(..., mode="nvfp4", global_scale=True)`` on a MoE model."""
+    from mlx_lm import utils as mlx_lm_utils
+
+    config = {
+        "model_type": "qwen3_moe",
+        "hidden_size": 64,
+        "num_hidden_layers": 1,
+        "intermediate_size": 128,
+        "moe_intermediate_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": 256,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+        "max_position_embeddings": 512,
+    }
+    mx.random.seed(0)
+    model_class, args_class = mlx_lm_utils._get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    model.set_dtype(mx.float16)
+    model, quantized = mlx_lm_utils.quantize_model(
+        model, dict(config), None, None, mode="nvfp4", global_scale=True
+    )
+    mlx_lm_utils.save_model(tmp_path, model)
+    mlx_lm_utils.save_config(quantized, tmp_path / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, tmp_path)
+
+    theirs = mlx_lm.utils.load_model(tmp_path)[0]
+    ours = load_model(tmp_path, dtype=mx.float16)[0]
+    experts = ours.model.layers[0].mlp.switch_mlp.gate_proj
+    assert experts.mode == "nvfp4" and "global_scale" in experts
+    _assert_same_model(ours, theirs)
+    if mx.metal.is_available():  # MLX runs a global scale on the GPU only
+        ids = mx.array([[1, 2, 3, 4]])
+        assert mx.array_equal(ours(ids), theirs(ids)).item()
