@@ -15,6 +15,7 @@ Which path each tensor took is recorded in :attr:`TensorFile.paths`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import mmap
 import os
@@ -398,13 +399,31 @@ class TensorFile:
                 self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
             mapping = self._mmap
         window_start = info.offset - info.offset % _PAGE
-        window_len = info.offset + info.nbytes - window_start
-        window = np.frombuffer(mapping, dtype=np.uint8, count=window_len, offset=window_start)
+        window = _page_window(mapping, window_start, info.offset + info.nbytes)
         base = _import_no_copy(window)
         if base is None:
             return None
         skip = info.offset - window_start
         return _as_typed(base[skip : skip + info.nbytes], dtype, shape)
+
+
+def _page_window(mapping: mmap.mmap, start: int, end: int) -> np.ndarray:
+    """Mapped bytes from ``start`` (page-aligned) to ``end`` rounded up to a whole page.
+
+    Metal wraps host memory only as whole pages (``newBufferWithBytesNoCopy`` wants a
+    page-aligned pointer *and* length). Near the end of the file the rounded window runs past
+    the last byte into the rest of the last mapped page (zeros), which a Python ``mmap``
+    won't hand out, so that window is built from its address; it keeps the mapping alive.
+    """
+    mapped = -(-len(mapping) // mmap.PAGESIZE) * mmap.PAGESIZE  # what the OS really mapped
+    stop = min(-(-end // _PAGE) * _PAGE, mapped)
+    if stop <= len(mapping):
+        return np.frombuffer(mapping, dtype=np.uint8, count=stop - start, offset=start)
+    anchor = ctypes.c_char.from_buffer(mapping, start)  # pins the mapping while it lives
+    window_type = type("_TailWindow", (ctypes.c_uint8 * (stop - start),), {})
+    window = window_type.from_address(ctypes.addressof(anchor))
+    window.anchor = anchor
+    return np.frombuffer(window, dtype=np.uint8)
 
 
 def _by_offset(info: TensorInfo) -> int:

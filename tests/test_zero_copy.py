@@ -66,6 +66,8 @@ def test_views_inside_windows_equal_mx_load(tmp_path, copying_import):
 
 
 def test_window_offsets_are_page_aligned(tmp_path, monkeypatch):
+    import mmap
+
     from safetensors.numpy import save_file
 
     path = tmp_path / "aligned.safetensors"
@@ -82,8 +84,39 @@ def test_window_offsets_are_page_aligned(tmp_path, monkeypatch):
     assert info.zero_copy_ready
     out = tf.read(["c_u32"])["c_u32"]
     assert mx.array_equal(out, mx.arange(70000, dtype=mx.uint32)).item()
-    assert seen == [info.offset % 16384 + info.nbytes]
+    end = info.offset + info.nbytes
+    mapped = -(-path.stat().st_size // mmap.PAGESIZE) * mmap.PAGESIZE  # 4 KiB pages here
+    assert seen == [min(-(-end // 16384) * 16384, mapped) - (info.offset - info.offset % 16384)]
     tf.close()
+
+
+def test_window_at_the_end_of_the_file_is_whole_pages(tmp_path, monkeypatch):
+    """Metal wraps whole pages only: the last tensor's window runs past the end of the file
+    into the rest of the last mapped page, which must read as zeros, not fault."""
+    import mmap
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "tail.safetensors"
+    values = np.arange(70001, dtype=np.uint32)  # ends mid-page
+    save_file({"tail": values}, str(path))
+    windows = []
+
+    def fake(window: np.ndarray):
+        windows.append(window.copy())
+        return mx.array(window)
+
+    monkeypatch.setattr(tensor_file, "_import_no_copy", fake)
+    size = path.stat().st_size
+    with mlxload.safe_open(path, zero_copy=True) as f:
+        out = f.get_tensor("tail")
+        info = f.info("tail")
+    assert mx.array_equal(out, mx.array(values)).item()
+    (window,) = windows
+    start = info.offset - info.offset % 16384
+    mapped = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+    assert start + window.nbytes == min(-(-size // 16384) * 16384, mapped) > size
+    assert not window[size - start :].any()  # past the end of the file: zeros
 
 
 def test_refused_import_falls_back_to_copy(tmp_path, monkeypatch):
