@@ -3,6 +3,7 @@ loads with a stand-in group (``rank()``/``size()`` only), compared with load_mod
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import mlx.core as mx
@@ -11,7 +12,7 @@ import pytest
 from dist_fixtures import llama_checkpoint, qwen2_checkpoint
 from hub_server import FakeRepo, HubServer, hub_env
 from mlx.nn.layers.distributed import shard_linear
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 import mlxload
 from mlxload.distributed import (
@@ -24,6 +25,7 @@ from mlxload.distributed import (
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
 from mlxload.model import load_model
 from mlxload.synthetic import synthetic_checkpoint
+from mlxload.synthetic.tokenizer import write_tokenizer
 
 
 class FakeGroup:
@@ -127,6 +129,37 @@ def test_trace_finds_segments_and_derived_parameters(rank):
         assert mx.array_equal(value, trace.after[name]).item(), name
 
 
+DIVIDE_IN_PLACE = mx.array.__itruediv__
+
+
+class InPlaceToy(nn.Module):
+    """shard() rescales parameters in place: one it never cut and one ``_shard`` returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(64, 32)
+        self.down = nn.Linear(32, 64)
+        self.norm = nn.RMSNorm(64)
+
+    def shard(self, group) -> None:
+        self.up = shard_linear(self.up, "all-to-sharded", group=group)
+        self.down = shard_linear(self.down, "sharded-to-all", group=group)
+        self.down.bias /= group.size()  # the same array object, changed in place
+        self.up.bias *= 2  # an output of _shard, changed afterwards
+        self.norm.weight[0] = 1.0
+
+
+def test_trace_finds_parameters_shard_changed_in_place():
+    model = InPlaceToy()
+    full = _params(model)
+    trace = shard_and_trace(model, FakeGroup(1, 2))
+    plan = plan_blocks(trace, {k: k for k in full}, 2, 1)
+    assert set(plan.derived) == {"down.bias", "up.bias", "norm.weight"}
+    assert plan.blocks["up.weight"] == Block("up.weight", 0, ((16, 32),))
+    assert plan.blocks["down.weight"] == Block("down.weight", 1, ((16, 32),))
+    assert mx.array.__itruediv__ is DIVIDE_IN_PLACE  # the type is restored afterwards
+
+
 # -- whole loads with a stand-in group -------------------------------------------------------
 @pytest.mark.parametrize("rank", [0, 1])
 def test_tensor_parallel_rank_equals_full_load_then_shard(cache, rank):
@@ -201,3 +234,59 @@ def test_pipeline_from_the_hub_downloads_only_this_ranks_shards(cache, tmp_path,
     ref, _, _ = load_model(path, dtype="float32")
     ref.model.pipeline(FakeGroup(1, 2))
     _assert_same(model, ref)
+
+
+# -- gpt_oss: shard() divides the experts' down_proj bias in place ----------------------------
+GPT_OSS = {
+    "model_type": "gpt_oss",
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "vocab_size": 256,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 512,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "sliding_window": 64,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "tie_word_embeddings": False,
+}
+
+
+def gpt_oss_checkpoint(cache):
+    """A seeded float16 gpt_oss checkpoint (biased experts, attention sinks), one shard."""
+    target = cache / "gpt_oss"
+    if target.is_dir():
+        return target
+    module = importlib.import_module("mlx_lm.models.gpt_oss")
+    model = module.Model(module.ModelArgs.from_dict(GPT_OSS))
+    params = tree_flatten(model.parameters())
+    keys = mx.random.split(mx.random.key(3), len(params))
+    values = [
+        (name, (mx.random.normal(p.shape, key=key) * 0.05).astype(mx.float16))
+        for (name, p), key in zip(params, keys, strict=True)
+    ]
+    model.update(tree_unflatten(values))
+    target.mkdir()
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(target / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (target / "config.json").write_text(json.dumps(GPT_OSS))
+    write_tokenizer(target, 256)
+    return target
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_gpt_oss_rank_gets_the_divided_expert_bias(cache, rank):
+    path = gpt_oss_checkpoint(cache)
+    model, _, _ = load_model_sharded(path, tensor_group=FakeGroup(rank, 2), dtype="float32")
+    ref, _, _ = load_model(path, dtype="float32")
+    full_bias = mx.array(ref.model.layers[0].mlp.experts.down_proj.bias)
+    ref.shard(FakeGroup(rank, 2))
+    _assert_same(model, ref)
+    bias = model.model.layers[0].mlp.experts.down_proj.bias
+    assert mx.array_equal(bias, full_bias / 2).item()
+    assert model.load_report.blocks["derived"] == 2 * 2  # per layer: that bias and the sinks

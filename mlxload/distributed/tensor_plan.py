@@ -8,8 +8,14 @@ it applied, and which output array came from which input. Afterwards each parame
 
 * untouched (the same array object): read whole;
 * the output of ``_shard``: read the block its rule and shapes give (:mod:`.blocks`);
-* anything else (the model's ``shard`` computed it itself, e.g. ``bias /= N``): "derived",
-  read whole and let ``shard`` compute it again from the real values.
+* anything else (the model's ``shard`` computed it itself, e.g. ``w = w[...]``, or changed it
+  in place, e.g. ``bias /= N``): "derived", read whole and let ``shard`` compute it again from
+  the real values.
+
+An in-place operator keeps the Python object but gives it a new value, so object identity
+alone can't tell "untouched" from "changed in place": while ``shard`` runs, ``mx.array``'s
+in-place operators (``+=``, ``/=``, ``a[i] = v``, ...) are wrapped to note which arrays they
+change, and those count as derived however they were made.
 
 Nothing is evaluated: the skeleton's arrays are lazy and are replaced by what is read.
 """
@@ -17,7 +23,8 @@ Nothing is evaluated: the skeleton's arrays are lazy and are replaced by what is
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +47,15 @@ class ShardTrace:
         after: Parameter name -> array after sharding.
         rules: ``id(input array)`` -> what the sharding predicate returned for it.
         origin: ``id(output array)`` -> ``id(input array)`` for every array ``_shard`` made.
+        changed: ``id(array)`` -> array, for every array an in-place operator changed (held so
+            the ids stay unique).
     """
 
     before: dict[str, mx.array]
     after: dict[str, mx.array] = field(default_factory=dict)
     rules: dict[int, Any] = field(default_factory=dict)
     origin: dict[int, int] = field(default_factory=dict)
+    changed: dict[int, mx.array] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +70,46 @@ class TensorPlan:
 
     blocks: dict[str, Block]
     derived: dict[str, str]
+
+
+IN_PLACE = (
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+    "__imatmul__",
+    "__itruediv__",
+    "__ifloordiv__",
+    "__imod__",
+    "__ipow__",
+    "__ilshift__",
+    "__irshift__",
+    "__iand__",
+    "__ixor__",
+    "__ior__",
+    "__setitem__",
+)
+"""The ``mx.array`` methods that change an array's value without making a new object."""
+
+
+def _noting(method: Callable, changed: dict[int, mx.array]) -> Callable:
+    def wrapper(self: mx.array, *args: Any) -> Any:
+        changed[id(self)] = self
+        return method(self, *args)
+
+    return wrapper
+
+
+@contextmanager
+def _note_in_place(changed: dict[int, mx.array]) -> Iterator[None]:
+    """Within the block, record in ``changed`` every ``mx.array`` changed in place."""
+    originals = {n: getattr(mx.array, n) for n in IN_PLACE if hasattr(mx.array, n)}
+    try:
+        for name, method in originals.items():
+            setattr(mx.array, name, _noting(method, changed))
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(mx.array, name, method)
 
 
 def _module_paths(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
@@ -139,7 +189,8 @@ def shard_and_trace(model: nn.Module, group: Any) -> ShardTrace:
 
     dist._shard = traced
     try:
-        model.shard(group)
+        with _note_in_place(trace.changed):
+            model.shard(group)
     except (ValueError, RuntimeError) as e:
         where = _module_in_traceback(sys.exc_info()[2], paths)
         if where is None:
@@ -155,13 +206,21 @@ def shard_and_trace(model: nn.Module, group: Any) -> ShardTrace:
     return trace
 
 
-def plan_blocks(trace: ShardTrace, sources: dict[str, str], ranks: int, rank: int) -> TensorPlan:
+def plan_blocks(
+    trace: ShardTrace,
+    sources: dict[str, str],
+    ranks: int,
+    rank: int,
+    keep: Iterable[str] | None = None,
+) -> TensorPlan:
     """Which block of which checkpoint tensor each parameter of the sharded model needs.
 
     Args:
         trace: From :func:`shard_and_trace`.
         sources: Parameter name (before sharding) -> checkpoint tensor name.
         ranks, rank: Group size and this rank.
+        keep: The parameters to plan (default: all of the sharded model), e.g. those a
+            pipeline stage keeps after ``model.model.pipeline``.
 
     Raises:
         ShardingError: a parameter with no checkpoint source, or shapes that don't match the
@@ -170,11 +229,9 @@ def plan_blocks(trace: ShardTrace, sources: dict[str, str], ranks: int, rank: in
     name_of = {id(a): n for n, a in trace.before.items()}
     blocks: dict[str, Block] = {}
     derived: dict[str, str] = {}
-    for name, arr in trace.after.items():
-        src_id = trace.origin.get(id(arr))
-        if src_id is None and trace.before.get(name) is arr:
-            src_id = id(arr)
-        src = name_of.get(src_id) if src_id is not None else None
+    for name in trace.after if keep is None else keep:
+        arr = trace.after[name]
+        src = name_of.get(_source_id(trace, name, arr))
         if src is None:
             if name not in sources:
                 raise ShardingError(f"{name}: shard created a parameter the checkpoint lacks")
@@ -183,18 +240,30 @@ def plan_blocks(trace: ShardTrace, sources: dict[str, str], ranks: int, rank: in
             continue
         if src not in sources:
             raise ShardingError(f"{src}: the checkpoint has no tensor for this parameter")
-        full = trace.before[src].shape
-        module = src.rsplit(".", 1)[0]
-        if src_id == id(arr):
-            blocks[name] = Block(sources[src])
-        else:
-            blocks[name] = derive_block(
-                sources[src],
-                full,
-                arr.shape,
-                ranks=ranks,
-                rank=rank,
-                rule=trace.rules.get(src_id),
-                module=module,
-            )
+        blocks[name] = _block(trace, src, arr, sources[src], ranks, rank)
     return TensorPlan(blocks, derived)
+
+
+def _source_id(trace: ShardTrace, name: str, arr: mx.array) -> int | None:
+    # None: shard() computed the value itself (a new array, or one changed in place).
+    if id(arr) in trace.changed:
+        return None
+    src_id = trace.origin.get(id(arr))
+    if src_id is None and trace.before.get(name) is arr:
+        src_id = id(arr)
+    return src_id
+
+
+def _block(trace: ShardTrace, src: str, arr: mx.array, tensor: str, ranks: int, rank: int) -> Block:
+    before = trace.before[src]
+    if before is arr:
+        return Block(tensor)
+    return derive_block(
+        tensor,
+        before.shape,
+        arr.shape,
+        ranks=ranks,
+        rank=rank,
+        rule=trace.rules.get(id(before)),
+        module=src.rsplit(".", 1)[0],
+    )
