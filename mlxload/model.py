@@ -41,6 +41,7 @@ from mlxload.model_recipe import (
     REPACKED_METHODS,
     MissingDependencyError,
     ModelLoadError,
+    load_tokenizer,
     mlx_lm_utils,
     model_recipe,
 )
@@ -92,8 +93,9 @@ def load_model(
 
     Raises:
         MissingDependencyError: mlx-lm is not installed.
-        ModelLoadError: no usable ``config.json``, an unknown ``model_type``, or tensors that
-            don't match the model (missing, extra, wrong shape).
+        ModelLoadError: no usable ``config.json`` (unknown ``model_type``, a key the model
+            needs), no usable tokenizer files, or tensors that don't match the model (missing,
+            extra, wrong shape). Config and tokenizer are checked before any weight is read.
         QuantizationConfigError, QuantizedCheckpointError: a broken quantization config.
         ValueError: ``dtype`` is not a float dtype.
         CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
@@ -123,12 +125,17 @@ def load_model(
 
     ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False)
     root = ckpt.root
-    recipe = model_recipe(root, model_config)
-    config, qconfig = recipe.config, recipe.qconfig
-    t1 = time.perf_counter()
-    timings["resolve"] = t1 - t0
-
     try:
+        # Model (lazy, no weights yet) and tokenizer come first, so a config.json or tokenizer
+        # that mlx-lm can't use fails the load before gigabytes of weights are read.
+        recipe = model_recipe(root, model_config)
+        config, qconfig = recipe.config, recipe.qconfig
+        model = recipe.new_model()
+        tr = time.perf_counter()
+        timings["resolve"] = tr - t0
+        tokenizer = load_tokenizer(utils, root, tokenizer_config, config.get("eos_token_id"))
+        t1 = time.perf_counter()
+        timings["tokenizer"] = t1 - tr
         weights = ckpt.materialize()
         paths = Counter(ckpt.paths.values())
     finally:
@@ -139,7 +146,6 @@ def load_model(
 
     if qconfig is not None and qconfig.quant_method in REPACKED_METHODS:
         weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
-    model = recipe.new_model()
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
     nn.quantize(model, class_predicate=class_predicate(qconfig, weights))
@@ -158,12 +164,7 @@ def load_model(
     t4 = time.perf_counter()
     timings["convert"] = t4 - t3
 
-    tokenizer = utils.load_tokenizer(
-        root, tokenizer_config, eos_token_ids=config.get("eos_token_id")
-    )
-    t5 = time.perf_counter()
-    timings["tokenizer"] = t5 - t4
-    timings["total"] = t5 - t0
+    timings["total"] = t4 - t0
 
     n_zero, n_copy = paths.get(ZERO_COPY, 0), sum(paths.values()) - paths.get(ZERO_COPY, 0)
     model.load_report = LoadReport(

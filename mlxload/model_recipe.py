@@ -6,6 +6,8 @@ the model ``mlx_lm.load`` would for the same checkpoint. mlx-lm is imported only
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelLoadError",
     "ModelRecipe",
+    "load_tokenizer",
     "mlx_lm_utils",
     "model_classes",
     "model_recipe",
@@ -60,6 +63,31 @@ def model_classes(utils: Any, config: dict[str, Any], root: Path) -> tuple[type,
         raise ModelLoadError(f"{root}/config.json: {e}") from None
 
 
+def _model_args(args_class: type, config: dict[str, Any], root: Path) -> Any:
+    """``args_class.from_dict(config)``, or a :class:`ModelLoadError` naming the bad key."""
+    try:
+        return args_class.from_dict(config)
+    except TypeError as e:
+        missing = re.findall(r"'(\w+)'", str(e)) if "required" in str(e) else []
+        if not missing:
+            raise _config_rejected(config, root, e) from None
+        keys = ", ".join(repr(k) for k in missing)
+        raise ModelLoadError(
+            f"{root}/config.json: no {keys}, which mlx-lm's {config['model_type']!r} model "
+            "needs; add it to config.json (or pass it in model_config)"
+        ) from None
+    except (ValueError, KeyError) as e:
+        raise _config_rejected(config, root, e) from None
+
+
+def _config_rejected(config: dict[str, Any], root: Path, e: Exception) -> ModelLoadError:
+    detail = " ".join(str(e).split()) or type(e).__name__
+    return ModelLoadError(
+        f"{root}/config.json: mlx-lm's {config['model_type']!r} model can't be built from it "
+        f"({type(e).__name__}: {detail}); fix that value in config.json"
+    )
+
+
 @dataclass
 class ModelRecipe:
     """What it takes to build the model: config, classes and quantization config.
@@ -78,8 +106,16 @@ class ModelRecipe:
     qconfig: QuantizationConfig | None
 
     def new_model(self) -> nn.Module:
-        """A fresh, unquantized, lazily initialized model."""
-        return self.model_class(self.args_class.from_dict(self.config))
+        """A fresh, unquantized, lazily initialized model.
+
+        Raises:
+            ModelLoadError: ``config.json`` lacks a key the model needs or has a bad value.
+        """
+        args = _model_args(self.args_class, self.config, self.root)
+        try:
+            return self.model_class(args)
+        except (TypeError, ValueError, KeyError) as e:  # e.g. a null where a number belongs
+            raise _config_rejected(self.config, self.root, e) from None
 
 
 REPACKED_METHODS = ("awq", "gptq")
@@ -99,8 +135,9 @@ def model_recipe(
 
     Raises:
         MissingDependencyError: mlx-lm is not installed.
-        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, or a
-            quantization method whose tensors mlxload can't put into MLX's layout.
+        ModelLoadError: no ``config.json``, unknown ``model_type``, custom model code, a key
+            the model's arguments need, or a quantization method whose tensors mlxload
+            can't put into MLX's layout.
     """
     utils = mlx_lm_utils()
     if not (root / "config.json").is_file():
@@ -114,6 +151,7 @@ def model_recipe(
     if model_config:
         config.update(model_config)
     model_class, args_class = model_classes(utils, config, root)
+    _model_args(args_class, config, root)  # a missing key fails here, before any read
     if model_config and {"quantization", "quantization_config"} & model_config.keys():
         # the caller overrides quantization: read it from the merged config, not the file
         qconfig = QuantizationConfig.from_model_config(config, source=f"{root}/config.json")
@@ -127,3 +165,58 @@ def model_recipe(
             "convert with mlx_lm.convert"
         )
     return ModelRecipe(root, config, model_class, args_class, qconfig)
+
+
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# Files a tokenizer's vocabulary lives in (as transformers' tokenizer classes name them).
+_VOCABULARY = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tiktoken.model",
+    "*.tiktoken",
+    "spiece.model",
+    "sentencepiece*.model",
+    "vocab*",
+)
+
+
+def load_tokenizer(
+    utils: Any, root: Path, tokenizer_config: dict[str, Any] | None, eos_token_ids: Any
+) -> Any:
+    """``utils.load_tokenizer`` (mlx-lm's ``TokenizerWrapper``) with failures as one line.
+
+    Raises:
+        ModelLoadError: no tokenizer files, a tokenizer file that is not valid JSON, or any
+            other failure of transformers' tokenizer loading (its first line is kept).
+    """
+    try:
+        return utils.load_tokenizer(root, tokenizer_config, eos_token_ids=eos_token_ids)
+    except Exception as e:  # transformers/tokenizers raise many types, even bare Exception
+        raise _tokenizer_error(root, e) from e
+
+
+def _tokenizer_error(root: Path, e: Exception) -> ModelLoadError:
+    """Say which tokenizer file is at fault, judged only after transformers failed."""
+    for name in _TOKENIZER_JSON:
+        try:
+            with open(root / name, encoding="utf-8") as f:
+                json.load(f)
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        except (ValueError, OSError) as bad:  # JSONDecodeError or UnicodeDecodeError
+            detail = str(bad)  # "Expecting ...: line 1 column 2 (char 1)"
+            return ModelLoadError(
+                f"{root}/{name}: not valid JSON ({detail}); copy it again from the model's "
+                "repository"
+            )
+    if not any(next(root.glob(pattern), None) for pattern in _VOCABULARY):
+        return ModelLoadError(
+            f"{root}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.json, ...); "
+            "copy them from the model's repository next to config.json"
+        )
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    first = " ".join(lines[0].split())[:200] if lines else type(e).__name__
+    return ModelLoadError(
+        f"{root}: the tokenizer failed to load ({type(e).__name__}: {first}); check "
+        "tokenizer.json and tokenizer_config.json against the model's repository"
+    )

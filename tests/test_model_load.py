@@ -284,3 +284,90 @@ def test_nvfp4_experts_with_a_global_scale_load_like_mlx_lm(cache, tmp_path):
     if mx.metal.is_available():  # MLX runs a global scale on the GPU only
         ids = mx.array([[1, 2, 3, 4]])
         assert mx.array_equal(ours(ids), theirs(ids)).item()
+
+
+@pytest.fixture
+def no_weight_reads(monkeypatch):
+    """Fail the test if load_model gets as far as reading tensor bytes."""
+    from mlxload.checkpoint import Checkpoint
+
+    def refuse(self, names=None):
+        pytest.fail("weights were read before the error was found")
+
+    monkeypatch.setattr(Checkpoint, "materialize", refuse)
+
+
+def _copy(cache, tmp_path, name: str):
+    d = tmp_path / name
+    shutil.copytree(tiny_checkpoint(cache), d)
+    return d
+
+
+def _edit_config(d, **changes) -> None:
+    config = json.loads((d / "config.json").read_text())
+    config.update(changes)
+    (d / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v != "DROP"}))
+
+
+def test_missing_tokenizer_files_fail_before_reading(cache, tmp_path, no_weight_reads):
+    d = _copy(cache, tmp_path, "notok")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (d / name).unlink()
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.json, ...); "
+        "copy them from the model's repository next to config.json"
+    )
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_tokenizer_file_that_is_not_json_is_named(cache, tmp_path, no_weight_reads, name):
+    d = _copy(cache, tmp_path, "badtok")
+    (d / name).write_text("{")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}/{name}: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)); copy it again from the model's repository"
+    )
+
+
+def test_tokenizer_that_transformers_rejects_is_one_line(cache, tmp_path, no_weight_reads):
+    d = _copy(cache, tmp_path, "oddtok")
+    (d / "tokenizer.json").write_text('{"model": 3}')  # valid JSON, not a tokenizer
+    with pytest.raises(ModelLoadError, match=r"the tokenizer failed to load \(") as e:
+        load_model(d)
+    assert str(e.value).startswith(f"{d}: ") and "\n" not in str(e.value)
+    assert str(e.value).endswith(
+        "check tokenizer.json and tokenizer_config.json against the model's repository"
+    )
+
+
+def test_config_without_a_needed_key_fails_before_reading(cache, tmp_path, no_weight_reads):
+    d = _copy(cache, tmp_path, "nohidden")
+    _edit_config(d, hidden_size="DROP")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}/config.json: no 'hidden_size', which mlx-lm's 'llama' model needs; add it to "
+        "config.json (or pass it in model_config)"
+    )
+
+
+def test_config_value_the_model_rejects_fails_before_reading(cache, tmp_path, no_weight_reads):
+    d = _copy(cache, tmp_path, "nullhidden")
+    _edit_config(d, hidden_size=None)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    message = str(e.value)  # the TypeError's own words are mlx-lm's
+    assert message.startswith(f"{d}/config.json: mlx-lm's 'llama' model can't be built from it")
+    assert message.endswith("'NoneType'); fix that value in config.json") and "\n" not in message
+
+
+def test_model_config_can_supply_a_missing_key(cache, tmp_path):
+    d = _copy(cache, tmp_path, "supplied")
+    hidden = json.loads((d / "config.json").read_text())["hidden_size"]
+    _edit_config(d, hidden_size="DROP")
+    model, _, config = load_model(d, model_config={"hidden_size": hidden})
+    assert config["hidden_size"] == hidden and model.load_report.timings["tokenizer"] >= 0
