@@ -290,3 +290,25 @@ def test_gpt_oss_rank_gets_the_divided_expert_bias(cache, rank):
     bias = model.model.layers[0].mlp.experts.down_proj.bias
     assert mx.array_equal(bias, full_bias / 2).item()
     assert model.load_report.blocks["derived"] == 2 * 2  # per layer: that bias and the sinks
+
+
+# -- tensor and pipeline parallel together (mlx-lm: shard, then pipeline) ---------------------
+@pytest.mark.parametrize("tensor_rank", [0, 1])
+@pytest.mark.parametrize("pipeline_rank", [0, 1])
+def test_tensor_and_pipeline_groups_equal_full_load_shard_pipeline(
+    cache, tensor_rank, pipeline_rank
+):
+    path = qwen2_checkpoint(cache)
+    tensor, pipeline = FakeGroup(tensor_rank, 2), FakeGroup(pipeline_rank, 2)
+    model, _, _ = load_model_sharded(
+        path, tensor_group=tensor, pipeline_group=pipeline, dtype="float32"
+    )
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(tensor)
+    ref.model.pipeline(pipeline)
+    _assert_same(model, ref)
+    report = model.load_report
+    assert report.layers == ((2, 4) if pipeline_rank == 0 else (0, 2))
+    assert (report.tensor_rank, report.pipeline_rank) == (tensor_rank, pipeline_rank)
+    assert report.shards_opened == 4  # embeddings, its two layers, head
+    assert report.fraction_read < 0.3

@@ -6,8 +6,10 @@ Steps, per rank:
 2. Pipeline parallel: run mlx-lm's ``model.model.pipeline(group)`` on a throwaway lazy model
    to learn this rank's layers, so only the shards holding them are opened (downloaded).
 3. Build a lazy skeleton quantized like the checkpoint (tensor shapes from shard headers).
-4. Tensor parallel: run mlx-lm's own ``model.shard(group)`` on the skeleton and derive, per
-   parameter, the block of its checkpoint tensor this rank keeps (:mod:`.tensor_plan`).
+4. Tensor parallel: run mlx-lm's own ``model.shard(group)`` on the skeleton, then (with a
+   pipeline group too, as mlx-lm's ``sharded_load``) ``model.model.pipeline(group)``, and
+   derive, per parameter this rank keeps, the block of its checkpoint tensor it reads
+   (:mod:`.tensor_plan`).
 5. Read exactly those blocks, convert floats to the compute dtype, load them, evaluate.
 
 The result equals loading the whole model and calling ``model.shard(group)`` /
@@ -143,16 +145,17 @@ def load_model_sharded(
         sources = sanitized_sources(model, stand_ins)
         model = build_skeleton(recipe, stand_ins, sources, model)
         derived: dict[str, str] = {}
-        blocks: dict[str, Block] = {}
-        if tensor_group is not None:
-            trace = shard_and_trace(model, tensor_group)
-            plan = plan_blocks(trace, sources, tensor_group.size(), tensor_group.rank())
-            blocks, derived = plan.blocks, plan.derived
-            del trace
-        if pipeline_group is not None:
+        trace = shard_and_trace(model, tensor_group) if tensor_group is not None else None
+        if pipeline_group is not None:  # after shard(), as mlx-lm's sharded_load
             model.model.pipeline(pipeline_group)
         kept = [p for p, _ in tree_flatten(model.parameters())]
-        if tensor_group is None:
+        if trace is not None:
+            # Only this stage's layers: the others' tensors weren't opened.
+            size, rank = tensor_group.size(), tensor_group.rank()
+            plan = plan_blocks(trace, sources, size, rank, keep=kept)
+            blocks, derived = plan.blocks, plan.derived
+            del trace
+        else:
             blocks = {p: Block(sources[p]) for p in kept if p in sources}
         missing = [p for p in kept if p not in blocks]
         if missing:
