@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,23 @@ def test_worker_without_json_is_a_worker_error(monkeypatch, stdout):
     monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: done)
     with pytest.raises(runner.WorkerError, match=r"weights/mlxload printed no JSON result"):
         runner.run_worker("weights", "mlxload", "m", "p", None, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "model", "dtype"),
+    [("-hi", "-model", "float16"), ("--dtype=x", "m", None), ("a b", "m", "bfloat16")],
+)
+def test_worker_reads_back_values_that_look_like_options(monkeypatch, prompt, model, dtype):
+    from mlxload.bench import worker
+
+    seen = {}
+
+    def fake_ttft(loader, path, prompt, dtype):
+        seen.update(loader=loader, path=path, prompt=prompt, dtype=dtype)
+        return {}
+
+    monkeypatch.setattr(worker, "_ttft", fake_ttft)
+    monkeypatch.setattr(worker, "peak_rss_bytes", lambda: 0)
+    argv = runner.worker_args("ttft", "mlxload", model, prompt, dtype)
+    assert worker.main(argv) == 0
+    assert seen == {"loader": "mlxload", "path": Path(model), "prompt": prompt, "dtype": dtype}

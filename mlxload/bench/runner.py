@@ -20,7 +20,7 @@ from mlxload.bench.page_cache import can_drop_caches, drop_caches, warm
 from mlxload.bench.stats import summarize
 from mlxload.bench.worker import LOADERS
 
-__all__ = ["DEFAULT_PROMPT", "BenchOptions", "run_bench", "run_worker"]
+__all__ = ["DEFAULT_PROMPT", "BenchOptions", "run_bench", "run_worker", "worker_args"]
 
 DEFAULT_PROMPT = "Tell me a story about a small robot."
 # Which loaders each task measures (mx.load can't build a model; mlx_lm+dtype only matters
@@ -65,6 +65,12 @@ class BenchOptions:
     synthetic: dict[str, Any] | None = field(default=None)
 
 
+def worker_args(task: str, loader: str, model: Path, prompt: str, dtype: str | None) -> list[str]:
+    """The worker's argv: values that start with ``-`` (a prompt, a path) stay values."""
+    options = [f"--prompt={prompt}"] + ([f"--dtype={dtype}"] if dtype else [])
+    return [*options, "--", task, loader, str(model)]
+
+
 def run_worker(
     task: str, loader: str, model: Path, prompt: str, dtype: str | None, timeout: float
 ) -> dict[str, Any]:
@@ -73,8 +79,12 @@ def run_worker(
     Raises:
         WorkerError: the process failed or printed no JSON.
     """
-    cmd = [sys.executable, "-m", "mlxload.bench.worker", task, loader, str(model)]
-    cmd += ["--prompt", prompt] + (["--dtype", dtype] if dtype else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlxload.bench.worker",
+        *worker_args(task, loader, model, prompt, dtype),
+    ]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = proc.stdout.strip().splitlines()
