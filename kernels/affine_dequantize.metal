@@ -7,13 +7,15 @@
 //   A           type of the add (the result type of scales and biases)
 //   BITS        2, 3, 4, 5, 6 or 8
 //   GROUP_SIZE  32, 64 or 128
+//   FUSED       false: q * scale rounded to S, then + bias rounded to A (two statements, so
+//               nothing can fuse them; what MLX's CPU dequantize does). true: one fma, one
+//               rounding (what MLX's GPU kernel's `scale * d + bias` becomes if its compiler
+//               contracts it). mlxload probes once which one equals mx.dequantize here.
 // Each row is one little-endian bit stream: value j sits at bits [j*BITS, (j+1)*BITS).
 // One thread writes 8 consecutive values of a row. 8 values start on a byte boundary and
 // groups are multiples of 8, so the 8 share one scale and one bias.
 // Dispatch: x = row length / 8, y = number of rows (all leading dimensions), z = 1.
-//
-// The arithmetic mirrors mx.dequantize step by step: q * scale rounded to S, then + bias
-// rounded to A, then converted to T. Two statements, so nothing fuses them into an fma.
+// mlxload_fma comes from affine_dequantize.h (the kernel's header).
 // Keep to the subset tests/metal_emulator/shim.h can express.
 
 uint pack = thread_position_in_grid.x;
@@ -38,7 +40,11 @@ for (int j = 0; j < 8; j++) {
     v |= w[row_word + word + 1] << (32 - shift);
   }
   uint q = v & ((1u << BITS) - 1u);
-  S qs = S(float(q)) * scale;
-  out[first + j] = T(A(qs) + bias);
+  if (FUSED) {
+    out[first + j] = T(mlxload_fma(A(S(float(q))), A(scale), bias));
+  } else {
+    S qs = S(float(q)) * scale;
+    out[first + j] = T(A(qs) + bias);
+  }
   bit += BITS;
 }

@@ -21,6 +21,7 @@ __all__ = [
     "PATH_CPU",
     "PATH_EMPTY",
     "PATH_METAL",
+    "PATH_MLX",
     "SUPPORTED_BITS",
     "SUPPORTED_GROUP_SIZES",
     "DequantizeError",
@@ -37,6 +38,7 @@ SUPPORTED_GROUP_SIZES = AFFINE_GROUP_SIZES
 FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
 
 PATH_METAL = "metal-kernel"
+PATH_MLX = "mx.dequantize"  # on Metal, when the kernel can't match it bit for bit
 PATH_CPU = "cpu-mlx-ops"
 PATH_EMPTY = "empty"
 
@@ -123,7 +125,8 @@ def which_path() -> str:
 
     Returns:
         ``PATH_METAL`` when Metal is available, else ``PATH_CPU`` (MLX ops that beat
-        ``mx.dequantize`` on CPU; see :mod:`mlxload.cpu_dequant`).
+        ``mx.dequantize`` on CPU; see :mod:`mlxload.cpu_dequant`). On Metal a call still
+        takes ``PATH_MLX`` for dtypes whose kernel probe failed (see :func:`last_path`).
     """
     return PATH_METAL if mx.metal.is_available() else PATH_CPU
 
@@ -167,9 +170,18 @@ def dequantize(
         # mx.dequantize can't reshape an empty array; nothing to compute anyway.
         out = mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=out_dtype)
     elif path == PATH_METAL:
-        from mlxload.metal_dequant import affine_dequantize_metal
+        from mlxload import metal_dequant
 
-        out = affine_dequantize_metal(w, scales, biases, group_size, bits, out_dtype)
+        mode = metal_dequant.rounding(out_dtype, scales.dtype, biases.dtype)
+        if mode is None:  # the kernel can't be exact here (see metal_dequant.rounding)
+            path = PATH_MLX
+            out = mx.dequantize(
+                w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype
+            )
+        else:
+            out = metal_dequant.affine_dequantize_metal(
+                w, scales, biases, group_size, bits, out_dtype, fused=mode == metal_dequant.FUSED
+            )
     else:
         out = affine_dequantize_cpu(w, scales, biases, group_size, bits, out_dtype)
     _last_path = path

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlxload.errors import MlxloadError
 
-__all__ = ["KernelSourceNotFoundError", "kernel_source", "kernels_dir"]
+__all__ = ["KernelSourceNotFoundError", "kernel_header", "kernel_source", "kernels_dir"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -62,3 +62,14 @@ def kernel_source(name: str) -> str:
         raise KernelSourceNotFoundError(
             f"kernel source {path} not found; available kernels: {available}"
         ) from None
+
+
+@functools.cache
+def kernel_header(name: str) -> str:
+    """The text of ``<name>.h`` (the ``header=`` of ``metal_kernel``), or ``""`` if none.
+
+    Args:
+        name: Kernel file stem, e.g. ``"affine_dequantize"``.
+    """
+    path = kernels_dir() / f"{name}.h"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -4,6 +4,12 @@ Each kernel object is built once per process (building one compiles a Metal libr
 reused; template arguments select bits, group size and dtypes per call. ``metal_kernel`` is
 looked up on ``mx.fast`` when a kernel is first built, so tests can stand in a double.
 Callers validate arguments first (see :mod:`mlxload.dequant`).
+
+Bit-exactness with ``mx.dequantize`` hangs on one thing this code can't see: whether MLX's own
+GPU kernel (``scale * d + bias`` in one expression) is compiled into an fma. So the first call
+for each combination of dtypes runs a small probe against ``mx.dequantize`` with both
+roundings the kernel offers and keeps the one that matches; if neither does, or the kernel
+fails to build or run, :func:`rounding` says so and callers use ``mx.dequantize`` itself.
 """
 
 from __future__ import annotations
@@ -12,17 +18,23 @@ import functools
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from mlxload.dtypes import add_dtype
-from mlxload.kernel_sources import kernel_source
+from mlxload.kernel_sources import kernel_header, kernel_source
 
 __all__ = [
     "AFFINE_KERNEL",
+    "FUSED",
+    "TWO_STEP",
     "VALUES_PER_THREAD",
     "affine_dequantize_metal",
     "clear_kernel_cache",
     "get_kernel",
     "launch_dims",
+    "probe_rounding",
+    "rounding",
+    "rounding_failures",
 ]
 
 AFFINE_KERNEL = "affine_dequantize"
@@ -51,15 +63,65 @@ def get_kernel(name: str) -> Any:
         input_names=input_names,
         output_names=output_names,
         source=kernel_source(name),
+        header=kernel_header(name),
         ensure_row_contiguous=True,
-        # IEEE arithmetic, like mx.dequantize: no reassociation or fusing of the two steps.
+        # IEEE arithmetic, like mx.dequantize: no reassociation, no fast approximations.
         compile_options={"math_mode": "safe"},
     )
 
 
 def clear_kernel_cache() -> None:
-    """Forget built kernels (for tests that swap ``mx.fast.metal_kernel``)."""
+    """Forget built kernels and probe results (for tests that swap ``mx.fast.metal_kernel``)."""
     get_kernel.cache_clear()
+    rounding.cache_clear()
+    _failures.clear()
+
+
+TWO_STEP = "two-step"
+"""``q * scale`` rounded, then ``+ bias`` rounded (MLX's CPU dequantize)."""
+FUSED = "fused"
+"""``fma(q, scale, bias)``, rounded once (MLX's GPU kernel if its compiler contracts)."""
+
+_PROBE_BITS, _PROBE_GROUP = 8, 64  # 8 bits: every code 0..255 occurs in the probe
+_failures: dict[tuple[mx.Dtype, mx.Dtype, mx.Dtype], str] = {}
+_reference = mx.dequantize  # what the probe must match (tests stand in others)
+
+
+@functools.cache
+def rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
+    """The kernel rounding that equals ``mx.dequantize`` here, probed once per dtypes.
+
+    Returns:
+        :data:`TWO_STEP` or :data:`FUSED`; None when neither matches or the kernel can't be
+        built or run (the reason is in :func:`rounding_failures`).
+    """
+    return probe_rounding(out, scales, biases)
+
+
+def probe_rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
+    """Run the probe behind :func:`rounding` (uncached)."""
+    key = (out, scales, biases)
+    rng = np.random.default_rng(20261122)
+    w = mx.array(rng.integers(0, 2**32, size=(8, 64), dtype=np.uint32))  # any bit pattern
+    s = mx.array(rng.standard_normal((8, 4), dtype=np.float32) * 0.05).astype(scales)
+    b = mx.array(rng.standard_normal((8, 4), dtype=np.float32)).astype(biases)
+    try:
+        want = _reference(w, s, b, group_size=_PROBE_GROUP, bits=_PROBE_BITS, dtype=out)
+        for fused in (False, True):
+            got = affine_dequantize_metal(w, s, b, _PROBE_GROUP, _PROBE_BITS, out, fused=fused)
+            if mx.array_equal(got, want).item():
+                _failures.pop(key, None)
+                return FUSED if fused else TWO_STEP
+    except Exception as e:  # a kernel that doesn't build or run here: fall back, say why
+        _failures[key] = f"the kernel failed to build or run: {type(e).__name__}: {e}"
+        return None
+    _failures[key] = "neither rounding of the kernel equals mx.dequantize on this device"
+    return None
+
+
+def rounding_failures() -> dict[tuple[mx.Dtype, mx.Dtype, mx.Dtype], str]:
+    """Why :func:`rounding` returned None, per ``(out, scales, biases)`` dtypes probed."""
+    return dict(_failures)
 
 
 def launch_dims(rows: int, row_len: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -81,6 +143,8 @@ def affine_dequantize_metal(
     group_size: int,
     bits: int,
     dtype: mx.Dtype,
+    *,
+    fused: bool = False,
 ) -> mx.array:
     """Dequantize with the Metal kernel; arguments must already be validated.
 
@@ -91,6 +155,7 @@ def affine_dequantize_metal(
         group_size: 32, 64 or 128.
         bits: 2, 3, 4, 5, 6 or 8.
         dtype: Output dtype.
+        fused: Use the one-rounding arithmetic (see :func:`rounding` for which to use).
 
     Returns:
         The ``(..., K)`` dequantized array.
@@ -107,6 +172,7 @@ def affine_dequantize_metal(
             ("A", add_dtype(scales.dtype, biases.dtype)),
             ("BITS", bits),
             ("GROUP_SIZE", group_size),
+            ("FUSED", fused),
         ],
         grid=grid,
         threadgroup=threadgroup,

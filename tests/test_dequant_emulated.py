@@ -18,7 +18,7 @@ from metal_emulator.fake_metal import FakeMetal
 
 import mlxload.metal_dequant as metal_dequant
 from mlxload import dequant
-from mlxload.kernel_sources import kernel_source
+from mlxload.kernel_sources import kernel_header, kernel_source
 
 BITS = (2, 3, 4, 5, 6, 8)
 GROUPS = (32, 64, 128)
@@ -55,6 +55,13 @@ def planned():
         mp.setattr(mx.fast, "metal_kernel", plan.metal_kernel)
         mp.setattr(mx.metal, "is_available", lambda: True)
         metal_dequant.clear_kernel_cache()
+        # Both probe variants for every dtype combination (planned outputs never match, so
+        # the probe launches both), then every call with the rounding the probe will pick.
+        for out in FLOATS:
+            metal_dequant.probe_rounding(out, out, out)
+        for sd, bd, out in [*_MIXED, (mx.float16, mx.bfloat16, mx.float32)]:
+            metal_dequant.probe_rounding(out, sd, bd)
+        mp.setattr(metal_dequant, "rounding", lambda *dtypes: metal_dequant.TWO_STEP)
         for bits, gs, out in itertools.product(BITS, GROUPS, FLOATS):
             for w, s, b in _matrix_case(bits, gs, out):
                 dequant.dequantize(w, s, b, gs, bits)
@@ -123,15 +130,23 @@ def test_kernel_is_built_once_and_dispatched_per_call(fake):
     assert fake.built == ["mlxload_affine_dequantize"]
     (kernel,) = fake.kernels
     assert kernel.source == kernel_source("affine_dequantize")
-    assert [c["grid"] for c in kernel.calls] == [(16, 5, 1)] * 4
-    assert [c["threadgroup"] for c in kernel.calls] == [(16, 5, 1)] * 4
-    assert [c["output_shapes"] for c in kernel.calls] == [[(5, 128)]] * 4
-    names = [c["spec"].kernel_name for c in kernel.calls]
+    assert kernel.header == kernel_header("affine_dequantize") != ""
+    probe, *calls = kernel.calls  # one probe for float16, which the two-step rounding passes
+    assert probe["spec"].kernel_name == (
+        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_8_64_0"
+        "_uint32_t_float16_t_float16_t_float16_t"
+    )
+    assert metal_dequant.rounding(mx.float16, mx.float16, mx.float16) == metal_dequant.TWO_STEP
+    assert [c["grid"] for c in calls] == [(16, 5, 1)] * 4
+    assert [c["threadgroup"] for c in calls] == [(16, 5, 1)] * 4
+    assert [c["output_shapes"] for c in calls] == [[(5, 128)]] * 4
+    names = [c["spec"].kernel_name for c in calls]
     assert names[0] == (
-        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_3_64"
+        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_3_64_0"
         "_uint32_t_float16_t_float16_t_float16_t"
     )
     assert names[0] == names[1] != names[2] == names[3]
+    assert dequant.last_path() == dequant.PATH_METAL
 
 
 @pytest.mark.parametrize(
@@ -152,22 +167,67 @@ def test_single_pack_input_is_handled(fake):
     w, s, b = _quantized((1, 32), mx.float32, 32, 4)
     got = dequant.dequantize(w, s, b, 32, 4)
     _assert_exact(got, mx.dequantize(w, s, b, group_size=32, bits=4))
-    assert fake.kernels[0].calls[0]["spec"].kernel_name.endswith("_uint32_tc_floatc_floatc_float")
+    assert fake.kernels[0].calls[-1]["spec"].kernel_name.endswith("_uint32_tc_floatc_floatc_float")
 
 
 def test_emulator_catches_a_single_rounding_kernel(fake, monkeypatch):
-    """The oracle has teeth: computing in float and rounding once is not bit-exact."""
-    fused = kernel_source("affine_dequantize").replace(
-        "S qs = S(float(q)) * scale;\n  out[first + j] = T(A(qs) + bias);",
-        "out[first + j] = T(float(q) * float(scale) + float(bias));",
+    """The oracle has teeth: computing in float and rounding once is not bit-exact, and the
+    probe catches it and falls back to mx.dequantize."""
+    two_step = "S qs = S(float(q)) * scale;\n    out[first + j] = T(A(qs) + bias);"
+    broken = kernel_source("affine_dequantize").replace(
+        two_step, "out[first + j] = T(float(q) * float(scale) + float(bias));"
     )
-    assert fused != kernel_source("affine_dequantize")
-    monkeypatch.setattr(metal_dequant, "kernel_source", lambda name: fused)
+    assert broken != kernel_source("affine_dequantize")
+    monkeypatch.setattr(metal_dequant, "kernel_source", lambda name: broken)
     w, s, b = _quantized((64, 128), mx.float16, 64, 4, seed=3)
-    got = dequant.dequantize(w, s, b, 64, 4)
     ref = mx.dequantize(w, s, b, group_size=64, bits=4)
-    assert got.dtype == ref.dtype and got.shape == ref.shape
-    assert not mx.array_equal(got, ref).item()
+    raw = metal_dequant.affine_dequantize_metal(w, s, b, 64, 4, mx.float16)
+    assert raw.dtype == ref.dtype and raw.shape == ref.shape
+    assert not mx.array_equal(raw, ref).item()
+    _assert_exact(dequant.dequantize(w, s, b, 64, 4), ref)  # caught: mx.dequantize instead
+    assert dequant.last_path() == dequant.PATH_MLX
+    assert "neither rounding" in metal_dequant.rounding_failures()[(mx.float16,) * 3]
+
+
+def _fused_reference(w, scales, biases, group_size, bits, dtype):
+    """What MLX's kernel computes if ``scale * d + bias`` is compiled into an fma."""
+    ones = mx.ones(scales.shape, dtype=mx.float32)
+    q = np.array(mx.dequantize(w, ones, ones * 0, group_size=group_size, bits=bits))
+    s = np.repeat(np.array(scales.astype(mx.float32)), group_size, axis=-1).astype(np.float64)
+    b = np.repeat(np.array(biases.astype(mx.float32)), group_size, axis=-1).astype(np.float64)
+    exact = q * s + b  # exact in float64 for these magnitudes: one rounding, below
+    return mx.array(exact.astype(np.float16 if dtype == mx.float16 else np.float32)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.float32], ids=str)
+def test_probe_picks_the_fused_rounding_where_mlx_fuses(fake, monkeypatch, dtype):
+    """On a GPU whose compiler contracts MLX's ``scale * d + bias``, the kernel must too."""
+    monkeypatch.setattr(metal_dequant, "_reference", _fused_reference)
+    w, s, b = _quantized((16, 256), dtype, 64, 4, seed=5)
+    got = dequant.dequantize(w, s, b, 64, 4)
+    assert metal_dequant.rounding(dtype, dtype, dtype) == metal_dequant.FUSED
+    assert dequant.last_path() == dequant.PATH_METAL
+    _assert_exact(got, _fused_reference(w, s, b, 64, 4, dtype))
+    if dtype == mx.float16:  # where one rounding and two differ, it is the fused one
+        assert not mx.array_equal(got, mx.dequantize(w, s, b, group_size=64, bits=4)).item()
+
+
+def test_kernel_that_fails_to_build_falls_back_to_mx_dequantize(monkeypatch):
+    def refuse(**kwargs):
+        raise RuntimeError("[metal_kernel] Unable to build metal library from source")
+
+    monkeypatch.setattr(mx.fast, "metal_kernel", refuse)
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    metal_dequant.clear_kernel_cache()
+    try:
+        w, s, b = _quantized((4, 128), mx.float32, 64, 3)
+        got = dequant.dequantize(w, s, b, 64, 3)
+        _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=3))
+        assert dequant.last_path() == dequant.PATH_MLX
+        (why,) = metal_dequant.rounding_failures().values()
+        assert why.startswith("the kernel failed to build or run: RuntimeError: [metal_kernel]")
+    finally:
+        metal_dequant.clear_kernel_cache()
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -7,7 +7,7 @@ import itertools
 import mlx.core as mx
 import pytest
 
-from mlxload import dequant
+from mlxload import dequant, metal_dequant
 from mlxload.metal_dequant import clear_kernel_cache
 
 pytestmark = [
@@ -17,6 +17,15 @@ pytestmark = [
 
 FLOATS = (mx.float16, mx.bfloat16, mx.float32)
 MATRIX = list(itertools.product((2, 3, 4, 5, 6, 8), (32, 64, 128), FLOATS))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_probe_finds_the_rounding_mlx_uses_on_this_gpu(dtype):
+    """Which of the kernel's roundings this GPU's mx.dequantize matches (printed with -s)."""
+    clear_kernel_cache()
+    mode = metal_dequant.rounding(dtype, dtype, dtype)
+    print(f"{dtype}: {mode}")
+    assert mode in (metal_dequant.TWO_STEP, metal_dequant.FUSED), metal_dequant.rounding_failures()
 
 
 @pytest.mark.parametrize(("bits", "group_size", "dtype"), MATRIX, ids=str)

@@ -2,6 +2,7 @@
 // Build with -ffp-contract=off: Metal keeps separate statements separately rounded.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -68,3 +69,15 @@ inline bfloat16_t operator-(bfloat16_t a, bfloat16_t b) { return bfloat16_t(floa
 inline bfloat16_t operator*(bfloat16_t a, bfloat16_t b) { return bfloat16_t(float(a) * float(b)); }
 inline bfloat16_t operator/(bfloat16_t a, bfloat16_t b) { return bfloat16_t(float(a) / float(b)); }
 typedef bfloat16_t bfloat;
+
+// The metal:: functions kernel headers use. fma rounds once: exactly for float; for half the
+// double fma is exact unless the operands' exponents span ~40 binades (never for ordinary
+// scales and biases), then rounds once to half.
+namespace metal {
+inline float fma(float a, float b, float c) { return std::fma(a, b, c); }
+inline half_t fma(half_t a, half_t b, half_t c) {
+  half_t r;
+  r.v = static_cast<_Float16>(std::fma(double(float(a)), double(float(b)), double(float(c))));
+  return r;
+}
+}  // namespace metal
