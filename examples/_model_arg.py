@@ -1,11 +1,17 @@
-"""Shared ``--model`` handling for the examples: a path, hf://org/repo, or the synthetic model."""
+"""Shared pieces of the examples: ``--model`` handling (a path, hf://org/repo, or the synthetic
+model) and the error handler that turns mlxload's errors into one line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["add_model_arguments", "model_path"]
+from mlxload.errors import MlxloadError
+from mlxload.synthetic.spec import SIZES
+
+__all__ = ["add_model_arguments", "model_path", "run_example"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +19,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="checkpoint directory or hf://org/repo (default: synthetic)"
     )
     parser.add_argument(
-        "--size", default="small", help="synthetic model size when --model is not given"
+        "--size",
+        default="small",
+        choices=tuple(SIZES),
+        help="synthetic model size when --model is not given",
     )
 
 
@@ -25,3 +34,13 @@ def model_path(args: argparse.Namespace) -> str:
 
     print(f"(no --model: using the synthetic {args.size} checkpoint)", file=sys.stderr)
     return str(synthetic_checkpoint(args.size))
+
+
+def run_example(main: Callable[[], int]) -> int:
+    """Run ``main``; an mlxload error or ``OSError`` (as ``mlxload.load`` raises for a missing
+    path) prints ``SCRIPT: error: MESSAGE`` and returns 1, as the ``mlxload`` command does."""
+    try:
+        return main()
+    except (MlxloadError, OSError) as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        return 1

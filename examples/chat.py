@@ -12,13 +12,21 @@ import argparse
 import sys
 import time
 
-from _model_arg import add_model_arguments, model_path
+from _model_arg import add_model_arguments, model_path, run_example
+
+
+def _prompt(tokenizer, messages: list[dict[str, str]]):
+    """The chat-templated conversation, or, for a model without a chat template (a base
+    model), the last message as a raw prompt, as generate.py sends it."""
+    if tokenizer.chat_template is None:
+        return messages[-1]["content"]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
 
 def _reply(model, tokenizer, messages, args, sampler) -> str:
     from mlx_lm import stream_generate
 
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    prompt = _prompt(tokenizer, messages)
     start = time.perf_counter()
     ttft = None
     pieces = []
@@ -60,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{report.compute_dtype}); /reset clears the chat, Ctrl-D or /quit exits",
         file=sys.stderr,
     )
+    if tokenizer.chat_template is None:
+        print(
+            "(this model has no chat template: each message is sent alone as a raw prompt)",
+            file=sys.stderr,
+        )
     sampler = make_sampler(args.temp)
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(system)
@@ -88,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_example(main))

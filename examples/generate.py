@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from _model_arg import add_model_arguments, model_path
+from _model_arg import add_model_arguments, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_example(main))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _model_arg import add_model_arguments, model_path
+from _model_arg import add_model_arguments, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_example(main))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +64,49 @@ def test_load_quantized_walkthrough(model):
     assert "lm_head.weight -> QuantSpec(bits=8, group_size=64, mode='affine')" in out
     assert "16 quantized modules" in out and "as a layer: QuantizedLinear" in out
     assert "equal to mx.dequantize: True" in out
+
+
+def test_chat_without_a_chat_template_sends_the_raw_message(model, tmp_path):
+
+    base = tmp_path / "base-model"
+    shutil.copytree(model, base)
+    config_path = base / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    del config["chat_template"]
+    config_path.write_text(json.dumps(config))
+    proc = _run("chat.py", "--model", str(base), "--max-tokens", "4", stdin="hello\nagain\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "no chat template: each message is sent alone as a raw prompt" in proc.stderr
+    assert proc.stderr.count("[ttft ") == 2
+
+
+@pytest.mark.parametrize("script", ["generate.py", "chat.py", "load_quantized.py"])
+def test_missing_model_is_one_error_line(script, tmp_path):
+    missing = tmp_path / "nonexistent"
+    proc = _run(script, "--model", str(missing), stdin="")
+    assert proc.returncode == 1
+    assert proc.stderr == f"{script}: error: {missing}: no such file or directory\n"
+
+
+@pytest.mark.parametrize("script", ["generate.py", "chat.py", "load_quantized.py"])
+def test_unknown_size_is_a_usage_error(script):
+    proc = _run(script, "--size", "bogus")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]  # argparse's wording of the choices varies by version
+    assert last.startswith(f"{script}: error: argument --size: invalid choice: 'bogus' (choose")
+    assert all(size in last for size in ("tiny", "small", "medium", "large"))
+
+
+def test_mlxload_errors_are_one_line(model, tmp_path):
+
+    broken = tmp_path / "broken-tokenizer"
+    shutil.copytree(model, broken)
+    (broken / "tokenizer.json").write_text("{")
+    proc = _run("generate.py", "--model", str(broken))
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"generate.py: error: {broken}/tokenizer.json: not valid JSON (Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)); copy it again from the model's "
+        "repository\n"
+    )
