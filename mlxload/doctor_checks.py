@@ -194,6 +194,13 @@ def check_hub() -> Check:
     offline = offline_mode()
     detail = f"cache {cache}; offline {'on (HF_HUB_OFFLINE)' if offline else 'off'}"
     probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), cache)
+    if probe.exists() and not probe.is_dir():  # W_OK alone passes a writable regular file
+        return Check(
+            "hub",
+            FAIL,
+            detail + f"; {probe} is a file, not a directory",
+            f"set HF_HUB_CACHE (or HF_HOME) to a directory, or move the file {probe} away",
+        )
     if not offline and not os.access(probe, os.W_OK):
         return Check(
             "hub",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
+import pytest
 
 from mlxload import doctor_checks
 from mlxload.cli import doctor
@@ -60,3 +61,26 @@ def test_hub_cache_not_writable(monkeypatch, tmp_path):
         "set HF_HOME (or HF_HUB_CACHE) to a writable directory",
     )
     assert f"{locked} is not writable" in check.detail
+
+
+@pytest.mark.parametrize("offline", [False, True])
+@pytest.mark.parametrize("under", ["", "hub"])
+def test_hub_cache_that_is_a_file(monkeypatch, tmp_path, offline, under):
+    afile = tmp_path / "afile"
+    afile.touch()
+    cache = afile / under if under else afile  # the cache itself, or a path under a file
+    monkeypatch.setattr("mlxload.hub.cache.default_cache_dir", lambda: cache)
+    monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: offline)
+    check = doctor_checks.check_hub()
+    assert check.status == "fail"
+    assert check.detail.endswith(f"; {afile} is a file, not a directory")
+    assert check.fix == (
+        f"set HF_HUB_CACHE (or HF_HOME) to a directory, or move the file {afile} away"
+    )
+
+
+def test_hub_cache_not_created_yet_is_fine(monkeypatch, tmp_path):
+    monkeypatch.setattr("mlxload.hub.cache.default_cache_dir", lambda: tmp_path / "new" / "hub")
+    monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: False)
+    check = doctor_checks.check_hub()
+    assert check.status == "ok" and check.fix is None
