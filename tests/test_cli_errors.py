@@ -133,3 +133,20 @@ def test_inspect_table_columns_line_up_with_short_names(tmp_path, capsys):
     assert header.startswith("name  dtype")
     for row in rows:
         assert row.index("F32") == header.index("dtype"), (header, row)
+
+
+@pytest.mark.parametrize("tensors", [2, 20000], ids=["fits-in-the-buffer", "many-writes"])
+def test_closed_stdout_pipe_ends_quietly_with_141(tmp_path, tensors):
+    path = tmp_path / "t.safetensors"
+    mx.save_safetensors(str(path), {f"t{i:05d}_{'x' * 40}": mx.zeros((2,)) for i in range(tensors)})
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before mlxload writes a byte (as `| head -0`)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlxload", "inspect", str(path)],
+        stdout=writer,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(writer)
+    assert (proc.returncode, proc.stderr) == (141, "")

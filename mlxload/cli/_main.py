@@ -4,12 +4,13 @@ own ``main`` (``python -m mlxload.cli.VERB``), so both print the same lines and 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from mlxload.errors import MlxloadError
 
-__all__ = ["RESUMABLE", "run_verb", "verb_main"]
+__all__ = ["RESUMABLE", "SIGPIPE_EXIT", "run_verb", "verb_main"]
 
 RESUMABLE = frozenset({"merge", "split", "align", "download"})
 """Verbs whose interrupted work a rerun of the same command continues."""
@@ -20,10 +21,15 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
 
     An :class:`~mlxload.errors.MlxloadError` or ``OSError`` prints
     ``mlxload VERB: error: MESSAGE`` and returns 1; Ctrl-C prints ``mlxload VERB: interrupted``
-    (saying how to resume for :data:`RESUMABLE` verbs) and returns 130.
+    (saying how to resume for :data:`RESUMABLE` verbs) and returns 130; a reader that closed
+    the output pipe early (``mlxload inspect X | head``) ends it quietly with 141.
     """
     try:
-        return int(run(args) or 0)
+        code = int(run(args) or 0)
+        sys.stdout.flush()  # output that fit in the buffer meets a closed pipe only here
+        return code
+    except BrokenPipeError:
+        return _output_closed()
     except (MlxloadError, OSError) as e:
         print(f"mlxload {verb}: error: {e}", file=sys.stderr)
         return 1
@@ -31,6 +37,24 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
         hint = " (run the same command again to resume)" if verb in RESUMABLE else ""
         print(f"mlxload {verb}: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+SIGPIPE_EXIT = 128 + 13
+"""Exit status when stdout's reader went away: what a shell reports for cat or git killed by
+SIGPIPE, so ``set -o pipefail`` scripts see the same status from mlxload as from them."""
+
+
+def _output_closed() -> int:
+    """Stop writing to a pipe whose reader is gone, quietly, and return :data:`SIGPIPE_EXIT`."""
+    # Whatever is still buffered would fail again at interpreter exit ("Exception ignored
+    # ... BrokenPipeError"); pointing stdout at /dev/null lets that last flush succeed.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no real file (captured in tests): nothing to do
+        pass
+    return SIGPIPE_EXIT
 
 
 def verb_main(
