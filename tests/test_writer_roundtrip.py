@@ -32,6 +32,7 @@ from mlxload.writer import (
     split,
 )
 from mlxload.writer.execute import journal_path, temp_path
+from mlxload.writer.plan import OutputNotADirectoryError
 
 
 def _shards(root):
@@ -282,3 +283,55 @@ def test_cli_merge_split_align(tmp_path, capsys):
 
     assert align_verb.main([str(src)]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("write", "out_of", "where"),
+    [
+        (split, lambda f: f, "is a file, not a directory"),
+        (align, lambda f: f, "is a file, not a directory"),
+        (split, lambda f: f / "sub", "is under {file}, a file"),
+        (align, lambda f: f / "sub", "is under {file}, a file"),
+        (merge, lambda f: f / "m.safetensors", "is a file, not a directory"),
+    ],
+    ids=["split", "align", "split-under", "align-under", "merge-under"],
+)
+def test_output_directory_that_is_a_file_is_refused_before_writing(tmp_path, write, out_of, where):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    file = tmp_path / "out"
+    file.write_bytes(b"precious")
+    out = out_of(file)
+    out_dir = out.parent if write is merge else out
+    with pytest.raises(OutputNotADirectoryError) as e:
+        write(src, out)
+    assert isinstance(e.value, WriterError) and isinstance(e.value, NotADirectoryError)
+    assert str(e.value) == (
+        f"{out_dir}: {where.format(file=file)}; give a directory (it is created if missing) "
+        "for the output"
+    )
+    assert file.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp, no journal
+
+
+def test_output_that_is_a_file_is_refused_before_a_hub_download(tmp_path, monkeypatch):
+    import mlxload.hub
+
+    def no_download(spec, **kwargs):
+        pytest.fail("downloaded before checking the output")
+
+    monkeypatch.setattr(mlxload.hub, "resolve", no_download, raising=False)
+    (tmp_path / "out").touch()
+    with pytest.raises(OutputNotADirectoryError, match="out: is a file, not a directory"):
+        split("hf://org/model", tmp_path / "out")
+    with pytest.raises(OutputNotADirectoryError, match="out: is a file, not a directory"):
+        merge("hf://org/model", tmp_path / "out" / "m.safetensors")
+
+
+def test_cli_split_into_a_file_says_so(tmp_path, capsys):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    (tmp_path / "out").touch()
+    assert cli_main(["split", str(src), str(tmp_path / "out"), "--no-progress"]) == 1
+    assert capsys.readouterr().err == (
+        f"mlxload split: error: {tmp_path / 'out'}: is a file, not a directory; give a "
+        "directory (it is created if missing) for the output\n"
+    )

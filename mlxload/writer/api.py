@@ -12,7 +12,7 @@ from pathlib import Path
 from mlxload.hub.spec import is_hub_spec
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
-from mlxload.writer.plan import plan_align, plan_merge, plan_split
+from mlxload.writer.plan import plan_align, plan_merge, plan_split, require_directory
 from mlxload.writer.sizes import parse_size
 from mlxload.writer.sources import open_source
 
@@ -46,11 +46,13 @@ def merge(
     Raises:
         OutputExistsError, InsufficientSpaceError, WriteFailedError, MetadataConflictError,
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
+        OutputNotADirectoryError: the directory ``out`` would go in is a file.
     """
-    source = open_source(src, progress=download_progress)
     out = Path(out)
     if out.is_dir():
         out = out / "model.safetensors"
+    require_directory(out.parent)  # before a Hub download
+    source = open_source(src, progress=download_progress)
     return execute(plan_merge(source, out, on_conflict=on_conflict), force=force, progress=progress)
 
 
@@ -86,6 +88,7 @@ def split(
         InvalidSizeError: bad ``max_shard_size``; and the errors of :func:`merge`.
     """
     limit = parse_size(max_shard_size)
+    require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
     return execute(plan, force=force, progress=progress)

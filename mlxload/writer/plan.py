@@ -15,11 +15,12 @@ import orjson
 
 from mlxload.header import FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
-from mlxload.writer.errors import InvalidSizeError
+from mlxload.writer.errors import InvalidSizeError, WriterError
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
 from mlxload.writer.sources import Source, merge_metadata
 
 __all__ = [
+    "OutputNotADirectoryError",
     "OutputPlan",
     "WritePlan",
     "index_bytes",
@@ -30,6 +31,27 @@ __all__ = [
 ]
 
 _PLAN_VERSION = 1
+
+
+class OutputNotADirectoryError(WriterError, NotADirectoryError):
+    """The output directory (or a directory it would be created in) is an existing file."""
+
+
+def require_directory(out_dir: Path) -> None:
+    """Fail unless ``out_dir`` is a directory or can be created: no file in its way.
+
+    Raises:
+        OutputNotADirectoryError: ``out_dir``, or its nearest existing ancestor, is a file.
+    """
+    for path in (out_dir, *out_dir.parents):
+        if not path.exists():
+            continue
+        if path.is_dir():
+            return
+        where = "is a file, not a directory" if path == out_dir else f"is under {path}, a file"
+        raise OutputNotADirectoryError(
+            f"{out_dir}: {where}; give a directory (it is created if missing) for the output"
+        )
 
 
 @dataclass
@@ -142,8 +164,10 @@ def plan_merge(source: Source, out: Path, *, on_conflict: str = "error") -> Writ
     """One aligned file holding every tensor of ``source``.
 
     Raises:
+        OutputNotADirectoryError: ``out``'s directory is a file.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
+    require_directory(out.parent)
     metadata = merge_metadata(source.headers, on_conflict)
     return WritePlan("merge", [_output(out, source, list(source.tensors.values()), metadata)])
 
@@ -160,8 +184,10 @@ def plan_split(
     Raises:
         InvalidSizeError: ``max_shard_size`` is not larger than one header page, so no shard
             could hold any tensor data within it.
+        OutputNotADirectoryError: ``out_dir`` is a file.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
+    require_directory(out_dir)
     if max_shard_size <= PAGE_SIZE:
         raise InvalidSizeError(
             f"max_shard_size {max_shard_size} bytes leaves no room for tensor data: each "
@@ -220,6 +246,9 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             ``.safetensors`` file, a file path, or a directory when it exists or ends with
             ``/`` (the file keeps its name there); for any other source, a directory. An
             ``out`` that is the source itself also rewrites in place.
+
+    Raises:
+        OutputNotADirectoryError: the output directory is a file.
     """
     files = source.files
     in_place = out is None
@@ -239,6 +268,7 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
         out_dir = Path(out)
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
         in_place = out_dir.resolve() == files.root.resolve()
+    require_directory(out_dir)
     outputs, unchanged = [], []
     for header in source.headers:
         plan = _output(targets[header.path], source, list(header.tensors.values()), header.metadata)
