@@ -239,3 +239,31 @@ def test_arbitrary_words_match_mx_dequantize(fake, bits):
     b = mx.array(rng.standard_normal((7, 2)).astype(np.float16))
     got = dequant.dequantize(w, s, b, group_size=64, bits=bits)
     _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=bits))
+
+
+def test_doctor_kernel_check_names_the_rounding(fake):
+    from mlxload.doctor_checks import OK, check_metal_kernels
+
+    check = check_metal_kernels()
+    assert check.status == OK, check
+    assert check.detail.endswith(
+        "(rounding: float16 two-step, bfloat16 two-step, float32 two-step)"
+    )
+
+
+def test_doctor_kernel_check_warns_when_dequantize_falls_back(monkeypatch):
+    from mlxload.doctor_checks import WARN, check_metal_kernels
+
+    def refuse(**kwargs):
+        raise RuntimeError("[metal_kernel] Unable to build metal library from source")
+
+    monkeypatch.setattr(mx.fast, "metal_kernel", refuse)
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    metal_dequant.clear_kernel_cache()
+    try:
+        check = check_metal_kernels()
+    finally:
+        metal_dequant.clear_kernel_cache()
+    assert check.status == WARN
+    assert "float16: the kernel can't match mx.dequantize here (the kernel failed" in check.detail
+    assert check.detail.endswith("dequantize uses mx.dequantize instead, results stay exact")

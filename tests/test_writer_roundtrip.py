@@ -24,6 +24,7 @@ from mlxload.writer import (
     InvalidSizeError,
     MetadataConflictError,
     OutputExistsError,
+    OutputNotADirectoryError,
     SourceNotFoundError,
     WriterError,
     align,
@@ -32,7 +33,6 @@ from mlxload.writer import (
     split,
 )
 from mlxload.writer.execute import journal_path, temp_path
-from mlxload.writer.plan import OutputNotADirectoryError
 
 
 def _shards(root):

@@ -49,7 +49,7 @@ from mlxload.distributed.skeleton import (
 )
 from mlxload.distributed.source import open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
-from mlxload.model_recipe import ModelLoadError
+from mlxload.model_recipe import ModelLoadError, load_tokenizer
 from mlxload.process_stats import io_read_bytes, peak_rss_bytes
 
 __all__ = ["load_model_sharded"]
@@ -199,8 +199,8 @@ def load_model_sharded(
     t4 = time.perf_counter()
     timings["convert"] = t4 - t3
 
-    tokenizer = utils.load_tokenizer(
-        source.root, tokenizer_config, eos_token_ids=recipe.config.get("eos_token_id")
+    tokenizer = load_tokenizer(
+        utils, source.root, tokenizer_config, eos_token_ids=recipe.config.get("eos_token_id")
     )
     t5 = time.perf_counter()
     timings["tokenizer"] = t5 - t4

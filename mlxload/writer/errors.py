@@ -17,6 +17,7 @@ __all__ = [
     "OutputBusyError",
     "OutputExistsError",
     "OutputIsSourceError",
+    "OutputNotADirectoryError",
     "SourceNotFoundError",
     "WriteFailedError",
     "WriterError",
@@ -39,6 +40,10 @@ class OutputBusyError(WriterError, BlockingIOError):
 class OutputIsSourceError(WriterError, ValueError):
     """An output would replace one of the source files it is made from (merge/split into the
     source's own files); only ``align`` may rewrite a file in place."""
+
+
+class OutputNotADirectoryError(WriterError, NotADirectoryError):
+    """The output directory (or a directory it would be created in) is an existing file."""
 
 
 class _OSErrorMessage(WriterError, OSError):

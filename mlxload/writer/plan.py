@@ -15,12 +15,11 @@ import orjson
 
 from mlxload.header import FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
-from mlxload.writer.errors import InvalidSizeError, WriterError
+from mlxload.writer.errors import InvalidSizeError, OutputNotADirectoryError
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
 from mlxload.writer.sources import Source, merge_metadata
 
 __all__ = [
-    "OutputNotADirectoryError",
     "OutputPlan",
     "WritePlan",
     "index_bytes",
@@ -31,10 +30,6 @@ __all__ = [
 ]
 
 _PLAN_VERSION = 1
-
-
-class OutputNotADirectoryError(WriterError, NotADirectoryError):
-    """The output directory (or a directory it would be created in) is an existing file."""
 
 
 def require_directory(out_dir: Path) -> None:
