@@ -44,8 +44,12 @@ class Checkpoint(Mapping[str, mx.array]):
     Args:
         files: The resolved checkpoint (see :func:`mlxload.shards.checkpoint_files`).
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
-        cache: Keep tensors after their first access (default). With False every access
-            reads again and the checkpoint holds no tensor memory.
+        cache: Keep tensors after their first access (default); threads asking for the same
+            tensor at once share one read. With False every access reads again and the
+            checkpoint itself holds no tensor memory. Either way, tensors read in one call
+            (``materialize``, ``load_file``) that are neighbours in the file share buffers of
+            up to 256 MiB, freed once none of them is referenced; one tensor read alone
+            (``ckpt[name]``) has its own.
         evict_page_cache: Drop copied ranges from the page cache so the model isn't held twice
             in RAM (copy path only; useful on unified-memory machines).
 
@@ -70,6 +74,7 @@ class Checkpoint(Mapping[str, mx.array]):
         self._cache_enabled = cache
         self._open: dict[Path, TensorFile] = {}
         self._cache: dict[str, mx.array] = {}
+        self._inflight: dict[str, threading.Event] = {}  # name -> set when its read ends
         self._lock = threading.RLock()
         self._where: dict[str, Path] | None = (
             dict(files.weight_map) if files.weight_map is not None else None
@@ -161,19 +166,48 @@ class Checkpoint(Mapping[str, mx.array]):
             name -> evaluated array, in the order asked.
         """
         names = list(self._index() if names is None else names)
-        by_file: dict[Path, list[str]] = {}
         result: dict[str, mx.array] = {}
+        mine: list[str] = []
+        theirs: dict[str, threading.Event] = {}
+        with self._lock:  # claim what nobody is reading yet; wait for the rest below
+            for name in dict.fromkeys(names):
+                cached = self._cache.get(name)
+                if cached is not None:
+                    result[name] = cached
+                elif self._cache_enabled and name in self._inflight:
+                    theirs[name] = self._inflight[name]
+                else:
+                    mine.append(name)
+                    if self._cache_enabled:
+                        self._inflight[name] = threading.Event()
+        try:
+            result.update(self._read(mine))
+        finally:
+            with self._lock:
+                for name in mine:
+                    event = self._inflight.pop(name, None)
+                    if event is not None:
+                        event.set()
+        for name, event in theirs.items():
+            event.wait()
+            cached = self._cache.get(name)
+            # None: that read failed (or was released meanwhile): read it here, reporting
+            # any error to this caller too.
+            result[name] = cached if cached is not None else self.materialize([name])[name]
+        return {n: result[n] for n in names}
+
+    def _read(self, names: list[str]) -> dict[str, mx.array]:
+        by_file: dict[Path, list[str]] = {}
         for name in names:
-            if name in self._cache:
-                result[name] = self._cache[name]
-            else:
-                by_file.setdefault(self._file_of(name).path, []).append(name)
+            by_file.setdefault(self._file_of(name).path, []).append(name)
+        out: dict[str, mx.array] = {}
         for path, wanted in by_file.items():
             arrays = self._shard(path).read(wanted)
             if self._cache_enabled:
-                self._cache.update(arrays)
-            result.update(arrays)
-        return {n: result[n] for n in names}
+                with self._lock:
+                    self._cache.update(arrays)
+            out.update(arrays)
+        return out
 
     def read_block(
         self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
@@ -227,7 +261,8 @@ class Checkpoint(Mapping[str, mx.array]):
         return out
 
     def release(self, names: Iterable[str] | None = None) -> None:
-        """Forget cached tensors (all by default) so their memory can be freed."""
+        """Forget cached tensors (all by default) so their memory can be freed (a buffer
+        shared with neighbours read in the same call is freed with the last of them)."""
         if names is None:
             self._cache.clear()
         else:

@@ -241,12 +241,14 @@ class TensorFile:
         return {n: out[n] for n in (i.name for i in infos)}
 
     def _copy_tensors(self, infos: list[TensorInfo]) -> dict[str, mx.array]:
-        """Copy path for many tensors: one read per run of adjacent small tensors.
+        """Copy path for many tensors: one read per run of adjacent tensors.
 
         Tensors that sit next to each other in the file (each at a 16-byte-aligned distance from
-        the run's start) are read as one range of up to ``_GROUP_BYTES`` into one MLX buffer and
-        handed out as views of it, which saves a Python round trip per tensor. They then share
-        that allocation: it is freed when the last of them is.
+        the run's start) are read as one range of up to 256 MiB into one MLX buffer and handed
+        out as views of it, which saves a Python round trip and an allocation per tensor: on a
+        2 GB file of 8 MiB tensors, 0.55 s instead of 0.62-0.64 s with a buffer per tensor or
+        per 16-32 MiB (best of 7 fresh processes each). They then share that allocation: it is
+        freed when the last of them is.
         """
         groups: list[list[TensorInfo]] = []
         limit = _group_bytes()
