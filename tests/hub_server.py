@@ -42,9 +42,11 @@ class Fault:
 
     Attributes:
         kind: ``"cut"`` (close the connection after ``after`` bytes of the body), ``"corrupt"``
-            (flip one byte), ``"slow"`` (send at ``rate`` bytes/s), or ``"status"`` (answer
-            ``status`` with ``error_code`` in ``X-Error-Code``).
+            (flip one byte), ``"slow"`` (send at ``rate`` bytes/s), ``"status"`` (answer
+            ``status`` with ``error_code`` in ``X-Error-Code``), or ``"short"`` (serve the file
+            without its last ``after`` bytes, as if the mirror's copy were truncated).
         times: How many requests it applies to; -1 for all of them.
+        ignore_range: Answer a ranged request with 200 and the whole file.
     """
 
     kind: str
@@ -53,6 +55,7 @@ class Fault:
     status: int = 500
     error_code: str | None = None
     times: int = 1
+    ignore_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,12 @@ class _Handler(BaseHTTPRequestHandler):
         if repo.is_lfs(path):
             headers["X-Linked-Size"] = str(len(data))
             headers["X-Linked-Etag"] = f'"{repo.sha256(path)}"'
+        if fault is not None and fault.kind == "short":
+            data = data[: len(data) - fault.after]
         start, end, status = 0, len(data) - 1, 200
         rng = self.headers.get("range")
+        if fault is not None and fault.ignore_range:
+            rng = None
         if rng and rng.startswith("bytes="):
             a, _, b = rng[6:].partition("-")
             start = int(a)

@@ -225,3 +225,16 @@ def test_mlxload_load_opens_hub_spec(hub):  # noqa: F811
         ckpt["layers.2.weight"], mx.arange(2000, dtype=mx.float32).reshape(-1, 10) * 2
     )
     assert server.requests == []
+
+
+def test_a_temporary_link_left_by_a_killed_run_is_swept(hub):  # noqa: F811
+    """A run killed between creating a snapshot link's temporary and renaming it left
+    ``.config.json.<hex>.tmp`` in the snapshot; the next run removes it."""
+    _, repo, _ = hub
+    snapshot = download(REPO, progress=False)
+    stale = snapshot / ".config.json.0c4b1180.tmp"
+    stale.symlink_to("config.json")
+    (snapshot / "config.json").unlink()  # that run never renamed its link into place
+    assert download(REPO, progress=False) == snapshot
+    assert (snapshot / "config.json").read_bytes() == repo.files["config.json"]
+    assert not stale.exists() and not stale.is_symlink()

@@ -14,6 +14,7 @@ from mlxload.hub import (
     EntryNotFoundError,
     GatedRepoError,
     HubError,
+    IntegrityError,
     RepoNotFoundError,
     RevisionNotFoundError,
     download,
@@ -89,6 +90,28 @@ def test_persistent_server_error_is_a_download_error(hub):  # noqa: F811
         download(REPO, progress=False)
     assert "HTTP 503" in str(e.value) and shard in str(e.value)
     assert len(server.gets(shard)) == transfer_mod.RETRIES + 1
+
+
+def test_server_that_cannot_resume_and_keeps_dropping_gives_up(hub):  # noqa: F811
+    """Each retry starts from byte 0 again: re-downloading what was already had is no
+    progress, so the retries run out instead of looping for ever."""
+    server, _, _ = hub
+    shard = "model-00001-of-00003.safetensors"
+    server.add_fault(REPO, shard, Fault("cut", after=5000, times=-1, ignore_range=True))
+    with pytest.raises(DownloadError, match="gave up after 6 attempts in a row without progress"):
+        download(REPO, progress=False)
+    assert len(server.gets(shard)) == transfer_mod.RETRIES + 2  # 1 with progress, 6 without
+
+
+def test_mirror_copy_shorter_than_listed_is_an_integrity_error(hub):  # noqa: F811
+    server, repo, _ = hub
+    shard = "model-00002-of-00003.safetensors"
+    server.add_fault(REPO, shard, Fault("short", after=100, times=-1))
+    with pytest.raises(IntegrityError) as e:
+        download(REPO, progress=False)
+    size = len(repo.files[shard])
+    assert f"the server's file is {size - 100} bytes but the Hub lists {size}" in str(e.value)
+    assert len(server.gets(shard)) == 1
 
 
 def test_unreachable_hub_is_a_download_error(tmp_path, monkeypatch):

@@ -60,6 +60,13 @@ def test_bare_repo_id_is_hub_only_when_no_local_path(tmp_path, monkeypatch):
     assert is_hub_spec("hf://org/model")  # unless the scheme says otherwise
 
 
+def test_bare_repo_id_with_a_slashed_revision_is_a_hub_spec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_spec("org/model@refs/pr/1")
+    assert is_hub_spec("org/model@v1")
+    assert not is_hub_spec("org/model/extra@v1")
+
+
 @pytest.mark.parametrize(
     "spec", ["./org/model", "/abs/model", "model.safetensors", "a/b/c", "dir/model.json", ""]
 )

@@ -12,6 +12,7 @@ so the two libraries never write the same blob at once.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -103,11 +104,18 @@ class RepoCache:
     def link(self, commit: str, path: str, blob_name: str) -> Path:
         """Point ``snapshots/<commit>/<path>`` at a blob (relative symlink, copy if unsupported).
 
+        Call with the blob's download lock held.
+
         Returns:
             The snapshot path of the file.
         """
         dst = self.snapshot(commit).joinpath(*path.split("/"))
         dst.parent.mkdir(parents=True, exist_ok=True)
+        # A run killed between creating its temporary link and the rename left one behind;
+        # callers hold the blob's lock, so no live run is using a temporary of this name.
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         src = self.blob(blob_name)
         rel = os.path.relpath(src, dst.parent)
         tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")

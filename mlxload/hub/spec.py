@@ -117,4 +117,4 @@ def is_hub_spec(spec: str | Path) -> bool:
         parse_spec(spec)
     except HubSpecError:
         return False
-    return spec.count("/") == 1
+    return spec.partition("@")[0].count("/") == 1  # a revision may hold slashes: refs/pr/1

@@ -115,6 +115,22 @@ def _start_offset(response: Any, asked: int) -> int:
     return int(match.group(1)) if int(match.group(1)) == asked else -1
 
 
+def _served_size(response: Any) -> int | None:
+    """The whole file's size as the server states it (``Content-Range`` total of a 206, or
+    ``Content-Length`` of an uncompressed 200), or None when it doesn't say."""
+    if response.status_code == 206:
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("content-length", "")
+    if (
+        response.status_code == 200
+        and length.isdigit()
+        and not response.headers.get("content-encoding")
+    ):
+        return int(length)
+    return None
+
+
 def fetch_blob(
     *,
     session: Any,
@@ -163,6 +179,10 @@ def fetch_blob(
         on_bytes(have)
     timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
     failures = 0
+    # Progress is bytes past the furthest point any attempt reached: a server that can't
+    # resume (no Range support, 416) makes every retry start from 0, and those re-downloads
+    # must count as failures, or a flaky connection would loop for ever.
+    furthest = have
 
     def fail(e: BaseException) -> None:
         nonlocal failures
@@ -206,6 +226,17 @@ def fetch_blob(
                         fail(_status_error(response))
                         continue
                     hf_raise_for_status(response)
+                served = _served_size(response)
+                if served is not None and served != file.size:
+                    partial.unlink(missing_ok=True)
+                    raise IntegrityError(
+                        f"{file.path}: the server's file is {served} bytes but the Hub lists "
+                        f"{file.size}; the download was deleted (the file may have changed "
+                        "upstream: run again, or report a broken mirror)",
+                        filename=file.path,
+                        expected=str(expected),
+                        actual=f"({served} bytes)",
+                    )
                 if status == 200 and have:
                     restart()  # the server ignored Range: the whole body follows
                     before = 0
@@ -229,7 +260,8 @@ def fetch_blob(
                 if have < file.size:
                     raise httpx2.RemoteProtocolError("the response ended early")
         except (httpx2.TransportError, httpx2.StreamError) as e:
-            if have > before:
+            if have > max(before, furthest):
+                furthest = have
                 failures = 0  # progress was made: resume at once; only failures in a row count
                 continue
             fail(e)
