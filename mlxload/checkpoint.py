@@ -311,10 +311,15 @@ def load(
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
 
     Raises:
+        ValueError: ``align`` is not False, True or ``"auto"``.
         FileNotFoundError: a local path that doesn't exist (and isn't a Hub spec).
         CheckpointError, SafetensorsError: a broken checkpoint.
         HubError: the Hub download failed.
     """
+    if not (align is None or align is False or align is True or align == "auto"):
+        # Checked before anything happens: a truthy typo ("AUTO", "yes", 1) would otherwise
+        # rewrite files in place.
+        raise ValueError(f"align must be False, True or 'auto', got {align!r}")
     local: Path | None = None
     if is_hub_spec(path):
         from mlxload import hub

@@ -126,6 +126,14 @@ def _load_mlx(
     ckpt: TensorSource, names: set[str], config: QuantizationConfig | None, where: str
 ) -> dict[str, QuantizedWeight]:
     out: dict[str, QuantizedWeight] = {}
+    for biases_name in sorted(n for n in names if n.endswith(".biases")):
+        # ".biases" is only ever written next to ".scales" (a plain layer has ".bias").
+        scales_name = biases_name.removesuffix(".biases") + ".scales"
+        if scales_name not in names:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {biases_name!r} has no {scales_name!r}: the quantized module "
+                "is incomplete (a shard or tensor is missing)"
+            )
     for scales_name in sorted(n for n in names if n.endswith(".scales")):
         module = scales_name.removesuffix(".scales")
         weight_name = f"{module}.weight"

@@ -88,9 +88,10 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
                 f"{index_path}: weight_map[{name!r}] must be a relative file name inside "
                 f"{root}, got {shard!r}"
             )
-        path = files.get(shard)
+        key = os.path.normpath(shard)  # "x" and "./x" are one shard
+        path = files.get(key)
         if path is None:
-            path = files[shard] = root / shard
+            path = files[key] = root / key
         weight_map[name] = path
     missing = [p.name for p in files.values() if not p.is_file()] if require_all else []
     if missing:

@@ -236,6 +236,15 @@ def test_index_that_is_a_fifo_or_directory_is_not_read(tmp_path):
     assert list(mlxload.load(tmp_path)) == ["x"]
 
 
+def test_index_naming_one_shard_two_ways_lists_it_once(tmp_path):
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), {"a": mx.ones(2), "b": mx.zeros(3)})
+    weight_map = {"a": "model.safetensors", "b": "./model.safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ckpt = mlxload.load(tmp_path)
+    assert ckpt.files == [tmp_path / "model.safetensors"]
+    assert sorted(ckpt) == ["a", "b"] and ckpt["b"].tolist() == [0, 0, 0]
+
+
 def test_huge_index_is_refused_before_reading(tmp_path, monkeypatch):
     from mlxload import shards
 

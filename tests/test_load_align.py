@@ -70,3 +70,12 @@ def test_hf_cache_is_never_rewritten(tmp_path):
     with pytest.raises(mlxload.CheckpointError, match=r"Hugging Face cache.*mlxload align"):
         mlxload.load(snap, align=True)
     assert (snap / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("align", ["AUTO", "yes", 1, 0])
+def test_align_takes_only_false_true_or_auto(tmp_path, align):
+    mx.save_safetensors(str(tmp_path / "w.safetensors"), {"w": mx.ones(3)})
+    before = (tmp_path / "w.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=f"align must be False, True or 'auto', got {align!r}"):
+        mlxload.load(tmp_path, align=align)
+    assert (tmp_path / "w.safetensors").read_bytes() == before

@@ -170,6 +170,19 @@ def test_scales_without_packed_weight_names_the_tensor(tmp_path):
     assert str(e.value) == f"{tmp_path}: tensor 'y.scales' has no packed weight 'y.weight'"
 
 
+def test_biases_without_scales_is_an_incomplete_module_not_a_float_layer(tmp_path):
+    w, s, b = affine(8, 64, 4, 64)
+    quantization = {"quantization": {"bits": 4, "group_size": 64}}
+    write(tmp_path, {"x.weight": w, "x.scales": s, "x.biases": b, "m.weight": w, "m.biases": b},
+          quantization)  # fmt: skip
+    with pytest.raises(QuantizedCheckpointError) as e:
+        load_quantized_weights(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: tensor 'm.biases' has no 'm.scales': the quantized module is incomplete "
+        "(a shard or tensor is missing)"
+    )
+
+
 def test_packed_weight_without_config_names_the_tensor(tmp_path):
     w, s, b = affine(8, 64, 4, 64)
     write(tmp_path, {"x.weight": w, "x.scales": s, "x.biases": b}, {"model_type": "llama"})
