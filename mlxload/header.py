@@ -28,6 +28,7 @@ from itertools import chain
 from math import prod
 from operator import itemgetter, mul, sub
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -523,8 +524,9 @@ def _strict_reparse(path: Path, text: str) -> dict:
     for i, (name, entry) in enumerate(pairs):
         if name != "__metadata__" and last[name] != i:
             # A repeated name keeps its last entry (as the reference and json do), but the
-            # reference checks every entry as it parses: an earlier, broken one is an error.
-            _validate_entry(path, name, _as_dicts(entry), 0)
+            # reference's parser checks the types of every entry: an earlier, broken one is an
+            # error. (Its sizes and offsets are checked for the last entry only.)
+            _entry_fields(path, name, _as_dicts(entry))
     return _as_dicts(pairs)
 
 
@@ -594,7 +596,9 @@ def _validate_metadata(path: Path, metadata: object) -> dict[str, str]:
     return metadata
 
 
-def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> TensorInfo:
+def _entry_fields(path: Path, name: str, entry: object) -> tuple[Any, str, list, list]:
+    """The types of one entry, checked as the reference's parser checks them while parsing:
+    ``(dtype spec, dtype, shape, data_offsets)``."""
     if type(entry) is not dict:
         raise TensorEntryError(
             f"{path}: tensor {name!r}: entry must be an object with dtype, shape and "
@@ -614,7 +618,7 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
         raise UnknownDtypeError(
             f"{path}: tensor {name!r}: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}"
         )
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list or not all(type(d) is int and 0 <= d <= _U64_MAX for d in shape):
         raise InvalidShapeError(
             f"{path}: tensor {name!r}: shape must be a list of non-negative integers, "
             f"got {shape!r:.80}"
@@ -623,8 +627,17 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
         type(offsets) is not list
         or len(offsets) != 2
         or not all(type(o) is int and 0 <= o <= _U64_MAX for o in offsets)
-        or offsets[1] < offsets[0]
     ):
+        raise InvalidDataOffsetsError(
+            f"{path}: tensor {name!r}: data_offsets must be [begin, end] with "
+            f"0 <= begin <= end, got {offsets!r:.80}"
+        )
+    return spec, dtype, shape, offsets
+
+
+def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> TensorInfo:
+    spec, dtype, shape, offsets = _entry_fields(path, name, entry)
+    if offsets[1] < offsets[0]:
         raise InvalidDataOffsetsError(
             f"{path}: tensor {name!r}: data_offsets must be [begin, end] with "
             f"0 <= begin <= end, got {offsets!r:.80}"

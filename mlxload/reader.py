@@ -78,18 +78,20 @@ class TensorSlice:
         """Sub-byte tensors come back as packed bytes, whose axes past the first aren't the
         tensor's: only a leading-axis int or slice (of a tensor with 2+ dims) means the same
         thing on both."""
-        whole = slice(None)
-        if all(i == whole or i is Ellipsis for i in index):
+        if all(_is_whole(i) for i in index):
             return  # the whole tensor
-        leading_only = isinstance(index[0], (int, slice)) and all(
-            i == whole or i is Ellipsis for i in index[1:]
-        )
+        leading_only = isinstance(index[0], (int, slice)) and all(_is_whole(i) for i in index[1:])
         if not leading_only or len(self._info.shape) < 2:
             raise ValueError(
                 f"{self._file.path}: tensor {self._info.name!r} is {self._info.dtype}, handed "
                 "back as packed uint8 bytes: index only the leading axis of a tensor with 2 or "
                 "more dims, then unpack"
             )
+
+
+def _is_whole(index: object) -> bool:
+    """``:`` or ``...`` (an array index has no truth value, so no ``==`` here)."""
+    return index is Ellipsis or (isinstance(index, slice) and index == slice(None))
 
 
 class safe_open:  # named like safetensors.safe_open on purpose

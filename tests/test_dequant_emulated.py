@@ -113,6 +113,7 @@ def test_mixed_dtypes_match_mx_dequantize(fake, scales_dtype, biases_dtype, out_
     b = b.astype(biases_dtype)
     got = dequant.dequantize(w, s, b, 64, 4, dtype=out_dtype)
     _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=4, dtype=out_dtype))
+    assert dequant.last_path() == dequant.PATH_METAL  # the probe told the roundings apart
 
 
 def test_default_dtype_of_mixed_scales_and_biases_is_float32(fake):
@@ -131,11 +132,13 @@ def test_kernel_is_built_once_and_dispatched_per_call(fake):
     (kernel,) = fake.kernels
     assert kernel.source == kernel_source("affine_dequantize")
     assert kernel.header == kernel_header("affine_dequantize") != ""
-    probe, *calls = kernel.calls  # one probe for float16, which the two-step rounding passes
-    assert probe["spec"].kernel_name == (
-        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_8_64_0"
-        "_uint32_t_float16_t_float16_t_float16_t"
-    )
+    (*probes,) = kernel.calls[:2]  # the float16 probe runs both roundings once
+    calls = kernel.calls[2:]
+    assert [p["spec"].kernel_name for p in probes] == [
+        "custom_kernel_mlxload_affine_dequantize__float16_t_float16_t_float16_t_4_64_"
+        f"{fused}_uint32_t_float16_t_float16_t_float16_t"
+        for fused in (0, 1)
+    ]
     assert metal_dequant.rounding(mx.float16, mx.float16, mx.float16) == metal_dequant.TWO_STEP
     assert [c["grid"] for c in calls] == [(16, 5, 1)] * 4
     assert [c["threadgroup"] for c in calls] == [(16, 5, 1)] * 4
@@ -187,6 +190,20 @@ def test_emulator_catches_a_single_rounding_kernel(fake, monkeypatch):
     _assert_exact(dequant.dequantize(w, s, b, 64, 4), ref)  # caught: mx.dequantize instead
     assert dequant.last_path() == dequant.PATH_MLX
     assert "neither rounding" in metal_dequant.rounding_failures()[(mx.float16,) * 3]
+
+
+def test_probe_that_cannot_tell_the_roundings_apart_falls_back(fake, monkeypatch):
+    real = metal_dequant.affine_dequantize_metal
+
+    def both_equal(*args, fused=False):
+        return real(*args, fused=False)  # as if the two roundings never differed
+
+    monkeypatch.setattr(metal_dequant, "affine_dequantize_metal", both_equal)
+    assert metal_dequant.rounding(mx.float32, mx.float32, mx.float32) is None
+    assert (
+        "could not tell the two roundings apart"
+        in (metal_dequant.rounding_failures()[(mx.float32,) * 3])
+    )
 
 
 def _fused_reference(w, scales, biases, group_size, bits, dtype):

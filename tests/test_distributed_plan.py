@@ -312,3 +312,44 @@ def test_tensor_and_pipeline_groups_equal_full_load_shard_pipeline(
     assert (report.tensor_rank, report.pipeline_rank) == (tensor_rank, pipeline_rank)
     assert report.shards_opened == 4  # embeddings, its two layers, head
     assert report.fraction_read < 0.3
+
+
+def test_traces_in_two_threads_at_once_stay_apart():
+    """The in-place hooks are process-wide: overlapping traces must not record into each
+    other or leave a wrapper behind."""
+    import threading
+    import time
+
+    original = mx.array.__itruediv__
+
+    class Toy(nn.Module):
+        def __init__(self, before: float, after: float):
+            super().__init__()
+            self.down = nn.Linear(32, 64)
+            self.before, self.after = before, after
+
+        def shard(self, group):
+            time.sleep(self.before)
+            self.down = shard_linear(self.down, "sharded-to-all", group=group)
+            self.down.bias /= group.size()
+            time.sleep(self.after)
+
+    derived = {}
+
+    def run(tag: str, before: float, after: float, start: float) -> None:
+        time.sleep(start)
+        model = Toy(before, after)
+        names = dict(tree_flatten(model.parameters()))
+        trace = shard_and_trace(model, FakeGroup(0, 2))
+        derived[tag] = plan_blocks(trace, {k: k for k in names}, 2, 0).derived
+
+    threads = [
+        threading.Thread(target=run, args=("a", 0.0, 0.3, 0.0)),
+        threading.Thread(target=run, args=("b", 0.3, 0.0, 0.1)),  # enters while a is inside
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert derived == {"a": {"down.bias": "down.bias"}, "b": {"down.bias": "down.bias"}}
+    assert mx.array.__itruediv__ is original

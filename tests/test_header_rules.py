@@ -334,6 +334,20 @@ def test_an_earlier_entry_of_a_repeated_name_is_still_checked(tmp_path, first, e
     check(tmp_path, header.encode(), F32_6, error, "tensor 'w'", words)
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        '{"dtype":"F32","shape":[3],"data_offsets":[0,24]}',
+        '{"dtype":"F32","shape":[6],"data_offsets":[24,0]}',
+    ],
+)
+def test_an_earlier_entry_of_a_repeated_name_is_checked_for_types_only(tmp_path, first):
+    """Like the reference: sizes and offset order only matter for the entry that is kept."""
+    header = f'{{"w":{first},"w":{{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}}}'
+    path = write_raw(tmp_path / "d.safetensors", header.encode(), F32_6)
+    assert read_header(path).tensors["w"].shape == (6,)
+
+
 @pytest.mark.parametrize("depth,ok", [(125, True), (126, False)])
 def test_nesting_limit_matches_the_reference(tmp_path, depth, ok):
     nested = "[" * depth + "]" * depth

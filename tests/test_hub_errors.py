@@ -130,3 +130,39 @@ def test_errors_share_a_base():
     for cls in (RepoNotFoundError, RevisionNotFoundError, EntryNotFoundError, AuthError):
         assert issubclass(cls, HubError) and issubclass(cls, MlxloadError)
     assert issubclass(GatedRepoError, AuthError)
+
+
+def test_rejected_resume_takes_its_prefix_back_from_the_progress(tmp_path):
+    """The served-size check deletes a resumed prefix; the progress bar must lose it too."""
+    import contextlib
+    import hashlib
+
+    from mlxload.hub.listing import RemoteFile
+
+    body = b"x" * 1000
+    file = RemoteFile("model.safetensors", 1000, "0" * 40, hashlib.sha256(body).hexdigest())
+    partial = tmp_path / "blob.incomplete"
+    partial.write_bytes(body[:400])
+
+    class Response:
+        status_code = 206
+
+        def __init__(self):
+            self.headers = {"content-range": "bytes 400-1199/1200", "content-length": "800"}
+
+        def iter_raw(self):
+            yield b"y" * 800
+
+    class Session:
+        @contextlib.contextmanager
+        def stream(self, *args, **kwargs):
+            yield Response()
+
+    events: list[int] = []
+    with pytest.raises(IntegrityError, match="the server's file is 1200 bytes but the Hub"):
+        transfer_mod.fetch_blob(
+            session=Session(), url="http://x", headers={}, file=file,
+            blob=tmp_path / "blob", partial=partial, on_bytes=events.append,
+        )  # fmt: skip
+    assert events == [400, -400]
+    assert not partial.exists() and not (tmp_path / "blob").exists()

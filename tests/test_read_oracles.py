@@ -148,8 +148,9 @@ def test_sub_byte_rows_slice_by_rows_not_bytes(tmp_path):
         assert bytes(memoryview(x[::-1])) == b"".join(reversed(rows))
         assert bytes(memoryview(x[2])) == rows[2]
         assert bytes(memoryview(x[:])) == data
-        with pytest.raises(ValueError, match="packed uint8 bytes: index only the leading axis"):
-            x[:, 1]
+        for index in [(slice(None), 1), np.array([0, 1]), (np.array([0]), slice(None))]:
+            with pytest.raises(ValueError, match="packed uint8 bytes: index only the leading"):
+                x[index]
 
 
 def test_shape_mlx_cannot_hold_is_a_clear_error(tmp_path):

@@ -221,3 +221,16 @@ def test_peak_memory_does_not_grow_with_checkpoint_size(tmp_path, method):
     assert out.stat().st_size > 96 << 20
     assert peak_kb < 256 * 1024
     assert peak_kb - before_kb < 24 * 1024, (before_kb, peak_kb)  # under one shard's size
+
+
+@pytest.mark.parametrize("field", ["tensors_done", "bytes_done", "resumes"])
+def test_journal_with_a_negative_count_is_not_trusted(tmp_path, field):
+    from mlxload.writer.journal import JournalState, load_journal, save_journal
+
+    path = tmp_path / "j"
+    save_journal(path, JournalState("d", tensors_done=2, bytes_done=64))
+    assert load_journal(path, "d") == JournalState("d", tensors_done=2, bytes_done=64)
+    state = json.loads(path.read_bytes())
+    state[field] = -1
+    path.write_bytes(json.dumps(state).encode())
+    assert load_journal(path, "d") is None

@@ -23,6 +23,7 @@ Nothing is evaluated: the skeleton's arrays are lazy and are replaced by what is
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,6 +188,26 @@ def shard_and_trace(model: nn.Module, group: Any) -> ShardTrace:
                 trace.origin[id(out)] = id(inputs[path])
         return result
 
+    # Both hooks are process-wide: two traces at once would record into each other and
+    # restore each other's wrappers, so one shard() is traced at a time.
+    with _TRACE_LOCK:
+        _shard_traced(model, group, dist, traced, original, trace, paths)
+    trace.after = dict(tree_flatten(model.parameters()))
+    return trace
+
+
+_TRACE_LOCK = threading.Lock()
+
+
+def _shard_traced(
+    model: nn.Module,
+    group: Any,
+    dist: Any,
+    traced: Callable,
+    original: Callable,
+    trace: ShardTrace,
+    paths: dict[int, tuple[str, nn.Module]],
+) -> None:
     dist._shard = traced
     try:
         with _note_in_place(trace.changed):
@@ -202,8 +223,6 @@ def shard_and_trace(model: nn.Module, group: Any) -> ShardTrace:
         ) from None
     finally:
         dist._shard = original
-    trace.after = dict(tree_flatten(model.parameters()))
-    return trace
 
 
 def plan_blocks(

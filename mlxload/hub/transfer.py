@@ -228,7 +228,7 @@ def fetch_blob(
                     hf_raise_for_status(response)
                 served = _served_size(response)
                 if served is not None and served != file.size:
-                    partial.unlink(missing_ok=True)
+                    restart()  # delete the partial, take its bytes back from the progress
                     raise IntegrityError(
                         f"{file.path}: the server's file is {served} bytes but the Hub lists "
                         f"{file.size}; the download was deleted (the file may have changed "

@@ -408,7 +408,7 @@ def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
         size = tmp.stat().st_size
     except FileNotFoundError:
         return False
-    if state.tensors_done > len(output.tensors):
+    if not 0 <= state.tensors_done <= len(output.tensors):
         return False
     if state.bytes_done != _bytes_before(output, state.tensors_done):
         return False  # inconsistent (hand-edited, or written by a buggy version): start over

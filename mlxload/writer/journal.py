@@ -49,7 +49,7 @@ def load_journal(path: Path, digest: str) -> JournalState | None:
     if obj.get("digest") != digest:
         return None
     try:
-        return JournalState(
+        state = JournalState(
             digest=digest,
             tensors_done=int(obj["tensors_done"]),
             bytes_done=int(obj["bytes_done"]),
@@ -58,6 +58,9 @@ def load_journal(path: Path, digest: str) -> JournalState | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+    if min(state.tensors_done, state.bytes_done, state.resumes) < 0:
+        return None  # not something a run writes: don't trust any of it
+    return state
 
 
 def save_journal(path: Path, state: JournalState) -> None:
