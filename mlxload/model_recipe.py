@@ -190,7 +190,8 @@ def load_tokenizer(
             other failure of transformers' tokenizer loading (its first line is kept).
     """
     try:
-        return utils.load_tokenizer(root, tokenizer_config, eos_token_ids=eos_token_ids)
+        # {} rather than None: mlx-lm 0.28 expands it with ** (later versions accept None).
+        return utils.load_tokenizer(root, tokenizer_config or {}, eos_token_ids=eos_token_ids)
     except Exception as e:  # transformers/tokenizers raise many types, even bare Exception
         raise _tokenizer_error(root, e) from e
 
