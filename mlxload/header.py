@@ -120,8 +120,9 @@ class TensorInfo:
 
     @property
     def zero_copy_ready(self) -> bool:
-        """True when the absolute offset is a multiple of the element size."""
-        return self.offset % self.alignment == 0
+        """True when the absolute offset is a multiple of the element size (always for an
+        empty tensor: it has no bytes to view or copy)."""
+        return self.nbytes == 0 or self.offset % self.alignment == 0
 
     def as_dict(self) -> dict:
         """The header fields plus absolute offset and size, for printing and JSON."""

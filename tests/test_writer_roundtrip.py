@@ -335,3 +335,46 @@ def test_cli_split_into_a_file_says_so(tmp_path, capsys):
         f"mlxload split: error: {tmp_path / 'out'}: is a file, not a directory; give a "
         "directory (it is created if missing) for the output\n"
     )
+
+
+def test_an_empty_tensor_never_needs_a_copy(tmp_path):
+    path = tmp_path / "e.safetensors"
+    body = b'{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
+    body += b'"e":{"dtype":"F32","shape":[0],"data_offsets":[1,1]}}'
+    body += b" " * (-(8 + len(body)) % 8)
+    path.write_bytes(len(body).to_bytes(8, "little") + body + b"\x07")
+    report = alignment_report(path)
+    assert report.ready and report.copy_bytes == 0
+    assert report.verdict() == "zero-copy ready: 100% of bytes"
+
+
+def test_first_and_last_follow_the_shard_order_not_the_index_order(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model-00001-of-00002.safetensors"), {"model.w": mx.ones(2)},
+                        metadata={"k": "shard1"})  # fmt: skip
+    mx.save_safetensors(str(src / "model-00002-of-00002.safetensors"), {"lm_head.w": mx.ones(2)},
+                        metadata={"k": "shard2"})  # fmt: skip
+    weight_map = {"lm_head.w": "model-00002-of-00002.safetensors",  # sorted by name: 2 first
+                  "model.w": "model-00001-of-00002.safetensors"}  # fmt: skip
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for choice, expected in (("first", "shard1"), ("last", "shard2")):
+        out = tmp_path / f"{choice}.safetensors"
+        merge(src, out, on_conflict=choice)
+        assert read_header(out).metadata == {"k": expected}
+
+
+def test_align_in_place_keeps_file_permissions(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    shards = _shards(src)
+    for shard in shards:
+        shard.chmod(0o600)
+    align(src)
+    assert [oct(p.stat().st_mode & 0o777) for p in _shards(src)] == ["0o600"] * len(shards)
+
+
+def test_merge_into_a_new_directory_given_with_a_slash(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    result = merge(src, f"{tmp_path / 'newdir'}/")
+    assert result.outputs == [tmp_path / "newdir" / "model.safetensors"]
+    assert (tmp_path / "newdir").is_dir()

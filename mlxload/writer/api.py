@@ -32,7 +32,8 @@ def merge(
 
     Args:
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
-        out: The output file (an existing directory gets ``model.safetensors`` inside).
+        out: The output file (an existing directory, or a path ending with ``/``, gets
+            ``model.safetensors`` inside).
         force: Replace ``out`` if it exists.
         on_conflict: Shards disagreeing on a ``__metadata__`` key: ``"error"``, ``"first"``,
             ``"last"``.
@@ -48,8 +49,9 @@ def merge(
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
         OutputNotADirectoryError: the directory ``out`` would go in is a file.
     """
+    as_dir = os.fspath(out).endswith(("/", os.sep))  # Path() drops a trailing slash
     out = Path(out)
-    if out.is_dir():
+    if out.is_dir() or as_dir:
         out = out / "model.safetensors"
     require_directory(out.parent)  # before a Hub download
     source = open_source(src, progress=download_progress)

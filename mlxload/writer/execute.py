@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -341,6 +342,7 @@ class _Run:
         fresh = state.tensors_done == 0
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
         try:
+            _keep_mode(fd, output.path)
             if fresh:
                 _pwrite_all(fd, output.header, 0)  # the first checkpoint creates the journal
             else:
@@ -415,6 +417,16 @@ def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
     return size >= output.data_start + state.bytes_done
 
 
+def _keep_mode(fd: int, final: Path) -> None:
+    """Give the file that will replace ``final`` the permissions ``final`` has now (a private
+    0600 checkpoint rewritten in place must not become world-readable)."""
+    try:
+        mode = stat.S_IMODE(os.stat(final).st_mode)
+    except FileNotFoundError:
+        return
+    os.fchmod(fd, mode)
+
+
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -441,6 +453,7 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            _keep_mode(fd, path)
             _pwrite_all(fd, data, 0)
             full_fsync(fd)
         finally:

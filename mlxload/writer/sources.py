@@ -149,9 +149,10 @@ def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dic
     """Union of the shards' ``__metadata__``, keys sorted.
 
     Args:
-        headers: Source headers, in shard order.
+        headers: Source headers.
         on_conflict: ``"error"`` (default), ``"first"`` (keep the earliest shard's value) or
-            ``"last"`` (keep the latest).
+            ``"last"`` (keep the latest), shards taken in file-name order
+            (``model-00001-of-...`` first), with or without an index.
 
     Returns:
         The merged metadata.
@@ -164,7 +165,8 @@ def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dic
         raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
     merged: dict[str, str] = {}
     origin: dict[str, Path] = {}
-    for header in headers:
+    # Not the index's order: that follows its weight_map, often sorted by tensor name.
+    for header in sorted(headers, key=lambda h: h.path.name):
         for key, value in header.metadata.items():
             if key in merged and merged[key] != value:
                 if on_conflict == "error":
