@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-__all__ = ["SegmentStream", "read_workers"]
+__all__ = ["MAX_DIM", "SegmentStream", "read_workers", "u8_shape"]
 
 _PARALLEL_MIN = 8 << 20
 """Ranges at least this large are read by several threads."""
@@ -80,6 +80,33 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+MAX_DIM = 2**31 - 1
+"""Largest dimension of an MLX array."""
+
+
+def u8_shape(nbytes: int) -> list[int]:
+    """The shape a range of ``nbytes`` bytes is described with: ``[nbytes]``, or, past MLX's
+    32-bit dimension limit (a 2.1 GB embedding table), ``[nbytes // d, d]`` for the largest
+    power-of-two ``d`` up to 1 MiB that divides it, so that viewing it as any dtype up to
+    16 bytes and reshaping it needs no copy.
+
+    Raises:
+        UnsupportedShapeError: an odd size over 2**31 - 1 bytes (no such tensor fits MLX).
+    """
+    if nbytes <= MAX_DIM:
+        return [nbytes]
+    d = 1 << 20
+    while d > 1 and (nbytes % d or nbytes // d > MAX_DIM):
+        d >>= 1
+    if nbytes % d or nbytes // d > MAX_DIM or d < 16:
+        from mlxload.errors import UnsupportedShapeError
+
+        raise UnsupportedShapeError(
+            f"a range of {nbytes} bytes can't be described to MLX (32-bit dimensions)"
+        )
+    return [nbytes // d, d]
+
+
 def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     """Fill ``view`` from ``offset``; returns the bytes read (short only at end of file)."""
     done = 0
@@ -126,7 +153,11 @@ class SegmentStream:
                     starts.append(pos)
                     file_offsets.append(file_offset)
                     pos += nbytes
-            entries[name] = {"dtype": "U8", "shape": [pos - first], "data_offsets": [first, pos]}
+            entries[name] = {
+                "dtype": "U8",
+                "shape": u8_shape(pos - first),
+                "data_offsets": [first, pos],
+            }
         header = orjson.dumps(entries)
         self._prefix = struct.pack("<Q", len(header)) + header
         self._data_size = pos

@@ -40,7 +40,7 @@ from mlxload.header import (
     open_regular,
     read_header_fd,
 )
-from mlxload.segment_stream import SegmentStream
+from mlxload.segment_stream import MAX_DIM, SegmentStream
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
 
@@ -269,6 +269,8 @@ class TensorFile:
         out: dict[str, mx.array] = {}
         for k, group in enumerate(groups):
             blob = raw[f"{k}"]
+            if len(group) > 1 and blob.ndim > 1:
+                blob = blob.reshape(-1)  # groups stay under 2**31 bytes: see _group_bytes
             base = group[0].begin
             for info in group:
                 part = blob if len(group) == 1 else blob[info.begin - base : info.end - base]
@@ -401,6 +403,8 @@ class TensorFile:
                 self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
             mapping = self._mmap
         window_start = info.offset - info.offset % _PAGE
+        if info.offset + info.nbytes - window_start > MAX_DIM:
+            return None  # a flat uint8 window this long is past MLX's 32-bit dimensions
         window = _page_window(mapping, window_start, info.offset + info.nbytes)
         base = _import_no_copy(window)
         if base is None:
@@ -434,11 +438,13 @@ def _by_offset(info: TensorInfo) -> int:
 
 def _group_bytes() -> int:
     env = os.environ.get("MLXLOAD_GROUP_BYTES")
-    return int(env) if env and env.isdigit() else _GROUP_BYTES
+    limit = int(env) if env and env.isdigit() else _GROUP_BYTES
+    return min(limit, 2**31 - 1)  # a group is sliced as one flat array
 
 
 def _as_typed(raw: mx.array, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
-    """Reinterpret a flat uint8 array (no copy: MLX views share row-contiguous buffers)."""
+    """Reinterpret a uint8 array, flat or ``[n, d]`` (see :func:`~.segment_stream.u8_shape`),
+    as ``dtype`` and ``shape`` (no copy: MLX views share row-contiguous buffers)."""
     if dtype != mx.uint8:
         raw = raw.view(dtype)
     return raw.reshape(shape)

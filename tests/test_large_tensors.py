@@ -1,0 +1,67 @@
+"""Tensors over 2**31 bytes: MLX dimensions are 32-bit, so the copy path describes such ranges
+as ``[n, d]`` uint8 blocks and views them back (no copy)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlxload
+from mlxload import segment_stream
+from mlxload.errors import UnsupportedShapeError
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "shape"),
+    [
+        (100, [100]),
+        (2**31 - 1, [2**31 - 1]),
+        (2**31 + 16, [(2**31 + 16) // 16, 16]),
+        (2**33, [2**13, 2**20]),
+        (3 * 2**31, [3 * 2**11, 2**20]),
+    ],
+)
+def test_u8_shape_keeps_every_dimension_within_mlx(nbytes, shape):
+    assert segment_stream.u8_shape(nbytes) == shape
+
+
+def test_u8_shape_refuses_an_odd_size_past_the_limit():
+    with pytest.raises(UnsupportedShapeError, match="2147483649 bytes"):
+        segment_stream.u8_shape(2**31 + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64, np.uint8])
+def test_two_dimensional_ranges_read_back_exactly(tmp_path, monkeypatch, dtype):
+    """The [n, d] path, exercised on small tensors by lowering the limit."""
+    monkeypatch.setattr(segment_stream, "MAX_DIM", 5000)
+    values = (np.arange(64 * 48) % 251).astype(dtype).reshape(64, 48)
+    path = tmp_path / "t.safetensors"
+    # safetensors' writer puts a then a2 side by side, 16-byte aligned: one (2-D) group
+    from safetensors.numpy import save_file
+
+    save_file({"a": values, "a2": values[::-1].copy(), "b": np.ones(4, np.float32)}, str(path))
+    got = mlxload.load_file(path)
+    assert np.array_equal(np.array(got["a"]), values) and got["a"].dtype == mx.array(values).dtype
+    assert np.array_equal(np.array(got["a2"]), values[::-1]) and got["b"].tolist() == [1] * 4
+    with mlxload.safe_open(path) as f:
+        assert np.array_equal(np.array(f.get_slice("a")[10:60]), values[10:60])
+
+
+def test_a_tensor_over_2_gib_loads(tmp_path):
+    """2 GiB + 16 bytes of float32 in a sparse file (no disk writes)."""
+    n = 2**29 + 4
+    header = json.dumps({"x": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}})
+    body = header.encode() + b" " * (-(8 + len(header)) % 8)
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(body)) + body)
+        f.seek(8 + len(body) + 4 * n - 4)
+        f.write(struct.pack("<f", 1.5))
+    x = mlxload.load_file(path)["x"]
+    assert x.shape == (n,) and x.dtype == mx.float32
+    assert x[-1].item() == 1.5 and x[0].item() == 0.0
+    del x
