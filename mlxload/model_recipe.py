@@ -61,6 +61,11 @@ def model_classes(utils: Any, config: dict[str, Any], root: Path) -> tuple[type,
         return utils._get_classes(config)
     except ValueError as e:
         raise ModelLoadError(f"{root}/config.json: {e}") from None
+    except (AttributeError, ImportError) as e:  # a module that isn't a model ("base")
+        raise ModelLoadError(
+            f"{root}/config.json: model_type {config['model_type']!r} is not a model mlx-lm "
+            f"provides ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _model_args(args_class: type, config: dict[str, Any], root: Path) -> Any:
@@ -76,7 +81,7 @@ def _model_args(args_class: type, config: dict[str, Any], root: Path) -> Any:
             f"{root}/config.json: no {keys}, which mlx-lm's {config['model_type']!r} model "
             "needs; add it to config.json (or pass it in model_config)"
         ) from None
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, AttributeError, AssertionError, ArithmeticError) as e:
         raise _config_rejected(config, root, e) from None
 
 
@@ -114,7 +119,10 @@ class ModelRecipe:
         args = _model_args(self.args_class, self.config, self.root)
         try:
             return self.model_class(args)
-        except (TypeError, ValueError, KeyError) as e:  # e.g. a null where a number belongs
+        except MemoryError:
+            raise
+        except Exception as e:  # mlx-lm's model code raises whatever a bad value makes it
+            # (None where a number belongs, 0 heads: ZeroDivisionError, a list for a dict...)
             raise _config_rejected(self.config, self.root, e) from None
 
 

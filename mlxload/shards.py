@@ -93,7 +93,7 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         if path is None:
             path = files[key] = root / key
         weight_map[name] = path
-    missing = [p.name for p in files.values() if not p.is_file()] if require_all else []
+    missing = [p.name for p in files.values() if not _is_file(p)] if require_all else []
     if missing:
         raise MissingShardError(
             f"{index_path}: {len(missing)} shard(s) named by the index are missing from {root}: "
@@ -108,6 +108,13 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         index_path=index_path,
         index_metadata=metadata if type(metadata) is dict else {},
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the filesystem, a loop of symlinks...
+        return False
 
 
 MAX_INDEX_SIZE = 256 << 20

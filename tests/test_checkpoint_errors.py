@@ -245,6 +245,13 @@ def test_index_naming_one_shard_two_ways_lists_it_once(tmp_path):
     assert sorted(ckpt) == ["a", "b"] and ckpt["b"].tolist() == [0, 0, 0]
 
 
+def test_index_naming_a_shard_too_long_for_the_filesystem_says_it_is_missing(tmp_path):
+    weight_map = {"w": "x" * 300 + ".safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(errors.MissingShardError, match="1 shard"):
+        mlxload.load(tmp_path)
+
+
 def test_huge_index_is_refused_before_reading(tmp_path, monkeypatch):
     from mlxload import shards
 

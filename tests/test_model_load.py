@@ -371,3 +371,20 @@ def test_model_config_can_supply_a_missing_key(cache, tmp_path):
     _edit_config(d, hidden_size="DROP")
     model, _, config = load_model(d, model_config={"hidden_size": hidden})
     assert config["hidden_size"] == hidden and model.load_report.timings["tokenizer"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"vocab_size": -5}, "model can't be built from it"),
+        ({"num_attention_heads": 0}, "model can't be built from it"),
+        ({"rope_scaling": [1, 2]}, "model can't be built from it"),
+        ({"model_type": "base"}, "model_type 'base' is not a model mlx-lm provides"),
+    ],
+)
+def test_hostile_config_values_are_one_line_model_load_errors(cache, tmp_path, changes, words):
+    d = _copy(cache, tmp_path, "hostile")
+    _edit_config(d, **changes)
+    with pytest.raises(ModelLoadError, match=words) as e:
+        load_model(d)
+    assert str(d / "config.json") in str(e.value) and "\n" not in str(e.value)

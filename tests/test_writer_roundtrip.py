@@ -378,3 +378,28 @@ def test_merge_into_a_new_directory_given_with_a_slash(tmp_path):
     result = merge(src, f"{tmp_path / 'newdir'}/")
     assert result.outputs == [tmp_path / "newdir" / "model.safetensors"]
     assert (tmp_path / "newdir").is_dir()
+
+
+def test_output_header_over_the_readers_limit_is_refused_before_writing(tmp_path, monkeypatch):
+    from mlxload.writer import OutputHeaderTooLargeError
+    from mlxload.writer import plan as plan_mod
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    monkeypatch.setattr(plan_mod, "MAX_HEADER_SIZE", 1000)  # the real limit is 100 MB
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(
+        OutputHeaderTooLargeError, match=r"its header would be \d+ bytes, over the 1000"
+    ):
+        merge(src, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "src"]
+    before = {p: p.read_bytes() for p in _shards(src)}
+    with pytest.raises(OutputHeaderTooLargeError):
+        align(src)
+    assert {p: p.read_bytes() for p in _shards(src)} == before
+
+
+@pytest.mark.parametrize("size", ["9" * 5000, 2**64, "1" + "0" * 30 + "GB"])
+def test_absurd_shard_sizes_are_invalid_size_errors(tmp_path, size):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    with pytest.raises(InvalidSizeError):
+        split(src, tmp_path / "sp", max_shard_size=size)

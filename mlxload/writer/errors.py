@@ -16,6 +16,7 @@ __all__ = [
     "MetadataConflictError",
     "OutputBusyError",
     "OutputExistsError",
+    "OutputHeaderTooLargeError",
     "OutputIsSourceError",
     "OutputNotADirectoryError",
     "SourceNotFoundError",
@@ -27,6 +28,10 @@ __all__ = [
 
 class WriterError(MlxloadError):
     """Base class of every error the writer raises."""
+
+
+class OutputHeaderTooLargeError(WriterError, ValueError):
+    """An output's header would exceed the 100 MB safetensors readers accept."""
 
 
 class OutputExistsError(WriterError, FileExistsError):

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import orjson
 
-from mlxload.header import FileHeader, TensorInfo
+from mlxload.header import MAX_HEADER_SIZE, FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
-from mlxload.writer.errors import InvalidSizeError, OutputNotADirectoryError
+from mlxload.writer.errors import (
+    InvalidSizeError,
+    OutputHeaderTooLargeError,
+    OutputNotADirectoryError,
+)
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
 from mlxload.writer.sources import Source, merge_metadata
 
@@ -127,9 +131,16 @@ class WritePlan:
 
 def _output(path: Path, source: Source, infos: list[TensorInfo], metadata: dict) -> OutputPlan:
     placed = place(infos)
+    header = build_header(placed, metadata)
+    if len(header) - 8 > MAX_HEADER_SIZE:
+        raise OutputHeaderTooLargeError(
+            f"{path}: its header would be {len(header) - 8} bytes, over the "
+            f"{MAX_HEADER_SIZE}-byte limit safetensors readers accept (too many tensors or too "
+            "much metadata for one file); split into more shards instead"
+        )
     return OutputPlan(
         path=path,
-        header=build_header(placed, metadata),
+        header=header,
         tensors=placed,
         sources={p.name: source.shard_of[p.name] for p in placed},
         source_identity={h.path: h.identity for h in source.headers},

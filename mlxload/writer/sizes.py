@@ -45,6 +45,8 @@ def parse_size(size: int | str) -> int:
     if isinstance(size, int):
         value = size
     else:
+        if len(str(size)) > 64:
+            raise InvalidSizeError(f"cannot parse size {str(size)[:20]}...: too long")
         match = _PATTERN.match(str(size))
         unit = match and _UNITS.get(match.group(2).upper())
         if not match or unit is None:
@@ -54,4 +56,6 @@ def parse_size(size: int | str) -> int:
         value = int(Decimal(match.group(1)) * unit)
     if value < 1:
         raise InvalidSizeError(f"size must be positive, got {size!r}")
+    if value > 2**63 - 1:
+        raise InvalidSizeError(f"size must be under 2**63 bytes, got {str(size)[:20]}...")
     return value
