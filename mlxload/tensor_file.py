@@ -243,12 +243,12 @@ class TensorFile:
     def _copy_tensors(self, infos: list[TensorInfo]) -> dict[str, mx.array]:
         """Copy path for many tensors: one read per run of adjacent tensors.
 
-        Tensors that sit next to each other in the file (each at a 16-byte-aligned distance from
-        the run's start) are read as one range of up to 256 MiB into one MLX buffer and handed
-        out as views of it, which saves a Python round trip and an allocation per tensor: on a
-        2 GB file of 8 MiB tensors, 0.55 s instead of 0.62-0.64 s with a buffer per tensor or
-        per 16-32 MiB (best of 7 fresh processes each). They then share that allocation: it is
-        freed when the last of them is.
+        Tensors that sit next to each other in the file (each at a distance from the run's start
+        that is a multiple of its element size) are read as one range of up to 256 MiB into one
+        MLX buffer and handed out as views of it, which saves a Python round trip and an
+        allocation per tensor: on a 2 GB file of 8 MiB tensors, 0.55 s instead of 0.62-0.64 s
+        with a buffer per tensor or per 16-32 MiB (best of 7 fresh processes each). They then
+        share that allocation: it is freed when the last of them is.
         """
         groups: list[list[TensorInfo]] = []
         limit = _group_bytes()
@@ -257,7 +257,7 @@ class TensorFile:
             if (
                 group is not None
                 and info.begin == group[-1].end
-                and (info.begin - group[0].begin) % 16 == 0
+                and (info.begin - group[0].begin) % _view_alignment(info) == 0
                 and info.end - group[0].begin <= limit
             ):
                 group.append(info)
@@ -430,6 +430,14 @@ def _page_window(mapping: mmap.mmap, start: int, end: int) -> np.ndarray:
     window = window_type.from_address(ctypes.addressof(anchor))
     window.anchor = anchor
     return np.frombuffer(window, dtype=np.uint8)
+
+
+def _view_alignment(info: TensorInfo) -> int:
+    """What a tensor's offset from its group's start must be a multiple of for it to be viewed
+    in the group's buffer: its element size (MLX buffers start 16-byte aligned), so byte
+    tensors group wherever they are. (A 16-byte rule left 200k one-byte tensors as 200k reads:
+    22 s against safetensors' 1 s.)"""
+    return max(1, _storage_shape(info)[1].size)
 
 
 def _by_offset(info: TensorInfo) -> int:
