@@ -32,6 +32,7 @@ from mlxload.errors import (
 )
 from mlxload.header import FileHeader, TensorInfo
 from mlxload.hub.spec import is_hub_spec
+from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.shards import CheckpointFiles, checkpoint_files
 from mlxload.tensor_file import TensorFile
 
@@ -79,13 +80,20 @@ class Checkpoint(Mapping[str, mx.array]):
         self._where: dict[str, Path] | None = (
             dict(files.weight_map) if files.weight_map is not None else None
         )
+        ensure_open_files(len(self.files))  # each shard stays open once used
 
     # -- shard bookkeeping ------------------------------------------------------------------
     def _shard(self, path: Path) -> TensorFile:
         with self._lock:
             tf = self._open.get(path)
             if tf is None:
-                tf = TensorFile(path, zero_copy=self._zero_copy, evict_page_cache=self._evict)
+                try:
+                    tf = TensorFile(path, zero_copy=self._zero_copy, evict_page_cache=self._evict)
+                except OSError as e:
+                    wrapped = too_many_open_files(e, str(path), len(self.files))
+                    if wrapped is None:
+                        raise
+                    raise wrapped from e
                 self._open[path] = tf
                 if self._where is not None:
                     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mlxload.errors import FileChangedError
 from mlxload.header import file_identity
+from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
     InsufficientSpaceError,
@@ -287,11 +288,19 @@ class _Run:
         Raises:
             FileChangedError: a source is no longer the file whose header was planned from.
         """
+        count = len({p for output in self.plan.outputs for p in output.sources.values()})
+        ensure_open_files(count)
         for output in self.plan.outputs:
             for path in output.sources.values():
                 if path in self.fds:
                     continue
-                self.fds[path] = fd = os.open(path, os.O_RDONLY)
+                try:
+                    self.fds[path] = fd = os.open(path, os.O_RDONLY)
+                except OSError as e:
+                    wrapped = too_many_open_files(e, str(path), count)
+                    if wrapped is None:
+                        raise
+                    raise wrapped from e
                 planned = output.source_identity.get(path)
                 if planned is not None and file_identity(os.fstat(fd)) != planned:
                     raise FileChangedError(

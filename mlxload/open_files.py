@@ -1,0 +1,69 @@
+"""Room for one open file per shard.
+
+A checkpoint keeps each shard it has opened open (reads go through one descriptor, checked
+against the file's identity), and a merge opens all its sources before writing. With hundreds
+of shards that meets the default limit on open files (256 on macOS, 1024 on Linux), so the
+soft limit is raised towards the hard one when more are needed; if that is not enough,
+:func:`too_many_open_files` words the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+
+from mlxload.errors import MlxloadError
+
+__all__ = ["TooManyOpenFilesError", "ensure_open_files", "too_many_open_files"]
+
+_MARGIN = 64  # for everything else the process has open
+_DARWIN_MAX = 10240  # macOS refuses a soft limit above OPEN_MAX even with an unlimited hard one
+
+
+class TooManyOpenFilesError(MlxloadError, OSError):
+    """The process may not open one more file (``EMFILE``)."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()
+
+
+def ensure_open_files(count: int) -> None:
+    """Raise the soft limit on open files so ``count`` more fit, if the hard limit allows.
+
+    Best effort: where it can't be raised (no ``resource`` module, a low hard limit) nothing
+    happens, and an open that fails later is reported by :func:`too_many_open_files`.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _open_now() + count + _MARGIN
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    cap = _DARWIN_MAX if sys.platform == "darwin" else want
+    limit = min(want, cap) if hard == resource.RLIM_INFINITY else min(want, hard)
+    if limit > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def _open_now() -> int:
+    """Descriptors open in this process now (0 where that can't be listed)."""
+    for where in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError):
+            return len(os.listdir(where))
+    return 0
+
+
+def too_many_open_files(e: OSError, what: str, count: int) -> MlxloadError | None:
+    """The error to raise for an ``EMFILE`` while opening ``what`` (None for other errors)."""
+    if e.errno != errno.EMFILE:
+        return None
+    return TooManyOpenFilesError(
+        errno.EMFILE,
+        f"{what}: too many open files ({count} shards need one each); raise the limit "
+        "(`ulimit -n 4096`) and run again",
+    )
