@@ -34,7 +34,7 @@ from mlxload.header import FileHeader, TensorInfo
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.shards import CheckpointFiles, checkpoint_files
-from mlxload.tensor_file import TensorFile
+from mlxload.tensor_file import TensorFile, zero_copy_supported
 
 __all__ = ["Checkpoint", "load"]
 
@@ -80,7 +80,10 @@ class Checkpoint(Mapping[str, mx.array]):
         self._where: dict[str, Path] | None = (
             dict(files.weight_map) if files.weight_map is not None else None
         )
-        ensure_open_files(len(self.files))  # each shard stays open once used
+        # Each shard stays open once used; a zero-copy mapping holds a second descriptor
+        # (Python's mmap duplicates it) for as long as arrays view it.
+        mapped = zero_copy is True or (zero_copy == "auto" and zero_copy_supported())
+        ensure_open_files(len(self.files) * (2 if mapped else 1))
 
     # -- shard bookkeeping ------------------------------------------------------------------
     def _shard(self, path: Path) -> TensorFile:
