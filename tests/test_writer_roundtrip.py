@@ -403,3 +403,33 @@ def test_absurd_shard_sizes_are_invalid_size_errors(tmp_path, size):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     with pytest.raises(InvalidSizeError):
         split(src, tmp_path / "sp", max_shard_size=size)
+
+
+def test_split_over_another_split_replaces_its_shards_only_with_force(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=30), 2)
+    out = tmp_path / "out"
+    first = split(src, out, max_shard_size="20KiB")
+    assert len(first.outputs) > 2
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="holds shards of another checkpoint"):
+        split(src, out, max_shard_size="1MB")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in first.outputs] + [first.index.name, "notes.txt"]
+    )  # nothing written or removed
+    second = split(src, out, max_shard_size="1MB", force=True)
+    assert second.removed == first.outputs
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "notes.txt",
+    ]
+    assert checkpoint_bytes([out / "model.safetensors"]) == checkpoint_bytes(_shards(src))
+
+
+def test_split_never_removes_its_own_source(tmp_path):
+    src = tmp_path / "d"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors(scale=30))
+    before = (src / "model.safetensors").read_bytes()
+    result = split(src / "model.safetensors", src, max_shard_size="20KiB", force=True)
+    assert result.removed == [] and (src / "model.safetensors").read_bytes() == before

@@ -53,6 +53,8 @@ def report(verb: str, result) -> None:
         print(f"wrote {result.index}")
     for path in result.unchanged:
         print(f"unchanged (already aligned) {path}")
+    for path in result.removed:
+        print(f"removed {path} (a shard of the checkpoint this replaced)")
     line = f"{verb}: {result.tensors} tensors, {result.total_bytes:,} bytes"
     if result.resumed_tensors:
         line += (

@@ -68,6 +68,7 @@ class WriteResult:
         copied_bytes: Tensor bytes copied by this run.
         resumed_tensors, resumed_bytes: Work a previous, interrupted run had done.
         unchanged: Files left alone because they already had the planned layout.
+        removed: Shards of the checkpoint a split replaced (see ``WritePlan.replaces``).
     """
 
     outputs: list[Path] = field(default_factory=list)
@@ -78,6 +79,7 @@ class WriteResult:
     resumed_tensors: int = 0
     resumed_bytes: int = 0
     unchanged: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
 
 
 def temp_path(final: Path) -> Path:
@@ -150,6 +152,9 @@ def _execute_locked(
         if plan.index is not None and plan.index_path is not None:
             _write_small_atomically(plan.index_path, plan.index)
             result.index = plan.index_path
+        for stale in plan.replaces:  # only with force: _check_overwrite refuses otherwise
+            remove_quietly(stale)
+            result.removed.append(stale)
     except KeyboardInterrupt:
         raise  # journals stay: rerunning continues (and skips the outputs already committed)
     except BaseException:
@@ -223,6 +228,13 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
     clash = [o.path for o, d in zip(plan.outputs, done, strict=True) if not d and o.path.exists()]
     if plan.index_path is not None and plan.index_path.exists() and not all(done):
         clash.append(plan.index_path)
+    if plan.replaces:
+        names = ", ".join(p.name for p in plan.replaces[:3])
+        raise OutputExistsError(
+            f"{plan.replaces[0].parent} holds shards of another checkpoint ({names}"
+            f"{' ...' if len(plan.replaces) > 3 else ''}); pass force=True (--force) to replace "
+            "that checkpoint (its shards are removed once this one is complete)"
+        )
     if clash:
         names = ", ".join(str(p) for p in clash[:3]) + (" ..." if len(clash) > 3 else "")
         raise OutputExistsError(

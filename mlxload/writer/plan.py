@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,10 @@ class WritePlan:
         index_path, index: The index file and its bytes (written last), if any.
         in_place: Outputs replace their own sources (align without OUT): no ``force`` needed.
         unchanged: Files already in the planned layout (align in place skips them).
+        replaces: Shards of another checkpoint in a split's directory (``model.safetensors``,
+            ``model-0000i-of-0000M.safetensors`` this split doesn't write): left there, a
+            loader that globs ``model*.safetensors`` would mix two checkpoints, so they are
+            removed once the split is complete (with ``force``; refused without).
     """
 
     kind: str
@@ -122,6 +127,7 @@ class WritePlan:
     index: bytes | None = None
     in_place: bool = False
     unchanged: list[Path] = field(default_factory=list)
+    replaces: list[Path] = field(default_factory=list)
 
     @property
     def total_size(self) -> int:
@@ -159,6 +165,25 @@ def index_bytes(weight_map: dict[str, str], total_size: int, extra: dict | None 
     metadata["total_size"] = total_size
     obj = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+_SHARD_NAME = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors")
+
+
+def _other_shards(out_dir: Path, names: set[str]) -> list[Path]:
+    """Files in ``out_dir`` named like shards of a checkpoint but not among ``names``."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(
+        p for p in out_dir.iterdir() if _SHARD_NAME.fullmatch(p.name) and p.name not in names
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def shard_name(i: int, n: int) -> str:
@@ -228,6 +253,11 @@ def plan_split(
     return WritePlan(
         "split",
         outputs,
+        replaces=[
+            p
+            for p in _other_shards(out_dir, {o.path.name for o in outputs})
+            if not any(_same_file(p, src) for src in source.files.files)  # never a source
+        ],
         index_path=index_path,
         index=index_bytes(weight_map, total, source.files.index_metadata),
     )
