@@ -76,6 +76,7 @@ _LAZY: dict[str, str] = {
     "MetadataConflictError": "mlxload.writer.errors",
     "InvalidSizeError": "mlxload.writer.errors",
     "SourceNotFoundError": "mlxload.writer.errors",
+    "OutputHeaderTooLargeError": "mlxload.writer.errors",
     # dequantization (Metal kernel on Apple silicon, fast exact CPU path elsewhere)
     "dequantize": "mlxload.dequant",
     "DequantizeError": "mlxload.dequant",

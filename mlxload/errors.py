@@ -37,6 +37,7 @@ __all__ = [
     "TensorNotFoundError",
     "TensorNotInShardError",
     "TensorSizeMismatchError",
+    "TooManyOpenFilesError",
     "UnknownDtypeError",
     "UnsupportedShapeError",
 ]
@@ -133,6 +134,14 @@ class NotARegularFileError(MlxloadError, OSError):
 
 class FileChangedError(MlxloadError, OSError):
     """The file was truncated or replaced after it was opened; its bytes can't be trusted."""
+
+
+class TooManyOpenFilesError(MlxloadError, OSError):
+    """The process may not open one more file (``EMFILE``): a checkpoint with more shards than
+    the open-file limit allows, even after raising it."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()
 
 
 class UnsupportedShapeError(MlxloadError, ValueError):

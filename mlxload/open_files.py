@@ -13,20 +13,15 @@ import contextlib
 import errno
 import os
 import sys
+import threading
 
-from mlxload.errors import MlxloadError
+from mlxload.errors import MlxloadError, TooManyOpenFilesError
 
-__all__ = ["TooManyOpenFilesError", "ensure_open_files", "too_many_open_files"]
+__all__ = ["ensure_open_files", "too_many_open_files"]
 
 _MARGIN = 64  # for everything else the process has open
+_lock = threading.Lock()
 _DARWIN_MAX = 10240  # macOS refuses a soft limit above OPEN_MAX even with an unlimited hard one
-
-
-class TooManyOpenFilesError(MlxloadError, OSError):
-    """The process may not open one more file (``EMFILE``)."""
-
-    def __str__(self) -> str:
-        return self.strerror if self.strerror is not None else super().__str__()
 
 
 def ensure_open_files(count: int) -> None:
@@ -39,15 +34,16 @@ def ensure_open_files(count: int) -> None:
         import resource
     except ImportError:  # pragma: no cover - Windows
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = _open_now() + count + _MARGIN
-    if soft == resource.RLIM_INFINITY or soft >= want:
-        return
-    cap = _DARWIN_MAX if sys.platform == "darwin" else want
-    limit = min(want, cap) if hard == resource.RLIM_INFINITY else min(want, hard)
-    if limit > soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    with _lock:  # read-then-raise: another thread's raise must not be undone
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = _open_now() + count + _MARGIN
+        if soft == resource.RLIM_INFINITY or soft >= want:
+            return
+        cap = _DARWIN_MAX if sys.platform == "darwin" else want
+        limit = min(want, cap) if hard == resource.RLIM_INFINITY else min(want, hard)
+        if limit > soft:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
 def _open_now() -> int:

@@ -16,7 +16,7 @@ import bisect
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -84,17 +84,21 @@ MAX_DIM = 2**31 - 1
 """Largest dimension of an MLX array."""
 
 
-def u8_shape(nbytes: int) -> list[int]:
+def u8_shape(nbytes: int, row_bytes: int | None = None) -> list[int]:
     """The shape a range of ``nbytes`` bytes is described with: ``[nbytes]``, or, past MLX's
-    32-bit dimension limit (a 2.1 GB embedding table), ``[nbytes // d, d]`` for the largest
-    power-of-two ``d`` up to 1 MiB that divides it, so that viewing it as any dtype up to
-    16 bytes and reshaping it needs no copy.
+    32-bit dimension limit (a 2.1 GB embedding table), ``[nbytes // d, d]`` with ``d`` the
+    tensor's ``row_bytes`` when given and fitting, else the largest power of two up to 1 MiB
+    that divides it; either way viewing it as the tensor's dtype and reshaping needs no copy.
 
     Raises:
-        UnsupportedShapeError: an odd size over 2**31 - 1 bytes (no such tensor fits MLX).
+        UnsupportedShapeError: no such ``d`` (a size past the limit that is neither made of
+            fitting rows nor a multiple of 16).
     """
     if nbytes <= MAX_DIM:
         return [nbytes]
+    rows = nbytes // row_bytes if row_bytes and nbytes % row_bytes == 0 else 0
+    if row_bytes and row_bytes <= MAX_DIM and 0 < rows <= MAX_DIM:
+        return [rows, row_bytes]
     d = 1 << 20
     while d > 1 and (nbytes % d or nbytes // d > MAX_DIM):
         d >>= 1
@@ -127,6 +131,8 @@ class SegmentStream:
         segments: ``(name, file_offset, nbytes)`` for each range to expose, as a ``uint8``
             tensor called ``name``; or ``(name, [(file_offset, nbytes), ...])`` to gather
             several ranges into one tensor (e.g. a block of columns: one range per row).
+        row_bytes: Per name, the byte length of one row of the tensor it holds, so a range
+            past 2**31 bytes can be described to MLX by rows (see :func:`u8_shape`).
         evict: After copying a range, tell the kernel its page-cache pages are no longer
             needed (``POSIX_FADV_DONTNEED``), so a one-copy load doesn't also leave a second
             full copy of the model in the page cache (it matters on unified-memory machines).
@@ -137,7 +143,14 @@ class SegmentStream:
 
     closed = False
 
-    def __init__(self, fd: int, segments: Sequence[tuple], *, evict: bool = False) -> None:
+    def __init__(
+        self,
+        fd: int,
+        segments: Sequence[tuple],
+        *,
+        evict: bool = False,
+        row_bytes: Mapping[str, int] | None = None,
+    ) -> None:
         _register_exit_hook()
         self._fd = fd
         self._evict = evict and hasattr(os, "posix_fadvise")
@@ -155,7 +168,7 @@ class SegmentStream:
                     pos += nbytes
             entries[name] = {
                 "dtype": "U8",
-                "shape": u8_shape(pos - first),
+                "shape": u8_shape(pos - first, (row_bytes or {}).get(name)),
                 "data_offsets": [first, pos],
             }
         header = orjson.dumps(entries)

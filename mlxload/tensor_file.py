@@ -264,7 +264,8 @@ class TensorFile:
             else:
                 groups.append([info])
         raw = self._copy_ranges(
-            [(f"{k}", g[0].offset, g[-1].end - g[0].begin) for k, g in enumerate(groups)]
+            [(f"{k}", g[0].offset, g[-1].end - g[0].begin) for k, g in enumerate(groups)],
+            {f"{k}": _row_bytes(g[0]) for k, g in enumerate(groups) if len(g) == 1},
         )
         out: dict[str, mx.array] = {}
         for k, group in enumerate(groups):
@@ -320,7 +321,10 @@ class TensorFile:
         plans = [(key, *self._plan_block(name, rows, cols)) for key, name, rows, cols in requests]
         with self._reading():
             self.check_unchanged()
-            raw = self._copy_ranges([(str(i), p[1]) for i, p in enumerate(plans)])
+            raw = self._copy_ranges(
+                [(str(i), p[1]) for i, p in enumerate(plans)],
+                {str(i): _row_bytes(p[2]) for i, p in enumerate(plans)},
+            )
             out = {}
             for i, (key, _, info) in enumerate(plans):
                 shape, dtype = _storage_shape(info)
@@ -373,8 +377,13 @@ class TensorFile:
         _check_mlx_shape(self.path, block)
         return pieces, block
 
-    def _copy_ranges(self, segments: list[tuple]) -> dict[str, mx.array]:
-        stream = SegmentStream(self._fd, segments, evict=self._evict)
+    def _copy_ranges(
+        self, segments: list[tuple], row_bytes: dict[str, int] | None = None
+    ) -> dict[str, mx.array]:
+        try:
+            stream = SegmentStream(self._fd, segments, evict=self._evict, row_bytes=row_bytes)
+        except UnsupportedShapeError as e:
+            raise UnsupportedShapeError(f"{self.path}: {e}") from None
         try:
             arrays = mx.load(stream, format="safetensors")
             mx.eval(list(arrays.values()))
@@ -430,6 +439,14 @@ def _page_window(mapping: mmap.mmap, start: int, end: int) -> np.ndarray:
     window = window_type.from_address(ctypes.addressof(anchor))
     window.anchor = anchor
     return np.frombuffer(window, dtype=np.uint8)
+
+
+def _row_bytes(info: TensorInfo) -> int | None:
+    """Bytes of one leading-axis row of a tensor's storage (None for fewer than 2 dims)."""
+    shape, dtype = _storage_shape(info)
+    if len(shape) < 2:
+        return None
+    return math.prod(shape[1:]) * dtype.size
 
 
 def _view_alignment(info: TensorInfo) -> int:

@@ -29,6 +29,23 @@ def test_u8_shape_keeps_every_dimension_within_mlx(nbytes, shape):
     assert segment_stream.u8_shape(nbytes) == shape
 
 
+def test_u8_shape_uses_the_tensors_rows_when_given():
+    nbytes = 3 * 178956971 * 4  # float32 (3, 178956971): not a multiple of 16
+    assert segment_stream.u8_shape(nbytes, 178956971 * 4) == [3, 178956971 * 4]
+    assert segment_stream.u8_shape(2**31 + 16, 2**31 + 16) == [(2**31 + 16) // 16, 16]
+
+
+def test_rows_describe_a_range_no_power_of_two_fits(tmp_path, monkeypatch):
+    """float32 (3, 5) is 60 bytes: with the limit at 40, only its 20-byte rows work."""
+    monkeypatch.setattr(segment_stream, "MAX_DIM", 40)
+    path = tmp_path / "r.safetensors"
+    values = np.arange(15, dtype=np.float32).reshape(3, 5)
+    mx.save_safetensors(str(path), {"a": mx.array(values)})
+    assert np.array_equal(np.array(mlxload.load_file(path)["a"]), values)
+    with mlxload.safe_open(path) as f:
+        assert np.array_equal(np.array(f.get_slice("a")[0:3]), values)
+
+
 def test_u8_shape_refuses_an_odd_size_past_the_limit():
     with pytest.raises(UnsupportedShapeError, match="2147483649 bytes"):
         segment_stream.u8_shape(2**31 + 1)

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 from writer_fixtures import mixed_tensors, write_sharded
 
-from mlxload.writer import OutputBusyError, OutputExistsError, merge, split
+from mlxload.writer import OutputBusyError, OutputExistsError, align, merge, split
 from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
 from mlxload.writer.lock import lock_path
 
@@ -234,3 +234,17 @@ def test_journal_with_a_negative_count_is_not_trusted(tmp_path, field):
     state[field] = -1
     path.write_bytes(json.dumps(state).encode())
     assert load_journal(path, "d") is None
+
+
+def test_in_place_align_of_a_read_only_file_resumes_and_keeps_its_mode(tmp_path):
+    """The mode is copied at the rename: a read-only temporary file would stop the resume."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 1)
+    (shard,) = [p for p in src.iterdir() if p.suffix == ".safetensors"]
+    shard.chmod(0o444)
+    proc = _start_paused(["align", str(src)], pause_after=2)
+    _wait_for_journal(journal_path(shard), 2, proc)
+    _kill(proc)
+    assert temp_path(shard).stat().st_mode & 0o200  # the partial file stays writable
+    result = align(src)
+    assert result.resumed_tensors == 2
+    assert shard.stat().st_mode & 0o777 == 0o444

@@ -24,6 +24,7 @@ from mlxload.writer import (
     InvalidSizeError,
     MetadataConflictError,
     OutputExistsError,
+    OutputIsSourceError,
     OutputNotADirectoryError,
     SourceNotFoundError,
     WriterError,
@@ -426,10 +427,21 @@ def test_split_over_another_split_replaces_its_shards_only_with_force(tmp_path):
     assert checkpoint_bytes([out / "model.safetensors"]) == checkpoint_bytes(_shards(src))
 
 
-def test_split_never_removes_its_own_source(tmp_path):
+def test_split_beside_its_own_source_shards_is_refused(tmp_path):
+    """The source can't be removed (it is the input) and can't stay beside the new shards."""
     src = tmp_path / "d"
     src.mkdir()
     mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors(scale=30))
     before = (src / "model.safetensors").read_bytes()
-    result = split(src / "model.safetensors", src, max_shard_size="20KiB", force=True)
-    assert result.removed == [] and (src / "model.safetensors").read_bytes() == before
+    with pytest.raises(OutputIsSourceError, match=r"holds this split's own source shard\(s\) "):
+        split(src / "model.safetensors", src, max_shard_size="20KiB", force=True)
+    assert (src / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in src.iterdir()) == ["model.safetensors"]
+
+
+def test_a_directory_named_like_a_shard_is_not_a_shard(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "out"
+    (out / "model-00001-of-00009.safetensors").mkdir(parents=True)
+    result = split(src, out, max_shard_size="1MB")
+    assert result.removed == [] and (out / "model-00001-of-00009.safetensors").is_dir()

@@ -344,6 +344,7 @@ class _Run:
             self._write_temp(output, tmp, jpath, state)
             state.complete = True  # all flushed: after a kill from here on the file is done
             save_journal(jpath, state)
+            _keep_mode(tmp, output.path)
             os.replace(tmp, output.path)
             _fsync_dir(output.path.parent)
         except KeyboardInterrupt:
@@ -363,7 +364,6 @@ class _Run:
         fresh = state.tensors_done == 0
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
         try:
-            _keep_mode(fd, output.path)
             if fresh:
                 _pwrite_all(fd, output.header, 0)  # the first checkpoint creates the journal
             else:
@@ -438,14 +438,15 @@ def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
     return size >= output.data_start + state.bytes_done
 
 
-def _keep_mode(fd: int, final: Path) -> None:
-    """Give the file that will replace ``final`` the permissions ``final`` has now (a private
-    0600 checkpoint rewritten in place must not become world-readable)."""
+def _keep_mode(tmp: Path, final: Path) -> None:
+    """Give ``tmp`` the permissions of the ``final`` it is about to replace (a private 0600
+    checkpoint rewritten in place must not become world-readable). Done at the rename, not
+    at creation: a read-only mode on the temporary file would stop a rerun from resuming it."""
     try:
         mode = stat.S_IMODE(os.stat(final).st_mode)
     except FileNotFoundError:
         return
-    os.fchmod(fd, mode)
+    os.chmod(tmp, mode)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -474,11 +475,11 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _keep_mode(fd, path)
             _pwrite_all(fd, data, 0)
             full_fsync(fd)
         finally:
             os.close(fd)
+        _keep_mode(tmp, path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:

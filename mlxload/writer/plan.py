@@ -19,6 +19,7 @@ from mlxload.shards import INDEX_NAME
 from mlxload.writer.errors import (
     InvalidSizeError,
     OutputHeaderTooLargeError,
+    OutputIsSourceError,
     OutputNotADirectoryError,
 )
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
@@ -175,8 +176,28 @@ def _other_shards(out_dir: Path, names: set[str]) -> list[Path]:
     if not out_dir.is_dir():
         return []
     return sorted(
-        p for p in out_dir.iterdir() if _SHARD_NAME.fullmatch(p.name) and p.name not in names
+        p
+        for p in out_dir.iterdir()
+        if _SHARD_NAME.fullmatch(p.name) and p.name not in names and not p.is_dir()
     )
+
+
+def _replaced_shards(out_dir: Path, outputs: list[OutputPlan], source: Source) -> list[Path]:
+    """Shards of another checkpoint in ``out_dir`` (see ``WritePlan.replaces``).
+
+    Raises:
+        OutputIsSourceError: some are this split's own sources: they can't be removed (they
+            are the input) and can't stay (they would sit beside the new shards).
+    """
+    others = _other_shards(out_dir, {o.path.name for o in outputs})
+    own = [p for p in others if any(_same_file(p, src) for src in source.files.files)]
+    if own:
+        raise OutputIsSourceError(
+            f"{out_dir} holds this split's own source shard(s) ({', '.join(p.name for p in own)}"
+            "): the new shards would sit beside them, and a loader that globs "
+            "model*.safetensors would mix the two; split into another directory"
+        )
+    return others
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -253,11 +274,7 @@ def plan_split(
     return WritePlan(
         "split",
         outputs,
-        replaces=[
-            p
-            for p in _other_shards(out_dir, {o.path.name for o in outputs})
-            if not any(_same_file(p, src) for src in source.files.files)  # never a source
-        ],
+        replaces=_replaced_shards(out_dir, outputs, source),
         index_path=index_path,
         index=index_bytes(weight_map, total, source.files.index_metadata),
     )
