@@ -229,22 +229,27 @@ def test_probe_picks_the_fused_rounding_where_mlx_fuses(fake, monkeypatch, dtype
         assert not mx.array_equal(got, mx.dequantize(w, s, b, group_size=64, bits=4)).item()
 
 
-def test_kernel_that_fails_to_build_falls_back_to_mx_dequantize(monkeypatch):
+@pytest.fixture
+def unbuildable(monkeypatch):
+    """A Metal whose metal_kernel refuses to build anything."""
+
     def refuse(**kwargs):
         raise RuntimeError("[metal_kernel] Unable to build metal library from source")
 
     monkeypatch.setattr(mx.fast, "metal_kernel", refuse)
     monkeypatch.setattr(mx.metal, "is_available", lambda: True)
     metal_dequant.clear_kernel_cache()
-    try:
-        w, s, b = _quantized((4, 128), mx.float32, 64, 3)
-        got = dequant.dequantize(w, s, b, 64, 3)
-        _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=3))
-        assert dequant.last_path() == dequant.PATH_MLX
-        (why,) = metal_dequant.rounding_failures().values()
-        assert why.startswith("the kernel failed to build or run: RuntimeError: [metal_kernel]")
-    finally:
-        metal_dequant.clear_kernel_cache()
+    yield
+    metal_dequant.clear_kernel_cache()
+
+
+def test_kernel_that_fails_to_build_falls_back_to_mx_dequantize(unbuildable):
+    w, s, b = _quantized((4, 128), mx.float32, 64, 3)
+    got = dequant.dequantize(w, s, b, 64, 3)
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=3))
+    assert dequant.last_path() == dequant.PATH_MLX
+    (why,) = metal_dequant.rounding_failures().values()
+    assert why.startswith("the kernel failed to build or run: RuntimeError: [metal_kernel]")
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -268,19 +273,10 @@ def test_doctor_kernel_check_names_the_rounding(fake):
     )
 
 
-def test_doctor_kernel_check_warns_when_dequantize_falls_back(monkeypatch):
+def test_doctor_kernel_check_warns_when_dequantize_falls_back(unbuildable):
     from mlxload.doctor_checks import WARN, check_metal_kernels
 
-    def refuse(**kwargs):
-        raise RuntimeError("[metal_kernel] Unable to build metal library from source")
-
-    monkeypatch.setattr(mx.fast, "metal_kernel", refuse)
-    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
-    metal_dequant.clear_kernel_cache()
-    try:
-        check = check_metal_kernels()
-    finally:
-        metal_dequant.clear_kernel_cache()
+    check = check_metal_kernels()
     assert check.status == WARN
     assert "float16: the kernel can't match mx.dequantize here (the kernel failed" in check.detail
     assert check.detail.endswith("dequantize uses mx.dequantize instead, results stay exact")

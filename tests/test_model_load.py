@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
-from model_fixtures import greedy, tiny_checkpoint
+from model_fixtures import greedy, tiny_checkpoint, tiny_llama_config
 
 mlx_lm = pytest.importorskip("mlx_lm")
 
@@ -186,18 +186,7 @@ def test_model_config_can_override_quantization(cache):
         load_model(path, model_config={"quantization": override})
 
 
-_TINY_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "intermediate_size": 256,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-5,
-    "vocab_size": 256,
-    "rope_theta": 10000.0,
-    "tie_word_embeddings": False,
-}
+_TINY_LLAMA = tiny_llama_config(vocab_size=256)  # the tiny checkpoint's tokenizer
 
 
 @pytest.mark.parametrize(

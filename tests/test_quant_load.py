@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from model_fixtures import tiny_llama_config
 
 from mlxload.checkpoint import load
 from mlxload.quant_config import QuantizationConfig
@@ -16,17 +17,7 @@ from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError,
 from mlxload.quantized_load import load_quantized_weights
 from mlxload.quantized_weight import QuantizedWeight
 
-LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "intermediate_size": 256,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-5,
-    "vocab_size": 128,
-    "tie_word_embeddings": False,
-}
+LLAMA = tiny_llama_config()
 DOWN0 = "model.layers.0.mlp.down_proj"
 
 
