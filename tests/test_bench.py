@@ -134,3 +134,18 @@ def test_worker_reads_back_values_that_look_like_options(monkeypatch, prompt, mo
     argv = runner.worker_args("ttft", "mlxload", model, prompt, dtype)
     assert worker.main(argv) == 0
     assert seen == {"loader": "mlxload", "path": Path(model), "prompt": prompt, "dtype": dtype}
+
+
+def test_worker_runs_without_warnings():
+    """``python -m mlxload.bench.worker`` must not find itself imported by its package
+    (a RuntimeWarning that PYTHONWARNINGS=error turns into a failed measurement)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "mlxload.bench.worker", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-400:]
+    assert proc.stderr == ""

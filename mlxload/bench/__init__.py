@@ -2,11 +2,28 @@
 
 Each measurement runs in a fresh subprocess (:mod:`mlxload.bench.worker`) so allocator state,
 imports and peak RSS are per run; :func:`run_bench` repeats and summarizes them.
+
+Names are imported on first use: the worker runs as ``python -m mlxload.bench.worker``, and a
+package that imported it eagerly would make Python warn that it was already imported.
 """
 
 from __future__ import annotations
 
-from mlxload.bench.runner import DEFAULT_PROMPT, BenchOptions, run_bench
-from mlxload.bench.table import format_result
+import importlib
+from typing import Any
 
 __all__ = ["DEFAULT_PROMPT", "BenchOptions", "format_result", "run_bench"]
+
+_LAZY = {
+    "DEFAULT_PROMPT": "mlxload.bench.runner",
+    "BenchOptions": "mlxload.bench.runner",
+    "run_bench": "mlxload.bench.runner",
+    "format_result": "mlxload.bench.table",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlxload.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
