@@ -27,6 +27,7 @@ import mlx.core as mx
 from mlxload.errors import (
     CheckpointError,
     DuplicateTensorError,
+    MlxloadError,
     TensorNotFoundError,
     TensorNotInShardError,
 )
@@ -167,7 +168,11 @@ class Checkpoint(Mapping[str, mx.array]):
         return name in self._index()
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.root)!r}, files={len(self.files)}, tensors={len(self)})"
+        try:
+            tensors: int | str = len(self)
+        except MlxloadError:  # a repr must not raise: a broken shard shows up on use
+            tensors = "?"
+        return f"Checkpoint({str(self.root)!r}, files={len(self.files)}, tensors={tensors})"
 
     # -- extras -----------------------------------------------------------------------------
     def materialize(self, names: Iterable[str] | None = None) -> dict[str, mx.array]:
@@ -340,12 +345,15 @@ def load(
         local = Path(path).absolute()  # shards open on first use, maybe after an os.chdir
     if align:
         _align_if_needed(local, align)
-    return Checkpoint(
+    ckpt = Checkpoint(
         checkpoint_files(local),
         zero_copy=zero_copy,
         cache=cache,
         evict_page_cache=evict_page_cache,
     )
+    if ckpt._files.weight_map is None and len(ckpt.files) == 1:
+        ckpt.headers()  # one file: say now, not on first use, if it isn't safetensors
+    return ckpt
 
 
 def _in_hf_cache(path: Path) -> bool:

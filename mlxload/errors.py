@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointNotFoundError",
     "DataSizeMismatchError",
     "DuplicateFieldError",
     "DuplicateTensorError",
@@ -157,6 +158,10 @@ class TensorNotFoundError(MlxloadError, KeyError):
 
 class CheckpointError(MlxloadError, ValueError):
     """A checkpoint (directory, index, shards) is inconsistent or incomplete."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint path (file, directory or index) does not exist."""
 
 
 class IndexFileError(CheckpointError):

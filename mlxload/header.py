@@ -319,13 +319,30 @@ def _check_header_length(path: Path, n: int, file_size: int) -> None:
     if n > MAX_HEADER_SIZE:
         raise HeaderTooLargeError(
             f"{path}: header length {n} bytes is over the {MAX_HEADER_SIZE}-byte limit; "
-            "the file is corrupt or not safetensors"
+            f"the file is corrupt or not safetensors{_what_it_is(n)}"
         )
     if 8 + n > file_size:
         raise HeaderLengthError(
             f"{path}: header length {n} bytes runs past the end of the {file_size}-byte file; "
-            "the file is truncated or not safetensors"
+            f"the file is truncated or not safetensors{_what_it_is(n)}"
         )
+
+
+# What the first bytes of common non-safetensors files say, read as a little-endian length.
+_KNOWN_FORMATS = (
+    (b"{", " (it starts like a JSON file, e.g. config.json: pass the model's directory)"),
+    (
+        b"PK\x03\x04",
+        " (it is a zip archive: a PyTorch .bin/.pt checkpoint? convert it to safetensors)",
+    ),
+    (b"\x80", " (it is a Python pickle: a PyTorch .bin checkpoint? convert it to safetensors)"),
+    (b"GGUF", " (it is a GGUF file: mlxload reads safetensors only)"),
+)
+
+
+def _what_it_is(n: int) -> str:
+    head = n.to_bytes(8, "little")
+    return next((hint for magic, hint in _KNOWN_FORMATS if head.startswith(magic)), "")
 
 
 def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<bytes>") -> FileHeader:

@@ -119,6 +119,8 @@ def load_model(
             model_config=model_config,
         )
     parse_dtype(dtype)  # fail on a bad dtype before any work
+    if isinstance(path_or_hf, (str, os.PathLike)) and Path(path_or_hf).name == "config.json":
+        path_or_hf = Path(path_or_hf).parent  # the model's config file names its directory
     utils = mlx_lm_utils()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

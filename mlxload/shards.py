@@ -21,6 +21,7 @@ import orjson
 
 from mlxload.errors import (
     CheckpointError,
+    CheckpointNotFoundError,
     IndexFileError,
     MissingShardError,
     NotARegularFileError,
@@ -159,7 +160,7 @@ def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise CheckpointNotFoundError(f"{path}: no such file or directory")
     if not path.is_dir():
         if path.name.endswith(".index.json"):
             return read_index(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import mlx.core as mx
 import pytest
@@ -309,3 +310,32 @@ def test_close_waits_for_a_read_in_another_thread(tmp_path, monkeypatch):
     assert mx.array_equal(result["a"], mx.arange(1000, dtype=mx.float32)).item()
     with pytest.raises(mlxload.MlxloadError, match="file is closed"):
         tf.read(["a"])
+
+
+def test_missing_path_is_an_mlxload_error(tmp_path):
+    with pytest.raises(errors.CheckpointNotFoundError, match="no such file or directory") as e:
+        mlxload.load(tmp_path / "nope")
+    assert isinstance(e.value, mlxload.MlxloadError) and isinstance(e.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("content", "hint"),
+    [
+        (b'{"model_type": "llama", "hidden_size": 64}', "starts like a JSON file"),
+        (b"PK\x03\x04" + bytes(40), "it is a zip archive: a PyTorch .bin/.pt checkpoint?"),
+        (b"\x80\x02" + bytes(40), "it is a Python pickle"),
+        (b"GGUF" + bytes(40), "it is a GGUF file"),
+    ],
+)
+def test_a_file_that_is_not_safetensors_fails_at_load_and_says_what_it_is(tmp_path, content, hint):
+    path = tmp_path / "model.bin"
+    path.write_bytes(content)
+    with pytest.raises(errors.SafetensorsError, match=re.escape(hint)):
+        mlxload.load(path)  # at load(), not on first use
+
+
+def test_repr_of_a_broken_checkpoint_does_not_raise(tmp_path):
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"x": mx.ones(2)})
+    (tmp_path / "b.safetensors").write_bytes(b"junk")
+    ckpt = mlxload.load(tmp_path)
+    assert repr(ckpt).endswith("files=2, tensors=?)")

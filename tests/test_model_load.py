@@ -377,3 +377,9 @@ def test_hostile_config_values_are_one_line_model_load_errors(cache, tmp_path, c
     with pytest.raises(ModelLoadError, match=words) as e:
         load_model(d)
     assert str(d / "config.json") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_path_to_config_json_loads_its_directory(cache):
+    path = tiny_checkpoint(cache)
+    model, _, config = load_model(path / "config.json")
+    assert config["model_type"] == "llama" and model.load_report is not None

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mlxload.checkpoint import Checkpoint
-from mlxload.errors import MissingShardError, TensorNotFoundError
+from mlxload.errors import CheckpointNotFoundError, MissingShardError, TensorNotFoundError
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files, read_index
 
@@ -136,7 +136,7 @@ def open_source(path_or_hf: str | os.PathLike, **hub_kwargs: object) -> RankSour
         return RankSource(Path(root), spec, **hub_kwargs)
     root = Path(path_or_hf)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: no such file or directory")
+        raise CheckpointNotFoundError(f"{root}: no such file or directory")
     if root.is_file():
         return RankSource(root.parent, None, target=root)
     return RankSource(root, None)
