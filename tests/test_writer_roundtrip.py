@@ -199,7 +199,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match=r"m\.safetensors already exists; pass force=True"):
+    with pytest.raises(OutputExistsError, match=r"m\.safetensors already exists; pass --force"):
         merge(src, out)
     assert out.read_bytes() == b"precious"
     merge(src, out, force=True)
@@ -273,7 +273,7 @@ def test_cli_merge_split_align(tmp_path, capsys):
     assert cli_main(["merge", str(src), str(out), "--no-progress"]) == 0
     assert "merge: 9 tensors" in capsys.readouterr().out
     assert cli_main(["merge", str(src), str(out), "--no-progress"]) == 1
-    assert "already exists; pass force=True (--force)" in capsys.readouterr().err
+    assert "already exists; pass --force (force=True)" in capsys.readouterr().err
     assert cli_main(["split", str(out), str(tmp_path / "sp"), "--max-shard-size", "17KiB"]) == 0
     assert "model-00001-of-" in capsys.readouterr().out
     assert cli_main(["split", str(out), str(tmp_path / "x"), "--max-shard-size", "5XB"]) == 1

@@ -42,6 +42,7 @@ def _human(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mlxload.checkpoint import load
+    from mlxload.tensor_file import zero_copy_supported
     from mlxload.writer import alignment_report
 
     ckpt = load(args.path)
@@ -84,7 +85,13 @@ def run(args: argparse.Namespace) -> int:
         f"\n{len(infos)} tensors in {len(ckpt.files)} file(s), {_human(total)} "
         f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
     )
-    print(alignment_report(ckpt.headers()).verdict())
+    report = alignment_report(ckpt.headers())
+    print(report.verdict())
+    if not report.ready and not zero_copy_supported():
+        print(
+            "(zero-copy is for Apple silicon: on this backend every tensor is copied once "
+            "either way, so aligning only helps where the files will be used on a Mac)"
+        )
     return 0
 
 

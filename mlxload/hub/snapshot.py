@@ -240,7 +240,7 @@ def download(
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache = RepoCache(root, spec.repo_id)
     if local_files_only:
-        return cached_snapshot(cache, rev, patterns, "local_files_only=True")
+        return cached_snapshot(cache, rev, patterns, "--offline (local_files_only=True) was given")
     if local_files_only is None and offline_mode():
         return cached_snapshot(cache, rev, patterns, "offline mode is on (HF_HUB_OFFLINE=1)")
     remote = Remote(spec.repo_id, token=token)

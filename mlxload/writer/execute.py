@@ -232,14 +232,14 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
         names = ", ".join(p.name for p in plan.replaces[:3])
         raise OutputExistsError(
             f"{plan.replaces[0].parent} holds shards of another checkpoint ({names}"
-            f"{' ...' if len(plan.replaces) > 3 else ''}); pass force=True (--force) to replace "
+            f"{' ...' if len(plan.replaces) > 3 else ''}); pass --force (force=True) to replace "
             "that checkpoint (its shards are removed once this one is complete)"
         )
     if clash:
         names = ", ".join(str(p) for p in clash[:3]) + (" ..." if len(clash) > 3 else "")
         raise OutputExistsError(
-            f"{names} already exist{'s' if len(clash) == 1 else ''}; pass force=True "
-            "(--force) to replace"
+            f"{names} already exist{'s' if len(clash) == 1 else ''}; pass --force "
+            "(force=True) to replace"
         )
 
 
