@@ -445,3 +445,19 @@ def test_a_directory_named_like_a_shard_is_not_a_shard(tmp_path):
     (out / "model-00001-of-00009.safetensors").mkdir(parents=True)
     result = split(src, out, max_shard_size="1MB")
     assert result.removed == [] and (out / "model-00001-of-00009.safetensors").is_dir()
+
+
+@pytest.mark.parametrize("verb", ["split", "align"])
+def test_split_and_align_copy_config_and_tokenizer_along(tmp_path, verb):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "tokenizer.json").write_text("{}")
+    (src / "README.md").write_text("not copied")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tokenizer.json").write_text('{"mine": 1}')  # never overwritten
+    result = split(src, out, max_shard_size="1MB") if verb == "split" else align(src, out)
+    assert [p.name for p in result.companions] == ["config.json"]
+    assert (out / "config.json").read_text() == '{"model_type": "llama"}'
+    assert (out / "tokenizer.json").read_text() == '{"mine": 1}'
+    assert not (out / "README.md").exists()

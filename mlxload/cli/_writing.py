@@ -55,6 +55,8 @@ def report(verb: str, result) -> None:
         print(f"unchanged (already aligned) {path}")
     for path in result.removed:
         print(f"removed {path} (a shard of the checkpoint this replaced)")
+    if result.companions:
+        print(f"copied {', '.join(p.name for p in result.companions)} alongside")
     line = f"{verb}: {result.tensors} tensors, {result.total_bytes:,} bytes"
     if result.resumed_tensors:
         line += (

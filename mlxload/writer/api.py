@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from mlxload.hub.spec import is_hub_spec
+from mlxload.writer.companions import copy_companions
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
 from mlxload.writer.plan import plan_align, plan_merge, plan_split, require_directory
@@ -72,6 +73,8 @@ def split(
 
     Shards are named ``model-0000i-of-0000N.safetensors`` (``model.safetensors`` when one
     suffices) and ``model.safetensors.index.json`` lists them, as mlx-lm and transformers do.
+    The source directory's ``config.json``, tokenizer and other companion files are copied
+    along (never over an existing file), so the output loads as a model.
 
     Args:
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
@@ -93,7 +96,9 @@ def split(
     require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
-    return execute(plan, force=force, progress=progress)
+    result = execute(plan, force=force, progress=progress)
+    result.companions = copy_companions(source.files.root, Path(out_dir))
+    return result
 
 
 def align(
@@ -135,4 +140,9 @@ def align(
     if out is None and source.remote:
         raise refusal
     plan = plan_align(source, out)
-    return execute(plan, force=force, progress=progress)
+    result = execute(plan, force=force, progress=progress)
+    whole_model = source.remote or source.files.index_path is not None or Path(src).is_dir()
+    if not plan.in_place and whole_model and plan.outputs:
+        out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
+        result.companions = copy_companions(source.files.root, out_dir)
+    return result

@@ -69,6 +69,7 @@ class WriteResult:
         resumed_tensors, resumed_bytes: Work a previous, interrupted run had done.
         unchanged: Files left alone because they already had the planned layout.
         removed: Shards of the checkpoint a split replaced (see ``WritePlan.replaces``).
+        companions: Config and tokenizer files copied next to a split or aligned copy.
     """
 
     outputs: list[Path] = field(default_factory=list)
@@ -80,6 +81,7 @@ class WriteResult:
     resumed_bytes: int = 0
     unchanged: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
+    companions: list[Path] = field(default_factory=list)
 
 
 def temp_path(final: Path) -> Path:

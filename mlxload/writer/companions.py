@@ -1,0 +1,55 @@
+"""Copy a model's small companion files (config, tokenizer) next to a split or aligned copy.
+
+Without ``config.json`` and the tokenizer files a directory of shards loads with
+``mlxload.load`` but not with ``load_model`` or ``mlx_lm.load``; a user who splits or aligns a
+model into a new directory expects to be able to run it from there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from mlxload.hub.select import TOKENIZER_PATTERNS, match_patterns
+
+__all__ = ["COMPANION_PATTERNS", "copy_companions"]
+
+COMPANION_PATTERNS = ("*.json", "*.py", *TOKENIZER_PATTERNS)
+"""Root files copied along (a safetensors index is written by the writer itself)."""
+
+
+def copy_companions(root: Path, out_dir: Path) -> list[Path]:
+    """Copy ``root``'s companion files into ``out_dir``, never replacing a file already there.
+
+    Args:
+        root: The source checkpoint's directory.
+        out_dir: Where the shards were written.
+
+    Returns:
+        The files written in ``out_dir``.
+    """
+    if not root.is_dir() or _same_dir(root, out_dir):
+        return []
+    copied = []
+    for src in sorted(root.iterdir()):
+        name = src.name
+        if name.endswith(".safetensors.index.json") or name.startswith("."):
+            continue
+        if not match_patterns(name, COMPANION_PATTERNS) or not src.is_file():
+            continue
+        dst = out_dir / name
+        if dst.exists():
+            continue
+        tmp = out_dir / f".{name}.mlxload-tmp"
+        shutil.copyfile(src, tmp)  # follows a cache symlink to its blob
+        os.replace(tmp, dst)
+        copied.append(dst)
+    return copied
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
