@@ -90,6 +90,8 @@ def test_table_renders(result):
     for label in ("materialize all weights", "TTFT", "  prefill", "compute dtype", "page cache"):
         assert label in text
     assert "ttft_mlxload / mlx_lm:" in text
+    size = result["model"]["bytes"]
+    assert (" MiB)" if size >= 2**20 else " KiB)") in text and " 0 MiB)" not in text
 
 
 def test_summarize():

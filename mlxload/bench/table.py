@@ -33,7 +33,7 @@ def format_result(result: dict[str, Any]) -> str:
     env, model = result["environment"], result["model"]
     loaders = list(result["results"])
     lines = [
-        f"model: {model['path']} ({model['files']} files, {model['bytes'] / 2**20:.0f} MiB)",
+        f"model: {model['path']} ({model['files']} files, {_size(model['bytes'])})",
         f"MLX {env['mlx']} ({env['backend']}), mlx-lm {env['mlx_lm']}, mlxload {env['mlxload']}, "
         f"Python {env['python']}, {env['platform']}",
         f"zero-copy: {'yes' if env['zero_copy'] else 'no (copy once)'}; "
@@ -63,3 +63,8 @@ def format_result(result: dict[str, Any]) -> str:
     for error in result["errors"]:
         lines.append(f"error: {error}")
     return "\n".join(lines)
+
+
+def _size(nbytes: int) -> str:
+    """``132 MiB``, or ``64 KiB`` below a MiB (a tiny model isn't ``0 MiB``)."""
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"

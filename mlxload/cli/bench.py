@@ -58,7 +58,10 @@ def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
         from mlxload.synthetic import spec_for, synthetic_checkpoint
 
         spec = spec_for(args.size, bits=args.bits)
-        print(f"synthetic {spec.name} model, {args.bits}-bit (generated once)", file=sys.stderr)
+        print(
+            f"synthetic {spec.name} model, {args.bits}-bit (generated on first use, then cached)",
+            file=sys.stderr,
+        )
         return synthetic_checkpoint(spec), asdict(spec)
     from mlxload.hub.locate import resolve
 
