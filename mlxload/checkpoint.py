@@ -31,7 +31,7 @@ from mlxload.errors import (
     TensorNotFoundError,
     TensorNotInShardError,
 )
-from mlxload.header import FileHeader, TensorInfo
+from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.shards import CheckpointFiles, checkpoint_files
@@ -170,7 +170,7 @@ class Checkpoint(Mapping[str, mx.array]):
     def __repr__(self) -> str:
         try:
             tensors: int | str = len(self)
-        except MlxloadError:  # a repr must not raise: a broken shard shows up on use
+        except (MlxloadError, OSError):  # a repr must not raise: a broken shard shows on use
             tensors = "?"
         return f"Checkpoint({str(self.root)!r}, files={len(self.files)}, tensors={tensors})"
 
@@ -352,7 +352,9 @@ def load(
         evict_page_cache=evict_page_cache,
     )
     if ckpt._files.weight_map is None and len(ckpt.files) == 1:
-        ckpt.headers()  # one file: say now, not on first use, if it isn't safetensors
+        # One file: say now, not on first use, if it isn't safetensors. Its header is read
+        # again when it is first used: the file isn't held open from here.
+        read_header(ckpt.files[0])
     return ckpt
 
 

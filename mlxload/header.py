@@ -328,21 +328,24 @@ def _check_header_length(path: Path, n: int, file_size: int) -> None:
         )
 
 
-# What the first bytes of common non-safetensors files say, read as a little-endian length.
-_KNOWN_FORMATS = (
-    (b"{", " (it starts like a JSON file, e.g. config.json: pass the model's directory)"),
-    (
-        b"PK\x03\x04",
-        " (it is a zip archive: a PyTorch .bin/.pt checkpoint? convert it to safetensors)",
-    ),
-    (b"\x80", " (it is a Python pickle: a PyTorch .bin checkpoint? convert it to safetensors)"),
-    (b"GGUF", " (it is a GGUF file: mlxload reads safetensors only)"),
-)
-
-
 def _what_it_is(n: int) -> str:
+    """A hint when the first 8 bytes (read as the length ``n``) are plainly another format.
+
+    Only for lengths past the limit, and only on signatures a real length can't have: a
+    truncated safetensors file whose length merely starts with ``{`` must get no false hint.
+    """
+    if n <= MAX_HEADER_SIZE:
+        return ""
     head = n.to_bytes(8, "little")
-    return next((hint for magic, hint in _KNOWN_FORMATS if head.startswith(magic)), "")
+    if head.startswith(b"PK\x03\x04"):
+        return " (it is a zip archive: a PyTorch .bin/.pt checkpoint? convert it to safetensors)"
+    if head.startswith(b"GGUF"):
+        return " (it is a GGUF file: mlxload reads safetensors only)"
+    if head[:1] == b"\x80" and head[1] in (2, 3, 4, 5):
+        return " (it is a Python pickle: a PyTorch .bin checkpoint? convert it to safetensors)"
+    if head[:1] == b"{" and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return " (it starts like a JSON file, e.g. config.json: pass the model's directory)"
+    return ""
 
 
 def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<bytes>") -> FileHeader:

@@ -35,6 +35,7 @@ from mlxload.backend import (
     resolve_compute_dtype,
     stored_float_dtype,
 )
+from mlxload.hub.spec import is_hub_spec
 from mlxload.load_report import LoadReport
 from mlxload.model_quant import class_predicate
 from mlxload.model_recipe import (
@@ -102,6 +103,7 @@ def load_model(
     """
     from mlxload.checkpoint import load
 
+    path_or_hf = _directory_of_config(path_or_hf)
     if tensor_group is not None or pipeline_group is not None:
         from mlxload.distributed import load_model_sharded
 
@@ -119,8 +121,6 @@ def load_model(
             model_config=model_config,
         )
     parse_dtype(dtype)  # fail on a bad dtype before any work
-    if isinstance(path_or_hf, (str, os.PathLike)) and Path(path_or_hf).name == "config.json":
-        path_or_hf = Path(path_or_hf).parent  # the model's config file names its directory
     utils = mlx_lm_utils()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -181,3 +181,12 @@ def load_model(
         timings=timings,
     )
     return model, tokenizer, config
+
+
+def _directory_of_config(path_or_hf: Any) -> Any:
+    """A local path to a model's ``config.json`` means the model's directory."""
+    if isinstance(path_or_hf, (str, os.PathLike)):
+        spec = os.fspath(path_or_hf)
+        if not is_hub_spec(spec) and Path(spec).name == "config.json" and Path(spec).is_file():
+            return Path(spec).parent
+    return path_or_hf

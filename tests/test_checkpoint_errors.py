@@ -322,9 +322,9 @@ def test_missing_path_is_an_mlxload_error(tmp_path):
     ("content", "hint"),
     [
         (b'{"model_type": "llama", "hidden_size": 64}', "starts like a JSON file"),
-        (b"PK\x03\x04" + bytes(40), "it is a zip archive: a PyTorch .bin/.pt checkpoint?"),
-        (b"\x80\x02" + bytes(40), "it is a Python pickle"),
-        (b"GGUF" + bytes(40), "it is a GGUF file"),
+        (b"PK\x03\x04\x14\x00\x08\x08" + bytes(40), "it is a zip archive: a PyTorch .bin/.pt"),
+        (b"\x80\x02}q\x00(X\x07" + bytes(40), "it is a Python pickle"),
+        (b"GGUF\x03\x00\x00\x00" + bytes(40), "it is a GGUF file"),
     ],
 )
 def test_a_file_that_is_not_safetensors_fails_at_load_and_says_what_it_is(tmp_path, content, hint):
@@ -332,6 +332,26 @@ def test_a_file_that_is_not_safetensors_fails_at_load_and_says_what_it_is(tmp_pa
     path.write_bytes(content)
     with pytest.raises(errors.SafetensorsError, match=re.escape(hint)):
         mlxload.load(path)  # at load(), not on first use
+
+
+def test_a_truncated_safetensors_file_gets_no_false_hint(tmp_path):
+    for first in (b"\x80", b"{"):  # a length whose low byte looks like pickle or JSON
+        path = tmp_path / "cut.safetensors"
+        path.write_bytes(first + bytes(7) + b"{}")
+        with pytest.raises(errors.HeaderLengthError) as e:
+            mlxload.load(path)
+        assert str(e.value).endswith("the file is truncated or not safetensors")
+
+
+def test_load_of_one_file_does_not_hold_it_open(tmp_path):
+    """load() checks the header at once but opens the file on first use, so a file replaced
+    in between (e.g. by mlxload align) is read as it is then."""
+    path = tmp_path / "w.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones(3)})
+    ckpt = mlxload.load(path)
+    mx.save_safetensors(str(tmp_path / "new.safetensors"), {"w": mx.zeros(3)})
+    os.replace(tmp_path / "new.safetensors", path)
+    assert ckpt["w"].tolist() == [0, 0, 0]
 
 
 def test_repr_of_a_broken_checkpoint_does_not_raise(tmp_path):

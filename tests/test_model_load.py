@@ -14,6 +14,7 @@ from model_fixtures import greedy, tiny_checkpoint, tiny_llama_config
 
 mlx_lm = pytest.importorskip("mlx_lm")
 
+import mlxload  # noqa: E402
 from mlxload.model import ModelLoadError, load_model  # noqa: E402
 
 PROMPT = "tell me a story about a small robot"
@@ -383,3 +384,8 @@ def test_a_path_to_config_json_loads_its_directory(cache):
     path = tiny_checkpoint(cache)
     model, _, config = load_model(path / "config.json")
     assert config["model_type"] == "llama" and model.load_report is not None
+
+
+def test_a_hub_spec_ending_in_config_json_is_not_taken_for_a_directory():
+    with pytest.raises(mlxload.MlxloadError, match="cannot be named here"):
+        load_model("hf://org/repo/config.json")

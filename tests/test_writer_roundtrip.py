@@ -461,3 +461,38 @@ def test_split_and_align_copy_config_and_tokenizer_along(tmp_path, verb):
     assert (out / "config.json").read_text() == '{"model_type": "llama"}'
     assert (out / "tokenizer.json").read_text() == '{"mine": 1}'
     assert not (out / "README.md").exists()
+
+
+def test_split_of_a_single_file_copies_none_of_its_neighbours(tmp_path):
+    (tmp_path / "notes.json").write_text("{}")
+    mx.save_safetensors(str(tmp_path / "lora.safetensors"), mixed_tensors())
+    result = split(tmp_path / "lora.safetensors", tmp_path / "out", max_shard_size="1MB")
+    assert result.companions == [] and not (tmp_path / "out" / "notes.json").exists()
+
+
+def test_forced_split_replaces_the_old_models_config(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    (src / "config.json").write_text('{"model_type": "new"}')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"model_type": "old"}')
+    (out / "model.safetensors").write_bytes(b"old")
+    result = split(src, out, max_shard_size="1MB", force=True)
+    assert [p.name for p in result.companions] == ["config.json"]
+    assert (out / "config.json").read_text() == '{"model_type": "new"}'
+
+
+def test_a_companion_that_cannot_be_copied_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    from mlxload.writer import companions
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    (src / "config.json").write_text("{}")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(companions.shutil, "copyfile", full)
+    with pytest.warns(UserWarning, match="config.json: not copied"):
+        result = split(src, tmp_path / "out", max_shard_size="1MB")
+    assert result.companions == [] and result.index is not None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []

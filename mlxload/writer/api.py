@@ -97,8 +97,15 @@ def split(
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
     result = execute(plan, force=force, progress=progress)
-    result.companions = copy_companions(source.files.root, Path(out_dir))
+    if _whole_model(src, source):
+        result.companions = copy_companions(source.files.root, Path(out_dir), replace=force)
     return result
+
+
+def _whole_model(src: str | os.PathLike, source) -> bool:
+    """Whether ``src`` names a model (a directory, an index, a Hub repo) rather than one file,
+    whose neighbours are not ours to copy."""
+    return source.remote or source.files.index_path is not None or Path(src).is_dir()
 
 
 def align(
@@ -141,8 +148,7 @@ def align(
         raise refusal
     plan = plan_align(source, out)
     result = execute(plan, force=force, progress=progress)
-    whole_model = source.remote or source.files.index_path is not None or Path(src).is_dir()
-    if not plan.in_place and whole_model and plan.outputs:
+    if not plan.in_place and _whole_model(src, source) and plan.outputs:
         out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
-        result.companions = copy_companions(source.files.root, out_dir)
+        result.companions = copy_companions(source.files.root, out_dir, replace=force)
     return result

@@ -7,8 +7,10 @@ model into a new directory expects to be able to run it from there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from mlxload.hub.select import TOKENIZER_PATTERNS, match_patterns
@@ -19,12 +21,17 @@ COMPANION_PATTERNS = ("*.json", "*.py", *TOKENIZER_PATTERNS)
 """Root files copied along (a safetensors index is written by the writer itself)."""
 
 
-def copy_companions(root: Path, out_dir: Path) -> list[Path]:
-    """Copy ``root``'s companion files into ``out_dir``, never replacing a file already there.
+def copy_companions(root: Path, out_dir: Path, *, replace: bool = False) -> list[Path]:
+    """Copy ``root``'s companion files into ``out_dir``.
+
+    Best effort: the shards are already complete, so a file that can't be copied (disk full)
+    is skipped with a warning rather than failing the whole write.
 
     Args:
         root: The source checkpoint's directory.
         out_dir: Where the shards were written.
+        replace: Replace files already there (the caller was told to replace the checkpoint
+            there, ``--force``); otherwise they are left alone.
 
     Returns:
         The files written in ``out_dir``.
@@ -39,11 +46,17 @@ def copy_companions(root: Path, out_dir: Path) -> list[Path]:
         if not match_patterns(name, COMPANION_PATTERNS) or not src.is_file():
             continue
         dst = out_dir / name
-        if dst.exists():
+        if dst.exists() and not replace:
             continue
         tmp = out_dir / f".{name}.mlxload-tmp"
-        shutil.copyfile(src, tmp)  # follows a cache symlink to its blob
-        os.replace(tmp, dst)
+        try:
+            shutil.copyfile(src, tmp)  # follows a cache symlink to its blob
+            os.replace(tmp, dst)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            warnings.warn(f"{dst}: not copied ({e}); copy it from {src}", stacklevel=3)
+            continue
         copied.append(dst)
     return copied
 
