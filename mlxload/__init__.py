@@ -11,9 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from mlxload._lazy import lazy_getattr
 from mlxload._version import __version__
 from mlxload.errors import *  # noqa: F403  (errors are cheap and always wanted)
 from mlxload.errors import __all__ as _error_names
@@ -88,13 +86,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_error_names, *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlxload' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

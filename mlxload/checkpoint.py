@@ -76,6 +76,7 @@ class Checkpoint(Mapping[str, mx.array]):
         self._cache_enabled = cache
         self._open: dict[Path, TensorFile] = {}
         self._cache: dict[str, mx.array] = {}
+        self._validated: dict[Path, FileHeader] = {}  # headers load() already read
         self._inflight: dict[str, threading.Event] = {}  # name -> set when its read ends
         self._lock = threading.RLock()
         self._where: dict[str, Path] | None = (
@@ -92,7 +93,12 @@ class Checkpoint(Mapping[str, mx.array]):
             tf = self._open.get(path)
             if tf is None:
                 try:
-                    tf = TensorFile(path, zero_copy=self._zero_copy, evict_page_cache=self._evict)
+                    tf = TensorFile(
+                        path,
+                        zero_copy=self._zero_copy,
+                        evict_page_cache=self._evict,
+                        header=self._validated.pop(path, None),
+                    )
                 except OSError as e:
                     wrapped = too_many_open_files(e, str(path), len(self.files))
                     if wrapped is None:
@@ -352,9 +358,9 @@ def load(
         evict_page_cache=evict_page_cache,
     )
     if ckpt._files.weight_map is None and len(ckpt.files) == 1:
-        # One file: say now, not on first use, if it isn't safetensors. Its header is read
-        # again when it is first used: the file isn't held open from here.
-        read_header(ckpt.files[0])
+        # One file: say now, not on first use, if it isn't safetensors. The file isn't held
+        # open from here; first use reuses this header if the file is still the same one.
+        ckpt._validated[ckpt.files[0]] = read_header(ckpt.files[0])
     return ckpt
 
 

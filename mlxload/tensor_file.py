@@ -111,6 +111,8 @@ class TensorFile:
         evict_page_cache: Drop each copied range from the page cache (see
             :class:`~mlxload.segment_stream.SegmentStream`). Off by default: a warm cache makes
             the next load fast.
+        header: This file's header, already read and validated (``read_header``): used as
+            is if the file opened is still the one it came from, else read again.
 
     Raises:
         SafetensorsError: the header is invalid.
@@ -122,6 +124,7 @@ class TensorFile:
         *,
         zero_copy: bool | str = "auto",
         evict_page_cache: bool = False,
+        header: FileHeader | None = None,
     ) -> None:
         # Absolute: identity checks stat the path again later, maybe after an os.chdir.
         self.path = Path(path).absolute()
@@ -130,7 +133,9 @@ class TensorFile:
         # we open it can't pair one file's header with another file's bytes.
         self._fd = open_regular(self.path)
         try:
-            self.header: FileHeader = read_header_fd(self._fd, self.path)
+            if header is None or file_identity(os.fstat(self._fd)) != header.identity:
+                header = read_header_fd(self._fd, self.path)
+            self.header: FileHeader = header
             self._identity = self.header.identity
         except BaseException:
             os.close(self._fd)

@@ -9,8 +9,7 @@ package that imported it eagerly would make Python warn that it was already impo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlxload._lazy import lazy_getattr
 
 __all__ = ["DEFAULT_PROMPT", "BenchOptions", "format_result", "run_bench"]
 
@@ -22,8 +21,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlxload.bench' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -12,9 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mlxload._lazy import lazy_getattr
 from mlxload.hub.errors import (
     AuthError,
     DownloadError,
@@ -55,13 +55,7 @@ __all__ = [
 _LAZY = {"download": "mlxload.hub.snapshot", "resolve": "mlxload.hub.locate"}
 
 
-def __getattr__(name: str) -> Any:  # download/resolve pull in threads, huggingface_hub, ...
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlxload.hub' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mlxload.hub.listing import RemoteFile
-from mlxload.hub.select import index_files, select_files, shards_from_index
+from mlxload.hub.select import default_selection, select_files
 
 __all__ = ["export_snapshot"]
 
@@ -51,10 +51,7 @@ def _selected(snapshot: Path, allow_patterns: Sequence[str] | None) -> list[str]
     files = [RemoteFile(path, 0, "0" * 40) for path in present]  # only paths matter here
     if allow_patterns is not None:
         return [f.path for f in select_files(files, allow_patterns=allow_patterns)]
-    shards: list[str] = []
-    for index in index_files(files):
-        shards += shards_from_index(index.path, (snapshot / index.path).read_bytes())
-    return [f.path for f in select_files(files, shards=list(dict.fromkeys(shards)) or None)]
+    return [f.path for f in default_selection(files, snapshot)]
 
 
 def _same_bytes(a: Path, b: Path, chunk: int = 1 << 22) -> bool:

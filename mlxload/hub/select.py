@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from mlxload.hub.errors import EntryNotFoundError, HubError
 from mlxload.hub.listing import RemoteFile
@@ -19,6 +20,7 @@ __all__ = [
     "EXCLUDED_PATTERNS",
     "INDEX_NAME",
     "TOKENIZER_PATTERNS",
+    "default_selection",
     "index_files",
     "match_patterns",
     "select_files",
@@ -143,3 +145,12 @@ def select_files(
                 continue
             chosen.append(f)
     return chosen
+
+
+def default_selection(files: Sequence[RemoteFile], root: Path) -> list[RemoteFile]:
+    """:func:`select_files` without patterns, the shards read from the index files under
+    ``root`` (which must already be there: see :func:`index_files`)."""
+    shards: list[str] = []
+    for index in index_files(files):
+        shards += shards_from_index(index.path, (root / index.path).read_bytes())
+    return select_files(files, shards=list(dict.fromkeys(shards)) or None)

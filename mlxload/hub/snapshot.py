@@ -20,7 +20,7 @@ from mlxload.hub.listing import RemoteFile
 from mlxload.hub.offline import cached_snapshot, offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, is_connection_error, translate
-from mlxload.hub.select import index_files, select_files, shards_from_index
+from mlxload.hub.select import default_selection, index_files, select_files
 from mlxload.hub.spec import HubSpec, parse_spec
 from mlxload.hub.transfer import Cancelled, fetch_blob
 
@@ -167,10 +167,7 @@ def _online(
             first = [f for f in indexes if not job.present(f)]
             bar.add_total(sum(f.size for f in first))
             job.fetch_all(first, workers)
-            shards: list[str] = []
-            for f in indexes:
-                shards += shards_from_index(f.path, (snapshot / f.path).read_bytes())
-            chosen = select_files(files, shards=list(dict.fromkeys(shards)) or None)
+            chosen = default_selection(files, snapshot)
             if not any(f.path.endswith(".safetensors") for f in chosen):
                 names = ", ".join(f.path for f in files[:10]) or "(none)"
                 raise EntryNotFoundError(

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from mlxload.hub.select import TOKENIZER_PATTERNS, match_patterns
+from mlxload.writer.sources import same_file
 
 __all__ = ["COMPANION_PATTERNS", "copy_companions"]
 
@@ -36,7 +37,7 @@ def copy_companions(root: Path, out_dir: Path, *, replace: bool = False) -> list
     Returns:
         The files written in ``out_dir``.
     """
-    if not root.is_dir() or _same_dir(root, out_dir):
+    if not root.is_dir() or same_file(root, out_dir):
         return []
     copied = []
     for src in sorted(root.iterdir()):
@@ -59,10 +60,3 @@ def copy_companions(root: Path, out_dir: Path, *, replace: bool = False) -> list
             continue
         copied.append(dst)
     return copied
-
-
-def _same_dir(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

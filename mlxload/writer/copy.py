@@ -78,28 +78,25 @@ def _copy_file_range(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count
     fn = getattr(os, "copy_file_range", None)
     if fn is None:
         raise _Unsupported
-    done = 0
-    while done < count:
-        try:
-            n = fn(src_fd, dst_fd, min(count - done, _CHUNK), src_off + done, dst_off + done)
-        except OSError as e:
-            if done == 0 and e.errno in _UNSUPPORTED:
-                raise _Unsupported from None
-            raise
-        if n == 0:
-            raise _short(src_fd, src_off + done)
-        done += n
+    _in_kernel(lambda done, n: fn(src_fd, dst_fd, n, src_off + done, dst_off + done),
+               src_fd, src_off, count)  # fmt: skip
 
 
 def _sendfile(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) -> None:
     fn = getattr(os, "sendfile", None)
     if fn is None:
         raise _Unsupported
-    os.lseek(dst_fd, dst_off, os.SEEK_SET)
+    os.lseek(dst_fd, dst_off, os.SEEK_SET)  # sendfile writes at the output's position
+    _in_kernel(lambda done, n: fn(dst_fd, src_fd, src_off + done, n), src_fd, src_off, count)
+
+
+def _in_kernel(step, src_fd: int, src_off: int, count: int) -> None:
+    """Call ``step(done, n)`` (an in-kernel copy of up to ``n`` bytes at ``done``) until
+    ``count`` bytes are copied; a method the OS refuses outright is ``_Unsupported``."""
     done = 0
     while done < count:
         try:
-            n = fn(dst_fd, src_fd, src_off + done, min(count - done, _CHUNK))
+            n = step(done, min(count - done, _CHUNK))
         except OSError as e:
             if done == 0 and e.errno in _UNSUPPORTED:
                 raise _Unsupported from None

@@ -23,7 +23,7 @@ from mlxload.writer.errors import (
     OutputNotADirectoryError,
 )
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
-from mlxload.writer.sources import Source, merge_metadata
+from mlxload.writer.sources import Source, merge_metadata, same_file
 
 __all__ = [
     "OutputPlan",
@@ -190,7 +190,7 @@ def _replaced_shards(out_dir: Path, outputs: list[OutputPlan], source: Source) -
             are the input) and can't stay (they would sit beside the new shards).
     """
     others = _other_shards(out_dir, {o.path.name for o in outputs})
-    own = [p for p in others if any(_same_file(p, src) for src in source.files.files)]
+    own = [p for p in others if any(same_file(p, src) for src in source.files.files)]
     if own:
         raise OutputIsSourceError(
             f"{out_dir} holds this split's own source shard(s) ({', '.join(p.name for p in own)}"
@@ -198,13 +198,6 @@ def _replaced_shards(out_dir: Path, outputs: list[OutputPlan], source: Source) -
             "model*.safetensors would mix the two; split into another directory"
         )
     return others
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def shard_name(i: int, n: int) -> str:

@@ -15,7 +15,7 @@ from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.shards import CheckpointFiles, checkpoint_files
 from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
 
-__all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source"]
+__all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source", "same_file"]
 
 ON_CONFLICT = ("error", "first", "last")
 """How :func:`merge_metadata` treats a key two shards give different values."""
@@ -180,3 +180,11 @@ def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dic
             merged[key] = value
             origin[key] = header.path
     return dict(sorted(merged.items()))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are the same file or directory (False if either doesn't exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
