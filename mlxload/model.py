@@ -132,7 +132,7 @@ def load_model(
         # that mlx-lm can't use fails the load before gigabytes of weights are read.
         recipe = model_recipe(root, model_config)
         config, qconfig = recipe.config, recipe.qconfig
-        model = recipe.new_model()
+        model = recipe.new_model(ckpt)
         tr = time.perf_counter()
         timings["resolve"] = tr - t0
         tokenizer = load_tokenizer(utils, root, tokenizer_config, config.get("eos_token_id"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from mlxload.errors import CheckpointError, MlxloadError
 from mlxload.quant_config import QuantizationConfig, find_quantization_config
 
 __all__ = [
+    "LAYER_COUNT_KEYS",
     "REPACKED_METHODS",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelRecipe",
+    "check_layer_counts",
     "load_tokenizer",
     "mlx_lm_utils",
     "model_classes",
@@ -110,12 +113,18 @@ class ModelRecipe:
     args_class: type
     qconfig: QuantizationConfig | None
 
-    def new_model(self) -> nn.Module:
+    def new_model(self, tensor_names: Iterable[str] | None = None) -> nn.Module:
         """A fresh, unquantized, lazily initialized model.
+
+        Args:
+            tensor_names: The checkpoint's tensor names, when known: a layer count in the
+                config far beyond the layers they index is refused before the model is built.
 
         Raises:
             ModelLoadError: ``config.json`` lacks a key the model needs or has a bad value.
         """
+        if tensor_names is not None:
+            check_layer_counts(self.config, tensor_names, self.root)
         args = _model_args(self.args_class, self.config, self.root)
         try:
             return self.model_class(args)
@@ -124,6 +133,41 @@ class ModelRecipe:
         except Exception as e:  # mlx-lm's model code raises whatever a bad value makes it
             # (None where a number belongs, 0 heads: ZeroDivisionError, a list for a dict...)
             raise _config_rejected(self.config, self.root, e) from None
+
+
+LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+"""Config keys that set how many decoder layers mlx-lm builds (top level or one level down,
+e.g. ``text_config``)."""
+
+_LIST_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root: Path) -> None:
+    """Refuse a layer count that no layer of the checkpoint backs.
+
+    mlx-lm builds one Python module per layer before any weight is read: at ~0.5 ms a layer,
+    ``num_hidden_layers: 10000000`` would run for hours before the "missing parameters" error.
+    A real model's layers all appear in its tensor names as ``.N.`` list indices, so a count
+    far past the highest index (4x + 64, room for architectures that reuse a block) can only
+    be a corrupt or mismatched config.
+
+    Raises:
+        ModelLoadError: naming the key, its value and the layers the checkpoint has.
+    """
+    highest = max((int(i) for n in tensor_names for i in _LIST_INDEX.findall(n)), default=-1)
+    indexed = highest + 1
+    limit = 4 * indexed + 64
+    scopes = [("", config)]
+    scopes += [(f"{k}.", v) for k, v in config.items() if isinstance(v, dict)]
+    for prefix, scope in scopes:
+        for key in LAYER_COUNT_KEYS:
+            value = scope.get(key)
+            if type(value) is int and value > limit:
+                raise ModelLoadError(
+                    f"{root}/config.json: {prefix}{key} is {value}, but the checkpoint's tensor "
+                    f"names index {indexed} layers at most; config.json belongs to another "
+                    "model or is corrupt"
+                )
 
 
 REPACKED_METHODS = ("awq", "gptq")

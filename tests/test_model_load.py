@@ -389,3 +389,32 @@ def test_a_path_to_config_json_loads_its_directory(cache):
 def test_a_hub_spec_ending_in_config_json_is_not_taken_for_a_directory():
     with pytest.raises(mlxload.MlxloadError, match="cannot be named here"):
         load_model("hf://org/repo/config.json")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"num_hidden_layers": 10**7}, "num_hidden_layers"),
+        ({"text_config": {"num_layers": 10**9}}, "text_config.num_layers"),
+    ],
+)
+def test_a_layer_count_no_tensor_backs_fails_before_building(
+    cache, tmp_path, no_weight_reads, changes, key
+):
+    # mlx-lm builds a Python module per layer (~0.5 ms each): 10**7 layers ran for hours.
+    d = _copy(cache, tmp_path, "layers")
+    _edit_config(d, **changes)
+    value = changes.get("num_hidden_layers") or changes["text_config"]["num_layers"]
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}/config.json: {key} is {value}, but the checkpoint's tensor names index 2 layers "
+        "at most; config.json belongs to another model or is corrupt"
+    )
+
+
+def test_a_few_layers_too_many_is_still_the_missing_parameters_error(cache, tmp_path):
+    d = _copy(cache, tmp_path, "fewmore")
+    _edit_config(d, num_hidden_layers=3)
+    with pytest.raises(ModelLoadError, match=r"Missing \d+ parameters: model\.layers\.2\."):
+        load_model(d)

@@ -129,7 +129,7 @@ def load_model_sharded(
     layers = (0, layers_total)
     names = source.tensor_names()
     if pipeline_group is not None:
-        start, stop, layers_total = pipeline_range(recipe, pipeline_group)
+        start, stop, layers_total = pipeline_range(recipe, pipeline_group, names)
         layers = (start, stop)
         if names is not None:
             names = tensors_for_layers(names, start, stop)
@@ -141,7 +141,7 @@ def load_model_sharded(
         if names is None:
             names = list(ckpt)
         stand_ins = placeholders(ckpt, names)
-        model = recipe.new_model()
+        model = recipe.new_model(names)
         sources = sanitized_sources(model, stand_ins)
         model = build_skeleton(recipe, stand_ins, sources, model)
         derived: dict[str, str] = {}

@@ -16,16 +16,24 @@ LAYER_PATTERN = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 """A tensor of decoder layer ``N`` has ``layers.N.`` in its name (as mlx-lm matches them)."""
 
 
-def pipeline_range(recipe: ModelRecipe, group: Any) -> tuple[int, int, int]:
+def pipeline_range(
+    recipe: ModelRecipe, group: Any, tensor_names: Iterable[str] | None = None
+) -> tuple[int, int, int]:
     """``(start, stop, num_layers)``: the decoder layers ``group.rank()`` runs.
 
     Computed by mlx-lm's own ``pipeline(group)`` on a throwaway lazy model, so the split is
     always the one the model will use.
 
+    Args:
+        recipe: The model's recipe.
+        group: The pipeline group.
+        tensor_names: The checkpoint's tensor names, when known (see
+            :meth:`ModelRecipe.new_model`).
+
     Raises:
         ShardingError: the architecture has no ``model.pipeline``.
     """
-    model = recipe.new_model()
+    model = recipe.new_model(tensor_names)
     inner = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "pipeline"):
         raise ShardingError(
