@@ -1,10 +1,11 @@
 """Collect a checkpoint's quantized tensors into :class:`QuantizedWeight` objects.
 
 MLX-layout checkpoints (mlx-lm, mlx-community) store each quantized module ``m`` as
-``m.weight`` (packed uint32), ``m.scales`` and, for affine, ``m.biases``; bits, group size and
-mode come from the directory's config. AutoAWQ/GPTQ checkpoints (``m.qweight``, ``m.qzeros``,
-``m.scales``, ``m.g_idx``) are repacked into that layout (see :mod:`mlxload.awq_gptq`).
-Tensors that are not quantized stay available through the checkpoint itself.
+``m.weight`` (packed uint32), ``m.scales`` and, for affine, ``m.biases`` (nvfp4 experts may
+add ``m.global_scale``); bits, group size and mode come from the directory's config.
+AutoAWQ/GPTQ checkpoints (``m.qweight``, ``m.qzeros``, ``m.scales``, ``m.g_idx``) are repacked
+into that layout (see :mod:`mlxload.awq_gptq`). Tensors that are not quantized stay available
+through the checkpoint itself.
 
 Example:
     >>> weights = load_quantized_weights("path/to/mlx-community-model")  # doctest: +SKIP
@@ -126,12 +127,13 @@ def _load_mlx(
     ckpt: TensorSource, names: set[str], config: QuantizationConfig | None, where: str
 ) -> dict[str, QuantizedWeight]:
     out: dict[str, QuantizedWeight] = {}
-    for biases_name in sorted(n for n in names if n.endswith(".biases")):
-        # ".biases" is only ever written next to ".scales" (a plain layer has ".bias").
-        scales_name = biases_name.removesuffix(".biases") + ".scales"
+    for part_name in sorted(n for n in names if n.endswith((".biases", ".global_scale"))):
+        # ".biases" and ".global_scale" are only ever written next to ".scales" (a plain
+        # layer has ".bias").
+        scales_name = part_name.rsplit(".", 1)[0] + ".scales"
         if scales_name not in names:
             raise QuantizedCheckpointError(
-                f"{where}: tensor {biases_name!r} has no {scales_name!r}: the quantized module "
+                f"{where}: tensor {part_name!r} has no {scales_name!r}: the quantized module "
                 "is incomplete (a shard or tensor is missing)"
             )
     for scales_name in sorted(n for n in names if n.endswith(".scales")):
@@ -148,10 +150,6 @@ def _load_mlx(
                 "config (config.json 'quantization' / 'quantization_config', or "
                 "quantization_config.json)"
             )
-        if f"{module}.global_scale" in names:
-            raise QuantizedCheckpointError(
-                f"{where}: tensor {module}.global_scale: nvfp4 global scales are not supported"
-            )
         # The weight's own name matches overrides keyed by tensor name and by module path.
         spec = config.for_tensor(weight_name)
         if spec is None:
@@ -161,9 +159,16 @@ def _load_mlx(
             )
         biases_name = f"{module}.biases"
         biases = ckpt[biases_name] if biases_name in names else None
+        global_name = f"{module}.global_scale"
+        global_scale = ckpt[global_name] if global_name in names else None
         try:
             out[module] = QuantizedWeight.from_spec(
-                spec, ckpt[weight_name], ckpt[scales_name], biases, name=module
+                spec,
+                ckpt[weight_name],
+                ckpt[scales_name],
+                biases,
+                name=module,
+                global_scale=global_scale,
             )
         except QuantizedWeightError as e:
             raise QuantizedWeightError(

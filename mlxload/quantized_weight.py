@@ -47,13 +47,16 @@ class QuantizedWeight:
         biases: Per-group biases like ``scales``; required for affine, absent otherwise.
         bits, group_size, mode: How it was quantized.
         name: Module path, for messages and for :meth:`to_module` to guess the layer kind.
+        global_scale: nvfp4 only: the per-matrix float32 tensor scale that mlx-lm's
+            ``quantize_model(..., global_scale=True)`` stores for MoE experts; shape
+            ``weight.shape[:-2]`` (``()`` for one matrix, ``(experts,)`` for stacked experts).
 
     Raises:
         QuantizedWeightError: the arrays disagree with each other or with bits/group size;
             the message gives the expected and actual shapes/dtypes.
     """
 
-    __slots__ = ("biases", "bits", "group_size", "mode", "name", "scales", "weight")
+    __slots__ = ("biases", "bits", "global_scale", "group_size", "mode", "name", "scales", "weight")
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class QuantizedWeight:
         group_size: int,
         mode: str = "affine",
         name: str = "",
+        global_scale: mx.array | None = None,
     ) -> None:
         self.weight = weight
         self.scales = scales
@@ -73,6 +77,7 @@ class QuantizedWeight:
         self.group_size = group_size
         self.mode = mode
         self.name = name
+        self.global_scale = global_scale
         self._check()
 
     @classmethod
@@ -84,6 +89,7 @@ class QuantizedWeight:
         biases: mx.array | None = None,
         *,
         name: str = "",
+        global_scale: mx.array | None = None,
     ) -> QuantizedWeight:
         """Build from a :class:`~mlxload.quant_config.QuantSpec` (as a config's ``for_tensor``)."""
         return cls(
@@ -94,6 +100,7 @@ class QuantizedWeight:
             group_size=spec.group_size,
             mode=spec.mode,
             name=name,
+            global_scale=global_scale,
         )
 
     # ---------------------------------------------------------------- validation
@@ -167,6 +174,20 @@ class QuantizedWeight:
                 raise self._fail(f"scales dtype is {dtype_name(s.dtype)}; {mode} scales are uint8")
             if b is not None:
                 raise self._fail(f"mode {mode} has no biases, but biases were given")
+        self._check_global_scale()
+
+    def _check_global_scale(self) -> None:
+        g = self.global_scale
+        if g is None:
+            return
+        if self.mode != "nvfp4":
+            raise self._fail(f"a global scale belongs to nvfp4 only; mode is {self.mode}")
+        want = tuple(self.weight.shape[:-2])
+        if g.dtype != mx.float32 or tuple(g.shape) != want:
+            raise self._fail(
+                f"global scale is {dtype_name(g.dtype)} {tuple(g.shape)}; expected float32 "
+                f"{want}, one per matrix of the packed weight {tuple(self.weight.shape)}"
+            )
 
     # ---------------------------------------------------------------- properties
 
@@ -197,14 +218,17 @@ class QuantizedWeight:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the packed weight, scales and biases together."""
-        return sum(a.nbytes for a in (self.weight, self.scales, self.biases) if a is not None)
+        """Bytes held by the packed weight, scales, biases and global scale together."""
+        parts = (self.weight, self.scales, self.biases, self.global_scale)
+        return sum(a.nbytes for a in parts if a is not None)
 
     def __repr__(self) -> str:
         return (
             f"QuantizedWeight({self.name!r}, shape={self.shape}, dtype={dtype_name(self.dtype)}, "
             f"bits={self.bits}, group_size={self.group_size}, mode={self.mode!r}, "
-            f"biases={self.biases is not None}, nbytes={self.nbytes})"
+            f"biases={self.biases is not None}, "
+            + ("global_scale=True, " if self.global_scale is not None else "")
+            + f"nbytes={self.nbytes})"
         )
 
     # ---------------------------------------------------------------- compute
@@ -221,6 +245,8 @@ class QuantizedWeight:
         Returns:
             An array of shape :attr:`shape`.
         """
+        if self.global_scale is not None:
+            return self._dequantize_per_matrix(dtype)
         if self.mode == "affine":
             kernel = _kernel_dequantize()
             if kernel is not None:
@@ -237,11 +263,33 @@ class QuantizedWeight:
             dtype=dtype,
         )
 
+    def _dequantize_per_matrix(self, dtype: mx.Dtype | None) -> mx.array:
+        # mx.dequantize takes a scalar global scale only: one call per matrix.
+        w, s, g = self.weight, self.scales, self.global_scale
+        if w.ndim == 2:
+            matrices = [(w, s, g)]
+        else:
+            rows, words, groups = w.shape[-2], w.shape[-1], s.shape[-1]
+            w, s, g = w.reshape(-1, rows, words), s.reshape(-1, rows, groups), g.reshape(-1)
+            matrices = [(w[i], s[i], g[i]) for i in range(w.shape[0])]
+        dense = [
+            mx.dequantize(
+                wi, si, group_size=self.group_size, bits=self.bits, mode=self.mode,
+                global_scale=gi, dtype=dtype,
+            )
+            for wi, si, gi in matrices
+        ]  # fmt: skip
+        return dense[0] if len(dense) == 1 else mx.stack(dense).reshape(self.shape)
+
     def matmul(self, x: mx.array) -> mx.array:
         """``x @ W.T`` (what a linear layer computes) via ``mx.quantized_matmul``.
 
         For a stacked weight (``(experts, rows, cols)``) the leading dims broadcast as in
         ``x @ mx.swapaxes(W, -1, -2)``: a 2-D ``x`` gives one result per expert.
+
+        With a global scale, which ``mx.quantized_matmul`` doesn't take (``gather_qmm`` takes
+        it on the GPU only), the product is ``x`` times the dequantized weight: the same
+        values, summed in another order than MLX's GPU kernel sums them.
         """
         return self._qmm(x, transpose=True)
 
@@ -253,6 +301,9 @@ class QuantizedWeight:
         return mx.swapaxes(self._qmm(mx.swapaxes(x, -1, -2), transpose=True), -1, -2)
 
     def _qmm(self, x: mx.array, *, transpose: bool) -> mx.array:
+        if self.global_scale is not None:
+            dense = self.dequantize(x.dtype if x.dtype in _FLOAT_DTYPES else None)
+            return x @ (mx.swapaxes(dense, -1, -2) if transpose else dense)
         if x.ndim < self.weight.ndim:
             # quantized_matmul would use only the first matrix of a stacked weight here.
             x = x.reshape((1,) * (self.weight.ndim - x.ndim) + tuple(x.shape))
@@ -281,7 +332,8 @@ class QuantizedWeight:
             ``nn.QuantizedLinear`` or ``nn.QuantizedEmbedding``, frozen like MLX's own.
 
         Raises:
-            ValueError: unknown ``kind``, a bias for an embedding, or a weight that isn't 2-D.
+            ValueError: unknown ``kind``, a bias for an embedding, a weight that isn't 2-D, or
+                a global scale (``mlx.nn``'s quantized layers have none).
         """
         if kind is None:
             kind = "embedding" if _EMBEDDING_NAME.search(self.name) else "linear"
@@ -290,6 +342,11 @@ class QuantizedWeight:
         if self.weight.ndim != 2:
             raise ValueError(
                 f"{self.name or 'weight'}: to_module needs a 2-D weight, shape is {self.shape}"
+            )
+        if self.global_scale is not None:
+            raise ValueError(
+                f"{self.name or 'weight'}: mlx.nn's quantized layers take no global scale; use "
+                "dequantize() or matmul()"
             )
         rows, cols = self.shape
         # Built without calling __init__: the constructors draw and quantize a random matrix,

@@ -311,3 +311,33 @@ def test_awq_directory_matches_mlx_lm_and_gptq_act_order_is_refused(tmp_path):
         QuantizedCheckpointError, match=r"tensor 'l\.qzeros' has no packed weight 'l\.qweight'"
     ):
         load_quantized_weights(tmp_path / "orphan")
+
+
+def test_nvfp4_global_scales_load_with_their_experts(tmp_path):
+    from test_quant_weight import nvfp4_with_global_scales
+
+    w, s, gs = nvfp4_with_global_scales((4, 8, 64))
+    experts = "model.layers.0.mlp.switch_mlp.up_proj"
+    tensors = {f"{experts}.weight": w, f"{experts}.scales": s, f"{experts}.global_scale": gs}
+    write(tmp_path, tensors, {"quantization": {"mode": "nvfp4", "bits": 4, "group_size": 16}})
+    qw = load_quantized_weights(tmp_path)[experts]
+    assert qw.mode == "nvfp4" and mx.array_equal(qw.global_scale, gs).item()
+    want = mx.stack([
+        mx.dequantize(w[e], s[e], group_size=16, bits=4, mode="nvfp4", global_scale=gs[e])
+        for e in range(4)
+    ])  # fmt: skip
+    assert mx.array_equal(qw.dequantize(), want).item()
+
+
+def test_global_scale_without_scales_is_an_incomplete_module(tmp_path):
+    from test_quant_weight import nvfp4_with_global_scales
+
+    w, _, gs = nvfp4_with_global_scales((4, 8, 64))
+    config = {"quantization": {"mode": "nvfp4", "bits": 4, "group_size": 16}}
+    write(tmp_path, {"e.weight": w, "e.global_scale": gs}, config)
+    with pytest.raises(QuantizedCheckpointError) as e:
+        load_quantized_weights(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: tensor 'e.global_scale' has no 'e.scales': the quantized module is "
+        "incomplete (a shard or tensor is missing)"
+    )

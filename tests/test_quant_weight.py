@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -309,3 +310,59 @@ def test_to_module_guesses_embeddings_by_name(name, kind):
     w, scales, biases = mx.quantize(mx.ones((8, 64)), group_size=64, bits=4)
     module = QuantizedWeight(w, scales, biases, bits=4, group_size=64, name=name).to_module()
     assert type(module).__name__ == kind
+
+
+def nvfp4_with_global_scales(shape, seed=0):
+    """What mlx-lm's ``quantize_model(..., mode="nvfp4", global_scale=True)`` stores: each
+    matrix quantized with its own float32 tensor scale (the largest magnitude)."""
+    w = mx.random.normal(shape, key=mx.random.key(seed)).reshape(-1, *shape[-2:])
+    gs = mx.max(mx.abs(w), axis=(-2, -1)).astype(mx.float32)
+    parts = [mx.quantize(w[i], 16, 4, mode="nvfp4", global_scale=gs[i]) for i in range(len(w))]
+    packed = mx.stack([p for p, _ in parts]).reshape(*shape[:-1], -1)
+    scales = mx.stack([s for _, s in parts]).reshape(*shape[:-1], -1)
+    return packed, scales, gs.reshape(shape[:-2])
+
+
+@pytest.mark.parametrize("shape", [(8, 64), (3, 8, 64), (2, 2, 4, 32)])
+def test_nvfp4_global_scale_dequantizes_each_matrix_like_mx_dequantize(shape):
+    w, s, gs = nvfp4_with_global_scales(shape)
+    qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs, name="e")
+    flat_w, flat_s = w.reshape(-1, *w.shape[-2:]), s.reshape(-1, *s.shape[-2:])
+    want = mx.stack([
+        mx.dequantize(flat_w[i], flat_s[i], group_size=16, bits=4, mode="nvfp4",
+                      global_scale=gs.reshape(-1)[i])
+        for i in range(len(flat_w))
+    ]).reshape(shape)  # fmt: skip
+    got = qw.dequantize()
+    assert got.shape == shape and got.dtype == want.dtype and mx.array_equal(got, want).item()
+    # the tensor scale matters: without it every value would be off by gs / (6 * 448)
+    plain = mx.dequantize(flat_w[0], flat_s[0], group_size=16, bits=4, mode="nvfp4")
+    assert not mx.array_equal(plain, want.reshape(-1, *shape[-2:])[0]).item()
+    x = mx.random.normal((5, shape[-1]), key=mx.random.key(3))
+    assert mx.allclose(qw.matmul(x), x @ mx.swapaxes(want, -1, -2), rtol=1e-5, atol=1e-5).item()
+    assert mx.allclose(qw @ x.T, want @ x.T, rtol=1e-5, atol=1e-5).item()
+    assert qw.nbytes == w.nbytes + s.nbytes + gs.nbytes and "global_scale=True" in repr(qw)
+
+
+@pytest.mark.parametrize(
+    ("mode", "gs", "message"),
+    [
+        ("nvfp4", mx.ones((3,), mx.float16), "global scale is float16 (3,); expected float32 (3,)"),
+        ("nvfp4", mx.ones((), mx.float32), "global scale is float32 (); expected float32 (3,)"),
+        ("mxfp4", mx.ones((3,), mx.float32), "a global scale belongs to nvfp4 only; mode is mxfp4"),
+    ],
+)
+def test_global_scale_validation(mode, gs, message):
+    bits, group_size = FP_MODES[mode]
+    w, s = quantized((3, 8, 64), bits, group_size, mode=mode)
+    with pytest.raises(QuantizedWeightError, match=re.escape(message)):
+        QuantizedWeight(w, s, bits=bits, group_size=group_size, mode=mode, global_scale=gs)
+
+
+def test_to_module_refuses_a_global_scale():
+    w, s, gs = nvfp4_with_global_scales((8, 64))
+    qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs, name="p")
+    with pytest.raises(
+        ValueError, match=re.escape("p: mlx.nn's quantized layers take no global scale")
+    ):
+        qw.to_module()
