@@ -168,12 +168,19 @@ def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     index = path / INDEX_NAME
     if index.is_file():
         return read_index(index)
-    indexes = sorted(p for p in path.glob("*.safetensors.index.json") if p.is_file())
+    indexes = _visible_files(path, "*.safetensors.index.json")
     if len(indexes) == 1:
         return read_index(indexes[0])
-    files = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    files = _visible_files(path, "*.safetensors")
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
         )
     return CheckpointFiles(root=path, files=files)
+
+
+def _visible_files(directory: Path, pattern: str) -> list[Path]:
+    """Regular files matching ``pattern``, sorted, leaving out hidden ones: macOS writes an
+    AppleDouble ``._model.safetensors`` beside every file it copies to exFAT/FAT/SMB drives,
+    and ``Path.glob`` (unlike the shell and mlx-lm's ``glob.glob``) matches dot-files."""
+    return sorted(p for p in directory.glob(pattern) if not p.name.startswith(".") and p.is_file())

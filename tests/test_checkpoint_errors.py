@@ -126,6 +126,22 @@ def test_directory_without_index_takes_sorted_files(tmp_path):
     assert list(ckpt) == ["x", "y"]
 
 
+def test_macos_appledouble_files_are_not_shards(tmp_path):
+    # What macOS leaves beside each file it copies to an exFAT/FAT/SMB drive: a resource-fork
+    # header (magic 00 05 16 07) under the same name with "._" in front.
+    appledouble = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + bytes(4072)
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), {"x": mx.zeros((2,))})
+    (tmp_path / "._model.safetensors").write_bytes(appledouble)
+    ckpt = mlxload.load(tmp_path)
+    assert [p.name for p in ckpt.files] == ["model.safetensors"] and list(ckpt) == ["x"]
+    (tmp_path / "sharded").mkdir()
+    _sharded(tmp_path / "sharded")
+    index = tmp_path / "sharded" / "model.safetensors.index.json"
+    index.rename(index.with_name("weights.safetensors.index.json"))
+    (tmp_path / "sharded" / "._weights.safetensors.index.json").write_bytes(appledouble)
+    assert len(mlxload.load(tmp_path / "sharded").files) == 2
+
+
 # -- files changing after open ------------------------------------------------------------------
 
 
