@@ -244,6 +244,21 @@ def test_align_onto_itself_is_in_place(tmp_path, kind):
     assert again.outputs == [] and again.unchanged == [file]
 
 
+def test_align_onto_another_name_of_the_same_file_is_in_place(tmp_path):
+    # Model.safetensors for model.safetensors on a case-insensitive APFS volume is such a name;
+    # a hard link is one a case-sensitive file system can show.
+    file = write_numpy_file(tmp_path / "model.safetensors")
+    before = tensor_bytes(file)
+    other_name = tmp_path / "Model.safetensors"
+    os.link(file, other_name)
+    result = align(file, other_name)  # no force needed: nothing but this file is replaced
+    assert result.outputs == [other_name]
+    assert_aligned(other_name)
+    assert tensor_bytes(other_name) == before
+    again = align(other_name, other_name)
+    assert again.outputs == [] and again.unchanged == [other_name]
+
+
 def test_source_replaced_between_planning_and_copying_is_refused(tmp_path, monkeypatch):
     """The plan's offsets come from one file's header; they must never be applied to another."""
     import mlx.core as mx

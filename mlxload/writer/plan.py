@@ -313,7 +313,7 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
     else:
         out_dir = Path(out)
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
-        in_place = out_dir.resolve() == files.root.resolve()
+        in_place = out_dir.resolve() == files.root.resolve() or same_file(out_dir, files.root)
     require_directory(out_dir)
     outputs, unchanged = [], []
     for header in source.headers:
@@ -343,8 +343,13 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
 
 
 def _same_entry(a: Path, b: Path) -> bool:
-    """``a`` and ``b`` name the same directory entry (through symlinked directories too)."""
-    return Path(os.path.realpath(a.parent)) / a.name == Path(os.path.realpath(b.parent)) / b.name
+    """``a`` and ``b`` name the same file: the same entry (through symlinked directories too),
+    or another name of it (``Model.safetensors`` on a case-insensitive APFS volume, a hard
+    link)."""
+    same_name = (
+        Path(os.path.realpath(a.parent)) / a.name == Path(os.path.realpath(b.parent)) / b.name
+    )
+    return same_name or same_file(a, b)
 
 
 def _same_layout(header: FileHeader, plan: OutputPlan) -> bool:
