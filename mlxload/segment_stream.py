@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-__all__ = ["MAX_DIM", "SegmentStream", "read_workers", "u8_shape"]
+__all__ = ["MAX_DIM", "MAX_READ", "SegmentStream", "read_workers", "u8_shape"]
 
 _PARALLEL_MIN = 8 << 20
 """Ranges at least this large are read by several threads."""
@@ -111,12 +111,17 @@ def u8_shape(nbytes: int, row_bytes: int | None = None) -> list[int]:
     return [nbytes // d, d]
 
 
+MAX_READ = 1 << 30
+"""Bytes asked of one ``preadv`` call: macOS refuses (EINVAL) a read of more than 2**31 - 1
+bytes, which Python guards against for ``os.read`` but not for ``os.preadv``."""
+
+
 def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     """Fill ``view`` from ``offset``; returns the bytes read (short only at end of file)."""
     done = 0
     n = len(view)
     while done < n:
-        got = os.preadv(fd, [view[done:]], offset + done)
+        got = os.preadv(fd, [view[done : done + MAX_READ]], offset + done)
         if got == 0:
             break
         done += got

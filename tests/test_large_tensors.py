@@ -82,3 +82,23 @@ def test_a_tensor_over_2_gib_loads(tmp_path):
     assert x.shape == (n,) and x.dtype == mx.float32
     assert x[-1].item() == 1.5 and x[0].item() == 0.0
     del x
+
+
+def test_reads_are_asked_for_in_pieces_no_larger_than_max_read(tmp_path, monkeypatch):
+    # macOS refuses a single read past 2**31 - 1 bytes (EINVAL): one preadv never asks that.
+    import os
+
+    path = tmp_path / "t.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.arange(300_000, dtype=mx.float32).reshape(1000, 300)})
+    asked: list[int] = []
+    real = os.preadv
+
+    def recording(fd, buffers, offset):
+        asked.append(sum(len(b) for b in buffers))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(segment_stream, "MAX_READ", 64 * 1024)
+    monkeypatch.setattr(segment_stream.os, "preadv", recording)
+    got = mlxload.load_file(path, zero_copy=False)["w"]
+    assert mx.array_equal(got, mx.load(str(path))["w"]).item()
+    assert asked and max(asked) == 64 * 1024 and sum(asked) >= got.nbytes
