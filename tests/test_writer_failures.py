@@ -111,6 +111,22 @@ def test_copy_falls_back_when_copy_file_range_is_refused(tmp_path, monkeypatch):
     assert_aligned(out)
 
 
+def test_data_under_a_journal_is_flushed_past_the_drive_cache_on_macos(tmp_path, monkeypatch):
+    # macOS fsync leaves data in the drive's cache: a journal written after it could survive a
+    # power cut that the data didn't, and a resume would then trust bytes that aren't there.
+    import fcntl
+
+    from mlxload.writer import flush
+
+    calls = []
+    monkeypatch.setattr(flush.sys, "platform", "darwin")
+    monkeypatch.setattr(fcntl, "F_FULLFSYNC", 51, raising=False)
+    monkeypatch.setattr(fcntl, "fcntl", lambda fd, cmd, *a: calls.append((fd, cmd)))
+    with open(tmp_path / "data", "wb") as f:
+        flush.data_sync(f.fileno())
+        assert calls == [(f.fileno(), 51)]
+
+
 def test_stale_journal_is_discarded(tmp_path):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     out = tmp_path / "m.safetensors"

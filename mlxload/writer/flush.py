@@ -48,7 +48,12 @@ def _load_sync_file_range():
 
 
 def data_sync(fd: int) -> None:
-    """``fdatasync`` where it exists, else ``fsync``."""
+    """Make the file's data durable before a resume journal may claim it: ``fdatasync``
+    where it exists; on macOS :func:`full_fsync`, since its ``fsync`` leaves the data in the
+    drive's cache, where a power cut could lose it after the journal's own write landed."""
+    if sys.platform == "darwin":
+        full_fsync(fd)
+        return
     getattr(os, "fdatasync", os.fsync)(fd)
 
 
