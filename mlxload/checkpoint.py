@@ -53,7 +53,8 @@ class Checkpoint(Mapping[str, mx.array]):
             up to 256 MiB, freed once none of them is referenced; one tensor read alone
             (``ckpt[name]``) has its own.
         evict_page_cache: Drop copied ranges from the page cache so the model isn't held twice
-            in RAM (copy path only; useful on unified-memory machines).
+            in RAM (copy path, Linux only: macOS has no ``posix_fadvise``, so there it does
+            nothing).
 
     Attributes:
         root: Directory of the checkpoint (where config files live).

@@ -105,7 +105,7 @@ class safe_open:  # named like safetensors.safe_open on purpose
             (Metal) or host memory (CPU); there is no device to place them on.
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         evict_page_cache: Drop copied ranges from the page cache, so the model is not held
-            twice in RAM (copy path only).
+            twice in RAM (copy path, Linux only).
 
     Raises:
         SafetensorsError: invalid header.

@@ -140,7 +140,7 @@ class SegmentStream:
             past 2**31 bytes can be described to MLX by rows (see :func:`u8_shape`).
         evict: After copying a range, tell the kernel its page-cache pages are no longer
             needed (``POSIX_FADV_DONTNEED``), so a one-copy load doesn't also leave a second
-            full copy of the model in the page cache (it matters on unified-memory machines).
+            full copy of the model in the page cache (Linux: elsewhere there is no such call).
 
     Attributes:
         short_read: Set when the file ended before a requested range did.

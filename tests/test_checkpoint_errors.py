@@ -195,7 +195,9 @@ def test_rewritten_while_being_read_is_an_error_not_wrong_data(tmp_path, monkeyp
         return real(fd, view, off)
 
     monkeypatch.setattr(segment_stream, "_pread_exact", rewrite_then_read)
-    with mlxload.safe_open(path) as f, pytest.raises(errors.FileChangedError, match="modified"):
+    # (the copy path: where Metal maps the file, _pread_exact isn't used)
+    reader = mlxload.safe_open(path, zero_copy=False)
+    with reader as f, pytest.raises(errors.FileChangedError, match="modified"):
         f.get_tensor("a")
 
 
@@ -215,7 +217,8 @@ def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch):
     from mlxload import segment_stream
 
     monkeypatch.setattr(segment_stream, "_pread_exact", lambda fd, view, off: 0)
-    with mlxload.safe_open(path) as f, pytest.raises(errors.FileChangedError, match="truncated"):
+    reader = mlxload.safe_open(path, zero_copy=False)  # the copy path reads with _pread_exact
+    with reader as f, pytest.raises(errors.FileChangedError, match="truncated"):
         f.get_tensor("a")
 
 

@@ -81,6 +81,8 @@ def test_enospc_during_copy_removes_temp_and_raises(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_copy_method_copies_exact_ranges(tmp_path, method):
+    if method != "buffer" and not sys.platform.startswith("linux"):
+        pytest.skip(f"{method} copies between regular files on Linux only")
     data = os.urandom(3 * (1 << 20) + 123)
     (tmp_path / "src").write_bytes(data)
     src = os.open(tmp_path / "src", os.O_RDONLY)
@@ -107,7 +109,8 @@ def test_copy_falls_back_when_copy_file_range_is_refused(tmp_path, monkeypatch):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     out = tmp_path / "m.safetensors"
     merge(src, out)
-    assert copy_mod._disabled == {"copy_file_range"}
+    # (sendfile is refused too off Linux: it writes to sockets only there)
+    assert "copy_file_range" in copy_mod._disabled and "buffer" not in copy_mod._disabled
     assert_aligned(out)
 
 
