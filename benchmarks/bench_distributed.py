@@ -59,7 +59,7 @@ def _rank(loader: str, mode: str, ckpt: str, out: Path) -> None:
         "rank": group.rank(),
         "seconds": seconds,
         "tensor_bytes": tensor_bytes,
-        "io_bytes": io_read_bytes() - io0,
+        "io_bytes": None if io0 is None else io_read_bytes() - io0,  # None without /proc
         "peak_rss": peak_rss_bytes(),
         "rss_growth": peak_rss_bytes() - base_rss,
         "mlx_peak": mx.get_peak_memory(),
@@ -73,7 +73,11 @@ def _mib(n: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", default="medium", help="synthetic size (tiny/small/medium/large)")
+    parser.add_argument(
+        "--size",
+        default="medium",
+        help="synthetic size: small, medium or large (tiny layers are too narrow to split in two)",
+    )
     parser.add_argument("--mode", default="tensor", choices=["tensor", "pipeline"])
     parser.add_argument("--reps", type=int, default=2, help="jobs per loader (alternating)")
     parser.add_argument("--json", help="write the rows here")
@@ -119,13 +123,16 @@ def main() -> None:
     for loader in ("mlxload", "mlx-lm"):
         for r in (0, 1):
             mine = [x for x in rows if x["loader"] == loader and x["rank"] == r]
-            med = {k: statistics.median(x[k] for x in mine) for k in ("seconds", "io_bytes")}
+            io = [x["io_bytes"] for x in mine if x["io_bytes"] is not None]
+            med_io = statistics.median(io) if io else None  # None: no /proc/self/io (macOS)
+            seconds = statistics.median(x["seconds"] for x in mine)
+            share = "      -" if med_io is None else f"{100 * med_io / total:6.1f}%"
             last = mine[-1]
             print(
-                f"{loader:8} {r:>4} {_mib(last['tensor_bytes']):>10} {_mib(med['io_bytes']):>9} "
-                f"{100 * med['io_bytes'] / total:6.1f}% {_mib(last['peak_rss']):>12} "
+                f"{loader:8} {r:>4} {_mib(last['tensor_bytes']):>10} {_mib(med_io):>9} "
+                f"{share} {_mib(last['peak_rss']):>12} "
                 f"{_mib(last['rss_growth']):>8} {_mib(last['mlx_peak']):>12} "
-                f"{med['seconds']:7.3f}"
+                f"{seconds:7.3f}"
             )
     if args.json:
         Path(args.json).write_text(json.dumps({"checkpoint_bytes": total, "rows": rows}, indent=2))

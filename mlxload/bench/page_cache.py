@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["DROP_CACHES", "can_drop_caches", "drop_caches", "warm"]
+__all__ = ["COLD_NEEDS", "DROP_CACHES", "can_drop_caches", "drop_caches", "warm"]
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+COLD_NEEDS = (
+    "dropping the cache needs root"
+    if sys.platform.startswith("linux")
+    else "--cold needs Linux's drop_caches; macOS drops the cache only by 'sudo purge'"
+)
+"""Why a ``--cold`` run was measured warm, in the report's words."""
 
 
 def warm(files: Iterable[Path], chunk: int = 8 << 20) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxload.bench.environment import environment
-from mlxload.bench.page_cache import can_drop_caches, drop_caches, warm
+from mlxload.bench.page_cache import COLD_NEEDS, can_drop_caches, drop_caches, warm
 from mlxload.bench.stats import summarize
 from mlxload.bench.worker import LOADERS
 
@@ -124,8 +124,7 @@ def run_bench(
     page_cache = (
         "cold (dropped before every run)"
         if cold
-        else "warm (files read once before the runs"
-        + ("; dropping the cache needs root)" if options.cold else ")")
+        else "warm (files read once before the runs" + (f"; {COLD_NEEDS})" if options.cold else ")")
     )
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     errors: list[str] = []
