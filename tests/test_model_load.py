@@ -232,7 +232,12 @@ def test_override_without_mode_or_group_size_is_read_as_mlx_lm_reads_it(
 
 def test_nvfp4_experts_with_a_global_scale_load_like_mlx_lm(cache, tmp_path):
     """mlx-lm's ``quantize_model(..., mode="nvfp4", global_scale=True)`` on a MoE model."""
+    import inspect
+
     from mlx_lm import utils as mlx_lm_utils
+
+    if "global_scale" not in inspect.signature(mlx_lm_utils.quantize_model).parameters:
+        pytest.skip("this mlx-lm can't quantize with a global scale (mlx-lm 0.32 can)")
 
     config = {
         "model_type": "qwen3_moe",

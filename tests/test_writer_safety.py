@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,11 @@ def _read_only(monkeypatch, root: Path, code: int = errno.EROFS) -> None:
     monkeypatch.setattr(os, "open", fake_open)
     monkeypatch.setattr(os, "unlink", fake_unlink)
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
+    if sys.version_info < (3, 11):  # pathlib kept its own references to os.mkdir/os.unlink
+        import pathlib
+
+        monkeypatch.setattr(pathlib._NormalAccessor, "mkdir", staticmethod(fake_mkdir))
+        monkeypatch.setattr(pathlib._NormalAccessor, "unlink", staticmethod(fake_unlink))
 
 
 def test_read_only_destination_is_a_write_failed_error(tmp_path, monkeypatch):
