@@ -38,6 +38,29 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
 
 
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_a_download_the_disk_has_no_room_for_is_refused_first(hub, monkeypatch, platform):  # noqa: F811
+    import collections
+    import shutil
+
+    from mlxload import free_space
+
+    server, _, _ = hub
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
+    monkeypatch.setattr(
+        free_space, "_free_space_leaves_out_purgeable", lambda: platform == "darwin"
+    )
+    if platform == "linux":
+        with pytest.raises(DownloadError, match=r"GB to download but only 0\.00 GB free"):
+            download(f"hf://{REPO}", progress=False)
+        assert not server.gets(".safetensors")
+    else:  # macOS frees purgeable space as the disk fills: warn and go on
+        with pytest.warns(UserWarning, match="GB free .*going on anyway: macOS"):
+            path = download(f"hf://{REPO}", progress=False)
+        assert snapshot_files(path) == DEFAULT
+
+
 def test_parallel_download_of_sharded_checkpoint(hub):  # noqa: F811
     server, repo, _ = hub
     for shard in SHARDS:  # slow enough that concurrent transfers must overlap

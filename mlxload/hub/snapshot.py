@@ -7,13 +7,13 @@ after a crash, and are checked against the hashes the Hub lists.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from mlxload.free_space import check_free_space
 from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
 from mlxload.hub.errors import DownloadError, EntryNotFoundError, HubError, HubSpecError
 from mlxload.hub.listing import RemoteFile
@@ -137,12 +137,14 @@ def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
     need = sum(f.size for f in files)
     blobs = cache.storage / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(blobs).free
-    if need > free:
-        raise DownloadError(
+    check_free_space(
+        blobs,
+        need,
+        lambda free: DownloadError(
             f"hf://{cache.repo_id}: {need / 1e9:.2f} GB to download but only {free / 1e9:.2f} GB "
             f"free in {cache.root}; free some space or set HF_HUB_CACHE to a larger disk"
-        )
+        ),
+    )
 
 
 def _online(

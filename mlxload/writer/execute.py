@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxload.errors import FileChangedError
+from mlxload.free_space import check_free_space
 from mlxload.header import file_identity
 from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.writer.copy import copy_range
@@ -256,14 +256,16 @@ def _check_space(plan: WritePlan, states: dict) -> None:
         entry = needed.setdefault(os.stat(anchor).st_dev, [anchor, 0])
         entry[1] += output.size - resumable
     for anchor, need in needed.values():
-        free = shutil.disk_usage(anchor).free
-        if need + _SPACE_MARGIN > free:
-            raise InsufficientSpaceError(
+        check_free_space(
+            anchor,
+            need + _SPACE_MARGIN,
+            lambda free, anchor=anchor, need=need: InsufficientSpaceError(
                 errno.ENOSPC,
                 f"not enough free space in {anchor}: the output needs {_human(need)} "
                 f"(+{_human(_SPACE_MARGIN)} margin) but only {_human(free)} is free; free "
                 "some space or write elsewhere",
-            )
+            ),
+        )
 
 
 def _existing_ancestor(path: Path) -> Path:
