@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_os_error_messages_have_no_errno_prefix(tmp_path, monkeypatch):
     assert str(InsufficientSpaceError(errno.ENOSPC, "not enough")) == "not enough"
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     usage = type("U", (), {"free": 10})
-    monkeypatch.setattr(execute_mod.shutil, "disk_usage", lambda p: usage)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage)
     with pytest.raises(InsufficientSpaceError) as info:
         merge(src, tmp_path / "m.safetensors")
     assert str(info.value).startswith("not enough free space in ")
