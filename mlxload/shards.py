@@ -101,6 +101,7 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
             f"{', '.join(sorted(missing)[:5])}{' ...' if len(missing) > 5 else ''}; "
             "download them again (mlxload download) or fix the index"
         )
+    _one_path_per_file(files, weight_map)
     metadata = index.get("metadata") or {}
     return CheckpointFiles(
         root=root,
@@ -109,6 +110,26 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         index_path=index_path,
         index_metadata=metadata if type(metadata) is dict else {},
     )
+
+
+def _one_path_per_file(files: dict[str, Path], weight_map: dict[str, Path]) -> None:
+    """Make names of one file (``Model-00001.safetensors`` and ``model-00001.safetensors`` on a
+    case-insensitive APFS volume, a hard link) one shard, in place: opened twice, its tensors
+    would look like duplicates across two shards."""
+    first: dict[tuple[int, int], Path] = {}
+    alias: dict[Path, Path] = {}
+    for key, path in list(files.items()):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # missing (a partial download): nothing to merge
+        kept = first.setdefault((st.st_dev, st.st_ino), path)
+        if kept is not path:
+            alias[path] = kept
+            del files[key]
+    if alias:
+        for name, path in weight_map.items():
+            weight_map[name] = alias.get(path, path)
 
 
 def _is_file(path: Path) -> bool:

@@ -70,6 +70,20 @@ def test_tensor_in_two_shards_with_index(tmp_path):
         ckpt["layers.1.weight"]
 
 
+def test_an_index_naming_one_file_two_ways_opens_it_once(tmp_path):
+    # On a case-insensitive APFS volume "Model-1.safetensors" and "model-1.safetensors" are one
+    # file; a hard link is such a second name on any file system.
+    mx.save_safetensors(
+        str(tmp_path / "model-1.safetensors"), {"w": mx.ones((2,)), "v": mx.zeros((3,))}
+    )
+    os.link(tmp_path / "model-1.safetensors", tmp_path / "Model-1.safetensors")
+    _write_index(tmp_path, {"weight_map": {"w": "model-1.safetensors", "v": "Model-1.safetensors"}})
+    ckpt = mlxload.load(tmp_path)
+    assert [p.name for p in ckpt.files] == ["model-1.safetensors"]
+    assert ckpt["w"].tolist() == [1.0, 1.0] and ckpt["v"].tolist() == [0.0, 0.0, 0.0]
+    assert dict(ckpt.materialize()).keys() == {"w", "v"}
+
+
 def test_stale_index_entry_does_not_block_the_shards_other_tensors(tmp_path):
     """s1 holds w and v, the index places w in s2 (which lacks it): only w is an error."""
     mx.save_safetensors(str(tmp_path / "s1.safetensors"), {"w": mx.ones((2,)), "v": mx.zeros((2,))})
