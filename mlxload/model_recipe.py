@@ -135,11 +135,17 @@ class ModelRecipe:
             raise _config_rejected(self.config, self.root, e) from None
 
 
-LAYER_COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+LAYER_COUNT_KEYS = (
+    "num_hidden_layers",
+    "num_layers",
+    "n_layer",
+    "n_layers",
+    "num_transformer_layers",  # OpenELM
+)
 """Config keys that set how many decoder layers mlx-lm builds (top level or one level down,
 e.g. ``text_config``)."""
 
-_LIST_INDEX = re.compile(r"\.(\d+)\.")
+_LIST_INDEX = re.compile(r"\.(\d{1,6})(?=\.)")  # bounded: a hostile name may hold a huge number
 
 
 def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root: Path) -> None:
@@ -164,9 +170,9 @@ def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root
             value = scope.get(key)
             if type(value) is int and value > limit:
                 raise ModelLoadError(
-                    f"{root}/config.json: {prefix}{key} is {value}, but the checkpoint's tensor "
-                    f"names index {indexed} layers at most; config.json belongs to another "
-                    "model or is corrupt"
+                    f"{root}/config.json: {prefix}{key} is {value}, but no tensor name in the "
+                    f"checkpoint has a list index above {highest}, so it holds {indexed} layers "
+                    "at most; config.json belongs to another model or is corrupt"
                 )
 
 

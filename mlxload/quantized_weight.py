@@ -264,22 +264,22 @@ class QuantizedWeight:
         )
 
     def _dequantize_per_matrix(self, dtype: mx.Dtype | None) -> mx.array:
-        # mx.dequantize takes a scalar global scale only: one call per matrix.
+        # mx.dequantize takes a scalar global scale only: one call per matrix. It also returns
+        # float32 whatever dtype it is asked for (MLX 0.32, CPU), hence the cast.
+        dtype = dtype or self.dtype
         w, s, g = self.weight, self.scales, self.global_scale
-        if w.ndim == 2:
-            matrices = [(w, s, g)]
-        else:
-            rows, words, groups = w.shape[-2], w.shape[-1], s.shape[-1]
-            w, s, g = w.reshape(-1, rows, words), s.reshape(-1, rows, groups), g.reshape(-1)
-            matrices = [(w[i], s[i], g[i]) for i in range(w.shape[0])]
+        rows, words, groups = w.shape[-2], w.shape[-1], s.shape[-1]
+        w, s, g = w.reshape(-1, rows, words), s.reshape(-1, rows, groups), g.reshape(-1)
+        if w.shape[0] == 0:  # no matrices (zero experts)
+            return mx.zeros(self.shape, dtype=dtype)
         dense = [
             mx.dequantize(
-                wi, si, group_size=self.group_size, bits=self.bits, mode=self.mode,
-                global_scale=gi, dtype=dtype,
-            )
-            for wi, si, gi in matrices
+                w[i], s[i], group_size=self.group_size, bits=self.bits, mode=self.mode,
+                global_scale=g[i], dtype=dtype,
+            ).astype(dtype)
+            for i in range(w.shape[0])
         ]  # fmt: skip
-        return dense[0] if len(dense) == 1 else mx.stack(dense).reshape(self.shape)
+        return mx.stack(dense).reshape(self.shape)
 
     def matmul(self, x: mx.array) -> mx.array:
         """``x @ W.T`` (what a linear layer computes) via ``mx.quantized_matmul``.
@@ -301,12 +301,15 @@ class QuantizedWeight:
         return mx.swapaxes(self._qmm(mx.swapaxes(x, -1, -2), transpose=True), -1, -2)
 
     def _qmm(self, x: mx.array, *, transpose: bool) -> mx.array:
-        if self.global_scale is not None:
-            dense = self.dequantize(x.dtype if x.dtype in _FLOAT_DTYPES else None)
-            return x @ (mx.swapaxes(dense, -1, -2) if transpose else dense)
         if x.ndim < self.weight.ndim:
             # quantized_matmul would use only the first matrix of a stacked weight here.
             x = x.reshape((1,) * (self.weight.ndim - x.ndim) + tuple(x.shape))
+        if self.global_scale is not None:
+            if x.dtype not in _FLOAT_DTYPES:
+                got = dtype_name(x.dtype)
+                raise self._fail(f"x must be float16, bfloat16 or float32, got {got}")
+            dense = self.dequantize(x.dtype)
+            return x @ (mx.swapaxes(dense, -1, -2) if transpose else dense)
         return mx.quantized_matmul(
             x,
             self.weight,
@@ -344,9 +347,8 @@ class QuantizedWeight:
                 f"{self.name or 'weight'}: to_module needs a 2-D weight, shape is {self.shape}"
             )
         if self.global_scale is not None:
-            raise ValueError(
-                f"{self.name or 'weight'}: mlx.nn's quantized layers take no global scale; use "
-                "dequantize() or matmul()"
+            raise self._fail(
+                "mlx.nn's quantized layers take no global scale; use dequantize() or matmul()"
             )
         rows, cols = self.shape
         # Built without calling __init__: the constructors draw and quantize a random matrix,

@@ -212,6 +212,25 @@ def test_pipeline_rank_opens_only_its_shards(cache, rank):
     assert report.fraction_read < 0.55
 
 
+def test_a_pipeline_rank_checks_the_layer_count_against_every_layer(cache, monkeypatch):
+    # Checked against only its own layers, the rank running layers 0-1 of a 90-layer model on
+    # 45 ranks would refuse num_hidden_layers=90 as more than its names show.
+    from mlxload.model_recipe import ModelRecipe
+
+    seen = []
+    real = ModelRecipe.new_model
+
+    def recording(self, tensor_names=None):
+        seen.append(None if tensor_names is None else list(tensor_names))
+        return real(self, tensor_names)
+
+    monkeypatch.setattr(ModelRecipe, "new_model", recording)
+    load_model_sharded(qwen2_checkpoint(cache), pipeline_group=FakeGroup(1, 2), dtype="float32")
+    assert seen and all(names is not None for names in seen)
+    for names in seen:  # rank 1 runs layers 0-1; the check still sees layers 2 and 3
+        assert {n.split(".")[2] for n in names if n.startswith("model.layers.")} == set("0123")
+
+
 def test_pipeline_on_a_model_without_pipeline_is_a_clear_error(cache):
     with pytest.raises(ShardingError, match=r"no model\.pipeline"):
         load_model_sharded(llama_checkpoint(cache), pipeline_group=FakeGroup(0, 2))

@@ -413,9 +413,23 @@ def test_a_layer_count_no_tensor_backs_fails_before_building(
     with pytest.raises(ModelLoadError) as e:
         load_model(d)
     assert str(e.value) == (
-        f"{d}/config.json: {key} is {value}, but the checkpoint's tensor names index 2 layers "
-        "at most; config.json belongs to another model or is corrupt"
+        f"{d}/config.json: {key} is {value}, but no tensor name in the checkpoint has a list "
+        "index above 1, so it holds 2 layers at most; config.json belongs to another model or "
+        "is corrupt"
     )
+
+
+def test_a_huge_number_in_a_tensor_name_is_no_layer_index(tmp_path):
+    # int() of a 5,000-digit run raises ValueError on 3.11+ and is quadratic on 3.10.
+    from mlxload.model_recipe import check_layer_counts
+
+    names = ["a." + "9" * 5000 + ".b", "model.layers.0.mlp.w", "model.layers.1.mlp.w"]
+    check_layer_counts({"num_hidden_layers": 2}, names, tmp_path)
+    with pytest.raises(ModelLoadError, match="list index above 1, so it holds 2 layers"):
+        check_layer_counts({"num_hidden_layers": 10**6}, names, tmp_path)
+    # consecutive indices are each seen (experts.0.1 style names)
+    with pytest.raises(ModelLoadError, match="list index above 7,"):
+        check_layer_counts({"n_layer": 10**6}, ["x.3.7.w"], tmp_path)
 
 
 def test_a_few_layers_too_many_is_still_the_missing_parameters_error(cache, tmp_path):

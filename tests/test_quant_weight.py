@@ -323,7 +323,7 @@ def nvfp4_with_global_scales(shape, seed=0):
     return packed, scales, gs.reshape(shape[:-2])
 
 
-@pytest.mark.parametrize("shape", [(8, 64), (3, 8, 64), (2, 2, 4, 32)])
+@pytest.mark.parametrize("shape", [(8, 64), (1, 8, 64), (3, 8, 64), (2, 2, 4, 32)])
 def test_nvfp4_global_scale_dequantizes_each_matrix_like_mx_dequantize(shape):
     w, s, gs = nvfp4_with_global_scales(shape)
     qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs, name="e")
@@ -333,15 +333,32 @@ def test_nvfp4_global_scale_dequantizes_each_matrix_like_mx_dequantize(shape):
                       global_scale=gs.reshape(-1)[i])
         for i in range(len(flat_w))
     ]).reshape(shape)  # fmt: skip
-    got = qw.dequantize()
+    got = qw.dequantize(mx.float32)
     assert got.shape == shape and got.dtype == want.dtype and mx.array_equal(got, want).item()
+    for dtype in (None, mx.float16):  # (MLX's own call returns float32 whatever it is asked)
+        got = qw.dequantize(dtype)
+        assert got.dtype == (dtype or qw.dtype) == (dtype or mx.bfloat16)
+        assert mx.array_equal(got, want.astype(got.dtype)).item()
     # the tensor scale matters: without it every value would be off by gs / (6 * 448)
     plain = mx.dequantize(flat_w[0], flat_s[0], group_size=16, bits=4, mode="nvfp4")
     assert not mx.array_equal(plain, want.reshape(-1, *shape[-2:])[0]).item()
     x = mx.random.normal((5, shape[-1]), key=mx.random.key(3))
     assert mx.allclose(qw.matmul(x), x @ mx.swapaxes(want, -1, -2), rtol=1e-5, atol=1e-5).item()
     assert mx.allclose(qw @ x.T, want @ x.T, rtol=1e-5, atol=1e-5).item()
+    half = x.astype(mx.float16)
+    assert qw.matmul(half).dtype == mx.float16
+    plain = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4")  # same layout, no scale
+    assert qw.matmul(x[0]).shape == plain.matmul(x[0]).shape  # a 1-D x, as without a scale
+    with pytest.raises(QuantizedWeightError, match="'e': x must be float16, bfloat16 or float32"):
+        qw.matmul(x.astype(mx.int32))
     assert qw.nbytes == w.nbytes + s.nbytes + gs.nbytes and "global_scale=True" in repr(qw)
+
+
+def test_nvfp4_global_scale_with_no_matrices():
+    w, s, gs = mx.zeros((0, 8, 8), mx.uint32), mx.zeros((0, 8, 4), mx.uint8), mx.zeros((0,))
+    qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs)
+    got = qw.dequantize()
+    assert got.shape == (0, 8, 64) and got.dtype == mx.bfloat16
 
 
 @pytest.mark.parametrize(
@@ -363,6 +380,6 @@ def test_to_module_refuses_a_global_scale():
     w, s, gs = nvfp4_with_global_scales((8, 64))
     qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs, name="p")
     with pytest.raises(
-        ValueError, match=re.escape("p: mlx.nn's quantized layers take no global scale")
+        QuantizedWeightError, match=r"'p': mlx\.nn's quantized layers take no global"
     ):
         qw.to_module()

@@ -127,7 +127,7 @@ def load_model_sharded(
     recipe = model_recipe(source.root, model_config, repack=False)
     layers_total = recipe.config.get("num_hidden_layers", 0)
     layers = (0, layers_total)
-    names = source.tensor_names()
+    names = all_names = source.tensor_names()
     if pipeline_group is not None:
         start, stop, layers_total = pipeline_range(recipe, pipeline_group, names)
         layers = (start, stop)
@@ -139,9 +139,9 @@ def load_model_sharded(
 
     try:
         if names is None:
-            names = list(ckpt)
+            names = all_names = list(ckpt)
         stand_ins = placeholders(ckpt, names)
-        model = recipe.new_model(names)
+        model = recipe.new_model(all_names)  # every rank checks against the whole model
         sources = sanitized_sources(model, stand_ins)
         model = build_skeleton(recipe, stand_ins, sources, model)
         derived: dict[str, str] = {}

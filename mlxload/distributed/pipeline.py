@@ -12,7 +12,7 @@ from mlxload.distributed.skeleton import ModelRecipe
 
 __all__ = ["LAYER_PATTERN", "pipeline_range", "tensors_for_layers"]
 
-LAYER_PATTERN = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+LAYER_PATTERN = re.compile(r"(?:^|\.)layers\.(\d{1,6})\.")  # bounded: names are untrusted
 """A tensor of decoder layer ``N`` has ``layers.N.`` in its name (as mlx-lm matches them)."""
 
 
