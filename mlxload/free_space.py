@@ -13,33 +13,53 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["check_free_space"]
+__all__ = ["check_free_space", "human_bytes"]
 
 
-def check_free_space(path: Path, need: int, error: Callable[[int], Exception]) -> None:
+def check_free_space(
+    path: Path, need: int, error: Callable[[int], Exception], *, warn: bool = True
+) -> None:
     """Raise ``error(free_bytes)`` when ``need`` bytes don't fit on ``path``'s file system.
 
     Args:
         path: An existing directory on the file system to be written.
         need: Bytes about to be written there.
         error: Builds the exception from the free byte count.
+        warn: On macOS, warn about a shortfall (False for a repeated check).
 
     Raises:
-        The exception ``error`` returns (only a warning on macOS, see the module docstring).
+        The exception ``error`` returns (on macOS only a warning, see the module docstring).
     """
     free = shutil.disk_usage(path).free
     if need <= free:
         return
-    exc = error(free)
-    if _free_space_leaves_out_purgeable():
+    if not _free_space_leaves_out_purgeable():
+        raise error(free)
+    if warn:
         warnings.warn(
-            f"{exc}; going on anyway: macOS doesn't count purgeable space (snapshots, iCloud "
-            "copies) as free and releases it as the disk fills",
-            stacklevel=3,
+            f"{path}: {human_bytes(need)} to write but the file system reports "
+            f"{human_bytes(free)} free; continuing, as macOS frees purgeable space (snapshots, "
+            "iCloud copies) as a disk fills",
+            stacklevel=_caller_outside_mlxload(),
         )
-        return
-    raise exc
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"`` (binary units, whole bytes below a KiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _free_space_leaves_out_purgeable() -> bool:
     return sys.platform == "darwin"
+
+
+def _caller_outside_mlxload() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this package."""
+    frame, level = sys._getframe(2), 2  # 1: check_free_space itself
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mlxload"):
+        frame, level = frame.f_back, level + 1
+    return level

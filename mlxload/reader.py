@@ -164,7 +164,7 @@ def load_file(
     Args:
         path: The file.
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
-        evict_page_cache: Drop copied ranges from the page cache (copy path only).
+        evict_page_cache: Drop copied ranges from the page cache (copy path, Linux only).
 
     Raises:
         SafetensorsError: invalid header.

@@ -21,6 +21,7 @@ from writer_fixtures import (
     write_sharded,
 )
 
+from mlxload import free_space
 from mlxload.cli import main as cli_main
 from mlxload.shards import checkpoint_files
 from mlxload.writer import (
@@ -183,6 +184,7 @@ def test_os_error_messages_have_no_errno_prefix(tmp_path, monkeypatch):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     usage = type("U", (), {"free": 10})
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage)
+    monkeypatch.setattr(free_space, "_free_space_leaves_out_purgeable", lambda: False)
     with pytest.raises(InsufficientSpaceError) as info:
         merge(src, tmp_path / "m.safetensors")
     assert str(info.value).startswith("not enough free space in ")
@@ -264,6 +266,17 @@ def test_align_onto_another_name_of_the_same_file_is_in_place(tmp_path):
     assert tensor_bytes(other_name) == before
     again = align(other_name, other_name)
     assert again.outputs == [] and again.unchanged == [other_name]
+
+
+def test_align_of_a_link_onto_its_target_is_not_in_place(tmp_path):
+    # A Hugging Face snapshot entry links to its blob; writing the blob needs --force.
+    (tmp_path / "blobs").mkdir()
+    blob = write_numpy_file(tmp_path / "blobs" / "0123abcd")
+    link = tmp_path / "snapshots" / "model.safetensors"
+    link.parent.mkdir()
+    link.symlink_to(blob)
+    with pytest.raises(OutputExistsError):
+        align(link, blob)
 
 
 def test_source_replaced_between_planning_and_copying_is_refused(tmp_path, monkeypatch):

@@ -59,7 +59,8 @@ class _OSErrorMessage(WriterError, OSError):
 
 
 class InsufficientSpaceError(_OSErrorMessage):
-    """The destination's free space is less than the output needs (checked before writing)."""
+    """The destination's free space is less than the output needs (checked before writing;
+    on macOS, where purgeable space counts as used, only a warning)."""
 
 
 class WriteFailedError(_OSErrorMessage):

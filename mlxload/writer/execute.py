@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxload.errors import FileChangedError
-from mlxload.free_space import check_free_space
+from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import file_identity
 from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.writer.copy import copy_range
@@ -112,7 +112,8 @@ def execute(
         OutputBusyError: another process is writing one of the outputs.
         OutputIsSourceError: an output would replace a source file it is read from (only
             align may rewrite a file from itself).
-        InsufficientSpaceError: the destination lacks the space needed (nothing written).
+        InsufficientSpaceError: the destination lacks the space needed (nothing written; on
+            macOS only a warning, as purgeable space counts as used there).
         WriteFailedError: writing failed (disk full, size limit, I/O error).
         FileChangedError: a source changed while being copied.
     """
@@ -121,13 +122,15 @@ def execute(
     _preflight(plan, force)  # refuse before creating any directory for the lock files
     with lock_outputs(locked):
         # Again under the lock: another run may have finished or progressed meanwhile.
-        return _execute_locked(plan, _preflight(plan, force), progress)
+        return _execute_locked(plan, _preflight(plan, force, again=True), progress)
 
 
-def _preflight(plan: WritePlan, force: bool) -> dict[Path, tuple[str, JournalState | None]]:
+def _preflight(
+    plan: WritePlan, force: bool, *, again: bool = False
+) -> dict[Path, tuple[str, JournalState | None]]:
     states = _journal_states(plan)
     _check_overwrite(plan, states, force or plan.in_place)
-    _check_space(plan, states)
+    _check_space(plan, states, warn=not again)
     return states
 
 
@@ -245,7 +248,7 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
         )
 
 
-def _check_space(plan: WritePlan, states: dict) -> None:
+def _check_space(plan: WritePlan, states: dict, *, warn: bool = True) -> None:
     needed: dict[int, list] = {}
     for output in plan.outputs:
         state = states[output.path][1]
@@ -261,10 +264,11 @@ def _check_space(plan: WritePlan, states: dict) -> None:
             need + _SPACE_MARGIN,
             lambda free, anchor=anchor, need=need: InsufficientSpaceError(
                 errno.ENOSPC,
-                f"not enough free space in {anchor}: the output needs {_human(need)} "
-                f"(+{_human(_SPACE_MARGIN)} margin) but only {_human(free)} is free; free "
-                "some space or write elsewhere",
+                f"not enough free space in {anchor}: the output needs {human_bytes(need)} "
+                f"(+{human_bytes(_SPACE_MARGIN)} margin) but only {human_bytes(free)} is free; "
+                "free some space or write elsewhere",
             ),
+            warn=warn,
         )
 
 
@@ -273,14 +277,6 @@ def _existing_ancestor(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 class _Run:

@@ -345,11 +345,18 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
 def _same_entry(a: Path, b: Path) -> bool:
     """``a`` and ``b`` name the same file: the same entry (through symlinked directories too),
     or another name of it (``Model.safetensors`` on a case-insensitive APFS volume, a hard
-    link)."""
+    link). A symlink is not its target: aligning a Hugging Face snapshot link onto its blob
+    would rewrite the blob, so that still needs ``--force``."""
     same_name = (
         Path(os.path.realpath(a.parent)) / a.name == Path(os.path.realpath(b.parent)) / b.name
     )
-    return same_name or same_file(a, b)
+    if same_name:
+        return True
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _same_layout(header: FileHeader, plan: OutputPlan) -> bool:
