@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import platform
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -189,6 +190,14 @@ def check_mlx_lm() -> Check:
             WARN,
             "not installed: load_model, bench and the examples need it",
             "pip install 'mlxload[lm]'",
+        )
+    release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if release < (0, 32):  # the last mlx-lm for Python 3.10 is 0.31
+        return Check(
+            "mlx-lm",
+            OK,
+            f"mlx-lm {version}: loads models; mlx-lm 0.32 (Python >= 3.11) adds pipeline "
+            "parallelism for most architectures and nvfp4 global scales",
         )
     return Check("mlx-lm", OK, f"mlx-lm {version}")
 

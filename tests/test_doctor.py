@@ -34,6 +34,19 @@ def test_reports_this_machine(capsys):
     assert checks["read"]["status"] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("version", "note"),
+    [("0.32.2", False), ("0.31.3", True), ("0.28.0", True), ("1.0.0", False)],
+)
+def test_an_older_mlx_lm_is_named_with_what_it_lacks(monkeypatch, version, note):
+    from mlxload.bench import environment
+
+    monkeypatch.setattr(environment, "package_version", lambda name: version)
+    check = doctor_checks.check_mlx_lm()
+    assert check.status == "ok" and check.detail.startswith(f"mlx-lm {version}")
+    assert ("mlx-lm 0.32 (Python >= 3.11) adds pipeline parallelism" in check.detail) == note
+
+
 def test_failed_check_exits_nonzero_with_fix(monkeypatch, capsys):
     def check_broken():
         return doctor_checks.Check("thing", "fail", "it broke", "do the fix")
