@@ -190,7 +190,7 @@ def test_modified_in_place_after_open(tmp_path):
             raw.seek(-4, os.SEEK_END)
             raw.write(b"\x00\x00\x80\x7f")
         os.utime(path, ns=(1, 1))  # make sure the mtime differs even on coarse clocks
-        with pytest.raises(errors.FileChangedError):
+        with pytest.raises(errors.FileChangedError, match=r"file was modified \(size 4184 -> "):
             f.get_tensor("b")
 
 

@@ -121,6 +121,7 @@ def test_default_dtype_of_mixed_scales_and_biases_is_float32(fake):
     got = dequant.dequantize(w, s, b.astype(mx.bfloat16), 64, 4)
     _assert_exact(got, mx.dequantize(w, s, b.astype(mx.bfloat16), group_size=64, bits=4))
     assert got.dtype == mx.float32
+    assert dequant.last_path() == dequant.PATH_METAL  # the kernel's result, not MLX's own
 
 
 def test_kernel_is_built_once_and_dispatched_per_call(fake):
@@ -261,6 +262,7 @@ def test_arbitrary_words_match_mx_dequantize(fake, bits):
     b = mx.array(rng.standard_normal((7, 2)).astype(np.float16))
     got = dequant.dequantize(w, s, b, group_size=64, bits=bits)
     _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=bits))
+    assert dequant.last_path() == dequant.PATH_METAL  # the kernel's result, not MLX's own
 
 
 def test_doctor_kernel_check_names_the_rounding(fake):

@@ -49,6 +49,7 @@ def test_output_dtype_differs_from_scales_on_gpu(scales_dtype, out_dtype):
     ref = mx.dequantize(w, s, b, group_size=64, bits=4, dtype=out_dtype)
     assert got.dtype == ref.dtype and got.shape == ref.shape
     assert mx.array_equal(got, ref).item()
+    assert dequant.last_path() == dequant.PATH_METAL  # the kernel ran (no fallback to MLX)
 
 
 def test_large_matrix_on_gpu():
@@ -57,3 +58,4 @@ def test_large_matrix_on_gpu():
     w, s, b = mx.quantize(x, group_size=64, bits=3)
     got = dequant.dequantize(w, s, b, 64, 3)
     assert mx.array_equal(got, mx.dequantize(w, s, b, group_size=64, bits=3)).item()
+    assert dequant.last_path() == dequant.PATH_METAL  # the kernel ran (no fallback to MLX)

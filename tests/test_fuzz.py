@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import safetensors
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mlxload
@@ -35,25 +35,33 @@ def _valid_file() -> bytes:
     return path.read_bytes()
 
 
+_NUMPY_DTYPES = {"F16", "F32", "F64", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"}
+
 SEED = _valid_file()
 (HEADER_LEN,) = struct.unpack("<Q", SEED[:8])
 HEADER = json.loads(SEED[8 : 8 + HEADER_LEN])
 
 
-def _load_all(data: bytes) -> None:
+def _load_all(data: bytes) -> bool:
+    """Check one input; True when it was accepted (and its bytes compared), False when refused."""
     path = _DIR / "case.safetensors"
     path.write_bytes(data)
     try:
         header = read_header(path)
     except mlxload.SafetensorsError:
-        return
-    # We accepted it, so the reference library must accept it too ("at least as strict").
-    with safetensors.safe_open(str(path), "numpy") as ref:
-        assert sorted(ref.keys()) == sorted(header.tensors)
+        return False
+    # We accepted it, so the reference library must accept it too ("at least as strict"), and
+    # every tensor must hold exactly its bytes of the file, as the reference reads them.
     loaded = mlxload.load_file(path)
     assert list(loaded) == list(header.tensors)
-    for name, info in header.tensors.items():
-        assert loaded[name].nbytes == info.nbytes
+    with safetensors.safe_open(str(path), "numpy") as ref:
+        assert sorted(ref.keys()) == sorted(header.tensors)
+        for name, info in header.tensors.items():
+            ours = np.array(mx.view(loaded[name], mx.uint8)).tobytes() if info.nbytes else b""
+            assert ours == data[info.offset : info.offset + info.nbytes], name
+            if info.dtype in _NUMPY_DTYPES:  # (numpy has no bfloat16 or sub-byte floats)
+                assert ref.get_tensor(name).tobytes() == ours, name
+    return True
 
 
 FUZZ = settings(
@@ -66,6 +74,8 @@ FUZZ = settings(
 
 @FUZZ
 @given(st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.integers(0, 255)), max_size=8))
+@example([])
+@example([(len(SEED) - 1, 0x7F), (8 + HEADER_LEN, 0x80)])  # tensor bytes: still a valid file
 def test_byte_flips(flips):
     data = bytearray(SEED)
     for pos, value in flips:
@@ -75,12 +85,14 @@ def test_byte_flips(flips):
 
 @FUZZ
 @given(st.integers(0, len(SEED)), st.binary(max_size=64))
+@example(len(SEED), b"")
 def test_truncate_or_extend(cut, tail):
     _load_all(SEED[:cut] + tail)
 
 
 @FUZZ
 @given(st.integers(0, 2**64 - 1))
+@example(HEADER_LEN)
 def test_any_length_prefix(n):
     _load_all(struct.pack("<Q", n) + SEED[8:])
 
@@ -106,6 +118,8 @@ _json_values = st.recursive(
     _json_values,
     st.integers(0, 16),
 )
+@example("a", "shape", [3, 2], 0)  # same element count: still valid
+@example("__metadata__", None, {"k": "v"}, 0)
 def test_header_field_mutations(tensor, field, value, extra_data):
     header = json.loads(json.dumps(HEADER))
     if field is None or tensor == "__metadata__" or tensor not in header:
@@ -130,6 +144,7 @@ def test_header_field_mutations(tensor, field, value, extra_data):
     ),
     st.integers(0, 128),
 )
+@example([("U8", [4], 0, 4), ("F16", [2, 1], 4, 8)], 8)
 def test_random_headers(entries, data_len):
     header = {
         f"t{i}": {"dtype": d, "shape": s, "data_offsets": [b, e]}
@@ -137,3 +152,18 @@ def test_random_headers(entries, data_len):
     }
     body = json.dumps(header).encode()
     _load_all(struct.pack("<Q", len(body)) + body + bytes(np.arange(data_len, dtype=np.uint8)))
+
+
+def test_valid_inputs_are_accepted_and_compared_byte_for_byte():
+    # The fuzzers above mostly produce refusals; these prove the comparison path runs.
+    data = SEED[8 + HEADER_LEN :]
+    assert _load_all(SEED)
+    assert _load_all(SEED[:-1] + b"\x7f")  # another tensor byte
+    header = json.loads(json.dumps(HEADER))
+    header["a"]["shape"] = [3, 2]
+    body = json.dumps(header).encode()
+    assert _load_all(struct.pack("<Q", len(body)) + body + data)
+    header = {"x": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}
+    body = json.dumps(header).encode()
+    assert _load_all(struct.pack("<Q", len(body)) + body + b"\x01\x02\x03\x04")
+    assert not _load_all(SEED[:-1])  # one byte short: refused

@@ -105,12 +105,19 @@ def test_gptq_three_bit_model_loads_exactly(float_checkpoint, tmp_path):
         gptq_layer,
     )
     model, _, _ = load_model(path, dtype="float32")
-    layer = model.model.layers[0].self_attn.q_proj  # the first layer converted
-    assert (layer.bits, layer.group_size) == (3, GROUP)
-    q, zeros, scales = saved[0]
-    groups = np.arange(q.shape[0]) // GROUP
-    want = ((q - zeros[groups]) * scales[groups].astype(np.float32)).T
-    got = mx.dequantize(layer.weight, layer.scales, layer.biases, GROUP, 3)
-    np.testing.assert_array_equal(np.array(got), want)
+    modules = dict(model.named_modules())
+    prefixes = sorted(f"model.layers.{i}" for i in range(len(model.model.layers)))
+    converted = [
+        f"{prefix}.{linear}" for prefix in prefixes for linear in LINEARS
+    ]  # _convert's order
+    assert len(converted) == len(saved)
+    for k, name in enumerate(converted):  # every module holds its own definition's values
+        layer = modules[name]
+        assert (layer.bits, layer.group_size) == (3, GROUP), name
+        q, zeros, scales = saved[k]
+        groups = np.arange(q.shape[0]) // GROUP
+        want = ((q - zeros[groups]) * scales[groups].astype(np.float32)).T
+        got = mx.dequantize(layer.weight, layer.scales, layer.biases, GROUP, 3)
+        np.testing.assert_array_equal(np.array(got), want, err_msg=name)
     logits = model(mx.array([[1, 2, 3]]))
     assert bool(mx.all(mx.isfinite(logits)))

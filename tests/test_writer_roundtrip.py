@@ -399,10 +399,20 @@ def test_output_header_over_the_readers_limit_is_refused_before_writing(tmp_path
     assert {p: p.read_bytes() for p in _shards(src)} == before
 
 
-@pytest.mark.parametrize("size", ["9" * 5000, 2**64, "1" + "0" * 30 + "GB"])
-def test_absurd_shard_sizes_are_invalid_size_errors(tmp_path, size):
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("9" * 5000, r"cannot parse size 99999999999999999999\.\.\.: too long"),
+        (2**64, r"size must be under 2\*\*63 bytes, got 18446744073709551616\.\.\."),
+        (
+            "1" + "0" * 30 + "GB",
+            r"size must be under 2\*\*63 bytes, got 10000000000000000000\.\.\.",
+        ),
+    ],
+)
+def test_absurd_shard_sizes_are_invalid_size_errors(tmp_path, size, message):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
-    with pytest.raises(InvalidSizeError):
+    with pytest.raises(InvalidSizeError, match=message):
         split(src, tmp_path / "sp", max_shard_size=size)
 
 

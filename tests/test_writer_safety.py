@@ -209,9 +209,13 @@ def test_failed_run_leaves_no_journal_of_the_outputs_it_finished(tmp_path, monke
     names = sorted(p.name for p in out.iterdir())
     assert names == ["model-00001-of-00004.safetensors"], names  # the one it completed
     monkeypatch.undo()
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputExistsError, match=r"model-00001-of-00004\.safetensors"):
         split(src, out, max_shard_size="20KiB")
-    split(src, out, max_shard_size="20KiB", force=True)
+    result = split(src, out, max_shard_size="20KiB", force=True)
+    assert [p.name for p in result.outputs] == [
+        f"model-0000{i}-of-00004.safetensors" for i in (1, 2, 3, 4)
+    ]
+    assert checkpoint_bytes(result.outputs) == checkpoint_bytes(sorted(src.glob("*.safetensors")))
 
 
 # --- align: what OUT means ---------------------------------------------------------------

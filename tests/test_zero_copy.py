@@ -128,12 +128,17 @@ def test_refused_import_falls_back_to_copy(tmp_path, monkeypatch):
     assert mx.array_equal(arr, mx.arange(70000, dtype=mx.uint32)).item()
 
 
-def test_linux_import_really_refuses_and_auto_copies(tmp_path):
+def test_linux_import_really_refuses_and_auto_copies(tmp_path, monkeypatch):
     """On this backend the real import refuses; "auto" must not even try, and loads still work."""
     if zero_copy_supported():
         pytest.skip("Metal backend: zero-copy is available here")
     with pytest.raises(ValueError, match="without a copy"):
         mx.from_dlpack(np.zeros(4, np.uint8), copy=False)
+
+    def never(window):
+        pytest.fail("'auto' tried a no-copy import on a backend that can't do one")
+
+    monkeypatch.setattr(tensor_file, "_import_no_copy", never)
     path = _mixed_file(tmp_path)
     with mlxload.safe_open(path) as f:
         f.get_tensor("b_f32")
