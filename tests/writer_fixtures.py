@@ -78,9 +78,15 @@ def checkpoint_bytes(paths: list[Path]) -> dict[str, bytes]:
     return out
 
 
+# Element sizes written out here, not taken from mlxload's own dtype table (the code under test).
+_ELEMENT_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+                  "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4,
+                  "U64": 8, "I64": 8, "F64": 8, "C64": 8}  # fmt: skip
+
+
 def assert_aligned(path: Path) -> None:
     """Data section on a 16 KiB boundary and every tensor at a multiple of its element size."""
     header = read_header(path)
     assert header.data_start % 16384 == 0, (path, header.data_start)
     for t in header.tensors.values():
-        assert t.offset % t.alignment == 0, (path, t)
+        assert t.offset % _ELEMENT_BYTES.get(t.dtype, 1) == 0, (path, t)
