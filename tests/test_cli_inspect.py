@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from st_bytes import entry, write_raw
 
@@ -62,3 +63,50 @@ def test_inspect_bad_file_is_a_clean_error(tmp_path, content):
     assert result.returncode == 1
     assert result.stderr.startswith("mlxload inspect: error: ") and str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_names_from_the_file_cannot_drive_the_terminal(tmp_path, capsys):
+    # An escape sequence in a tensor name could clear the screen or set the window title; a
+    # newline could forge a table row. Both are printed escaped; --json stays exact.
+    from safetensors.numpy import save_file
+
+    evil = "w\x1b[2J\x1b]0;pwned\x07"
+    forged = "fake\nlm_head.weight  F32 1 4 B  yes"
+    path = tmp_path / "esc.safetensors"
+    save_file(
+        {
+            evil: np.zeros(1, np.float32),
+            forged: np.zeros(1, np.float32),
+            "é😀": np.zeros(1, np.float32),
+        },
+        str(path),
+    )
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "w\\x1b[2J\\x1b]0;pwned\\x07" in out and "fake\\nlm_head.weight" in out
+    assert "é😀" in out  # printable non-ASCII is kept
+    assert not any(line.startswith("lm_head.weight") for line in out.splitlines())
+    assert main(["inspect", str(path), "--json"]) == 0
+    names = {t["name"] for t in json.loads(capsys.readouterr().out)["tensors"]}
+    assert names == {evil, forged, "é😀"}
+
+
+def test_one_very_long_name_does_not_pad_every_row(tmp_path, capsys):
+    tensors = {f"t{i}": mx.zeros((1,)) for i in range(200)} | {"x" * 50_000: mx.zeros((1,))}
+    path = tmp_path / "long.safetensors"
+    mx.save_safetensors(str(path), tensors)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    short = [line for line in lines if line.startswith("t1 ")]
+    assert len(short) == 1 and len(short[0]) < 130
+    assert sum(map(len, lines)) < 50_000 + 201 * 130
+
+
+def test_an_error_naming_untrusted_text_is_printed_escaped(tmp_path, capsys):
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"w": "gone\x1b[2J.safetensors"}})
+    )
+    assert main(["inspect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "gone\\x1b[2J.safetensors" in err

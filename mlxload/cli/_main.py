@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from mlxload.cli._text import printable
 from mlxload.errors import MlxloadError
 
 __all__ = ["RESUMABLE", "SIGPIPE_EXIT", "run_verb", "verb_main"]
@@ -31,7 +32,7 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     except BrokenPipeError:
         return _output_closed()
     except (MlxloadError, OSError) as e:
-        print(f"mlxload {verb}: error: {e}", file=sys.stderr)
+        print(f"mlxload {verb}: error: {printable(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         hint = " (run the same command again to resume)" if verb in RESUMABLE else ""

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mlxload.cli._main import verb_main
+from mlxload.cli._text import printable
 
 __all__ = ["add_common", "progress_for", "report", "run_main", "show_progress"]
 
@@ -48,15 +49,16 @@ def progress_for(args: argparse.Namespace, desc: str):
 def report(verb: str, result) -> None:
     """Print what a write did to stdout."""
     for path in result.outputs:
-        print(f"wrote {path}")
+        print(f"wrote {printable(path)}")
     if result.index is not None:
-        print(f"wrote {result.index}")
+        print(f"wrote {printable(result.index)}")
     for path in result.unchanged:
-        print(f"unchanged (already aligned) {path}")
+        print(f"unchanged (already aligned) {printable(path)}")
     for path in result.removed:
-        print(f"removed {path} (a shard of the checkpoint this replaced)")
+        print(f"removed {printable(path)} (a shard of the checkpoint this replaced)")
     if result.companions:
-        print(f"copied {', '.join(p.name for p in result.companions)} alongside")
+        names = ", ".join(printable(p.name) for p in result.companions)
+        print(f"copied {names} alongside")
     line = f"{verb}: {result.tensors} tensors, {result.total_bytes:,} bytes"
     if result.resumed_tensors:
         line += (

@@ -8,7 +8,11 @@ from collections.abc import Sequence
 
 import orjson
 
+from mlxload.cli._text import printable
+
 __all__ = ["add_arguments", "main", "run"]
+
+_NAME_WIDTH = 80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
             + "\n"
         )
         return 0
-    width = max([4, *(len(i.name) for i in shown)])  # at least the header's "name"
+    names = [printable(i.name) for i in shown]
+    # At least the header's "name"; at most _NAME_WIDTH, so one very long name doesn't pad
+    # every other row (a longer name just pushes its own row's columns right).
+    width = min(max([4, *map(len, names)]), _NAME_WIDTH)
     print(f"{'name':<{width}}  {'dtype':<8} {'shape':<20} {'bytes':>10}  aligned")
-    for i in shown:
+    for name, i in zip(names, shown, strict=True):
         shape = "x".join(map(str, i.shape)) or "scalar"
         print(
-            f"{i.name:<{width}}  {i.dtype:<8} {shape:<20} {_human(i.nbytes):>10}  "
+            f"{name:<{width}}  {i.dtype:<8} {shape:<20} {_human(i.nbytes):>10}  "
             f"{'yes' if i.zero_copy_ready else 'no'}"
         )
     if len(shown) < len(infos):
