@@ -365,15 +365,8 @@ def load(
     return ckpt
 
 
-def _in_hf_cache(path: Path) -> bool:
-    """Whether ``path`` lies in a Hugging Face cache repo (``models--org--name/snapshots/...``)."""
-    for parent in path.absolute().parents:
-        if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
-            return True
-    return False
-
-
 def _align_if_needed(local: Path, mode: bool | str) -> None:
+    from mlxload.hub.cache import in_hf_cache
     from mlxload.tensor_file import zero_copy_supported
     from mlxload.writer import align, alignment_report
 
@@ -382,7 +375,7 @@ def _align_if_needed(local: Path, mode: bool | str) -> None:
     if report.ready:
         return
     why_not = None
-    if _in_hf_cache(files.root):
+    if in_hf_cache(files.root):
         why_not = "it is in the Hugging Face cache"
     elif not all(os.access(p, os.W_OK) for p in [files.root, *files.files]):
         why_not = "it is not writable"

@@ -52,6 +52,14 @@ def test_parse_invalid(spec, message):
     assert isinstance(e.value, ValueError)
 
 
+def test_a_home_of_an_unknown_user_is_a_missing_path_not_a_crash(tmp_path, monkeypatch):
+    # Path.expanduser raises RuntimeError ("Could not determine home directory") here.
+    monkeypatch.chdir(tmp_path)
+    assert not is_hub_spec("~nosuchuser/x")
+    with pytest.raises(mlxload.CheckpointNotFoundError, match="~nosuchuser/x: no such file"):
+        mlxload.load("~nosuchuser/x")
+
+
 def test_bare_repo_id_is_hub_only_when_no_local_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert is_hub_spec("org/model")

@@ -217,6 +217,22 @@ def test_missing_source_and_hub_spec_errors(tmp_path):
     assert isinstance(SourceNotFoundError("x"), WriterError)
 
 
+def test_a_snapshot_in_the_hub_cache_given_by_its_path_is_not_aligned_in_place(tmp_path):
+    # Its files link to content-addressed blobs: rewriting one breaks the cache (the hf://
+    # form and load(align=True) refused this already).
+    repo = tmp_path / "hub" / "models--org--m"
+    blobs, snapshot = repo / "blobs", repo / "snapshots" / ("0" * 40)
+    write_sharded(blobs, mixed_tensors(), 2)
+    snapshot.mkdir(parents=True)
+    for f in sorted(blobs.iterdir()):
+        (snapshot / f.name).symlink_to(f)
+    with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
+        align(snapshot)
+    assert all(p.is_symlink() for p in snapshot.iterdir())
+    out = align(snapshot, tmp_path / "aligned")  # a copy elsewhere is fine
+    assert alignment_report(out.index.parent).ready
+
+
 def test_hub_spec_goes_through_mlxload_hub_resolve(tmp_path, monkeypatch):
     import mlxload.hub
 

@@ -23,10 +23,20 @@ from pathlib import Path
 
 from mlxload.hub.listing import RemoteFile
 
-__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir"]
+__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir", "in_hf_cache"]
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 PARTIAL_SUFFIX = ".mlxload-partial"
+
+
+def in_hf_cache(path: Path) -> bool:
+    """Whether ``path`` lies in a Hugging Face cache repo (``models--org--name/snapshots/...``),
+    whichever cache directory that is: its files are links into content-addressed blobs that
+    must never be rewritten."""
+    for parent in Path(path).absolute().parents:
+        if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
+            return True
+    return False
 
 
 def default_cache_dir() -> Path:

@@ -88,6 +88,15 @@ def parse_spec(spec: str) -> HubSpec:
     return HubSpec(repo_id="/".join(parts), revision=revision)
 
 
+def _local_path(spec: str) -> Path:
+    """``spec`` as a path, ``~`` expanded where it can be (``~nosuchuser/x`` stays as typed:
+    ``Path.expanduser`` raises RuntimeError for an unknown user)."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError:
+        return Path(spec)
+
+
 def is_hub_spec(spec: str | Path) -> bool:
     """Whether ``spec`` should be treated as a Hub model rather than a local path.
 
@@ -105,7 +114,7 @@ def is_hub_spec(spec: str | Path) -> bool:
         return False
     if spec.startswith(HF_SCHEME):
         return True
-    if not spec or Path(spec).expanduser().exists():
+    if not spec or spec.startswith("~") or _local_path(spec).exists():
         return False
     if Path(spec.split("/", 1)[0]).is_dir():  # "models/typo": a local path with a typo
         return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlxload.hub.cache import in_hf_cache
 from mlxload.hub.spec import is_hub_spec
 from mlxload.writer.companions import copy_companions
 from mlxload.writer.errors import WriterError
@@ -134,8 +135,8 @@ def align(
         A :class:`~mlxload.writer.execute.WriteResult` (``unchanged`` lists files skipped).
 
     Raises:
-        WriterError: in place on an ``hf://`` source (it would rewrite the Hub cache); and the
-            errors of :func:`merge`.
+        WriterError: in place on an ``hf://`` source or a snapshot in the Hugging Face cache
+            given by its path (it would rewrite the cache); and the errors of :func:`merge`.
     """
     refusal = WriterError(
         f"{src}: refusing to align the Hugging Face cache in place; give an output "
@@ -147,6 +148,8 @@ def align(
     if out is None and source.remote:
         raise refusal
     plan = plan_align(source, out)
+    if plan.in_place and (plan.outputs or plan.index) and in_hf_cache(source.files.root):
+        raise refusal  # a snapshot given by its local path: the same cache
     result = execute(plan, force=force, progress=progress)
     if not plan.in_place and _whole_model(src, source) and plan.outputs:
         out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
