@@ -248,3 +248,18 @@ def test_in_place_align_of_a_read_only_file_resumes_and_keeps_its_mode(tmp_path)
     result = align(src)
     assert result.resumed_tensors == 2
     assert shard.stat().st_mode & 0o777 == 0o444
+
+
+def test_killed_in_place_align_leaves_no_lock_files_after_the_rerun(tmp_path):
+    # Files finished before the kill are unchanged on the rerun, so nothing else would ever
+    # take (and so remove) the lock files the killed run left beside them.
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
+    shards = sorted(src.glob("*.safetensors"))
+    first = len(__import__("mlxload").read_header(shards[0]).tensors)
+    proc = _start_paused(["align", str(src)], pause_after=first + 1)
+    _wait_for_journal(journal_path(shards[1]), 1, proc)
+    _kill(proc)
+    assert lock_path(shards[0]).exists()  # what the kill left behind
+    result = align(src)
+    assert result.unchanged == [shards[0]] and result.outputs
+    assert sorted(p.name for p in src.iterdir() if p.name.startswith(".")) == []

@@ -39,7 +39,7 @@ from mlxload.writer.errors import (
 from mlxload.writer.flush import WRITEBACK_CHUNK, data_sync, full_fsync, start_writeback
 from mlxload.writer.journal import JournalState, load_journal, remove_quietly, save_journal
 from mlxload.writer.layout import Placed
-from mlxload.writer.lock import lock_outputs
+from mlxload.writer.lock import lock_outputs, lock_path
 from mlxload.writer.plan import OutputPlan, WritePlan
 
 __all__ = ["PAUSE_ENV", "Progress", "WriteResult", "execute", "journal_path", "temp_path"]
@@ -119,6 +119,9 @@ def execute(
     """
     _check_sources(plan)
     locked = [o.path for o in plan.outputs] + [p for p in (plan.index_path,) if p is not None]
+    # A run killed after finishing some files of an in-place align left their lock files; they
+    # are unchanged now, so taking (and so removing) their locks is the only way to sweep them.
+    locked += [p for p in plan.unchanged if lock_path(p).exists()]
     _preflight(plan, force)  # refuse before creating any directory for the lock files
     with lock_outputs(locked):
         # Again under the lock: another run may have finished or progressed meanwhile.
