@@ -18,7 +18,7 @@ from writer_fixtures import mixed_tensors, write_sharded
 
 from mlxload.writer import OutputBusyError, OutputExistsError, align, merge, split
 from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
-from mlxload.writer.lock import lock_path
+from mlxload.writer.lock import lock_outputs, lock_path
 
 
 def _start_paused(args: list[str], pause_after: int) -> subprocess.Popen:
@@ -263,3 +263,26 @@ def test_killed_in_place_align_leaves_no_lock_files_after_the_rerun(tmp_path):
     result = align(src)
     assert result.unchanged == [shards[0]] and result.outputs
     assert sorted(p.name for p in src.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_split_redone_with_other_settings_removes_the_abandoned_work(tmp_path):
+    # Interrupted mid-way, then split again with another shard size: the first run's hidden
+    # partial file (up to a shard's size) and journals could never be resumed any more.
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    ref = split(src, tmp_path / "ref", max_shard_size="20KiB")
+    first_shard = len(__import__("mlxload").read_header(ref.outputs[0]).tensors)
+    out = tmp_path / "out"
+    proc = _start_paused(
+        ["split", str(src), str(out), "--max-shard-size", "20KiB"], first_shard + 1
+    )
+    _wait_for_journal(journal_path(out / ref.outputs[1].name), 1, proc)
+    _kill(proc)
+    assert temp_path(out / ref.outputs[1].name).exists()
+    busy = out / "model-00009-of-00009.safetensors"  # another run's live work: kept
+    temp_path(busy).write_bytes(b"partial")
+    with lock_outputs([busy]):
+        result = split(src, out, max_shard_size="1MB", force=True)
+    assert [p.name for p in result.outputs] == ["model.safetensors"]
+    assert result.removed == [out / ref.outputs[0].name]  # the committed shard it replaced
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [temp_path(busy).name]

@@ -31,6 +31,7 @@ from mlxload.open_files import ensure_open_files, too_many_open_files
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
     InsufficientSpaceError,
+    OutputBusyError,
     OutputExistsError,
     OutputIsSourceError,
     WriteFailedError,
@@ -128,6 +129,17 @@ def execute(
         return _execute_locked(plan, _preflight(plan, force, again=True), progress)
 
 
+def _remove_abandoned_work(finals: list[Path]) -> None:
+    """Remove the temporary files and journals of outputs no run will finish (see
+    ``WritePlan.abandoned``), leaving any another process is writing now."""
+    for final in finals:
+        try:
+            with lock_outputs([final]):
+                remove_quietly(temp_path(final), journal_path(final))
+        except (OutputBusyError, WriteFailedError):
+            continue  # another run's live work, or a directory we can't write: leave it
+
+
 def _preflight(
     plan: WritePlan, force: bool, *, again: bool = False
 ) -> dict[Path, tuple[str, JournalState | None]]:
@@ -163,6 +175,7 @@ def _execute_locked(
         for stale in plan.replaces:  # only with force: _check_overwrite refuses otherwise
             remove_quietly(stale)
             result.removed.append(stale)
+        _remove_abandoned_work(plan.abandoned)
     except KeyboardInterrupt:
         raise  # journals stay: rerunning continues (and skips the outputs already committed)
     except BaseException:

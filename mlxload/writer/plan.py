@@ -120,6 +120,10 @@ class WritePlan:
             ``model-0000i-of-0000M.safetensors`` this split doesn't write): left there, a
             loader that globs ``model*.safetensors`` would mix two checkpoints, so they are
             removed once the split is complete (with ``force``; refused without).
+        abandoned: Shard names in a split's directory that an interrupted split with other
+            settings left work files for (hidden ``.NAME.mlxload-partial``, journal, lock)
+            and this split doesn't write: that work can no longer be resumed, so it is
+            removed once the split is complete (unless another run holds it).
     """
 
     kind: str
@@ -129,6 +133,7 @@ class WritePlan:
     in_place: bool = False
     unchanged: list[Path] = field(default_factory=list)
     replaces: list[Path] = field(default_factory=list)
+    abandoned: list[Path] = field(default_factory=list)
 
     @property
     def total_size(self) -> int:
@@ -180,6 +185,22 @@ def _other_shards(out_dir: Path, names: set[str]) -> list[Path]:
         for p in out_dir.iterdir()
         if _SHARD_NAME.fullmatch(p.name) and p.name not in names and not p.is_dir()
     )
+
+
+_WORK_FILE = re.compile(r"\.(.+)\.mlxload-(?:partial|journal|lock)")
+
+
+def _abandoned_shards(out_dir: Path, names: set[str]) -> list[Path]:
+    """Shard paths in ``out_dir`` with work files (see ``WritePlan.abandoned``) but not among
+    ``names``."""
+    if not out_dir.is_dir():
+        return []
+    found = set()
+    for p in out_dir.iterdir():
+        m = _WORK_FILE.fullmatch(p.name)
+        if m and _SHARD_NAME.fullmatch(m.group(1)) and m.group(1) not in names:
+            found.add(out_dir / m.group(1))
+    return sorted(found)
 
 
 def _replaced_shards(out_dir: Path, outputs: list[OutputPlan], source: Source) -> list[Path]:
@@ -268,6 +289,7 @@ def plan_split(
         "split",
         outputs,
         replaces=_replaced_shards(out_dir, outputs, source),
+        abandoned=_abandoned_shards(out_dir, {o.path.name for o in outputs}),
         index_path=index_path,
         index=index_bytes(weight_map, total, source.files.index_metadata),
     )
