@@ -29,6 +29,7 @@ from mlxload.writer import (
     OutputExistsError,
     OutputIsSourceError,
     WriteFailedError,
+    WriterError,
     align,
     merge,
     split,
@@ -306,3 +307,14 @@ def test_source_replaced_between_planning_and_copying_is_refused(tmp_path, monke
     with pytest.raises(FileChangedError, match="source changed after its header was read"):
         api.merge(src, out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("verb", ["merge", "split", "align"])
+def test_an_empty_output_path_is_refused(tmp_path, monkeypatch, verb):
+    # e.g. "mlxload merge src $OUT" with OUT unset: not a silent ./model.safetensors
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    monkeypatch.chdir(tmp_path)
+    call = {"merge": merge, "split": split, "align": align}[verb]
+    with pytest.raises(WriterError, match="the output path is empty"):
+        call(src, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -51,6 +51,7 @@ def merge(
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
         OutputNotADirectoryError: the directory ``out`` would go in is a file.
     """
+    _require_named(out)
     as_dir = os.fspath(out).endswith(("/", os.sep))  # Path() drops a trailing slash
     out = Path(out)
     if out.is_dir() or as_dir:
@@ -94,6 +95,7 @@ def split(
         InvalidSizeError: bad ``max_shard_size``; and the errors of :func:`merge`.
     """
     limit = parse_size(max_shard_size)
+    _require_named(out_dir)
     require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
@@ -142,6 +144,8 @@ def align(
         f"{src}: refusing to align the Hugging Face cache in place; give an output "
         "directory (mlxload align SRC OUT)"
     )
+    if out is not None:
+        _require_named(out)
     if out is None and isinstance(src, str) and is_hub_spec(src):
         raise refusal  # before downloading anything (hf://org/repo, or org/repo not on disk)
     source = open_source(src, progress=download_progress)
@@ -155,3 +159,10 @@ def align(
         out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
         result.companions = copy_companions(source.files.root, out_dir, replace=force)
     return result
+
+
+def _require_named(out: str | os.PathLike) -> None:
+    """Refuse an empty output path: ``Path("")`` is the current directory, so ``merge(src,
+    "")`` (an unset shell variable) would silently write ``./model.safetensors``."""
+    if not os.fspath(out):
+        raise WriterError("the output path is empty; give a file or directory to write")
