@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class ModelRecipe:
         config: ``config.json`` with the caller's overrides applied.
         model_class, args_class: mlx-lm's ``Model`` and ``ModelArgs`` for the ``model_type``.
         qconfig: The checkpoint's quantization config, or ``None``.
+        overridden: Keys of ``config`` the caller's ``model_config`` set.
     """
 
     root: Path
@@ -112,6 +113,7 @@ class ModelRecipe:
     model_class: type
     args_class: type
     qconfig: QuantizationConfig | None
+    overridden: frozenset[str] = frozenset()
 
     def new_model(self, tensor_names: Iterable[str] | None = None) -> nn.Module:
         """A fresh, unquantized, lazily initialized model.
@@ -124,7 +126,7 @@ class ModelRecipe:
             ModelLoadError: ``config.json`` lacks a key the model needs or has a bad value.
         """
         if tensor_names is not None:
-            check_layer_counts(self.config, tensor_names, self.root)
+            check_layer_counts(self.config, tensor_names, self.root, self.overridden)
         args = _model_args(self.args_class, self.config, self.root)
         try:
             return self.model_class(args)
@@ -148,7 +150,12 @@ e.g. ``text_config``)."""
 _LIST_INDEX = re.compile(r"\.(\d{1,6})(?=\.)")  # bounded: a hostile name may hold a huge number
 
 
-def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root: Path) -> None:
+def check_layer_counts(
+    config: dict[str, Any],
+    tensor_names: Iterable[str],
+    root: Path,
+    overridden: Collection[str] = (),
+) -> None:
     """Refuse a layer count that no layer of the checkpoint backs.
 
     mlx-lm builds one Python module per layer before any weight is read: at ~0.5 ms a layer,
@@ -156,6 +163,13 @@ def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root
     A real model's layers all appear in its tensor names as ``.N.`` list indices, so a count
     far past the highest index (4x + 64, room for architectures that reuse a block) can only
     be a corrupt or mismatched config.
+
+    Args:
+        config: The model's config (``config.json`` with the caller's overrides applied).
+        tensor_names: The checkpoint's tensor names.
+        root: Checkpoint directory, for messages.
+        overridden: Top-level keys the caller's ``model_config`` set, so a message blames
+            ``model_config`` rather than ``config.json`` for them.
 
     Raises:
         ModelLoadError: naming the key, its value and the layers the checkpoint has.
@@ -169,10 +183,19 @@ def check_layer_counts(config: dict[str, Any], tensor_names: Iterable[str], root
         for key in LAYER_COUNT_KEYS:
             value = scope.get(key)
             if type(value) is int and value > limit:
+                top = prefix[:-1] if prefix else key
+                where, fix = (
+                    ("model_config", "model_config gives a wrong value")
+                    if top in overridden
+                    else (
+                        f"{root}/config.json",
+                        "config.json belongs to another model or is corrupt",
+                    )
+                )
                 raise ModelLoadError(
-                    f"{root}/config.json: {prefix}{key} is {value}, but no tensor name in the "
-                    f"checkpoint has a list index above {highest}, so it holds {indexed} layers "
-                    "at most; config.json belongs to another model or is corrupt"
+                    f"{where}: {prefix}{key} is {value}, but no tensor name in the checkpoint "
+                    f"has a list index above {highest}, so it holds {indexed} layers at most; "
+                    f"{fix}"
                 )
 
 
@@ -222,7 +245,9 @@ def model_recipe(
             f"{'load_model' if repack else 'the per-rank loader'} yet; use mlx_lm.load, or "
             "convert with mlx_lm.convert"
         )
-    return ModelRecipe(root, config, model_class, args_class, qconfig)
+    return ModelRecipe(
+        root, config, model_class, args_class, qconfig, frozenset(model_config or ())
+    )
 
 
 _TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

@@ -419,6 +419,16 @@ def test_a_layer_count_no_tensor_backs_fails_before_building(
     )
 
 
+def test_a_layer_count_from_model_config_is_blamed_on_model_config(
+    cache, tmp_path, no_weight_reads
+):
+    d = _copy(cache, tmp_path, "override")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d, model_config={"num_hidden_layers": 10**7})
+    assert str(e.value).startswith("model_config: num_hidden_layers is 10000000, but no tensor")
+    assert str(e.value).endswith("; model_config gives a wrong value")
+
+
 def test_a_huge_number_in_a_tensor_name_is_no_layer_index(tmp_path):
     # int() of a 5,000-digit run raises ValueError on 3.11+ and is quadratic on 3.10.
     from mlxload.model_recipe import check_layer_counts
