@@ -150,7 +150,7 @@ def load_model(
         weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
-    nn.quantize(model, class_predicate=class_predicate(qconfig, weights))
+    nn.quantize(model, class_predicate=class_predicate(qconfig, weights, str(root)))
     quantized = sum(1 for _, m in model.named_modules() if hasattr(m, "bits"))
     model.eval()
     t3 = time.perf_counter()

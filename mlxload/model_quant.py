@@ -17,7 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlxload.quant_config import QuantizationConfig
-from mlxload.quant_errors import QuantizedCheckpointError
+from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
+from mlxload.quantized_weight import QuantizedWeight
 
 __all__ = ["class_predicate", "infer_spec"]
 
@@ -25,32 +26,57 @@ __all__ = ["class_predicate", "infer_spec"]
 _FP_MODES = {(4, 16): "nvfp4", (4, 32): "mxfp4", (8, 32): "mxfp8"}
 
 
-def infer_spec(path: str, module: nn.Module, weights: Mapping[str, mx.array]) -> dict[str, Any]:
+def infer_spec(
+    path: str, module: nn.Module, weights: Mapping[str, mx.array], where: str = "checkpoint"
+) -> dict[str, Any]:
     """``{"bits", "group_size", "mode"}`` from a module's float shape and its stored tensors.
+
+    The stored tensors are checked as :class:`~mlxload.quantized_weight.QuantizedWeight`
+    checks them, before ``nn.quantize`` sees the numbers: scales with more groups than the
+    layer has inputs gave a group size of 0, and MLX divides by it (SIGFPE, the process dies).
 
     Raises:
         QuantizedCheckpointError: the shapes fit no MLX quantization mode.
+        QuantizedWeightError: the tensors disagree with each other or with the layer.
     """
     scales = weights[f"{path}.scales"]
     packed = weights[f"{path}.weight"]
     in_dims = module.weight.shape[-1]
-    group_size = in_dims // max(1, scales.shape[-1])
+    if scales.ndim == 0 or packed.ndim == 0 or scales.shape[-1] == 0:
+        raise QuantizedCheckpointError(
+            f"{where}: tensor {path}.scales has shape {tuple(scales.shape)} and {path}.weight "
+            f"{tuple(packed.shape)}: no per-group layout for a layer of {in_dims} inputs"
+        )
+    group_size = in_dims // scales.shape[-1]
     bits = packed.shape[-1] * 32 // in_dims
-    if scales.dtype != mx.uint8:  # only affine keeps float scales
-        return {"bits": bits, "group_size": group_size, "mode": "affine"}
-    mode = _FP_MODES.get((bits, group_size))
+    if packed.shape[-1] * 32 != bits * in_dims or in_dims != group_size * scales.shape[-1]:
+        raise QuantizedCheckpointError(
+            f"{where}: tensor {path}.weight {tuple(packed.shape)} with scales "
+            f"{tuple(scales.shape)} doesn't hold the layer's {in_dims} inputs in whole bits "
+            "and whole groups; the file is damaged or belongs to another model"
+        )
+    # only affine keeps float scales; each other mode allows exactly one (bits, group size)
+    mode = "affine" if scales.dtype != mx.uint8 else _FP_MODES.get((bits, group_size))
     if mode is None:
         raise QuantizedCheckpointError(
-            f"tensor {path}.weight: {bits} bits with group size {group_size} and uint8 scales "
-            "match no MLX quantization mode (mxfp4, nvfp4, mxfp8)"
+            f"{where}: tensor {path}.weight: {bits} bits with group size {group_size} and uint8 "
+            "scales match no MLX quantization mode (mxfp4, nvfp4, mxfp8)"
         )
+    try:
+        QuantizedWeight(
+            packed, scales, weights.get(f"{path}.biases"),
+            bits=bits, group_size=group_size, mode=mode, name=path,
+        )  # fmt: skip
+    except QuantizedWeightError as e:
+        raise QuantizedWeightError(f"{where}: {e}") from None
     return {"bits": bits, "group_size": group_size, "mode": mode}
 
 
 def class_predicate(
-    config: QuantizationConfig | None, weights: Mapping[str, mx.array]
+    config: QuantizationConfig | None, weights: Mapping[str, mx.array], where: str = "checkpoint"
 ) -> Callable[[str, nn.Module], bool | dict[str, Any]]:
-    """The predicate to pass to ``nn.quantize`` for a checkpoint's weights and config."""
+    """The predicate to pass to ``nn.quantize`` for a checkpoint's weights and config
+    (``where`` names the checkpoint in error messages)."""
 
     def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
         if not hasattr(module, "to_quantized"):
@@ -59,7 +85,7 @@ def class_predicate(
             return False  # the config marks this module "not quantized"
         if f"{path}.scales" not in weights:
             return False
-        spec = infer_spec(path, module, weights)
+        spec = infer_spec(path, module, weights, where)
         if f"{path}.global_scale" in weights and _takes_global_scale(module):
             spec["global_scale"] = True  # nvfp4 with a per-tensor scale (MoE switch layers)
         return spec

@@ -447,3 +447,37 @@ def test_a_few_layers_too_many_is_still_the_missing_parameters_error(cache, tmp_
     _edit_config(d, num_hidden_layers=3)
     with pytest.raises(ModelLoadError, match=r"Missing \d+ parameters: model\.layers\.2\."):
         load_model(d)
+
+
+def _rewrite_tensors(d, change) -> None:
+    """Apply ``change(name, array) -> array`` to every tensor of every shard of ``d``."""
+    for shard in sorted(d.glob("*.safetensors")):
+        tensors = {k: change(k, v) for k, v in mx.load(str(shard)).items()}
+        mx.save_safetensors(str(shard), tensors)
+
+
+UP = "model.layers.0.mlp.up_proj"
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        # more groups than the layer has inputs: the inferred group size was 0 and MLX divided
+        # by it (SIGFPE: the process died)
+        ("transposed", lambda k, v: v.T if k in (f"{UP}.scales", f"{UP}.biases") else v,
+         "doesn't hold the layer's 64 inputs in whole bits and whole groups"),
+        ("scalar", lambda k, v: v.reshape(-1)[0] if k == f"{UP}.scales" else v,
+         "no per-group layout for a layer of 64 inputs"),
+        ("float-packed", lambda k, v: v.astype(mx.float16) if k == f"{UP}.weight" else v,
+         "packed weight dtype is float16; expected uint32"),
+    ],
+    ids=lambda x: x if isinstance(x, str) and len(x) < 20 else "",
+)  # fmt: skip
+def test_inconsistent_quantized_tensors_are_our_error_not_a_crash(
+    cache, tmp_path, kind, change, message
+):
+    d = _copy(cache, tmp_path, kind)
+    _rewrite_tensors(d, change)
+    with pytest.raises(mlxload.MlxloadError, match=message) as e:
+        load_model(d)
+    assert str(e.value).startswith(f"{d}: ") and "\n" not in str(e.value)

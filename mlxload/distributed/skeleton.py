@@ -80,6 +80,6 @@ def build_skeleton(
     """
     model = model if model is not None else recipe.new_model()
     by_param = {param: stand_ins[ckpt] for param, ckpt in sources.items()}
-    nn.quantize(model, class_predicate=class_predicate(recipe.qconfig, by_param))
+    nn.quantize(model, class_predicate=class_predicate(recipe.qconfig, by_param, str(recipe.root)))
     model.eval()
     return model
