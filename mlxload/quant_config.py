@@ -68,6 +68,10 @@ _SUFFIXES = (".weight", ".scales", ".biases")
 _LM_PREFIX = "language_model."
 # Scalar keys of mlx-lm's "quantization" section; every other key is a module path.
 _MLX_SCALAR_KEYS = ("bits", "group_size", "mode", "quant_method")
+_BITSANDBYTES_KEYS = frozenset(
+    {"load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype",
+     "llm_int8_threshold"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,13 @@ class QuantizationConfig:
             )
         if "quant_method" in section and key != "quantization":
             return _from_hf(section, src, key)
+        if key != "quantization" and _BITSANDBYTES_KEYS & section.keys():
+            # older transformers wrote bitsandbytes configs without a quant_method
+            raise UnsupportedQuantMethodError(
+                f"{src}: key {key!r} is a bitsandbytes config "
+                f"({', '.join(sorted(_BITSANDBYTES_KEYS & section.keys()))}); bitsandbytes "
+                "weights have no MLX layout: convert the original model with mlx_lm.convert"
+            )
         return _from_mlx_section(cls, section, src, key)
 
     # ------------------------------------------------------------------ lookup

@@ -362,6 +362,12 @@ def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
             UnsupportedQuantMethodError,
             "key 'quantization_config.quant_method' is 'bitsandbytes'; supported: awq, gptq",
         ),
+        (  # older transformers wrote no quant_method for bitsandbytes
+            {"quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}},
+            UnsupportedQuantMethodError,
+            "key 'quantization_config' is a bitsandbytes config (bnb_4bit_quant_type, "
+            "load_in_4bit); bitsandbytes weights have no MLX layout",
+        ),
         (
             {"quantization_config": {"quant_method": "awq", "version": "gemv"}},
             UnsupportedQuantMethodError,
