@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,14 +53,26 @@ from mlxload.tensor_file import ZERO_COPY
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
 
 
-def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) -> None:
+def _load_weights(
+    model: nn.Module, weights: dict[str, mx.array], root: Path, repacked: bool = False
+) -> None:
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         detail = " ".join(str(e).split())  # mlx's message spans lines
+        if repacked and _PER_EXPERT.search(detail):
+            # the model's sanitize stacks experts' weights, not the scales/biases repacked
+            # from AWQ/GPTQ (mlx_lm.load fails the same way)
+            detail += (
+                "; AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be "
+                "built into this model: mlxload.load_quantized_weights reads their layers"
+            )
         raise ModelLoadError(
             f"{root}: the checkpoint's tensors don't fit the model: {detail}"
         ) from None
+
+
+_PER_EXPERT = re.compile(r"\.experts\.\d+\.\w+\.(scales|biases)\b")
 
 
 def load_model(
@@ -159,7 +172,8 @@ def load_model(
     stored = stored_float_dtype(weights)
     compute = resolve_compute_dtype(dtype, stored)
     weights = convert_floats(weights, compute)
-    _load_weights(model, weights, root)
+    repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
+    _load_weights(model, weights, root, repacked)
     del weights
     if not lazy:
         mx.eval(model.parameters())

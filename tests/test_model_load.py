@@ -481,3 +481,18 @@ def test_inconsistent_quantized_tensors_are_our_error_not_a_crash(
     with pytest.raises(mlxload.MlxloadError, match=message) as e:
         load_model(d)
     assert str(e.value).startswith(f"{d}: ") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("repacked", [True, False])
+def test_per_expert_awq_gptq_tensors_get_a_hint(tmp_path, repacked):
+    # The model's sanitize stacks the experts' weights into switch_mlp, not the scales/biases
+    # repacked from AWQ/GPTQ; mlx_lm.load fails the same way, but the message should say why.
+    from mlxload.model import _load_weights
+
+    model = nn.Linear(4, 4)
+    weights = dict(tree_flatten(model.parameters()))
+    weights["model.layers.0.mlp.experts.3.up_proj.scales"] = mx.zeros((4, 1))
+    with pytest.raises(ModelLoadError, match="parameters not in model") as e:
+        _load_weights(model, weights, tmp_path, repacked)
+    hint = "AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be built"
+    assert (hint in str(e.value)) == repacked
