@@ -61,7 +61,10 @@ def load_quantized_weights(
             ``quantization_config.json``, then ``quantize_config.json``).
 
     Returns:
-        ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``.
+        ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``. Bits and
+        group size are the config's for each module: without the model, readings that fit the
+        same stored shapes (4-bit/64 and 8-bit/32) can't be told apart, so a config lacking a
+        module's override gives it the default (``load_model`` reads the model's shapes).
 
     Raises:
         QuantizedCheckpointError: a ``.scales`` without its packed weight, a packed weight with
