@@ -33,7 +33,7 @@ from mlxload.errors import (
 )
 from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
-from mlxload.open_files import ensure_open_files, too_many_open_files
+from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.shards import CheckpointFiles, checkpoint_files
 from mlxload.tensor_file import TensorFile, zero_copy_supported
 
@@ -93,18 +93,13 @@ class Checkpoint(Mapping[str, mx.array]):
         with self._lock:
             tf = self._open.get(path)
             if tf is None:
-                try:
+                with opening_shard(str(path), len(self.files)):
                     tf = TensorFile(
                         path,
                         zero_copy=self._zero_copy,
                         evict_page_cache=self._evict,
                         header=self._validated.pop(path, None),
                     )
-                except OSError as e:
-                    wrapped = too_many_open_files(e, str(path), len(self.files))
-                    if wrapped is None:
-                        raise
-                    raise wrapped from e
                 self._open[path] = tf
                 if self._where is not None:
                     try:

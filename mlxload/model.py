@@ -159,7 +159,8 @@ def load_model(
     t2 = time.perf_counter()
     timings["read"] = t2 - t1
 
-    if qconfig is not None and qconfig.quant_method in REPACKED_METHODS:
+    repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
+    if repacked:
         weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
@@ -172,7 +173,6 @@ def load_model(
     stored = stored_float_dtype(weights)
     compute = resolve_compute_dtype(dtype, stored)
     weights = convert_floats(weights, compute)
-    repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
     _load_weights(model, weights, root, repacked)
     del weights
     if not lazy:

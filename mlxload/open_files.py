@@ -4,7 +4,7 @@ A checkpoint keeps each shard it has opened open (reads go through one descripto
 against the file's identity), and a merge opens all its sources before writing. With hundreds
 of shards that meets the default limit on open files (256 on macOS, 1024 on Linux), so the
 soft limit is raised towards the hard one when more are needed; if that is not enough,
-:func:`too_many_open_files` words the error.
+:func:`opening_shard` words the error.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import errno
 import os
 import sys
 import threading
+from collections.abc import Iterator
 
-from mlxload.errors import MlxloadError, TooManyOpenFilesError
+from mlxload.errors import TooManyOpenFilesError
 
-__all__ = ["ensure_open_files", "too_many_open_files"]
+__all__ = ["ensure_open_files", "opening_shard"]
 
 _MARGIN = 64  # for everything else the process has open
 _lock = threading.Lock()
@@ -28,7 +29,7 @@ def ensure_open_files(count: int) -> None:
     """Raise the soft limit on open files so ``count`` more fit, if the hard limit allows.
 
     Best effort: where it can't be raised (no ``resource`` module, a low hard limit) nothing
-    happens, and an open that fails later is reported by :func:`too_many_open_files`.
+    happens, and an open that fails later is reported by :func:`opening_shard`.
     """
     try:
         import resource
@@ -54,12 +55,17 @@ def _open_now() -> int:
     return 0
 
 
-def too_many_open_files(e: OSError, what: str, count: int) -> MlxloadError | None:
-    """The error to raise for an ``EMFILE`` while opening ``what`` (None for other errors)."""
-    if e.errno != errno.EMFILE:
-        return None
-    return TooManyOpenFilesError(
-        errno.EMFILE,
-        f"{what}: too many open files ({count} shards need one each); raise the limit "
-        "(`ulimit -n 4096`) and run again",
-    )
+@contextlib.contextmanager
+def opening_shard(what: str, count: int) -> Iterator[None]:
+    """Turn an ``EMFILE`` raised in the block (opening ``what``, one of ``count`` shards) into
+    :class:`~mlxload.errors.TooManyOpenFilesError`; other errors pass through unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.EMFILE:
+            raise
+        raise TooManyOpenFilesError(
+            errno.EMFILE,
+            f"{what}: too many open files ({count} shards need one each); raise the limit "
+            "(`ulimit -n 4096`) and run again",
+        ) from e

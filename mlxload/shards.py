@@ -14,6 +14,7 @@ shard. Checking that tensors are where the index says happens when shards are op
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,14 +95,15 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         if path is None:
             path = files[key] = root / key
         weight_map[name] = path
-    missing = [p.name for p in files.values() if not _is_file(p)] if require_all else []
+    stats = {key: _file_stat(path) for key, path in files.items()}
+    missing = [files[k].name for k, st in stats.items() if st is None] if require_all else []
     if missing:
         raise MissingShardError(
             f"{index_path}: {len(missing)} shard(s) named by the index are missing from {root}: "
             f"{', '.join(sorted(missing)[:5])}{' ...' if len(missing) > 5 else ''}; "
             "download them again (mlxload download) or fix the index"
         )
-    _one_path_per_file(files, weight_map)
+    _one_path_per_file(files, stats, weight_map)
     metadata = index.get("metadata") or {}
     return CheckpointFiles(
         root=root,
@@ -112,16 +114,17 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
     )
 
 
-def _one_path_per_file(files: dict[str, Path], weight_map: dict[str, Path]) -> None:
+def _one_path_per_file(
+    files: dict[str, Path], stats: dict[str, os.stat_result | None], weight_map: dict[str, Path]
+) -> None:
     """Make names of one file (``Model-00001.safetensors`` and ``model-00001.safetensors`` on a
     case-insensitive APFS volume, a hard link) one shard, in place: opened twice, its tensors
     would look like duplicates across two shards."""
     first: dict[tuple[int, int], Path] = {}
     alias: dict[Path, Path] = {}
     for key, path in list(files.items()):
-        try:
-            st = path.stat()
-        except OSError:
+        st = stats[key]
+        if st is None:
             continue  # missing (a partial download): nothing to merge
         kept = first.setdefault((st.st_dev, st.st_ino), path)
         if kept is not path:
@@ -132,11 +135,13 @@ def _one_path_per_file(files: dict[str, Path], weight_map: dict[str, Path]) -> N
             weight_map[name] = alias.get(path, path)
 
 
-def _is_file(path: Path) -> bool:
+def _file_stat(path: Path) -> os.stat_result | None:
+    """``path``'s stat when it is a regular file (through links), else None."""
     try:
-        return path.is_file()
-    except OSError:  # a name too long for the filesystem, a loop of symlinks...
-        return False
+        st = path.stat()
+    except OSError:  # missing, a name too long for the filesystem, a loop of symlinks...
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 MAX_INDEX_SIZE = 256 << 20

@@ -86,18 +86,15 @@ def _storage_shape(info: TensorInfo) -> tuple[tuple[int, ...], mx.Dtype]:
     return (info.nbytes,), mx.uint8
 
 
-_MLX_MAX_DIM = 2**31 - 1
-
-
 def _check_mlx_shape(path: Path, info: TensorInfo) -> None:
     """Refuse, before reading, a tensor MLX can't represent (a dimension over 32 bits)."""
     dims = info.shape
     if DTYPES[info.dtype].bits < 8:  # packed: the byte axis may be longer than any dim
         dims = (*dims, *_storage_shape(info)[0])
-    if dims and max(dims) > _MLX_MAX_DIM:
+    if dims and max(dims) > MAX_DIM:
         raise UnsupportedShapeError(
             f"{path}: tensor {info.name!r} has shape {info.shape}; MLX array dimensions are "
-            f"32-bit (at most {_MLX_MAX_DIM}), so it can't be loaded as an mx.array"
+            f"32-bit (at most {MAX_DIM}), so it can't be loaded as an mx.array"
         )
 
 
@@ -469,7 +466,7 @@ def _by_offset(info: TensorInfo) -> int:
 def _group_bytes() -> int:
     env = os.environ.get("MLXLOAD_GROUP_BYTES")
     limit = int(env) if env and env.isdigit() else _GROUP_BYTES
-    return min(limit, 2**31 - 1)  # a group is sliced as one flat array
+    return min(limit, MAX_DIM)  # a group is sliced as one flat array
 
 
 def _as_typed(raw: mx.array, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:

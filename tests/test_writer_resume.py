@@ -52,12 +52,18 @@ def _kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
+def _paused_merge(tmp_path, out, pause_after: int):
+    """A 3-shard source, its merge written uninterrupted as the reference, and a merge of it
+    into ``out`` running in a child process that stops after ``pause_after`` tensors."""
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
     reference = tmp_path / "ref.safetensors"
     merge(src, reference)
+    return src, reference, _start_paused(["merge", str(src), str(out)], pause_after)
+
+
+def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
     out = tmp_path / "out" / "m.safetensors"
-    proc = _start_paused(["merge", str(src), str(out)], pause_after=4)
+    src, reference, proc = _paused_merge(tmp_path, out, pause_after=4)
     state = _wait_for_journal(journal_path(out), 4, proc)
     _kill(proc)
     assert state["tensors_done"] == 4 and state["resumes"] == 0
@@ -72,11 +78,8 @@ def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
 
 
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
-    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
-    reference = tmp_path / "ref.safetensors"
-    merge(src, reference)
     out = tmp_path / "out" / "m.safetensors"
-    proc = _start_paused(["merge", str(src), str(out)], pause_after=2)
+    src, reference, proc = _paused_merge(tmp_path, out, pause_after=2)
     try:
         _wait_for_journal(journal_path(out), 2, proc)
         partial = temp_path(out).read_bytes()
@@ -104,11 +107,8 @@ def test_rerun_from_another_directory_with_a_relative_path_resumes(tmp_path, mon
 
 
 def test_journal_whose_counts_disagree_is_not_trusted(tmp_path):
-    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 3)
-    reference = tmp_path / "ref.safetensors"
-    merge(src, reference)
     out = tmp_path / "m.safetensors"
-    proc = _start_paused(["merge", str(src), str(out)], pause_after=3)
+    src, reference, proc = _paused_merge(tmp_path, out, pause_after=3)
     state = _wait_for_journal(journal_path(out), 3, proc)
     _kill(proc)
     state["tensors_done"] += 1  # one tensor more than the bytes cover

@@ -23,10 +23,18 @@ from pathlib import Path
 
 from mlxload.hub.listing import RemoteFile
 
-__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir", "in_hf_cache"]
+__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir", "files_in", "in_hf_cache"]
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 PARTIAL_SUFFIX = ".mlxload-partial"
+
+
+def files_in(snapshot: Path) -> list[str]:
+    """Repository paths (``a/b.json``) of the files a local snapshot holds, sorted; none for a
+    snapshot directory that doesn't exist."""
+    if not snapshot.is_dir():
+        return []
+    return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
 
 
 def in_hf_cache(path: Path) -> bool:

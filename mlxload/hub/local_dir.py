@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlxload.hub.cache import files_in
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.select import default_selection, select_files
 
@@ -47,8 +48,7 @@ def export_snapshot(
 
 
 def _selected(snapshot: Path, allow_patterns: Sequence[str] | None) -> list[str]:
-    present = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    files = [RemoteFile(path, 0, "0" * 40) for path in present]  # only paths matter here
+    files = [RemoteFile(path, 0, "0" * 40) for path in files_in(snapshot)]  # only paths matter here
     if allow_patterns is not None:
         return [f.path for f in select_files(files, allow_patterns=allow_patterns)]
     return [f.path for f in default_selection(files, snapshot)]

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlxload.hub.cache import RepoCache
+from mlxload.hub.cache import RepoCache, files_in
 from mlxload.hub.errors import HubError, OfflineError
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.select import index_files, match_patterns, select_files, shards_from_index
@@ -84,11 +84,7 @@ def missing_files(cache: RepoCache, commit: str, allow_patterns: Sequence[str] |
             wanted = select_files(files, shards=[s for s in shards if s in listed] or None)
             return unlisted + [f.path for f in wanted if not cache.has_file(commit, f.path)]
         return [f.path for f in wanted if not cache.has_file(commit, f.path)]
-    present = (
-        [p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()]
-        if snap.is_dir()
-        else []
-    )
+    present = files_in(snap)
     if allow_patterns is not None:
         if any(match_patterns(p, allow_patterns) for p in present):
             return []

@@ -27,7 +27,7 @@ from pathlib import Path
 from mlxload.errors import FileChangedError
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import file_identity
-from mlxload.open_files import ensure_open_files, too_many_open_files
+from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
     InsufficientSpaceError,
@@ -322,13 +322,8 @@ class _Run:
             for path in output.sources.values():
                 if path in self.fds:
                     continue
-                try:
+                with opening_shard(str(path), count):
                     self.fds[path] = fd = os.open(path, os.O_RDONLY)
-                except OSError as e:
-                    wrapped = too_many_open_files(e, str(path), count)
-                    if wrapped is None:
-                        raise
-                    raise wrapped from e
                 planned = output.source_identity.get(path)
                 if planned is not None and file_identity(os.fstat(fd)) != planned:
                     raise FileChangedError(
