@@ -35,7 +35,7 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "m.safetensors"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxload", "merge", str(src), str(out), "--no-progress"],
-        env={**os.environ, PAUSE_ENV: "3"},
+        env={**os.environ, PAUSE_ENV: "3", "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -51,7 +51,7 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
         assert time.monotonic() < deadline, "the merge never reached its pause"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = _communicate_or_dump_stacks(proc, timeout=60)
     assert proc.returncode == 130, stderr
     assert stderr == "mlxload merge: interrupted (run the same command again to resume)\n"
     assert stdout == ""
@@ -59,6 +59,17 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
     assert temp_path(out).exists() and journal_path(out).exists()
     result = merge(src, out)
     assert result.resumed_tensors == 3
+
+
+def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate``; a child that doesn't end in time is made to print where each of
+    its threads is stuck (faulthandler on SIGABRT) and the test fails with that."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stderr = proc.communicate(timeout=30)[1]
+        pytest.fail(f"no exit {timeout} s after SIGINT; the child's threads:\n{stderr}")
 
 
 _FAILING = {
