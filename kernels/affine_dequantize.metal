@@ -5,7 +5,7 @@
 //   T           output type
 //   S           type of the multiply (the scales' type)
 //   A           type of the add (the result type of scales and biases)
-//   BITS        2, 3, 4, 5, 6 or 8
+//   BITS        1, 2, 3, 4, 5, 6 or 8
 //   GROUP_SIZE  32, 64 or 128
 //   FUSED       false: q * scale rounded to S, then + bias rounded to A (two statements, so
 //               nothing can fuse them; what MLX's CPU dequantize does). true: one fma, one

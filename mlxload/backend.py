@@ -17,15 +17,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from functools import cache
 
 import mlx.core as mx
 
 __all__ = [
     "FLOAT_DTYPES",
+    "MLX_FOR_ONE_BIT",
     "backend",
     "convert_floats",
     "dtype_name",
     "dtype_reason",
+    "mlx_quantizes_bits",
     "parse_dtype",
     "resolve_compute_dtype",
     "stored_float_dtype",
@@ -48,6 +51,25 @@ def backend() -> str:
     except Exception:  # pragma: no cover - MLX builds without the metal module
         pass
     return "cuda"
+
+
+MLX_FOR_ONE_BIT = "0.32.4"
+"""The first MLX release whose quantized ops take ``bits=1`` (affine)."""
+
+
+@cache
+def mlx_quantizes_bits(bits: int) -> bool:
+    """Whether this MLX's own quantized ops (``mx.quantize``, ``mx.quantized_matmul``,
+    ``nn.QuantizedLinear``) take affine ``bits``: 1-bit came with MLX :data:`MLX_FOR_ONE_BIT`.
+
+    mlxload's dequantization handles every width itself; only what MLX computes needs this.
+    Asked of MLX once per width (a tiny ``mx.quantize``), not read off its version number.
+    """
+    try:
+        mx.quantize(mx.zeros((1, 32)), group_size=32, bits=bits)
+    except ValueError:
+        return False
+    return True
 
 
 def dtype_name(dtype: mx.Dtype | None) -> str | None:

@@ -24,7 +24,7 @@ def unpack(w: mx.array, bits: int) -> mx.array:
 
     Args:
         w: uint32 packed rows, shape ``(..., K * bits / 32)``.
-        bits: 2, 3, 4, 5, 6 or 8.
+        bits: 1, 2, 3, 4, 5, 6 or 8.
 
     Returns:
         ``(..., K)`` uint8 array (lazy).
@@ -32,7 +32,7 @@ def unpack(w: mx.array, bits: int) -> mx.array:
     lead = w.shape[:-1]
     raw = w.view(mx.uint8)  # little-endian: byte order is bit-stream order
     mask = (1 << bits) - 1
-    if 8 % bits == 0:  # 2, 4, 8 bits: whole values per byte
+    if 8 % bits == 0:  # 1, 2, 4, 8 bits: whole values per byte
         per_byte = 8 // bits
         if per_byte == 1:
             return raw
@@ -67,7 +67,7 @@ def affine_dequantize_cpu(
         scales: Per-group scales, shape ``(..., K / group_size)``.
         biases: Per-group biases, same shape as ``scales``.
         group_size: 32, 64 or 128.
-        bits: 2, 3, 4, 5, 6 or 8.
+        bits: 1, 2, 3, 4, 5, 6 or 8.
         dtype: Output dtype.
 
     Returns:

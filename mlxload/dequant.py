@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from mlxload.backend import dtype_name
+from mlxload.backend import dtype_name, mlx_quantizes_bits
 from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.dtypes import add_dtype
 from mlxload.errors import MlxloadError
@@ -151,7 +151,7 @@ def dequantize(
         scales: Per-group scales (float16, bfloat16 or float32), shape ``(..., K / group_size)``.
         biases: Per-group biases, same shape as ``scales``.
         group_size: 32, 64 or 128.
-        bits: 2, 3, 4, 5, 6 or 8.
+        bits: 1, 2, 3, 4, 5, 6 or 8 (1-bit needs no particular MLX version here).
         dtype: Output dtype; ``None`` means the result type of scales and biases.
 
     Returns:
@@ -173,6 +173,8 @@ def dequantize(
         from mlxload import metal_dequant
 
         mode = metal_dequant.rounding(out_dtype, scales.dtype, biases.dtype)
+        if mode is None and not mlx_quantizes_bits(bits):
+            mode = metal_dequant.TWO_STEP  # no MLX result to match: round as its CPU does
         if mode is None:  # the kernel can't be exact here (see metal_dequant.rounding)
             path = PATH_MLX
             out = mx.dequantize(

@@ -111,8 +111,9 @@ def check_metal_kernels() -> Check:
     if not mx.metal.is_available():
         return Check("metal kernels", INFO, "skipped: no Metal")
     from mlxload import metal_dequant
-    from mlxload.backend import dtype_name
+    from mlxload.backend import dtype_name, mlx_quantizes_bits
     from mlxload.dequant import PATH_METAL, dequantize, last_path
+    from mlxload.quant_config import AFFINE_BITS
 
     modes = {}
     for dtype in (mx.float16, mx.bfloat16, mx.float32):
@@ -129,7 +130,8 @@ def check_metal_kernels() -> Check:
         modes[dtype_name(dtype)] = mode
     bad = []
     w = mx.random.normal((16, 256), key=mx.random.key(0)).astype(mx.float16)
-    for bits in (2, 3, 4, 5, 6, 8):
+    checked = [bits for bits in AFFINE_BITS if mlx_quantizes_bits(bits)]
+    for bits in checked:
         q, s, b = mx.quantize(w, group_size=64, bits=bits)
         ours = dequantize(q, s, b, 64, bits)
         if last_path() != PATH_METAL or not mx.array_equal(
@@ -145,7 +147,9 @@ def check_metal_kernels() -> Check:
         )
     rounding = ", ".join(f"{k} {v}" for k, v in modes.items())
     return Check(
-        "metal kernels", OK, f"compiled; match mx.dequantize for bits 2-8 (rounding: {rounding})"
+        "metal kernels",
+        OK,
+        f"compiled; match mx.dequantize for bits {checked[0]}-8 (rounding: {rounding})",
     )
 
 

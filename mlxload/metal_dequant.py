@@ -168,7 +168,7 @@ def affine_dequantize_metal(
         scales: Per-group scales, shape ``(..., K / group_size)``.
         biases: Per-group biases, same shape as ``scales``.
         group_size: 32, 64 or 128.
-        bits: 2, 3, 4, 5, 6 or 8.
+        bits: 1, 2, 3, 4, 5, 6 or 8.
         dtype: Output dtype.
         fused: Use the one-rounding arithmetic (see :func:`rounding` for which to use).
 

@@ -16,6 +16,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlxload.backend import MLX_FOR_ONE_BIT, mlx_quantizes_bits
 from mlxload.quant_config import QuantizationConfig
 from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
 from mlxload.quantized_weight import QuantizedWeight
@@ -36,7 +37,8 @@ def infer_spec(
     layer has inputs gave a group size of 0, and MLX divides by it (SIGFPE, the process dies).
 
     Raises:
-        QuantizedCheckpointError: the shapes fit no MLX quantization mode.
+        QuantizedCheckpointError: the shapes fit no MLX quantization mode, or a bit width
+            the installed MLX can't run as a layer.
         QuantizedWeightError: the tensors disagree with each other or with the layer.
     """
     scales = weights[f"{path}.scales"]
@@ -69,6 +71,12 @@ def infer_spec(
         )  # fmt: skip
     except QuantizedWeightError as e:
         raise QuantizedWeightError(f"{where}: {e}") from None
+    if mode == "affine" and not mlx_quantizes_bits(bits):
+        raise QuantizedCheckpointError(
+            f"{where}: tensor {path}.weight is {bits}-bit; MLX {mx.__version__} has no "
+            f"{bits}-bit quantized layers (they came with MLX {MLX_FOR_ONE_BIT}): "
+            "pip install -U mlx, or read the weights with load_quantized_weights"
+        )
     return {"bits": bits, "group_size": group_size, "mode": mode}
 
 

@@ -54,7 +54,9 @@ __all__ = [
 ]
 
 QUANT_CONFIG_NAME = "quantization_config.json"
-AFFINE_BITS = (2, 3, 4, 5, 6, 8)
+# 1-bit: mlxload dequantizes it anywhere; MLX's own quantized ops take it from MLX 0.32.4 on
+# (see mlxload.backend.mlx_quantizes_bits).
+AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)
 AFFINE_GROUP_SIZES = (32, 64, 128)
 # The floating-point modes each allow exactly one (bits, group_size) pair.
 FP_MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}

@@ -22,7 +22,7 @@ import re
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlxload.backend import dtype_name
+from mlxload.backend import MLX_FOR_ONE_BIT, dtype_name, mlx_quantizes_bits
 from mlxload.dequant import FLOAT_DTYPES
 from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, FP_MODES, MODES, QuantSpec
 from mlxload.quant_errors import QuantizedWeightError
@@ -102,6 +102,10 @@ class QuantizedWeight:
             name=name,
             global_scale=global_scale,
         )
+
+    def _mlx_computes(self) -> bool:
+        """Whether MLX's own quantized ops take this width (1-bit affine: MLX 0.32.4 on)."""
+        return self.mode != "affine" or mlx_quantizes_bits(self.bits)
 
     # ---------------------------------------------------------------- validation
 
@@ -289,7 +293,8 @@ class QuantizedWeight:
 
         With a global scale, which ``mx.quantized_matmul`` doesn't take (``gather_qmm`` takes
         it on the GPU only), the product is ``x`` times the dequantized weight: the same
-        values, summed in another order than MLX's GPU kernel sums them.
+        values, summed in another order than MLX's GPU kernel sums them. So is a 1-bit weight
+        under an MLX older than 0.32.4, whose ``quantized_matmul`` has no 1-bit.
         """
         return self._qmm(x, transpose=True)
 
@@ -304,7 +309,7 @@ class QuantizedWeight:
         if x.ndim < self.weight.ndim:
             # quantized_matmul would use only the first matrix of a stacked weight here.
             x = x.reshape((1,) * (self.weight.ndim - x.ndim) + tuple(x.shape))
-        if self.global_scale is not None:
+        if self.global_scale is not None or not self._mlx_computes():
             if x.dtype not in _FLOAT_DTYPES:
                 got = dtype_name(x.dtype)
                 raise self._fail(f"x must be float16, bfloat16 or float32, got {got}")
@@ -335,8 +340,9 @@ class QuantizedWeight:
             ``nn.QuantizedLinear`` or ``nn.QuantizedEmbedding``, frozen like MLX's own.
 
         Raises:
-            ValueError: unknown ``kind``, a bias for an embedding, a weight that isn't 2-D, or
-                a global scale (``mlx.nn``'s quantized layers have none).
+            ValueError: unknown ``kind``, a bias for an embedding, a weight that isn't 2-D, a
+                global scale (``mlx.nn``'s quantized layers have none), or a 1-bit weight under
+                an MLX older than 0.32.4.
         """
         if kind is None:
             kind = "embedding" if _EMBEDDING_NAME.search(self.name) else "linear"
@@ -349,6 +355,11 @@ class QuantizedWeight:
         if self.global_scale is not None:
             raise self._fail(
                 "mlx.nn's quantized layers take no global scale; use dequantize() or matmul()"
+            )
+        if not self._mlx_computes():
+            raise self._fail(
+                f"MLX {mx.__version__} has no {self.bits}-bit quantized layers (they came with "
+                f"MLX {MLX_FOR_ONE_BIT}): pip install -U mlx, or use dequantize() or matmul()"
             )
         rows, cols = self.shape
         # Built without calling __init__: the constructors draw and quantize a random matrix,

@@ -7,6 +7,7 @@ import re
 import mlx.core as mx
 import numpy as np
 import pytest
+from bit_widths import BITS, ORACLE_BITS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,7 @@ def _assert_exact(got, ref):
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("group_size", [32, 64, 128])
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("bits", BITS)
 def test_native_path_matches_mx_dequantize(bits, group_size, dtype):
     # Odd row count, and a 3-D batch; large enough for subnormal and rounding-tie cases.
     for shape in [(37, 4 * group_size), (2, 3, 2 * group_size)]:
@@ -83,8 +84,8 @@ def test_error_classes_are_mlxload_value_errors():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"bits": 7}, "unsupported bits=7 for affine quantization; valid: [2, 3, 4, 5, 6, 8]"),
-        ({"bits": 1}, "unsupported bits=1 for affine quantization; valid: [2, 3, 4, 5, 6, 8]"),
+        ({"bits": 7}, "unsupported bits=7 for affine quantization; valid: [1, 2, 3, 4, 5, 6, 8]"),
+        ({"bits": 0}, "unsupported bits=0 for affine quantization; valid: [1, 2, 3, 4, 5, 6, 8]"),
         ({"bits": True}, "unsupported bits=True"),
         (
             {"group_size": 16},
@@ -200,7 +201,7 @@ def test_kernels_dir_prefers_the_installed_copy(tmp_path, monkeypatch):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    bits=st.sampled_from([2, 3, 4, 5, 6, 8]),
+    bits=st.sampled_from(ORACLE_BITS),
     group_size=st.sampled_from([32, 64, 128]),
     rows=st.integers(1, 5),
     groups=st.integers(1, 3),

@@ -13,6 +13,7 @@ import itertools
 import mlx.core as mx
 import numpy as np
 import pytest
+from bit_widths import BITS, ORACLE_BITS
 from metal_emulator.emulator import have_compiler
 from metal_emulator.fake_metal import FakeMetal
 
@@ -20,7 +21,6 @@ import mlxload.metal_dequant as metal_dequant
 from mlxload import dequant
 from mlxload.kernel_sources import kernel_header, kernel_source
 
-BITS = (2, 3, 4, 5, 6, 8)
 GROUPS = (32, 64, 128)
 FLOATS = (mx.float16, mx.bfloat16, mx.float32)
 
@@ -62,7 +62,7 @@ def planned():
         for sd, bd, out in [*_MIXED, (mx.float16, mx.bfloat16, mx.float32)]:
             metal_dequant.probe_rounding(out, sd, bd)
         mp.setattr(metal_dequant, "rounding", lambda *dtypes: metal_dequant.TWO_STEP)
-        for bits, gs, out in itertools.product(BITS, GROUPS, FLOATS):
+        for bits, gs, out in itertools.product(ORACLE_BITS, GROUPS, FLOATS):
             for w, s, b in _matrix_case(bits, gs, out):
                 dequant.dequantize(w, s, b, gs, bits)
         for sd, bd, out in _MIXED:

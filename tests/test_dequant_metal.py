@@ -6,6 +6,7 @@ import itertools
 
 import mlx.core as mx
 import pytest
+from bit_widths import ORACLE_BITS
 
 from mlxload import dequant, metal_dequant
 from mlxload.metal_dequant import clear_kernel_cache
@@ -16,7 +17,7 @@ pytestmark = [
 ]
 
 FLOATS = (mx.float16, mx.bfloat16, mx.float32)
-MATRIX = list(itertools.product((2, 3, 4, 5, 6, 8), (32, 64, 128), FLOATS))
+MATRIX = list(itertools.product(ORACLE_BITS, (32, 64, 128), FLOATS))
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)

@@ -4,11 +4,13 @@ greedy tokens, on synthetic checkpoints written in mlx-lm's format."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
+from bit_widths import ONE_BIT
 from mlx.utils import tree_flatten
 from model_fixtures import greedy, tiny_checkpoint, tiny_llama_config
 
@@ -54,8 +56,9 @@ def _assert_same_model(ours, theirs) -> None:
         {"overrides": (("lm_head", 8),)},  # 4-bit with a per-module 8-bit override
         {"overrides": (("lm_head", None),)},  # an override that says "not quantized"
         {"bits": None},  # unquantized float16
+        pytest.param({"bits": 1, "overrides": (("lm_head", 8),)}, marks=ONE_BIT),
     ],
-    ids=["4bit-lm_head-8bit", "4bit-lm_head-float", "unquantized"],
+    ids=["4bit-lm_head-8bit", "4bit-lm_head-float", "unquantized", "1bit-lm_head-8bit"],
 )
 def test_greedy_tokens_match_mlx_lm(cache, changes):
     path = tiny_checkpoint(cache, **changes)
@@ -481,6 +484,20 @@ def test_inconsistent_quantized_tensors_are_our_error_not_a_crash(
     with pytest.raises(mlxload.MlxloadError, match=message) as e:
         load_model(d)
     assert str(e.value).startswith(f"{d}: ") and "\n" not in str(e.value)
+
+
+def test_one_bit_layers_under_an_mlx_without_them_are_refused_before_building(cache, monkeypatch):
+    import mlxload.model_quant as model_quant
+
+    path = tiny_checkpoint(cache, bits=1)
+    monkeypatch.setattr(model_quant, "mlx_quantizes_bits", lambda bits: bits != 1)
+    with pytest.raises(
+        mlxload.QuantizedCheckpointError,
+        match=rf"^{re.escape(str(path))}: tensor model\.\S+\.weight is 1-bit; MLX "
+        r"\S+ has no 1-bit quantized layers \(they came with MLX 0\.32\.4\): pip install -U "
+        "mlx, or read the weights with load_quantized_weights$",
+    ):
+        load_model(path)
 
 
 @pytest.mark.parametrize("repacked", [True, False])

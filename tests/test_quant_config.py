@@ -60,7 +60,7 @@ def test_from_file_reads_and_names_the_file(tmp_path):
     with pytest.raises(UnsupportedBitsError) as e:
         QuantizationConfig.from_file(path)
     assert str(e.value) == (
-        f"{path}: key 'bits' is 7; affine quantization supports bits 2, 3, 4, 5, 6, 8"
+        f"{path}: key 'bits' is 7; affine quantization supports bits 1, 2, 3, 4, 5, 6, 8"
     )
 
 
@@ -284,7 +284,7 @@ def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
             {"quantization": {"bits": 7}},
             UnsupportedBitsError,
             "c.json: key 'quantization.bits' is 7; affine quantization supports bits "
-            "2, 3, 4, 5, 6, 8",
+            "1, 2, 3, 4, 5, 6, 8",
         ),
         (
             {"quantization": {"group_size": 48}},
@@ -325,9 +325,9 @@ def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
             '{"bits": 8, "group_size": 64} or false, got int 8',
         ),
         (
-            {"quantization": {"lm_head": {"bits": 1}}},
+            {"quantization": {"lm_head": {"bits": 9}}},
             UnsupportedBitsError,
-            "c.json: key 'quantization['lm_head'].bits' is 1; affine quantization supports bits",
+            "c.json: key 'quantization['lm_head'].bits' is 9; affine quantization supports bits",
         ),
         (
             {"quantization": [4, 64]},

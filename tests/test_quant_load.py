@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from bit_widths import ONE_BIT
 from model_fixtures import tiny_llama_config
 
 from mlxload.checkpoint import load
@@ -43,7 +44,13 @@ def mlx_lm_checkpoint(path, bits, group_size, dtype):
 
 @pytest.mark.parametrize(
     ("bits", "group_size", "dtype"),
-    [(4, 64, mx.float16), (3, 32, mx.bfloat16), (8, 128, mx.float32), (6, 64, mx.float16)],
+    [
+        (4, 64, mx.float16),
+        (3, 32, mx.bfloat16),
+        (8, 128, mx.float32),
+        (6, 64, mx.float16),
+        pytest.param(1, 64, mx.bfloat16, marks=ONE_BIT),
+    ],
 )
 def test_mlx_lm_checkpoint_round_trips(tmp_path, bits, group_size, dtype):
     model = mlx_lm_checkpoint(tmp_path, bits, group_size, dtype)

@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from bit_widths import BITS, ONE_BIT
 
 from mlxload.errors import MlxloadError
 from mlxload.quant_config import QuantSpec
@@ -23,7 +24,7 @@ def quantized(shape, bits, group_size, dtype=mx.float32, mode="affine", seed=0):
     return mx.quantize(w, group_size=group_size, bits=bits, mode=mode)
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
 def test_dequantize_is_bit_exact_with_mx_dequantize(bits, group_size, dtype):
@@ -41,7 +42,7 @@ def test_dequantize_is_bit_exact_with_mx_dequantize(bits, group_size, dtype):
     assert qw.spec == QuantSpec(bits, group_size)
 
 
-@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("bits", [pytest.param(1, marks=ONE_BIT), 3, 4, 8])
 def test_matmul_matches_quantized_matmul_and_dense(bits):
     w, s, b = quantized((48, 128), bits, 64)
     qw = QuantizedWeight(w, s, b, bits=bits, group_size=64)
@@ -220,7 +221,7 @@ def make(weight=W4, scales=S4, biases=B4, **kw):
             {"weight": np.zeros((4, 12), np.uint32)},
             "row length 96 (12 words x 32 / 4 bits) is not a multiple of group_size 64",
         ),
-        ({"bits": 7}, "bits=7; affine supports 2, 3, 4, 5, 6, 8"),
+        ({"bits": 7}, "bits=7; affine supports 1, 2, 3, 4, 5, 6, 8"),
         ({"group_size": 16}, "group_size=16; affine supports 32, 64, 128"),
         ({"mode": "int8"}, "mode 'int8' is not one of affine, mxfp4, nvfp4, mxfp8"),
         (
@@ -259,7 +260,7 @@ def test_unnamed_weight_message():
 
 
 def test_logical_shape_for_every_width():
-    for bits in (2, 3, 4, 5, 6, 8):
+    for bits in (1, 2, 3, 4, 5, 6, 8):
         words = 4 * bits  # 128 values
         qw = make(
             weight=np.zeros((2, words), np.uint32),
@@ -381,5 +382,36 @@ def test_to_module_refuses_a_global_scale():
     qw = QuantizedWeight(w, s, bits=4, group_size=16, mode="nvfp4", global_scale=gs, name="p")
     with pytest.raises(
         QuantizedWeightError, match=r"'p': mlx\.nn's quantized layers take no global"
+    ):
+        qw.to_module()
+
+
+def _mlx_without_one_bit(monkeypatch):
+    """What an MLX older than 0.32.4 says (no 1-bit quantized ops), for mlxload's checks."""
+    import mlxload.quantized_weight as module
+
+    monkeypatch.setattr(module, "mlx_quantizes_bits", lambda bits: bits != 1)
+
+
+def test_one_bit_under_an_mlx_without_it_multiplies_through_the_dense_weight(monkeypatch):
+    # The packing is fixed (32 values per word, low bits first), so mlxload unpacks it
+    # itself; only MLX's own quantized matmul and layers need the newer MLX.
+    rng = np.random.default_rng(0)
+    w = mx.array(rng.integers(0, 2**32, size=(6, 4), dtype=np.uint32))  # 6 rows of 128
+    s = mx.array(rng.standard_normal((6, 2)).astype(np.float32))
+    b = mx.array(rng.standard_normal((6, 2)).astype(np.float32))
+    _mlx_without_one_bit(monkeypatch)
+    monkeypatch.setattr(mx, "quantized_matmul", None)  # must not be called
+    qw = QuantizedWeight(w, s, b, bits=1, group_size=64, name="proj")
+    bits = np.unpackbits(np.array(w).view(np.uint8), axis=-1, bitorder="little")
+    groups = np.repeat(np.arange(2), 64)
+    dense = bits * np.array(s)[:, groups] + np.array(b)[:, groups]
+    assert np.array_equal(np.array(qw.dequantize()), dense.astype(np.float32))
+    x = mx.random.normal((3, 128), key=mx.random.key(1))
+    assert mx.array_equal(qw.matmul(x), x @ qw.dequantize().T).item()
+    with pytest.raises(
+        QuantizedWeightError,
+        match=r"^quantized weight 'proj': MLX \S+ has no 1-bit quantized layers \(they came "
+        r"with MLX 0\.32\.4\): pip install -U mlx, or use dequantize\(\) or matmul\(\)$",
     ):
         qw.to_module()
