@@ -73,6 +73,7 @@ _LAZY: dict[str, str] = {
     "WriteFailedError": "mlxload.writer.errors",
     "MetadataConflictError": "mlxload.writer.errors",
     "InvalidSizeError": "mlxload.writer.errors",
+    "EmptySourceError": "mlxload.writer.errors",
     "SourceNotFoundError": "mlxload.writer.errors",
     "OutputHeaderTooLargeError": "mlxload.writer.errors",
     # dequantization (Metal kernel on Apple silicon, fast exact CPU path elsewhere)

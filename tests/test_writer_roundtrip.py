@@ -21,6 +21,7 @@ from mlxload.cli import main as cli_main
 from mlxload.header import read_header
 from mlxload.shards import checkpoint_files
 from mlxload.writer import (
+    EmptySourceError,
     InvalidSizeError,
     MetadataConflictError,
     OutputExistsError,
@@ -105,6 +106,21 @@ def test_split_limit_with_no_room_for_data_is_refused(tmp_path, limit):
     with pytest.raises(InvalidSizeError, match=r"max_shard_size 1[06]\d* bytes leaves no room"):
         split(src, tmp_path / "sp", max_shard_size=limit)
     assert not (tmp_path / "sp").exists()
+
+
+def test_split_of_a_checkpoint_without_tensors_is_refused(tmp_path):
+    # Its index would name no shard, and loading the output would find no file at all.
+    src = tmp_path / "empty.safetensors"
+    mx.save_safetensors(str(src), {}, metadata={"format": "mlx"})
+    with pytest.raises(EmptySourceError) as e:
+        split(src, tmp_path / "sp")
+    assert str(e.value) == (
+        f"{src}: has no tensors, so there is nothing to split (an index could name no shard); "
+        "copy the file as it is, or merge it into one file"
+    )
+    assert not (tmp_path / "sp").exists()
+    merged = merge(src, tmp_path / "m.safetensors")  # one file needs no index: still fine
+    assert read_header(merged.outputs[0]).metadata == {"format": "mlx"}
 
 
 def test_split_gives_a_tensor_too_big_for_any_shard_its_own(tmp_path):

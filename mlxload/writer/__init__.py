@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mlxload.writer.api import align, merge, split
 from mlxload.writer.errors import (
+    EmptySourceError,
     InsufficientSpaceError,
     InvalidSizeError,
     MetadataConflictError,
@@ -28,6 +29,7 @@ from mlxload.writer.sizes import parse_size
 __all__ = [
     "PAGE_SIZE",
     "AlignmentReport",
+    "EmptySourceError",
     "InsufficientSpaceError",
     "InvalidSizeError",
     "MetadataConflictError",

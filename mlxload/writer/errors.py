@@ -11,6 +11,7 @@ import errno
 from mlxload.errors import MlxloadError
 
 __all__ = [
+    "EmptySourceError",
     "InsufficientSpaceError",
     "InvalidSizeError",
     "MetadataConflictError",
@@ -73,6 +74,10 @@ class MetadataConflictError(WriterError, ValueError):
 
 class InvalidSizeError(WriterError, ValueError):
     """A size such as ``max_shard_size`` could not be parsed or is not positive."""
+
+
+class EmptySourceError(WriterError, ValueError):
+    """A split of a checkpoint without tensors: its index could name no shard."""
 
 
 class SourceNotFoundError(WriterError, FileNotFoundError):

@@ -17,6 +17,7 @@ import orjson
 from mlxload.header import MAX_HEADER_SIZE, FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
 from mlxload.writer.errors import (
+    EmptySourceError,
     InvalidSizeError,
     OutputHeaderTooLargeError,
     OutputIsSourceError,
@@ -248,12 +249,19 @@ def plan_split(
     least one 16 KiB page) gets a shard of its own that is larger, as transformers does.
 
     Raises:
+        EmptySourceError: ``source`` has no tensors (an index would name no shard, and a
+            loader reading it would see no file at all).
         InvalidSizeError: ``max_shard_size`` is not larger than one header page, so no shard
             could hold any tensor data within it.
         OutputNotADirectoryError: ``out_dir`` is a file.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
     require_directory(out_dir)
+    if not source.tensors:
+        raise EmptySourceError(
+            f"{source.path or out_dir}: has no tensors, so there is nothing to split (an index "
+            "could name no shard); copy the file as it is, or merge it into one file"
+        )
     if max_shard_size <= PAGE_SIZE:
         raise InvalidSizeError(
             f"max_shard_size {max_shard_size} bytes leaves no room for tensor data: each "
@@ -275,7 +283,7 @@ def plan_split(
         current.append(info)
         data += info.nbytes
         header_raw += entry
-    if current or not groups:
+    if current:
         groups.append(current)
     n = len(groups)
     outputs = [
