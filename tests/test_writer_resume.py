@@ -61,8 +61,11 @@ def _paused_merge(tmp_path, out, pause_after: int):
     return src, reference, _start_paused(["merge", str(src), str(out)], pause_after)
 
 
-def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
-    out = tmp_path / "out" / "m.safetensors"
+# The second name is 252 bytes: its work files' plain names (.NAME.mlxload-journal) would pass
+# the 255-byte limit of file names, so they are cut and hashed, and must still be found again.
+@pytest.mark.parametrize("name", ["m.safetensors", "m" * 240 + ".safetensors"], ids=len)
+def test_killed_merge_resumes_from_journal_and_matches(tmp_path, name):
+    out = tmp_path / "out" / name
     src, reference, proc = _paused_merge(tmp_path, out, pause_after=4)
     state = _wait_for_journal(journal_path(out), 4, proc)
     _kill(proc)
@@ -75,6 +78,7 @@ def test_killed_merge_resumes_from_journal_and_matches(tmp_path):
     assert result.copied_bytes == result.total_bytes - state["bytes_done"]
     assert out.read_bytes() == reference.read_bytes()
     assert not temp_path(out).exists() and not journal_path(out).exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [name]  # no lock or work file left
 
 
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 from mlxload.hub.cache import files_in
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.select import default_selection, select_files
+from mlxload.work_names import work_path
 
 __all__ = ["export_snapshot"]
 
@@ -41,7 +42,7 @@ def export_snapshot(
         same_size = out.is_file() and out.stat().st_size == src.stat().st_size
         if same_size and not out.is_symlink() and _same_bytes(out, src):
             continue
-        tmp = out.with_name(f".{out.name}.mlxload-tmp")
+        tmp = work_path(out, "tmp")
         shutil.copyfile(src, tmp)  # follows the symlink; copy_file_range/sendfile on Linux
         os.replace(tmp, out)
     return dest

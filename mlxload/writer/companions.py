@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from mlxload.hub.select import TOKENIZER_PATTERNS, match_patterns
+from mlxload.work_names import work_path
 from mlxload.writer.sources import same_file
 
 __all__ = ["COMPANION_PATTERNS", "copy_companions"]
@@ -49,7 +50,7 @@ def copy_companions(root: Path, out_dir: Path, *, replace: bool = False) -> list
         dst = out_dir / name
         if dst.exists() and not replace:
             continue
-        tmp = out_dir / f".{name}.mlxload-tmp"
+        tmp = work_path(dst, "tmp")
         try:
             shutil.copyfile(src, tmp)  # follows a cache symlink to its blob
             os.replace(tmp, dst)

@@ -28,6 +28,7 @@ from mlxload.errors import FileChangedError
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import file_identity
 from mlxload.open_files import ensure_open_files, opening_shard
+from mlxload.work_names import work_path
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
     InsufficientSpaceError,
@@ -87,12 +88,12 @@ class WriteResult:
 
 def temp_path(final: Path) -> Path:
     """Where an output is written before it is complete."""
-    return final.with_name(f".{final.name}.mlxload-partial")
+    return work_path(final, "partial")
 
 
 def journal_path(final: Path) -> Path:
     """The resume journal of an output."""
-    return final.with_name(f".{final.name}.mlxload-journal")
+    return work_path(final, "journal")
 
 
 def execute(

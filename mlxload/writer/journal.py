@@ -14,6 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from mlxload.work_names import work_path
+
 __all__ = ["JOURNAL_VERSION", "JournalState", "load_journal", "remove_quietly", "save_journal"]
 
 JOURNAL_VERSION = 1
@@ -65,7 +67,7 @@ def load_journal(path: Path, digest: str) -> JournalState | None:
 
 def save_journal(path: Path, state: JournalState) -> None:
     """Write the journal atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = work_path(path, "tmp")
     data = orjson.dumps({"version": JOURNAL_VERSION, **asdict(state)})
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

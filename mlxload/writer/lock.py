@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mlxload.work_names import work_path
 from mlxload.writer.errors import OutputBusyError, write_failed
 
 __all__ = ["lock_outputs", "lock_path"]
@@ -21,7 +22,7 @@ __all__ = ["lock_outputs", "lock_path"]
 
 def lock_path(final: Path) -> Path:
     """The lock file of an output."""
-    return final.with_name(f".{final.name}.mlxload-lock")
+    return work_path(final, "lock")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,31 @@
+"""Work-file names beside outputs: short names keep their readable form; long ones stay under
+the 255-byte file-name limit, valid UTF-8, distinct and stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlxload.work_names import work_path
+
+
+def test_a_short_name_is_dot_name_dot_kind():
+    assert work_path(Path("d/model.safetensors"), "lock") == Path(
+        "d/.model.safetensors.mlxload-lock"
+    )
+
+
+@pytest.mark.parametrize("char", ["m", "é", "模"], ids=["1-byte", "2-byte", "3-byte"])
+@pytest.mark.parametrize("kind", ["partial", "journal", "lock", "tmp"])
+def test_a_long_name_is_cut_on_a_character_and_hashed(char, kind):
+    stem = char * (240 // len(char.encode()))
+    final = Path("d") / f"{stem}.safetensors"
+    assert len(final.name.encode()) > 240  # the plain work name would be over 255 bytes
+    got = work_path(final, kind)
+    encoded = got.name.encode("utf-8")  # raises on a character cut in half
+    assert got.parent == Path("d") and len(encoded) <= 255
+    assert got.name.startswith("." + char * 10) and got.name.endswith(f".mlxload-{kind}")
+    assert work_path(final, kind) == got  # the same on every run: resuming finds it
+    other = final.with_name(f"{stem}.other.safetensors")  # same first 200+ bytes
+    assert work_path(other, kind) != got
