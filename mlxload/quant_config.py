@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ _MODE_DEFAULTS = {"affine": (4, 64), **FP_MODES}
 # Bits whose AWQ/GPTQ packing we can convert (see mlxload.awq_gptq).
 _HF_BITS = {"awq": (4,), "gptq": (2, 3, 4, 8)}
 _SUFFIXES = (".weight", ".scales", ".biases")
+_HF_SUFFIXES = (".qweight", ".qzeros", ".g_idx")
 _LM_PREFIX = "language_model."
 # Scalar keys of mlx-lm's "quantization" section; every other key is a module path.
 _MLX_SCALAR_KEYS = ("bits", "group_size", "mode", "quant_method")
@@ -96,6 +98,9 @@ class QuantizationConfig:
             or ``"compressed-tensors"`` for Hugging Face ones.
         sym, desc_act, zero_point, checkpoint_format, version: AWQ/GPTQ flags, as found.
             For these, ``group_size`` is the source's (``-1`` means one group per row).
+        dynamic: GPTQModel's per-module rules, in order: ``(pattern, spec)``, the spec
+            ``None`` for a ``-:`` (not quantized) rule. The first pattern that matches the
+            start of a module's path decides, as GPTQModel and vLLM read them.
         source: Where the config came from, for messages.
     """
 
@@ -109,6 +114,7 @@ class QuantizationConfig:
     zero_point: bool | None = None
     checkpoint_format: str | None = None
     version: str | None = None
+    dynamic: tuple[tuple[re.Pattern[str], QuantSpec | None], ...] = ()
     source: str | None = None
 
     @property
@@ -218,11 +224,16 @@ class QuantizationConfig:
 
         Overrides are matched in order: the exact name; the name without a ``.weight`` /
         ``.scales`` / ``.biases`` suffix; both again with a leading ``language_model.`` removed;
-        both again with ``language_model.`` added. Without a match, the default spec.
+        both again with ``language_model.`` added. Then the ``dynamic`` rules, on the module
+        path. Without a match, the default spec.
         """
         for candidate in _candidates(name):
             if candidate in self.per_tensor:
                 return self.per_tensor[candidate]
+        module = _module_path(name)
+        for pattern, spec in self.dynamic:
+            if pattern.match(module):
+                return spec
         return self.default
 
 
@@ -252,6 +263,14 @@ def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _module_path(name: str) -> str:
+    """A tensor's module path: ``name`` without its tensor suffix (MLX's or AWQ/GPTQ's)."""
+    for suffix in (*_SUFFIXES, *_HF_SUFFIXES):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _candidates(name: str) -> list[str]:
@@ -431,21 +450,7 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
             f"{src}: key '{where}quant_method' is {method!r}; supported: awq, gptq, mxfp4, "
             "mxfp8, compressed-tensors"
         )
-    bits = _int(section, "bits", src, where)
-    bits = 4 if bits is None else bits
-    group_size = _int(section, "group_size", src, where)
-    group_size = 128 if group_size is None else group_size
-    if bits not in _HF_BITS[method]:
-        raise UnsupportedBitsError(
-            f"{src}: key '{where}bits' is {bits}; {method} checkpoints can be loaded with bits "
-            f"{', '.join(map(str, _HF_BITS[method]))}"
-        )
-    # Source groups that are whole multiples of 32 inputs can be re-expressed as MLX groups.
-    if group_size != -1 and (group_size <= 0 or group_size % 32):
-        raise UnsupportedGroupSizeError(
-            f"{src}: key '{where}group_size' is {group_size}; {method} checkpoints can be loaded "
-            "with group size -1 (per row) or a positive multiple of 32"
-        )
+    bits, group_size = _hf_bits_and_group(section, method, (4, 128), src, where)
     version = section.get("version")
     if method == "awq" and isinstance(version, str) and version.lower() not in ("gemm", ""):
         raise UnsupportedQuantMethodError(
@@ -467,8 +472,63 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
         zero_point=_bool(section, "zero_point", src, where),
         checkpoint_format=fmt,
         version=version if isinstance(version, str) else None,
+        dynamic=_gptq_dynamic(section, (bits, group_size), src, where),
         source=src,
     )
+
+
+def _hf_bits_and_group(
+    section: Mapping[str, Any], method: str, defaults: tuple[int, int], src: str, where: str
+) -> tuple[int, int]:
+    """An AWQ/GPTQ section's ``bits`` and source ``group_size``, checked for a repack."""
+    bits = _int(section, "bits", src, where)
+    bits = defaults[0] if bits is None else bits
+    group_size = _int(section, "group_size", src, where)
+    group_size = defaults[1] if group_size is None else group_size
+    if bits not in _HF_BITS[method]:
+        raise UnsupportedBitsError(
+            f"{src}: key '{where}bits' is {bits}; {method} checkpoints can be loaded with bits "
+            f"{', '.join(map(str, _HF_BITS[method]))}"
+        )
+    # Source groups that are whole multiples of 32 inputs can be re-expressed as MLX groups.
+    if group_size != -1 and (group_size <= 0 or group_size % 32):
+        raise UnsupportedGroupSizeError(
+            f"{src}: key '{where}group_size' is {group_size}; {method} checkpoints can be loaded "
+            "with group size -1 (per row) or a positive multiple of 32"
+        )
+    return bits, group_size
+
+
+def _gptq_dynamic(
+    section: Mapping[str, Any], defaults: tuple[int, int], src: str, where: str
+) -> tuple[tuple[re.Pattern[str], QuantSpec | None], ...]:
+    """GPTQModel's ``dynamic``: ``{"-:regex": {}}`` leaves matching modules unquantized,
+    ``{"[+:]regex": {"bits", "group_size", ...}}`` gives them their own bits or group size
+    (other keys, such as ``sym`` or ``desc_act``, change nothing in how mlxload repacks)."""
+    rules = section.get("dynamic")
+    if rules is None:
+        return ()
+    if type(rules) is not dict:
+        raise QuantConfigTypeError(
+            f"{src}: key '{where}dynamic' must be an object of regex -> settings, got "
+            f"{_kind(rules)}"
+        )
+    out = []
+    for key, value in rules.items():
+        at = f"{where}dynamic[{key!r}]"
+        if type(value) is not dict:
+            raise QuantConfigTypeError(f"{src}: key '{at}' must be an object, got {_kind(value)}")
+        negative = key.startswith("-:")
+        try:
+            pattern = re.compile(key[2:] if negative or key.startswith("+:") else key)
+        except re.error as e:
+            raise QuantConfigTypeError(f"{src}: key '{at}' is not a valid regex: {e}") from None
+        spec = None
+        if not negative:
+            bits, group_size = _hf_bits_and_group(value, "gptq", defaults, src, f"{at}.")
+            spec = QuantSpec(bits, group_size)
+        out.append((pattern, spec))
+    return tuple(out)
 
 
 def _from_compressed_tensors(section: dict, src: str, key: str) -> QuantizationConfig:

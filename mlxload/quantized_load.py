@@ -206,13 +206,19 @@ def _load_awq_gptq(
                 f"{where}: tensor {module}.qzeros is missing but {config.source} says the "
                 "quantization is asymmetric (zero_point true / sym false)"
             )
+        spec = config.for_tensor(module)  # GPTQModel's "dynamic" rules may set it per module
+        if spec is None:
+            raise QuantizedCheckpointError(
+                f"{where}: tensor {module}.qweight exists but a '-:' rule of the 'dynamic' "
+                f"section in {config.source} marks module {module!r} as not quantized"
+            )
         if method == "awq":
             out[module] = awq_to_mlx(
                 ckpt[f"{module}.qweight"],
                 qzeros,
                 ckpt[scales_name],
-                group_size=config.group_size,
-                bits=config.bits,
+                group_size=spec.group_size,
+                bits=spec.bits,
                 name=module,
             )
         else:
@@ -222,8 +228,8 @@ def _load_awq_gptq(
                 qzeros,
                 ckpt[scales_name],
                 g_idx,
-                bits=config.bits,
-                group_size=config.group_size,
+                bits=spec.bits,
+                group_size=spec.group_size,
                 checkpoint_format=config.checkpoint_format,
                 name=module,
             )

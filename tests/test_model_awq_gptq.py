@@ -19,6 +19,7 @@ from test_quant_awq_gptq import awq_pack, dyadic_scales, gptq_pack_rows, gptq_pa
 
 mlx_lm = pytest.importorskip("mlx_lm")
 
+import mlxload  # noqa: E402
 from mlxload.model import load_model  # noqa: E402
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -121,3 +122,75 @@ def test_gptq_three_bit_model_loads_exactly(float_checkpoint, tmp_path):
         np.testing.assert_array_equal(np.array(got), want, err_msg=name)
     logits = model(mx.array([[1, 2, 3]]))
     assert bool(mx.all(mx.isfinite(logits)))
+
+
+# GPTQModel's per-module rules: o_proj left float, down_proj at 8 bits in groups of 32, the
+# rest at the section's 4 bits in groups of 64. The first matching rule decides.
+DYNAMIC = {
+    r"-:.*\.self_attn\.o_proj$": {},
+    r"+:.*\.mlp\.down_proj$": {"bits": 8, "group_size": 32, "sym": False},
+    r".*\.mlp\.": {"bits": 2},  # never reached for down_proj: the rule above matched first
+}
+
+
+def _dynamic_gptq(float_checkpoint, dst):
+    """A GPTQModel checkpoint with :data:`DYNAMIC`; returns it and each module's definition."""
+    names = iter(f"model.layers.{i}.{linear}" for i in range(64) for linear in LINEARS)
+    saved = {}
+
+    def layer(rng, in_f, out_f):
+        name = next(names)
+        if name.endswith("o_proj"):
+            return {"weight": rng.standard_normal((out_f, in_f)).astype(np.float32)}
+        bits, group = (4, 64)
+        if ".mlp." in name:
+            bits, group = (8, 32) if name.endswith("down_proj") else (2, 64)
+        q = rng.integers(0, 2**bits, size=(in_f, out_f))
+        zeros = rng.integers(1, 2**bits, size=(in_f // group, out_f))
+        scales = dyadic_scales((in_f // group, out_f)) / 64
+        saved[name] = (bits, group, q, zeros, scales)
+        return {
+            "qweight": gptq_pack_rows(q, bits),
+            "qzeros": gptq_pack_zeros(zeros - 1, bits),
+            "scales": scales,
+            "g_idx": (np.arange(in_f) // group).astype(np.int32),
+        }
+
+    config = {"quant_method": "gptq", "bits": 4, "group_size": 64, "sym": False}
+    return _convert(float_checkpoint, dst, {**config, "dynamic": DYNAMIC}, layer), saved
+
+
+def _definition(q, zeros, scales, group):
+    groups = np.arange(q.shape[0]) // group
+    return ((q - zeros[groups]) * scales[groups].astype(np.float32)).T
+
+
+def test_gptqmodel_dynamic_rules_give_each_module_its_bits(float_checkpoint, tmp_path):
+    path, saved = _dynamic_gptq(float_checkpoint, tmp_path / "dynamic")
+    model, _, _ = load_model(path, dtype="float32")
+    modules = dict(model.named_modules())
+    assert type(modules["model.layers.0.self_attn.o_proj"]).__name__ == "Linear"
+    assert {(b, g) for b, g, *_ in saved.values()} == {(4, 64), (8, 32), (2, 64)}
+    for name, (bits, group, q, zeros, scales) in saved.items():
+        layer = modules[name]
+        assert (layer.bits, layer.group_size) == (bits, group), name
+        got = mx.dequantize(layer.weight, layer.scales, layer.biases, group, bits)
+        np.testing.assert_array_equal(np.array(got), _definition(q, zeros, scales, group), name)
+    weights = mlxload.load_quantized_weights(path)  # the same rules without the model
+    assert set(weights) == set(saved)
+    for name, (bits, group, *_) in saved.items():
+        assert (weights[name].bits, weights[name].group_size) == (bits, group), name
+
+
+def test_a_packed_module_a_dynamic_rule_leaves_float_is_named(float_checkpoint, tmp_path):
+    path, _ = _dynamic_gptq(float_checkpoint, tmp_path / "dynamic")
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"]["dynamic"] = {r"-:.*\.mlp\.up_proj$": {}, **DYNAMIC}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(mlxload.QuantizedCheckpointError) as e:
+        load_model(path)
+    assert str(e.value) == (
+        f"{path}: tensor model.layers.0.mlp.up_proj.qweight exists but a '-:' rule of the "
+        f"'dynamic' section in {path / 'config.json'} marks module "
+        "'model.layers.0.mlp.up_proj' as not quantized"
+    )

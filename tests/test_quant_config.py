@@ -358,6 +358,34 @@ def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
             "key 'quantization_config.desc_act' must be true or false, got str 'yes'",
         ),
         (
+            {"quantization_config": {"quant_method": "gptq", "dynamic": [".*"]}},
+            QuantConfigTypeError,
+            "c.json: key 'quantization_config.dynamic' must be an object of regex -> settings, "
+            "got list",
+        ),
+        (
+            {"quantization_config": {"quant_method": "gptq", "dynamic": {".*": 8}}},
+            QuantConfigTypeError,
+            "c.json: key 'quantization_config.dynamic['.*']' must be an object, got int 8",
+        ),
+        (
+            {"quantization_config": {"quant_method": "gptq", "dynamic": {"+:(a": {}}}},
+            QuantConfigTypeError,
+            "c.json: key 'quantization_config.dynamic['+:(a']' is not a valid regex: missing ), "
+            "unterminated subpattern at position 0",
+        ),
+        (
+            {"quantization_config": {"quant_method": "gptq", "dynamic": {".*": {"bits": 5}}}},
+            UnsupportedBitsError,
+            "c.json: key 'quantization_config.dynamic['.*'].bits' is 5; gptq checkpoints can be "
+            "loaded with bits 2, 3, 4, 8",
+        ),
+        (
+            {"quantization_config": {"quant_method": "gptq", "dynamic": {".*": {"group_size": 8}}}},
+            UnsupportedGroupSizeError,
+            "c.json: key 'quantization_config.dynamic['.*'].group_size' is 8; gptq",
+        ),
+        (
             {"quantization_config": {"quant_method": "bitsandbytes"}},
             UnsupportedQuantMethodError,
             "key 'quantization_config.quant_method' is 'bitsandbytes'; supported: awq, gptq",
