@@ -24,6 +24,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlxload.byte_ranges import ByteRanges
 from mlxload.errors import (
     CheckpointError,
     DuplicateTensorError,
@@ -55,6 +56,8 @@ class Checkpoint(Mapping[str, mx.array]):
         evict_page_cache: Drop copied ranges from the page cache so the model isn't held twice
             in RAM (copy path, Linux only: macOS has no ``posix_fadvise``, so there it does
             nothing).
+        readable: Shard path -> the ranges it holds, for shards fetched range by range (see
+            :class:`~mlxload.tensor_file.TensorFile`).
 
     Attributes:
         root: Directory of the checkpoint (where config files live).
@@ -68,8 +71,10 @@ class Checkpoint(Mapping[str, mx.array]):
         zero_copy: bool | str = "auto",
         cache: bool = True,
         evict_page_cache: bool = False,
+        readable: Mapping[Path, ByteRanges] | None = None,
     ) -> None:
         self._evict = evict_page_cache
+        self._readable = readable or {}
         self._files = files
         self.root: Path = files.root
         self.files: list[Path] = list(files.files)
@@ -99,6 +104,7 @@ class Checkpoint(Mapping[str, mx.array]):
                         zero_copy=self._zero_copy,
                         evict_page_cache=self._evict,
                         header=self._validated.pop(path, None),
+                        readable=self._readable.get(path),
                     )
                 self._open[path] = tf
                 if self._where is not None:
@@ -235,6 +241,20 @@ class Checkpoint(Mapping[str, mx.array]):
         See :meth:`mlxload.tensor_file.TensorFile.read_block`.
         """
         return self._file_of(name).read_block(name, rows, cols)
+
+    def block_ranges(
+        self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
+    ) -> tuple[Path, list[tuple[int, int]]]:
+        """The shard holding a tensor and the ``(offset, nbytes)`` ranges a read of this block
+        touches (all of the tensor by default).
+
+        See :meth:`mlxload.tensor_file.TensorFile.block_ranges`.
+        """
+        tf = self._file_of(name)
+        if rows is None and cols is None:
+            info = tf.info(name)
+            return tf.path, [(info.offset, info.nbytes)]
+        return tf.path, tf.block_ranges(name, rows, cols)
 
     def read_blocks(self, requests: Iterable[tuple]) -> dict:
         """Many blocks at once, batched per shard: ``(key, name, rows, cols)`` -> ``{key: array}``.

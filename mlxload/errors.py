@@ -31,6 +31,7 @@ __all__ = [
     "NestingTooDeepError",
     "NonContiguousOffsetsError",
     "NotARegularFileError",
+    "RangeNotFetchedError",
     "SafetensorsError",
     "SizeOverflowError",
     "SubByteAlignmentError",
@@ -135,6 +136,11 @@ class NotARegularFileError(MlxloadError, OSError):
 
 class FileChangedError(MlxloadError, OSError):
     """The file was truncated or replaced after it was opened; its bytes can't be trusted."""
+
+
+class RangeNotFetchedError(MlxloadError, OSError):
+    """A read of bytes that a partly fetched file doesn't hold (only a Hub file fetched range
+    by range is partial): it would have returned zeros instead of the model's numbers."""
 
 
 class TooManyOpenFilesError(MlxloadError, OSError):

@@ -85,6 +85,7 @@ def load_model(
     zero_copy: bool | str = "auto",
     tensor_group: Any = None,
     pipeline_group: Any = None,
+    fetch: str = "files",
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Build an mlx-lm model and its tokenizer from a checkpoint, reading weights with mlxload.
 
@@ -100,6 +101,8 @@ def load_model(
         tensor_group, pipeline_group: An ``mx.distributed`` group: load only this rank's part
             of a tensor- or pipeline-parallel model (see :mod:`mlxload.distributed`; each rank
             reads only the bytes it keeps).
+        fetch: With a group and a Hub repo, ``"ranges"`` makes each rank fetch only the bytes
+            it reads instead of whole shards (see :func:`mlxload.distributed.load_model_sharded`).
 
     Returns:
         ``(model, tokenizer, config)``: the mlx-lm model (in eval mode) with a ``load_report``
@@ -132,6 +135,12 @@ def load_model(
             dtype=dtype,
             tokenizer_config=tokenizer_config,
             model_config=model_config,
+            fetch=fetch,
+        )
+    if fetch != "files":
+        raise ValueError(
+            f"fetch={fetch!r} applies to tensor_group/pipeline_group loads; a single process "
+            "reads every tensor, so it downloads whole files"
         )
     parse_dtype(dtype)  # fail on a bad dtype before any work
     utils = mlx_lm_utils()

@@ -26,10 +26,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from mlxload.byte_ranges import ByteRanges
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
     FileChangedError,
     MlxloadError,
+    RangeNotFetchedError,
     TensorNotFoundError,
     UnsupportedShapeError,
 )
@@ -110,6 +112,9 @@ class TensorFile:
             the next load fast.
         header: This file's header, already read and validated (``read_header``): used as
             is if the file opened is still the one it came from, else read again.
+        readable: For a file fetched range by range (holes elsewhere): the ranges that hold
+            real bytes. A read outside them raises :class:`RangeNotFetchedError` instead of
+            returning zeros; the file is always copied, never mapped.
 
     Raises:
         SafetensorsError: the header is invalid.
@@ -122,6 +127,7 @@ class TensorFile:
         zero_copy: bool | str = "auto",
         evict_page_cache: bool = False,
         header: FileHeader | None = None,
+        readable: ByteRanges | None = None,
     ) -> None:
         # Absolute: identity checks stat the path again later, maybe after an os.chdir.
         self.path = Path(path).absolute()
@@ -139,6 +145,11 @@ class TensorFile:
             self._fd = -1
             raise
         self._zero_copy = zero_copy_supported() if zero_copy == "auto" else bool(zero_copy)
+        # A partly fetched file: every read is checked against what is there, and none may
+        # view the file in place (a view would read whatever the holes hold).
+        self._readable = readable
+        if readable is not None:
+            self._zero_copy = False
         self._mmap: mmap.mmap | None = None
         self._lock = threading.Condition()  # guards _fd, _mmap and _readers
         self._readers = 0
@@ -379,9 +390,33 @@ class TensorFile:
         _check_mlx_shape(self.path, block)
         return pieces, block
 
+    def block_ranges(
+        self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
+    ) -> list[tuple[int, int]]:
+        """``(file offset, nbytes)`` of each range :meth:`read_block` reads for this block
+        (what has to be fetched first when the file is fetched range by range).
+
+        Raises:
+            ValueError: as :meth:`read_block`.
+        """
+        return self._plan_block(name, rows, cols)[0]
+
+    def _check_readable(self, segments: list[tuple]) -> None:
+        for segment in segments:
+            pieces = segment[1] if len(segment) == 2 else [segment[1:3]]
+            for offset, nbytes in pieces:
+                if not self._readable.covers(offset, offset + nbytes):
+                    raise RangeNotFetchedError(
+                        f"{self.path}: bytes {offset}-{offset + nbytes} were read but never "
+                        "fetched (the file was fetched range by range); this is a bug in "
+                        "mlxload: please report it, and load with fetch='files' meanwhile"
+                    )
+
     def _copy_ranges(
         self, segments: list[tuple], row_bytes: dict[str, int] | None = None
     ) -> dict[str, mx.array]:
+        if self._readable is not None:
+            self._check_readable(segments)
         try:
             stream = SegmentStream(self._fd, segments, evict=self._evict, row_bytes=row_bytes)
         except UnsupportedShapeError as e:

@@ -47,7 +47,7 @@ from mlxload.distributed.skeleton import (
     placeholders,
     sanitized_sources,
 )
-from mlxload.distributed.source import open_source
+from mlxload.distributed.source import RankSource, open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
 from mlxload.model_recipe import ModelLoadError, load_tokenizer
 from mlxload.process_stats import io_read_bytes, peak_rss_bytes
@@ -89,6 +89,7 @@ def load_model_sharded(
     dtype: str | mx.Dtype | None = None,
     tokenizer_config: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
+    fetch: str = "files",
     **hub_kwargs: Any,
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Load this rank's part of a model for MLX tensor and/or pipeline parallelism.
@@ -103,6 +104,11 @@ def load_model_sharded(
         dtype: Compute dtype for float parameters (``None``: float32 on CPU, else stored).
         tokenizer_config: Extra tokenizer arguments (as ``mlx_lm.load``).
         model_config: Values overriding ``config.json``.
+        fetch: For Hub repos: ``"files"`` downloads the shards this rank needs, whole, into the
+            Hub cache (verified against the Hub's sha256); ``"ranges"`` fetches only the bytes
+            this rank reads, with HTTP Range requests, into temporary files (a shard is
+            verified only when its ranges add up to all of it: the Hub lists no per-range
+            hashes). Shards already in the cache are read from there either way.
         **hub_kwargs: For Hub repos, passed to :func:`mlxload.hub.download`.
 
     Returns:
@@ -116,14 +122,34 @@ def load_model_sharded(
     """
     from mlxload.model_recipe import mlx_lm_utils
 
+    if fetch not in ("files", "ranges"):
+        raise ValueError(f"fetch must be 'files' or 'ranges', got {fetch!r}")
     parse_dtype(dtype)
     utils = mlx_lm_utils()  # imported before the clocks start: its .py files aren't checkpoint I/O
     if tensor_group is None and pipeline_group is None:
         tensor_group = mx.distributed.init()
     t0, io0 = time.perf_counter(), io_read_bytes()
-    timings: dict[str, float] = {}
 
-    source = open_source(path_or_hf, **hub_kwargs)
+    source = open_source(path_or_hf, fetch=fetch, **hub_kwargs)
+    try:
+        return _load_rank(source, utils, tensor_group, pipeline_group, dtype, tokenizer_config,
+                          model_config, t0, io0)  # fmt: skip
+    finally:
+        source.close()
+
+
+def _load_rank(
+    source: RankSource,
+    utils: Any,
+    tensor_group: Any,
+    pipeline_group: Any,
+    dtype: str | mx.Dtype | None,
+    tokenizer_config: dict[str, Any] | None,
+    model_config: dict[str, Any] | None,
+    t0: float,
+    io0: int | None,
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    timings: dict[str, float] = {}
     recipe = model_recipe(source.root, model_config, repack=False)
     layers_total = recipe.config.get("num_hidden_layers", 0)
     layers = (0, layers_total)
@@ -167,6 +193,7 @@ def load_model_sharded(
         t2 = time.perf_counter()
         timings["plan"] = t2 - t1
 
+        ckpt = source.fetch_blocks(ckpt, blocks)  # fetch="ranges": just those bytes, now
         arrays, bytes_read = read_blocks(ckpt, blocks)
         kinds = Counter(_kind(blocks[p], len(ckpt.info(blocks[p].name).shape)) for p in blocks)
         checkpoint_bytes = int(ckpt.index_metadata.get("total_size") or 0) or sum(
@@ -228,6 +255,7 @@ def load_model_sharded(
         checkpoint_bytes=checkpoint_bytes,
         shards_opened=shards_opened,
         shards_downloaded=len(source.downloaded),
+        bytes_fetched=source.fetched_bytes,
         io_bytes=None if io0 is None or io1 is None else io1 - io0,
         peak_rss_bytes=peak_rss_bytes(),
         blocks=dict(kinds),

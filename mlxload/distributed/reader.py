@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import mlx.core as mx
 
 from mlxload.checkpoint import Checkpoint
 from mlxload.distributed.blocks import Block
 
-__all__ = ["read_block", "read_blocks"]
+__all__ = ["block_ranges", "read_block", "read_blocks"]
+
+
+def _cuts_in_place(ckpt: Checkpoint, block: Block) -> bool:
+    """Whether a block is read as its own rows/columns (else as the whole tensor)."""
+    return not block.whole and block.axis in (0, len(ckpt.info(block.name).shape) - 1)
+
+
+def block_ranges(ckpt: Checkpoint, block: Block) -> list[tuple[Path, list[tuple[int, int]]]]:
+    """``(shard, [(offset, nbytes), ...])`` for each read :func:`read_blocks` makes of
+    ``block``: what must be present before, when shards are fetched range by range."""
+    if not _cuts_in_place(ckpt, block):
+        return [ckpt.block_ranges(block.name)]
+    cut = (lambda a, b: ((a, b), None)) if block.axis == 0 else (lambda a, b: (None, (a, b)))
+    return [ckpt.block_ranges(block.name, *cut(a, b)) for a, b in block.ranges]
 
 
 def read_block(ckpt: Checkpoint, block: Block) -> tuple[mx.array, int]:
@@ -65,7 +80,7 @@ def read_blocks(ckpt: Checkpoint, blocks: Mapping[str, Block]) -> tuple[dict[str
     for param, block in blocks.items():
         if block.whole:
             out[param] = arrays[block.name]
-        elif block.axis in (0, len(ckpt.info(block.name).shape) - 1):
+        elif _cuts_in_place(ckpt, block):
             for i, (a, b) in enumerate(block.ranges):
                 rows, cols = ((a, b), None) if block.axis == 0 else (None, (a, b))
                 requests.append(((param, i), block.name, rows, cols))

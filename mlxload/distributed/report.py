@@ -21,6 +21,7 @@ class RankLoadReport(LoadReport):
         checkpoint_bytes: Tensor bytes of the whole checkpoint (all shards).
         shards_opened: Shard files this rank opened.
         shards_downloaded: Shard files this rank fetched from the Hub.
+        bytes_fetched: Bytes this rank fetched with HTTP Range requests (``fetch="ranges"``).
         io_bytes: Bytes the process read from files during the load (``rchar`` delta; config,
             index and headers included), ``None`` where the OS doesn't say.
         peak_rss_bytes: Peak resident memory of the process when the load finished.
@@ -37,6 +38,7 @@ class RankLoadReport(LoadReport):
     checkpoint_bytes: int = 0
     shards_opened: int = 0
     shards_downloaded: int = 0
+    bytes_fetched: int = 0
     io_bytes: int | None = None
     peak_rss_bytes: int = 0
     blocks: dict[str, int] = field(default_factory=dict)

@@ -4,12 +4,15 @@ shards that hold the tensors it needs."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mlxload.checkpoint import Checkpoint
+from mlxload.distributed.blocks import Block
+from mlxload.distributed.reader import block_ranges
 from mlxload.errors import CheckpointNotFoundError, MissingShardError, TensorNotFoundError
-from mlxload.hub.spec import is_hub_spec
+from mlxload.hub.range_fetch import RangeFetch
+from mlxload.hub.spec import is_hub_spec, parse_spec
 from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files, read_index
 
 __all__ = ["METADATA_PATTERNS", "RankSource", "open_source"]
@@ -45,15 +48,28 @@ class RankSource:
         weight_map: Tensor name -> shard file name, or ``None`` without an index.
         index_metadata: The index's ``metadata`` (``total_size``).
         downloaded: Shard file names fetched from the Hub by this rank.
+
+    With ``fetch="ranges"`` (Hub repos only) shards are not downloaded whole: :meth:`open`
+    fetches their headers, and :meth:`fetch_blocks` the bytes of the blocks a rank reads
+    (see :class:`~mlxload.hub.range_fetch.RangeFetch`).
     """
 
     def __init__(
-        self, root: Path, spec: str | None, target: Path | None = None, **hub_kwargs: object
+        self,
+        root: Path,
+        spec: str | None,
+        target: Path | None = None,
+        *,
+        fetch: str = "files",
+        **hub_kwargs: object,
     ) -> None:
         self.root = root
         self._target = target or root
         self.spec = spec
         self._hub_kwargs = hub_kwargs
+        self._ranges: RangeFetch | None = None
+        if fetch == "ranges" and spec is not None:
+            self._ranges = RangeFetch(root, parse_spec(spec).repo_id, **hub_kwargs)
         index = root / INDEX_NAME
         self.index_path: Path | None = index if index.is_file() else None
         self.weight_map: dict[str, str] | None = None
@@ -77,18 +93,15 @@ class RankSource:
             TensorNotFoundError: a name the index doesn't list.
             HubError: the download failed.
         """
+        self._names = names
+        if self._ranges is not None:
+            return self._open_ranges(names)
         if self.weight_map is None:
             if self.spec is not None:
                 self._fetch(["*.safetensors"])
             files = checkpoint_files(self._target)
             return Checkpoint(files, cache=False)
-        if names is not None:
-            unknown = [n for n in names if n not in self.weight_map]
-            if unknown:
-                raise TensorNotFoundError(
-                    f"{self.index_path}: the index lists no tensor named {unknown[0]!r}"
-                )
-        wanted = self.weight_map if names is None else {n: self.weight_map[n] for n in names}
+        wanted = self._wanted(names)
         shard_names = sorted(set(wanted.values()))
         if self.spec is not None:
             missing = [s for s in shard_names if not (self.root / s).is_file()]
@@ -110,18 +123,83 @@ class RankSource:
         )
         return Checkpoint(files, cache=False)
 
+    def _wanted(self, names: Iterable[str] | None) -> dict[str, str]:
+        """Tensor name -> shard, for ``names`` (all by default), from the index."""
+        if names is None:
+            return self.weight_map
+        unknown = [n for n in names if n not in self.weight_map]
+        if unknown:
+            raise TensorNotFoundError(
+                f"{self.index_path}: the index lists no tensor named {unknown[0]!r}"
+            )
+        return {n: self.weight_map[n] for n in names}
+
+    @property
+    def fetched_bytes(self) -> int:
+        """Bytes fetched as ranges (0 unless ``fetch="ranges"``)."""
+        return self._ranges.fetched_bytes if self._ranges is not None else 0
+
+    def fetch_blocks(self, ckpt: Checkpoint, blocks: Mapping[str, Block]) -> Checkpoint:
+        """With ``fetch="ranges"``: fetch the bytes :func:`read_blocks` will read for
+        ``blocks`` and return ``ckpt`` opened again over the filled files; else ``ckpt``.
+
+        Raises:
+            HubError: as :class:`~mlxload.hub.range_fetch.RangeFetch`.
+        """
+        if self._ranges is None:
+            return ckpt
+        wanted: dict[Path, list[tuple[int, int]]] = {}
+        for block in blocks.values():
+            for path, pieces in block_ranges(ckpt, block):
+                wanted.setdefault(path, []).extend((o, o + n) for o, n in pieces)
+        ckpt.close()  # its files are about to change under it
+        for path, ranges in wanted.items():
+            self._ranges.fetch(path, ranges)
+        return self.open(self._names)
+
+    def close(self) -> None:
+        """Delete range-fetched files (arrays read from them own their memory)."""
+        if self._ranges is not None:
+            self._ranges.close()
+
+    def _open_ranges(self, names: Iterable[str] | None) -> Checkpoint:
+        ranges = self._ranges
+        if self.weight_map is None:
+            shards = sorted(p for p in ranges.files if "/" not in p and p.endswith(".safetensors"))
+            if not shards:
+                raise CheckpointNotFoundError(f"{self.spec}: the repository has no *.safetensors")
+            paths = {s: ranges.open_shard(s) for s in shards}
+            weight_map = None
+        else:
+            wanted = self._wanted(names)
+            paths = {s: ranges.open_shard(s) for s in sorted(set(wanted.values()))}
+            weight_map = {n: paths[s] for n, s in wanted.items()}
+        files = CheckpointFiles(
+            root=self.root,
+            files=list(paths.values()),
+            weight_map=weight_map,
+            index_path=self.index_path,
+            index_metadata=self.index_metadata,
+        )
+        readable = {p: ranges.have[p] for p in paths.values() if p in ranges.have}
+        return Checkpoint(files, cache=False, readable=readable)
+
     def _fetch(self, shard_patterns: list[str]) -> None:
         from mlxload.hub import download
 
         download(self.spec, allow_patterns=METADATA_PATTERNS + shard_patterns, **self._hub_kwargs)
 
 
-def open_source(path_or_hf: str | os.PathLike, **hub_kwargs: object) -> RankSource:
+def open_source(
+    path_or_hf: str | os.PathLike, *, fetch: str = "files", **hub_kwargs: object
+) -> RankSource:
     """Locate a checkpoint; for a Hub repo download only its metadata (configs, index,
     tokenizer) now, the shards later through :meth:`RankSource.open`.
 
     Args:
         path_or_hf: A checkpoint directory, ``hf://org/repo[@rev]`` or ``org/repo``.
+        fetch: For Hub repos, ``"files"`` (download the shards needed, whole) or ``"ranges"``
+            (fetch only the bytes read; see :class:`RankSource`).
         **hub_kwargs: Passed to :func:`mlxload.hub.download` (``revision``, ``token`` ...).
 
     Raises:
@@ -133,7 +211,7 @@ def open_source(path_or_hf: str | os.PathLike, **hub_kwargs: object) -> RankSour
 
         spec = os.fspath(path_or_hf)
         root = download(spec, allow_patterns=METADATA_PATTERNS, **hub_kwargs)
-        return RankSource(Path(root), spec, **hub_kwargs)
+        return RankSource(Path(root), spec, fetch=fetch, **hub_kwargs)
     root = Path(path_or_hf)
     if not root.exists():
         raise CheckpointNotFoundError(f"{root}: no such file or directory")

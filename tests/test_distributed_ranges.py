@@ -1,0 +1,175 @@
+"""fetch="ranges": tensor-parallel ranks fetch only the bytes they read from a Hub stand-in.
+
+Each rank of a 2-way split (``FakeGroup``: no communication needed to load) must end with
+the parameters of a full local load followed by mlx-lm's own ``shard``, while the server
+sees only Range requests for shard files, adding up to the rank's share rather than the
+whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from dist_fixtures import llama_checkpoint
+from hub_server import FakeRepo, Fault, HubServer, hub_env
+from test_distributed_plan import FakeGroup, _assert_same
+
+import mlxload.hub.range_fetch as range_fetch
+from mlxload.distributed import load_model_sharded
+from mlxload.hub import download
+from mlxload.hub.errors import DownloadError, IntegrityError
+from mlxload.hub.range_fetch import RangeFetch
+from mlxload.model import load_model
+
+REPO = "acme/llama-tp"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture
+def served(cache, tmp_path, monkeypatch):
+    """(server, local checkpoint, shard sizes): the synthetic Llama on a Hub stand-in."""
+    path = llama_checkpoint(cache)
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    # The stand-in's shards are kilobytes: with the default 1 MiB of hole filling a rank
+    # would fetch them whole. Real shards are gigabytes.
+    monkeypatch.setattr(range_fetch, "GAP", 4096)
+    with HubServer(FakeRepo(REPO, files)) as server:
+        hub_env(monkeypatch, server, tmp_path / "home")
+        sizes = {n: len(b) for n, b in files.items() if n.endswith(".safetensors")}
+        yield server, path, sizes
+
+
+def _served_bytes(server, sizes) -> int:
+    """Body bytes the server sent for shard files, from the Range header of each GET."""
+    total = 0
+    for r in server.gets(".safetensors"):
+        a, _, b = r.headers["range"].removeprefix("bytes=").partition("-")
+        total += int(b) - int(a) + 1
+    return total
+
+
+def _ranges_temp_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("mlxload-ranges-*"))
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_fetches_only_its_ranges_and_loads_what_shard_gives(served, rank):
+    server, path, sizes = served
+    before = _ranges_temp_dirs()
+    model, _, _ = load_model_sharded(
+        f"hf://{REPO}", tensor_group=FakeGroup(rank, 2), dtype="float32", fetch="ranges"
+    )
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(FakeGroup(rank, 2))
+    _assert_same(model, ref)
+
+    gets = server.gets(".safetensors")
+    assert gets and all("range" in r.headers for r in gets)  # never a whole shard
+    fetched = _served_bytes(server, sizes)
+    report = model.load_report
+    assert report.bytes_fetched == fetched
+    assert report.shards_downloaded == 0
+    whole = sum(sizes.values())
+    print(f"rank {rank}: fetched {fetched} of {whole} bytes, read {report.bytes_read}")
+    assert report.bytes_read <= fetched < 0.75 * whole
+    assert _ranges_temp_dirs() == before  # the partial files are gone
+
+
+def test_ranges_that_add_up_to_a_whole_shard_are_checked_against_its_sha256(served):
+    server, _, sizes = served
+    snapshot = download(f"hf://{REPO}", allow_patterns=["*.json"])  # the listing, cached
+    name = sorted(sizes)[1]
+    (repo,) = server.repos.values()
+    data = bytearray(repo.files[name])
+    data[-3] ^= 0xFF  # the mirror's copy goes bad after the listing was taken
+    repo.files[name] = bytes(data)
+    fetch = RangeFetch(snapshot, REPO)
+    try:
+        local = fetch.open_shard(name)
+        fetch.fetch(local, [(0, sizes[name] // 2)])  # half: nothing to check it against yet
+        with pytest.raises(IntegrityError, match=rf"^{name}: sha256 mismatch after fetching"):
+            fetch.fetch(local, [(sizes[name] // 2, sizes[name])])
+    finally:
+        fetch.close()
+
+
+def test_a_server_that_ignores_range_is_a_clear_error(served):
+    server, _, sizes = served
+    name = sorted(sizes)[0]
+    server.add_fault(REPO, name, Fault("cut", after=10**9, times=-1, ignore_range=True))
+    with pytest.raises(
+        DownloadError,
+        match=rf"^{name}: asked for bytes=0-7, the server answered HTTP 200 without a range; "
+        "it can't serve parts of files: load with fetch='files'$",
+    ):
+        load_model_sharded(
+            f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
+        )
+
+
+def test_fetch_ranges_without_a_group_is_refused(served):
+    _, path, _ = served
+    with pytest.raises(ValueError, match="applies to tensor_group/pipeline_group loads"):
+        load_model(path, fetch="ranges")
+    with pytest.raises(ValueError, match="fetch must be 'files' or 'ranges', got 'some'"):
+        load_model_sharded(path, tensor_group=FakeGroup(0, 2), fetch="some")
+
+
+def test_dropped_connections_and_busy_answers_are_retried(served):
+    server, path, sizes = served
+    for name in sizes:  # the first request of each shard is cut short, the next one says 503
+        server.add_fault(REPO, name, Fault("cut", after=4, times=1))
+        server.add_fault(REPO, name, Fault("status", status=503, times=1))
+    model, _, _ = load_model_sharded(
+        f"hf://{REPO}", tensor_group=FakeGroup(1, 2), dtype="float32", fetch="ranges"
+    )
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(FakeGroup(1, 2))
+    _assert_same(model, ref)
+
+
+def test_shards_already_in_the_cache_are_read_from_there(served):
+    server, path, _ = served
+    download(f"hf://{REPO}")  # a complete, verified snapshot
+    server.clear_log()
+    model, _, _ = load_model_sharded(
+        f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
+    )
+    assert server.gets(".safetensors") == [] and model.load_report.bytes_fetched == 0
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(FakeGroup(0, 2))
+    _assert_same(model, ref)
+
+
+def test_a_read_outside_the_fetched_ranges_is_an_error_not_zeros(tmp_path):
+    import mlx.core as mx
+
+    from mlxload.byte_ranges import ByteRanges
+    from mlxload.errors import RangeNotFetchedError
+    from mlxload.header import read_header
+    from mlxload.tensor_file import TensorFile
+
+    path = tmp_path / "w.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.arange(64, dtype=mx.float32), "b": mx.ones((8, 8))})
+    header = read_header(path)
+    a, b = header.tensors["a"], header.tensors["b"]
+    readable = ByteRanges([(0, header.data_start), (a.offset, a.offset + a.nbytes)])
+    tf = TensorFile(path, zero_copy=True, readable=readable)  # never mapped: holes would show
+    try:
+        assert mx.array_equal(tf.read(["a"])["a"], mx.arange(64, dtype=mx.float32)).item()
+        with pytest.raises(
+            RangeNotFetchedError,
+            match=rf"^{path}: bytes {b.offset}-{b.offset + 32} were read but never fetched",
+        ):
+            tf.read_block("b", rows=(0, 1))
+        readable.add(b.offset, b.offset + b.nbytes)
+        assert mx.array_equal(tf.read(["b"])["b"], mx.ones((8, 8))).item()
+        assert set(tf.paths.values()) == {"copy"}
+    finally:
+        tf.close()
