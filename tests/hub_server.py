@@ -92,6 +92,7 @@ class FakeRepo:
     gated: bool = False
     commit: str = ""
     refs: dict[str, str] = field(default_factory=dict)
+    _digests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -105,10 +106,20 @@ class FakeRepo:
         return path.endswith(LFS_SUFFIXES)
 
     def sha256(self, path: str) -> str:
-        return hashlib.sha256(self.files[path]).hexdigest()
+        return self._digest(path, "sha256", lambda d: hashlib.sha256(d).hexdigest())
 
     def etag(self, path: str) -> str:
-        return self.sha256(path) if self.is_lfs(path) else git_sha1(self.files[path])
+        return self.sha256(path) if self.is_lfs(path) else self._digest(path, "git", git_sha1)
+
+    def _digest(self, path: str, kind: str, compute: Any) -> str:
+        # Hashing a big file on every request would make the server, not the client, the
+        # bottleneck of many-request transfers. Cached until the content is replaced.
+        data = self.files[path]
+        seen = self._digests.get((path, kind))
+        if seen is None or seen[0] is not data:
+            seen = (data, compute(data))
+            self._digests[(path, kind)] = seen
+        return seen[1]
 
     def tree_entry(self, path: str) -> dict[str, Any]:
         data = self.files[path]
