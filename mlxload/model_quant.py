@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlxload.backend import MLX_FOR_ONE_BIT, mlx_quantizes_bits
+from mlxload.model_recipe import REPACKED_METHODS
 from mlxload.quant_config import QuantizationConfig
 from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
 from mlxload.quantized_weight import QuantizedWeight
@@ -89,8 +90,14 @@ def class_predicate(
     def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
         if not hasattr(module, "to_quantized"):
             return False
-        if config is not None and config.for_tensor(f"{path}.weight") is None:
+        if (
+            config is not None
+            and config.quant_method not in REPACKED_METHODS
+            and config.for_tensor(f"{path}.weight") is None
+        ):
             return False  # the config marks this module "not quantized"
+        # (AWQ/GPTQ: the repack already applied the config, "dynamic" rules included, to the
+        # checkpoint's names; the model's own paths may differ, e.g. language_model.model...)
         if f"{path}.scales" not in weights:
             return False
         spec = infer_spec(path, module, weights, where)

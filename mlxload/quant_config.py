@@ -472,7 +472,7 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
         zero_point=_bool(section, "zero_point", src, where),
         checkpoint_format=fmt,
         version=version if isinstance(version, str) else None,
-        dynamic=_gptq_dynamic(section, (bits, group_size), src, where),
+        dynamic=_hf_dynamic(section, method, (bits, group_size), src, where),
         source=src,
     )
 
@@ -499,8 +499,8 @@ def _hf_bits_and_group(
     return bits, group_size
 
 
-def _gptq_dynamic(
-    section: Mapping[str, Any], defaults: tuple[int, int], src: str, where: str
+def _hf_dynamic(
+    section: Mapping[str, Any], method: str, defaults: tuple[int, int], src: str, where: str
 ) -> tuple[tuple[re.Pattern[str], QuantSpec | None], ...]:
     """GPTQModel's ``dynamic``: ``{"-:regex": {}}`` leaves matching modules unquantized,
     ``{"[+:]regex": {"bits", "group_size", ...}}`` gives them their own bits or group size
@@ -525,7 +525,7 @@ def _gptq_dynamic(
             raise QuantConfigTypeError(f"{src}: key '{at}' is not a valid regex: {e}") from None
         spec = None
         if not negative:
-            bits, group_size = _hf_bits_and_group(value, "gptq", defaults, src, f"{at}.")
+            bits, group_size = _hf_bits_and_group(value, method, defaults, src, f"{at}.")
             spec = QuantSpec(bits, group_size)
         out.append((pattern, spec))
     return tuple(out)

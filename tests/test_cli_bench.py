@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from bit_widths import ORACLE_BITS
 
 import mlxload.bench
 from mlxload.cli import main as cli_main
@@ -19,7 +20,12 @@ def no_workers(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--bits", "7"], "argument --bits: invalid choice: 7 (choose from 2, 3, 4, 5, 6, 8)"),
+        (
+            ["--bits", "7"],
+            "argument --bits: invalid choice: 7 (choose from "
+            + ", ".join(map(str, ORACLE_BITS))  # 1 where this MLX quantizes to 1 bit
+            + ")",
+        ),
         (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
     ],
 )

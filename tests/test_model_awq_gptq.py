@@ -194,3 +194,47 @@ def test_a_packed_module_a_dynamic_rule_leaves_float_is_named(float_checkpoint, 
         f"'dynamic' section in {path / 'config.json'} marks module "
         "'model.layers.0.mlp.up_proj' as not quantized"
     )
+
+
+def test_dynamic_rules_match_checkpoint_names_not_the_models_own_paths(float_checkpoint, tmp_path):
+    """qwen2_vl's model keeps the text model under language_model.*; GPTQModel's rules were
+    written against the checkpoint's model.layers.* names, so that is what they match."""
+    pytest.importorskip("mlx_lm.models.qwen2_vl")
+
+    def gptq_layer_with_bias(rng, in_f, out_f):
+        layer = _gptq4(rng, in_f, out_f)
+        layer["bias"] = np.zeros(out_f, np.float16)  # qwen2 has q/k/v biases; zeros everywhere
+        return layer
+
+    rules = {r"+:model\.layers\.": {}, "-:.*": {}}  # quantized: exactly the decoder layers
+    config = {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "sym": False}
+    path = _convert(
+        float_checkpoint, tmp_path / "vl", {**config, "dynamic": rules}, gptq_layer_with_bias
+    )
+    for linear in ("self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        _drop_bias(path, linear)
+    model_config = json.loads((path / "config.json").read_text())
+    model_config |= {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}
+    (path / "config.json").write_text(json.dumps(model_config))
+    model, _, _ = load_model(path, dtype="float32")
+    modules = dict(model.named_modules())
+    layer = modules["language_model.model.layers.0.mlp.down_proj"]
+    assert (type(layer).__name__, layer.bits) == ("QuantizedLinear", 4)
+    assert model.load_report.quantized_modules == len(LINEARS) * model_config["num_hidden_layers"]
+
+
+def _gptq4(rng, in_f, out_f):
+    q = rng.integers(0, 16, size=(in_f, out_f))
+    zeros = rng.integers(1, 16, size=(in_f // GROUP, out_f))
+    return {
+        "qweight": gptq_pack_rows(q, 4),
+        "qzeros": gptq_pack_zeros(zeros - 1, 4),
+        "scales": dyadic_scales((in_f // GROUP, out_f)) / 64,
+        "g_idx": (np.arange(in_f) // GROUP).astype(np.int32),
+    }
+
+
+def _drop_bias(path, linear):
+    weights = mx.load(str(path / "model.safetensors"))
+    weights = {k: v for k, v in weights.items() if not k.endswith(f"{linear}.bias")}
+    mx.save_safetensors(str(path / "model.safetensors"), weights)

@@ -381,6 +381,12 @@ def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
             "loaded with bits 2, 3, 4, 8",
         ),
         (
+            {"quantization_config": {"quant_method": "awq", "dynamic": {".*": {"bits": 8}}}},
+            UnsupportedBitsError,
+            "c.json: key 'quantization_config.dynamic['.*'].bits' is 8; awq checkpoints can be "
+            "loaded with bits 4",
+        ),
+        (
             {"quantization_config": {"quant_method": "gptq", "dynamic": {".*": {"group_size": 8}}}},
             UnsupportedGroupSizeError,
             "c.json: key 'quantization_config.dynamic['.*'].group_size' is 8; gptq",

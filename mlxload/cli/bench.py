@@ -15,14 +15,13 @@ from pathlib import Path
 __all__ = ["add_arguments", "main", "run"]
 
 
-BITS = (2, 3, 4, 5, 6, 8)
-"""Quantization bits MLX supports, for the synthetic model."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mlxload.backend import FLOAT_DTYPES
+    from mlxload.backend import FLOAT_DTYPES, mlx_quantizes_bits
     from mlxload.bench.worker import LOADERS
+    from mlxload.quant_config import AFFINE_BITS
     from mlxload.synthetic import DEFAULT_SIZE, SIZES
+
+    bits = [b for b in AFFINE_BITS if mlx_quantizes_bits(b)]  # mlx-lm quantizes the model
 
     parser.add_argument(
         "model", nargs="?", help="checkpoint directory or hf://org/repo (default: synthetic)"
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", choices=list(SIZES), default=DEFAULT_SIZE, help="synthetic model size"
     )
     parser.add_argument(
-        "--bits", type=int, choices=BITS, default=4, help="synthetic model quantization bits"
+        "--bits", type=int, choices=bits, default=4, help="synthetic model quantization bits"
     )
     parser.add_argument("--prompt", default=None, help="fixed prompt for TTFT")
     parser.add_argument(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxload.hub.listing import RemoteFile
+from mlxload.work_names import work_path
 
 __all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir", "files_in", "in_hf_cache"]
 
@@ -131,12 +132,13 @@ class RepoCache:
         dst.parent.mkdir(parents=True, exist_ok=True)
         # A run killed between creating its temporary link and the rename left one behind;
         # callers hold the blob's lock, so no live run is using a temporary of this name.
-        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):
+        # (``.NAME.<uuid>.tmp`` is what earlier versions named them.)
+        tmp = work_path(dst, "link")
+        for stale in [tmp, *dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp")]:
             with contextlib.suppress(OSError):
                 stale.unlink()
         src = self.blob(blob_name)
         rel = os.path.relpath(src, dst.parent)
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             os.symlink(rel, tmp)
         except OSError:  # no symlinks here (some filesystems): a full copy, as huggingface_hub does

@@ -93,7 +93,7 @@ class OutputPlan:
         A journal written under another digest (other arguments, a source changed) is stale.
         """
         h = hashlib.sha256()
-        h.update(f"mlxload-writer-{_PLAN_VERSION}\0{self.path.name}\0".encode())
+        h.update(f"mlxload-writer-{_PLAN_VERSION}\0".encode() + os.fsencode(self.path.name) + b"\0")
         h.update(self.header)
         stats = {}
         for t in self.tensors:
