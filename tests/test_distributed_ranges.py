@@ -36,9 +36,10 @@ def served(cache, tmp_path, monkeypatch):
     """(server, local checkpoint, shard sizes): the synthetic Llama on a Hub stand-in."""
     path = llama_checkpoint(cache)
     files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
-    # The stand-in's shards are kilobytes: with the default 1 MiB of hole filling a rank
-    # would fetch them whole. Real shards are gigabytes.
+    # The stand-in's shards are kilobytes: with the default 1 MiB of hole filling (and a first
+    # 128 KiB for the header) a rank would fetch them whole. Real shards are gigabytes.
     monkeypatch.setattr(range_fetch, "GAP", 4096)
+    monkeypatch.setattr(range_fetch, "HEADER_GUESS", 1024)
     with HubServer(FakeRepo(REPO, files)) as server:
         hub_env(monkeypatch, server, tmp_path / "home")
         sizes = {n: len(b) for n, b in files.items() if n.endswith(".safetensors")}
@@ -91,10 +92,10 @@ def test_ranges_that_add_up_to_a_whole_shard_are_checked_against_its_sha256(serv
     repo.files[name] = bytes(data)
     fetch = RangeFetch(snapshot, REPO)
     try:
-        local = fetch.open_shard(name)
-        fetch.fetch(local, [(0, sizes[name] // 2)])  # half: nothing to check it against yet
+        local = fetch.open_shards([name])[name]
+        fetch.fetch({local: [(0, sizes[name] // 2)]})  # half: nothing to check it against yet
         with pytest.raises(IntegrityError, match=rf"^{name}: sha256 mismatch after fetching"):
-            fetch.fetch(local, [(sizes[name] // 2, sizes[name])])
+            fetch.fetch({local: [(sizes[name] // 2, sizes[name])]})
     finally:
         fetch.close()
 
@@ -105,7 +106,7 @@ def test_a_server_that_ignores_range_is_a_clear_error(served):
     server.add_fault(REPO, name, Fault("cut", after=10**9, times=-1, ignore_range=True))
     with pytest.raises(
         DownloadError,
-        match=rf"^{name}: asked for bytes=0-7, the server answered HTTP 200 without a range; "
+        match=rf"^{name}: asked for bytes=0-1023, the server answered HTTP 200 without a range; "
         "it can't serve parts of files: load with fetch='files'$",
     ):
         load_model_sharded(
@@ -173,3 +174,91 @@ def test_a_read_outside_the_fetched_ranges_is_an_error_not_zeros(tmp_path):
         assert set(tf.paths.values()) == {"copy"}
     finally:
         tf.close()
+
+
+def test_short_writes_are_completed_and_a_full_disk_is_a_download_error(served, monkeypatch):
+    import os
+
+    _, path, _ = served
+    real = os.pwrite
+
+    def short(fd, data, offset):  # what pwrite does as a disk fills: writes less, no error
+        return real(fd, bytes(data)[: max(1, len(data) // 2)], offset)
+
+    monkeypatch.setattr(range_fetch.os, "pwrite", short)
+    model, _, _ = load_model_sharded(
+        f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
+    )
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.shard(FakeGroup(0, 2))
+    _assert_same(model, ref)  # every byte written: no zeros taken for weights
+
+    monkeypatch.setattr(range_fetch.os, "pwrite", lambda fd, data, offset: 0)
+    before = _ranges_temp_dirs()
+    with pytest.raises(DownloadError, match="cannot write the fetched bytes: no byte written"):
+        load_model_sharded(
+            f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
+        )
+    assert _ranges_temp_dirs() == before
+
+
+def test_a_link_that_drops_after_every_few_bytes_runs_out_of_retries(served, monkeypatch):
+    server, _, sizes = served
+    monkeypatch.setattr(range_fetch, "BACKOFF_S", 0.001)
+    for name in sizes:
+        server.add_fault(REPO, name, Fault("cut", after=3, times=-1))
+    with pytest.raises(DownloadError, match=r"gave up on bytes \d+-\d+ after 6 attempts in a row"):
+        load_model_sharded(
+            f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
+        )
+    assert len(server.gets(".safetensors")) < 100  # not one request per 3 bytes
+
+
+def test_folders_of_dead_loads_are_swept_and_live_ones_kept(served, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "mlxload-ranges-999999999-abc"  # no such process
+    live = tmp_path / f"mlxload-ranges-{os.getppid()}-def"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    load_model_sharded(f"hf://{REPO}", tensor_group=FakeGroup(0, 2), fetch="ranges")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("mlxload-")) == [
+        live.name
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "error", "message"),
+    [
+        (206, {"content-range": "bytes 0-9/100", "content-length": "10"}, None, None),
+        (206, {"content-range": "bytes 0-9/100"}, None, None),  # no length: the body decides
+        (
+            206,
+            {"content-range": "bytes 0-9/100", "content-encoding": "gzip"},
+            DownloadError,
+            "with Content-Encoding 'gzip' and Content-Length None, not the 10 plain bytes",
+        ),
+        (
+            206,
+            {"content-range": "bytes 0-9/100", "content-length": "7"},
+            DownloadError,
+            "Content-Length 7, not the 10 plain bytes",
+        ),
+        (206, {"content-range": "bytes 0-9/99"}, IntegrityError, "not the 100 bytes the Hub"),
+        (206, {"content-range": "bytes 10-19/100"}, DownloadError, "can't serve parts of files"),
+    ],
+)
+def test_range_answers_are_taken_only_as_asked(status, headers, error, message):
+    from types import SimpleNamespace
+
+    from mlxload.hub.listing import RemoteFile
+
+    file = RemoteFile("w.safetensors", 100, "a" * 40, "b" * 64)
+    response = SimpleNamespace(status_code=status, headers=headers)
+    if error is None:
+        range_fetch._check_answer(file, response, "bytes 0-9/100", 10)
+        return
+    with pytest.raises(error, match=message):
+        range_fetch._check_answer(file, response, "bytes 0-9/100", 10)

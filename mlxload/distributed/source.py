@@ -153,8 +153,7 @@ class RankSource:
             for path, pieces in block_ranges(ckpt, block):
                 wanted.setdefault(path, []).extend((o, o + n) for o, n in pieces)
         ckpt.close()  # its files are about to change under it
-        for path, ranges in wanted.items():
-            self._ranges.fetch(path, ranges)
+        self._ranges.fetch(wanted)
         return self.open(self._names)
 
     def close(self) -> None:
@@ -168,11 +167,11 @@ class RankSource:
             shards = sorted(p for p in ranges.files if "/" not in p and p.endswith(".safetensors"))
             if not shards:
                 raise CheckpointNotFoundError(f"{self.spec}: the repository has no *.safetensors")
-            paths = {s: ranges.open_shard(s) for s in shards}
+            paths = ranges.open_shards(shards)
             weight_map = None
         else:
             wanted = self._wanted(names)
-            paths = {s: ranges.open_shard(s) for s in sorted(set(wanted.values()))}
+            paths = ranges.open_shards(sorted(set(wanted.values())))
             weight_map = {n: paths[s] for n, s in wanted.items()}
         files = CheckpointFiles(
             root=self.root,

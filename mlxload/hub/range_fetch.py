@@ -18,11 +18,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mlxload.byte_ranges import ByteRanges, coalesce, split_long
+from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import MAX_HEADER_SIZE
 from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
 from mlxload.hub.errors import DownloadError, HubError, IntegrityError, OfflineError
@@ -32,18 +34,29 @@ from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, translate
 from mlxload.hub.transfer import BACKOFF_S, READ_TIMEOUT_S, RETRIES, new_hasher
 
-__all__ = ["GAP", "MAX_REQUEST", "RangeFetch"]
+__all__ = ["GAP", "HEADER_GUESS", "MAX_REQUEST", "RangeFetch"]
 
 GAP = 1 << 20
 """Holes of up to this many bytes between wanted ranges are fetched too: one request fewer
 costs more than a MiB on most links."""
 MAX_REQUEST = 32 << 20
 """Longest range asked in one request (longer ones are split and fetched in parallel)."""
+HEADER_GUESS = 128 << 10
+"""Bytes asked for first from each shard: its header in one request for all but the largest
+headers (a 7B model's shard header is some tens of KiB)."""
+PROGRESS = 1 << 20
+"""Bytes an attempt must bring to count as progress: a link that drops after every few bytes
+must run out of retries, not resume for ever."""
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_PREFIX = "mlxload-ranges-"
 
 
 class RangeFetch:
     """Shards of one Hub snapshot, fetched range by range into sparse local files.
+
+    The files live in ``$TMPDIR/mlxload-ranges-<pid>-*``: sparse, so they take the space of
+    what was fetched (on a tmpfs ``/tmp``, that much RAM until :meth:`close`). Folders left by
+    processes that no longer run (killed mid-load) are removed when the next one starts.
 
     Args:
         snapshot: The snapshot folder :func:`mlxload.hub.download` returned for the repo's
@@ -56,6 +69,7 @@ class RangeFetch:
 
     Attributes:
         fetched_bytes: Bytes received over the network so far.
+        have: Local partial file -> the ranges it holds.
     """
 
     def __init__(
@@ -76,67 +90,134 @@ class RangeFetch:
             raise HubError(f"{snapshot}: not a Hub snapshot folder (its name is no commit hash)")
         self.repo_id = repo_id
         root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        cache = RepoCache(root, repo_id)
-        listing = cache.read_manifest(self.commit) or []
+        listing = RepoCache(root, repo_id).read_manifest(self.commit) or []
         self.files: dict[str, RemoteFile] = {f.path: f for f in listing}
         self._token = token
         self._offline = local_files_only
         self._workers = max(1, workers)
         self._progress = progress
-        self._dir = Path(tempfile.mkdtemp(prefix="mlxload-ranges-"))
+        self._dir: Path | None = None  # made on first need: nothing to clean up before
+        self._local_names: dict[Path, str] = {}
         self.have: dict[Path, ByteRanges] = {}
         self.fetched_bytes = 0
         self._remote: Remote | None = None
 
     # -- public ------------------------------------------------------------------------------
-    def open_shard(self, name: str) -> Path:
-        """A local path for shard ``name`` holding at least its header.
+    def open_shards(self, names: Iterable[str]) -> dict[str, Path]:
+        """A local path for each shard, holding at least its header.
 
-        The cached file when the snapshot has it complete; else a sparse file of the listed
-        size with its first ``8 + N`` bytes fetched.
+        The cached file where the snapshot has it complete; else a sparse file of the listed
+        size with its first ``8 + N`` bytes fetched (shards in parallel).
 
         Raises:
-            OfflineError: offline mode, and the shard is not cached.
+            OfflineError: offline mode, and a shard is not cached.
             DownloadError, IntegrityError, HubError: the Hub failed or sent something wrong.
         """
-        cached = self.snapshot.joinpath(*name.split("/"))
-        if cached.is_file():
-            return cached
-        file = self._listed(name)
-        local = self._dir.joinpath(*name.split("/"))
-        if local in self.have:
-            return local
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with open(local, "wb") as f:
-            f.truncate(file.size)  # sparse: only fetched ranges take disk space
-        self.have[local] = ByteRanges()
-        self._fetch(name, local, [(0, min(8, file.size))])
-        with open(local, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-        if n <= MAX_HEADER_SIZE and 8 + n <= file.size:  # else the reader names the problem
-            self._fetch(name, local, [(8, 8 + n)])
-        return local
+        out: dict[str, Path] = {}
+        todo: dict[Path, RemoteFile] = {}
+        for name in names:
+            cached = self.snapshot.joinpath(*name.split("/"))
+            if cached.is_file():
+                out[name] = cached
+                continue
+            file = self._listed(name)
+            local = self._workdir().joinpath(*name.split("/"))
+            out[name] = local
+            if local not in self.have:
+                self._create(local, file)
+                todo[local] = file
+        try:
+            # The first HEADER_GUESS bytes hold the header's length and, mostly, the header.
+            self.fetch({local: [(0, min(HEADER_GUESS, f.size))] for local, f in todo.items()})
+            rest = {}
+            for local, file in todo.items():
+                with open(local, "rb") as fh:
+                    n = int.from_bytes(fh.read(8), "little")
+                if n <= MAX_HEADER_SIZE and 8 + n <= file.size:  # else the reader says why
+                    rest[local] = [(8, 8 + n)]
+            self.fetch(rest)
+        except BaseException:
+            for local in todo:  # headerless files must not be handed out by a later call
+                self.have.pop(local, None)
+                local.unlink(missing_ok=True)
+            raise
+        return out
 
-    def fetch(self, local: Path, ranges: list[tuple[int, int]]) -> None:
-        """Make ``[start, end)`` ``ranges`` of a shard from :meth:`open_shard` present.
+    def fetch(self, wanted: Mapping[Path, list[tuple[int, int]]]) -> None:
+        """Make ``[start, end)`` ranges of shards from :meth:`open_shards` present.
 
-        Nothing is fetched for a cached shard. Holes of up to :data:`GAP` bytes between
-        ranges are fetched along with them.
+        Nothing is fetched for cached shards. Holes of up to :data:`GAP` bytes between ranges
+        are fetched along with them. A shard whose ranges add up to all of it is checked
+        against the hash the Hub lists.
 
         Raises:
-            DownloadError, IntegrityError, HubError: as :meth:`open_shard`.
+            DownloadError, IntegrityError, HubError: as :meth:`open_shards`.
         """
-        if local not in self.have:
-            return  # a complete file from the cache
-        name = local.relative_to(self._dir).as_posix()
-        self._fetch(name, local, ranges)
+        jobs = []
+        for local, ranges in wanted.items():
+            if local in self.have:
+                todo = self.have[local].missing(coalesce(ranges, gap=GAP))
+                jobs += [(local, s, e) for s, e in split_long(todo, MAX_REQUEST)]
+        if not jobs:
+            return
+        need = sum(e - s for _, s, e in jobs)
+        check_free_space(
+            self._workdir(),
+            need,
+            lambda free: DownloadError(
+                f"hf://{self.repo_id}: {human_bytes(need)} of ranges to fetch but "
+                f"{human_bytes(free)} free in {self._dir}; set TMPDIR to a larger disk"
+            ),
+        )
+        if self._remote is None:
+            self._remote = Remote(self.repo_id, token=self._token)
+        bar = ByteProgress(
+            total=need,
+            desc=f"hf://{self.repo_id} (ranges)",
+            enabled=progress_enabled(self._progress) and need > 64 << 20,
+        )
+        fds = {local: os.open(local, os.O_WRONLY) for local in {j[0] for j in jobs}}
+        try:
+            with ThreadPoolExecutor(max_workers=min(self._workers, len(jobs))) as pool:
+                for local, start, end in pool.map(lambda j: self._get(*j, fds, bar.update), jobs):
+                    self.have[local].add(start, end)
+                    self.fetched_bytes += end - start
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+            bar.close()
+        for local in fds:
+            file = self.files[self._local_names[local]]
+            if self.have[local].covers(0, file.size):
+                _verify_whole(local, file)
 
     def close(self) -> None:
         """Delete the partial files (arrays already read from them keep their own memory)."""
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
         self.have.clear()
 
     # -- internals ---------------------------------------------------------------------------
+    def _workdir(self) -> Path:
+        if self._dir is None:
+            _sweep_dead_folders()
+            try:
+                self._dir = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
+            except OSError as e:
+                raise DownloadError(f"cannot make a folder for fetched ranges: {e}") from e
+        return self._dir
+
+    def _create(self, local: Path, file: RemoteFile) -> None:
+        """An empty sparse file of the shard's size (only fetched ranges take space)."""
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "wb") as f:
+                f.truncate(file.size)
+        except OSError as e:
+            raise DownloadError(f"{file.path}: cannot make {local} for its ranges: {e}") from e
+        self._local_names[local] = file.path
+        self.have[local] = ByteRanges()
+
     def _listed(self, name: str) -> RemoteFile:
         if self._offline or (self._offline is None and offline_mode()):
             why = "local_files_only=True" if self._offline else "HF_HUB_OFFLINE=1"
@@ -152,39 +233,16 @@ class RangeFetch:
             )
         return file
 
-    def _fetch(self, name: str, local: Path, ranges: list[tuple[int, int]]) -> None:
-        file = self.files[name]
-        have = self.have[local]
-        todo = split_long(have.missing(coalesce(ranges, gap=GAP)), MAX_REQUEST)
-        if not todo:
-            return
-        if self._remote is None:
-            self._remote = Remote(self.repo_id, token=self._token)
-        bar = ByteProgress(
-            total=sum(e - s for s, e in todo),
-            desc=f"hf://{self.repo_id} {name} (ranges)",
-            enabled=progress_enabled(self._progress) and len(todo) > 2,
-        )
-        fd = os.open(local, os.O_WRONLY)
-        try:
-            with ThreadPoolExecutor(max_workers=min(self._workers, len(todo))) as pool:
-                for start, end in pool.map(
-                    lambda r: self._get(file, fd, r[0], r[1], bar.update), todo
-                ):
-                    have.add(start, end)
-        finally:
-            os.close(fd)
-            bar.close()
-        self.fetched_bytes += sum(e - s for s, e in todo)
-        if have.covers(0, file.size):
-            _verify_whole(local, file)
-
-    def _get(self, file: RemoteFile, fd: int, start: int, end: int, on_bytes: Any) -> tuple:
-        """Write bytes ``[start, end)`` of ``file`` at the same offsets of ``fd``."""
+    def _get(
+        self, local: Path, start: int, end: int, fds: Mapping[Path, int], on_bytes: Any
+    ) -> tuple[Path, int, int]:
+        """Write bytes ``[start, end)`` of a shard at the same offsets of its local file."""
         import httpx2
         from huggingface_hub import get_session
         from huggingface_hub.utils import hf_raise_for_status
 
+        file = self.files[self._local_names[local]]
+        fd = fds[local]
         remote = self._remote
         url = remote.file_url(self.commit, file.path)
         timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
@@ -207,24 +265,26 @@ class RangeFetch:
                     if r.status_code >= 400:
                         r.read()
                         hf_raise_for_status(r)
-                    _check_answer(file, r.status_code, r.headers.get("content-range", ""), asked)
+                    _check_answer(file, r, asked, end - pos)
                     for chunk in r.iter_raw():
                         if pos + len(chunk) > end:
                             raise DownloadError(
                                 f"{file.path}: the server sent more than the {end - start} "
                                 f"bytes asked for at {start}"
                             )
-                        os.pwrite(fd, chunk, pos)
+                        _pwrite_all(fd, chunk, pos, file.path)
                         pos += len(chunk)
                         on_bytes(len(chunk))
                     if pos < end:
                         raise httpx2.RemoteProtocolError("the response ended early")
-            except (httpx2.TransportError, httpx2.StreamError, httpx2.HTTPStatusError) as e:
+            except HubError:
+                raise
+            except (httpx2.TransportError, httpx2.HTTPStatusError) as e:
                 if isinstance(e, httpx2.HTTPStatusError) and (
                     e.response.status_code not in _RETRY_STATUS
                 ):
                     raise self._describe(e, file) from e
-                failures = 0 if pos > before else failures + 1
+                failures = 0 if pos - before >= min(PROGRESS, end - before) else failures + 1
                 if failures > RETRIES:
                     raise DownloadError(
                         f"{file.path}: gave up on bytes {pos}-{end} after {RETRIES + 1} attempts "
@@ -232,13 +292,9 @@ class RangeFetch:
                     ) from e
                 if failures:
                     time.sleep(min(BACKOFF_S * 2 ** (failures - 1), 8.0))
-            except HubError:
-                raise
-            except OSError as e:
-                if getattr(e, "response", None) is not None:
-                    raise self._describe(e, file) from e  # huggingface_hub's HTTP errors
-                raise DownloadError(f"{file.path}: cannot write the fetched bytes: {e}") from e
-        return start, end
+            except Exception as e:  # huggingface_hub's HTTP errors, redirect loops, ...
+                raise self._describe(e, file) from e
+        return local, start, end
 
     def _describe(self, e: BaseException, file: RemoteFile) -> HubError:
         return translate(
@@ -250,9 +306,47 @@ class RangeFetch:
         )
 
 
-def _check_answer(file: RemoteFile, status: int, content_range: str, asked: str) -> None:
-    """A range answer must be ``206`` for exactly the bytes asked, of the file size listed."""
+def _sweep_dead_folders() -> None:
+    """Remove range folders of processes that are gone (a killed load leaves its own)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = folder.name[len(_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, someone else's: leave it
+            continue
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int, name: str) -> None:
+    """Write all of ``data``: a full disk makes ``pwrite`` write less without an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            if n <= 0:
+                raise OSError("no byte written (the disk is full?)")
+            view, offset = view[n:], offset + n
+    except OSError as e:
+        raise DownloadError(f"{name}: cannot write the fetched bytes: {e}") from e
+
+
+def _check_answer(file: RemoteFile, response: Any, asked: str, length: int) -> None:
+    """A range answer must be ``206`` for exactly the bytes asked, of the file size listed,
+    unencoded (else its body is not the file's bytes)."""
+    status = response.status_code
+    content_range = response.headers.get("content-range", "")
     if status == 206 and content_range == asked:
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        declared = response.headers.get("content-length")
+        if encoding != "identity" or (declared is not None and declared != str(length)):
+            raise DownloadError(
+                f"{file.path}: the server answered {asked.partition('/')[0]!r} with "
+                f"Content-Encoding {encoding!r} and Content-Length {declared}, not the "
+                f"{length} plain bytes asked for; load with fetch='files'"
+            )
         return
     if status == 206 and content_range.rpartition("/")[2] != str(file.size):
         raise IntegrityError(
