@@ -21,6 +21,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from dist_fixtures import PROMPT, RANK_SCRIPT, launch_ring, llama_checkpoint, qwen2_checkpoint
+from distributed_rank import HUB_SPEC
+from hub_server import FakeRepo, HubServer, hub_env
 
 from mlxload.model import load_model
 
@@ -93,3 +95,21 @@ def test_pipeline_two_ranks(ring, cache, tmp_path):
         assert report["bytes_read"] <= 0.55 * report["checkpoint_bytes"], report
         layers.add(tuple(report["layers"]))
     assert layers == {(0, 2), (2, 4)}
+
+
+def test_tensor_parallel_two_ranks_fetching_ranges_from_the_hub(ring, cache, tmp_path, monkeypatch):
+    """Each rank, with its own empty Hub cache, fetches only ranges of the shards."""
+    path = llama_checkpoint(cache)
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    shard_bytes = sum(len(b) for n, b in files.items() if n.endswith(".safetensors"))
+    with HubServer(FakeRepo(HUB_SPEC.removeprefix("hf://"), files)) as server:
+        hub_env(monkeypatch, server, tmp_path / "hf-home")
+        ranks = _run("tensor-ranges", path, tmp_path)
+        gets = server.gets(".safetensors")
+    full = _full_logits(path)
+    for report, logits in ranks:
+        assert report["same_parameters"] and report["same_logits"], report
+        np.testing.assert_allclose(logits, full, rtol=0, atol=1e-4 * np.abs(full).max())
+        assert report["shards_downloaded"] == 0
+        assert report["bytes_read"] <= report["bytes_fetched"] <= 0.75 * shard_bytes, report
+    assert gets and all("range" in r.headers for r in gets)  # no shard was downloaded whole
