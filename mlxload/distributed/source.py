@@ -77,6 +77,7 @@ class RankSource:
         if self.index_path is not None:
             self.weight_map, self.index_metadata = _read_index(index)
         self.downloaded: list[str] = []
+        self._names: list[str] | None = None  # what open() was last asked for
 
     def tensor_names(self) -> list[str] | None:
         """Every tensor name (from the index), or ``None`` when there is no index."""
@@ -93,7 +94,7 @@ class RankSource:
             TensorNotFoundError: a name the index doesn't list.
             HubError: the download failed.
         """
-        self._names = names
+        self._names = names = None if names is None else list(names)
         if self._ranges is not None:
             return self._open_ranges(names)
         if self.weight_map is None:
