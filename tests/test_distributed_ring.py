@@ -113,3 +113,15 @@ def test_tensor_parallel_two_ranks_fetching_ranges_from_the_hub(ring, cache, tmp
         assert report["shards_downloaded"] == 0
         assert report["bytes_read"] <= report["bytes_fetched"] <= 0.75 * shard_bytes, report
     assert gets and all("range" in r.headers for r in gets)  # no shard was downloaded whole
+
+
+def test_the_distributed_example_generates_on_rank_zero(ring, cache):
+    script = RANK_SCRIPT.parent.parent / "examples" / "distributed_generate.py"
+    path = llama_checkpoint(cache)
+    result = launch_ring(script, "--model", str(path), "--max-tokens", "6", timeout=TIMEOUT)
+    lines = result.stderr.splitlines()
+    for rank in (0, 1):
+        (line,) = [x for x in lines if x.startswith(f"[rank {rank}/2] read ")]
+        assert "% of the model), fetched 0.0 MiB as ranges, peak RSS" in line, line
+    assert result.stdout.strip(), result.stderr[-3000:]  # rank 0's text; rank 1 prints none
+    assert "Traceback" not in result.stderr
