@@ -6,6 +6,7 @@ A check returns a :class:`Check` with status ``ok``, ``info`` (a fact, nothing t
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import platform
@@ -194,6 +195,15 @@ def check_mlx_lm() -> Check:
             WARN,
             "not installed: load_model, bench and the examples need it",
             "pip install 'mlxload[lm]'",
+        )
+    try:  # installed is not enough: load_model imports it (a broken dependency fails here)
+        importlib.import_module("mlx_lm.utils")
+    except Exception as e:
+        return Check(
+            "mlx-lm",
+            FAIL,
+            f"mlx-lm {version} is installed but does not import: {type(e).__name__}: {e}",
+            "reinstall it: pip install --force-reinstall 'mlxload[lm]'",
         )
     release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
     if release < (0, 32):  # the last mlx-lm for Python 3.10 is 0.31

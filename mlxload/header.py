@@ -35,6 +35,7 @@ import orjson
 
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
+    CheckpointNotFoundError,
     DataSizeMismatchError,
     DuplicateFieldError,
     FileTooSmallError,
@@ -259,7 +260,8 @@ def read_header(path: str | os.PathLike) -> FileHeader:
     Raises:
         SafetensorsError: (a subclass per rule) when the file breaks the format.
         NotARegularFileError: a directory, FIFO, device or socket.
-        FileNotFoundError, PermissionError: the OS refused to open it.
+        CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
+        PermissionError: the OS refused to open it.
     """
     path = Path(path)
     fd = open_regular(path)
@@ -274,13 +276,16 @@ def open_regular(path: Path) -> int:
 
     Raises:
         NotARegularFileError: a directory, FIFO, device or socket.
-        FileNotFoundError, PermissionError: the OS refused to open it.
+        CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
+        PermissionError: the OS refused to open it.
     """
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except IsADirectoryError:
         raise NotARegularFileError(f"{path}: is a directory, not a safetensors file") from None
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such file or directory") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

@@ -392,3 +392,21 @@ def test_repr_of_a_broken_checkpoint_does_not_raise(tmp_path):
     (tmp_path / "b.safetensors").write_bytes(b"junk")
     ckpt = mlxload.load(tmp_path)
     assert repr(ckpt).endswith("files=2, tensors=?)")
+
+
+@pytest.mark.parametrize(
+    "open_it",
+    [
+        mlxload.load_file,
+        lambda p: mlxload.safe_open(p).__enter__(),
+        mlxload.read_header,
+        mlxload.load,
+    ],
+    ids=["load_file", "safe_open", "read_header", "load"],
+)
+def test_a_missing_file_is_our_error_and_still_a_file_not_found_error(tmp_path, open_it):
+    path = tmp_path / "nonexist.safetensors"
+    with pytest.raises(errors.CheckpointNotFoundError) as e:
+        open_it(path)
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, errors.MlxloadError)
+    assert str(e.value) == f"{path}: no such file or directory"

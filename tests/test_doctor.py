@@ -97,3 +97,20 @@ def test_hub_cache_not_created_yet_is_fine(monkeypatch, tmp_path):
     monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: False)
     check = doctor_checks.check_hub()
     assert check.status == "ok" and check.fix is None
+
+
+def test_an_mlx_lm_that_does_not_import_fails_the_check(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name == "mlx_lm.utils":
+            raise ImportError("boom")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    check = doctor_checks.check_mlx_lm()
+    assert check.status == "fail"
+    assert check.detail.endswith("is installed but does not import: ImportError: boom")
+    assert check.fix == "reinstall it: pip install --force-reinstall 'mlxload[lm]'"
