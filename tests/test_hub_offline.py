@@ -82,3 +82,20 @@ def test_unreachable_hub_falls_back_to_complete_cache(hub):  # noqa: F811
     server.stop()
     huggingface_hub.close_session()
     assert download(REPO, progress=False) == path
+
+
+def test_a_bare_name_that_is_neither_local_nor_cached_says_both(hub, tmp_path, monkeypatch):  # noqa: F811
+    import mlxload
+    from mlxload.hub.errors import RepoNotFoundError
+
+    monkeypatch.chdir(tmp_path)  # no ./models here
+    with pytest.raises(OfflineError) as e:
+        resolve("models/llama-3", local_files_only=True)
+    assert str(e.value).endswith("(no local path 'models/llama-3' exists either)")
+    with pytest.raises(
+        RepoNotFoundError, match=r"\(no local path 'models/llama-3' exists either\)$"
+    ):
+        mlxload.load("models/llama-3")  # online: the stand-in has no such repository
+    with pytest.raises(OfflineError) as e:
+        resolve("hf://models/llama-3", local_files_only=True)  # a Hub name, said so
+    assert "no local path" not in str(e.value)

@@ -207,10 +207,10 @@ def open_source(
         HubError: the metadata download failed.
     """
     if is_hub_spec(path_or_hf):
-        from mlxload.hub import download
+        from mlxload.hub import resolve
 
         spec = os.fspath(path_or_hf)
-        root = download(spec, allow_patterns=METADATA_PATTERNS, **hub_kwargs)
+        root = resolve(spec, allow_patterns=METADATA_PATTERNS, **hub_kwargs)
         return RankSource(Path(root), spec, fetch=fetch, **hub_kwargs)
     root = Path(path_or_hf)
     if not root.exists():

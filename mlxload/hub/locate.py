@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlxload.hub.spec import is_hub_spec
+from mlxload.hub.errors import HubError, IntegrityError
+from mlxload.hub.spec import HF_SCHEME, is_hub_spec
 
 __all__ = ["resolve"]
 
@@ -31,4 +32,11 @@ def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
         return None
     from mlxload.hub.snapshot import download
 
-    return download(str(spec), **kwargs)
+    try:
+        return download(str(spec), **kwargs)
+    except HubError as e:
+        if not str(spec).startswith(HF_SCHEME) and not isinstance(e, IntegrityError):
+            # A bare org/name was taken for the Hub only because no such path exists here:
+            # it may as well be a mistyped local path.
+            e.args = (f"{e} (no local path {str(spec)!r} exists either)",)
+        raise
