@@ -189,13 +189,21 @@ def test_load_model_with_a_tensor_group_loads_only_this_rank(cache):
 def test_indivisible_quantized_input_groups_name_the_module(cache):
     # MLP width 192 = 3 groups of 64: down_proj's input groups can't be halved.
     path = synthetic_checkpoint("tiny", cache_dir=cache, hidden_size=128, intermediate_size=192)
-    with pytest.raises(ShardingError, match=r"model\.layers\.0\.mlp\.down_proj.*3 groups of 64"):
+    with pytest.raises(
+        ShardingError,
+        match=r"model\.layers\.0\.mlp\.down_proj .*\(3 groups of 64, 4-bit\): cut by input "
+        r"columns, its 3 input groups can't be shared by 2 ranks \(the group count must divide",
+    ):
         load_model_sharded(path, tensor_group=FakeGroup(0, 2))
 
 
 def test_indivisible_output_rows_name_the_module(cache):
     path = llama_checkpoint(cache)
-    with pytest.raises(ShardingError, match=r"model\.layers\.0\.self_attn\.q_proj.* 3 ranks"):
+    with pytest.raises(
+        ShardingError,
+        match=r"model\.layers\.0\.self_attn\.q_proj across 3 ranks: .*: neither its output "
+        "rows nor its input groups divide by 3",
+    ):
         load_model_sharded(path, tensor_group=FakeGroup(0, 3))
 
 

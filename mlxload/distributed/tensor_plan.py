@@ -138,11 +138,20 @@ def _describe(module: nn.Module, ranks: int) -> str:
     if bits and shape:
         in_dims = shape[-1] * 32 // bits
         groups = in_dims // module.group_size
-        return (
+        what = (
             f"{type(module).__name__} with {shape[0]} outputs and {in_dims} inputs "
-            f"({groups} groups of {module.group_size}, {bits}-bit): the output rows, or the "
-            f"input groups, must divide by {ranks}"
+            f"({groups} group{'s' * (groups != 1)} of {module.group_size}, {bits}-bit): "
         )
+        if shape[0] % ranks == 0:  # then the cut that failed was by input columns
+            return what + (
+                f"cut by input columns, its {groups} input group{'s' * (groups != 1)} can't be "
+                f"shared by {ranks} ranks (the group count must divide by {ranks})"
+            )
+        if groups % ranks == 0:
+            return what + (
+                f"cut by output rows, its {shape[0]} rows can't be shared by {ranks} ranks"
+            )
+        return what + f"neither its output rows nor its input groups divide by {ranks}"
     if shape:
         name = type(module).__name__
         return f"{name} with weight shape {shape}: the cut axis must divide by {ranks}"
