@@ -489,8 +489,8 @@ def test_a_directory_named_like_a_shard_is_not_a_shard(tmp_path):
     assert result.removed == [] and (out / "model-00001-of-00009.safetensors").is_dir()
 
 
-@pytest.mark.parametrize("verb", ["split", "align"])
-def test_split_and_align_copy_config_and_tokenizer_along(tmp_path, verb):
+@pytest.mark.parametrize("verb", ["split", "align", "merge"])
+def test_split_align_and_merge_into_a_directory_copy_config_and_tokenizer_along(tmp_path, verb):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     (src / "config.json").write_text('{"model_type": "llama"}')
     (src / "tokenizer.json").write_text("{}")
@@ -498,11 +498,23 @@ def test_split_and_align_copy_config_and_tokenizer_along(tmp_path, verb):
     out = tmp_path / "out"
     out.mkdir()
     (out / "tokenizer.json").write_text('{"mine": 1}')  # never overwritten
-    result = split(src, out, max_shard_size="1MB") if verb == "split" else align(src, out)
+    write = {
+        "split": lambda: split(src, out, max_shard_size="1MB"),
+        "align": lambda: align(src, out),
+        "merge": lambda: merge(src, out),  # into a directory: a model directory again
+    }
+    result = write[verb]()
     assert [p.name for p in result.companions] == ["config.json"]
     assert (out / "config.json").read_text() == '{"model_type": "llama"}'
     assert (out / "tokenizer.json").read_text() == '{"mine": 1}'
     assert not (out / "README.md").exists()
+
+
+def test_merge_into_a_file_copies_nothing_beside_it(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    (src / "config.json").write_text("{}")
+    result = merge(src, tmp_path / "one.safetensors")
+    assert result.companions == [] and not (tmp_path / "config.json").exists()
 
 
 def test_split_of_a_single_file_copies_none_of_its_neighbours(tmp_path):

@@ -27,12 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model", nargs="?", help="checkpoint directory or hf://org/repo (default: synthetic)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions per measurement")
     parser.add_argument(
-        "--size", choices=list(SIZES), default=DEFAULT_SIZE, help="synthetic model size"
+        "--reps", type=int, default=3, help="repetitions per measurement (default 3)"
     )
     parser.add_argument(
-        "--bits", type=int, choices=bits, default=4, help="synthetic model quantization bits"
+        "--size",
+        choices=list(SIZES),
+        default=DEFAULT_SIZE,
+        help=f"synthetic model size (default {DEFAULT_SIZE}, about 3 minutes on 2 CPU cores; "
+        "tiny takes seconds)",
+    )
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=bits,
+        default=4,
+        help="synthetic model quantization bits (default 4)",
     )
     parser.add_argument("--prompt", default=None, help="fixed prompt for TTFT")
     parser.add_argument(
@@ -48,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cold", action="store_true", help="drop the page cache before each run (needs root)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds allowed per measurement"
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds allowed per measurement (default 900)",
     )
 
 

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-shard-size",
         default="5GB",
-        help="largest shard file, e.g. 5GB, 500MB, 1.5GiB (default 5GB)",
+        help="largest shard file, e.g. 5GB, 500MB, 1.5GiB (default 5GB); a tensor that doesn't "
+        "fit beside the 16 KiB header gets a shard of its own, larger",
     )
     add_common(parser, on_conflict=True)
 

@@ -35,7 +35,8 @@ def merge(
     Args:
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
         out: The output file (an existing directory, or a path ending with ``/``, gets
-            ``model.safetensors`` inside).
+            ``model.safetensors`` inside, and, when ``src`` is a whole model, its
+            ``config.json``, tokenizer and other companion files, as :func:`split` does).
         force: Replace ``out`` if it exists.
         on_conflict: Shards disagreeing on a ``__metadata__`` key: ``"error"``, ``"first"``,
             ``"last"``.
@@ -54,11 +55,17 @@ def merge(
     _require_named(out)
     as_dir = os.fspath(out).endswith(("/", os.sep))  # Path() drops a trailing slash
     out = Path(out)
-    if out.is_dir() or as_dir:
+    into_dir = out.is_dir() or as_dir
+    if into_dir:
         out = out / "model.safetensors"
     require_directory(out.parent)  # before a Hub download
     source = open_source(src, progress=download_progress)
-    return execute(plan_merge(source, out, on_conflict=on_conflict), force=force, progress=progress)
+    result = execute(
+        plan_merge(source, out, on_conflict=on_conflict), force=force, progress=progress
+    )
+    if into_dir and _whole_model(src, source):  # a model directory: loadable as it is
+        result.companions = copy_companions(source.files.root, out.parent, replace=force)
+    return result
 
 
 def split(
