@@ -8,6 +8,7 @@ whole checkpoint.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -262,3 +263,23 @@ def test_range_answers_are_taken_only_as_asked(status, headers, error, message):
         return
     with pytest.raises(error, match=message):
         range_fetch._check_answer(file, response, "bytes 0-9/100", 10)
+
+
+def test_a_pipeline_rank_fetches_ranges_of_only_its_shards(cache, tmp_path, monkeypatch):
+    from dist_fixtures import qwen2_checkpoint
+
+    path = qwen2_checkpoint(cache)  # embeddings, one shard per layer, then norm and head
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    with HubServer(FakeRepo("acme/qwen2-pipe", files)) as server:
+        hub_env(monkeypatch, server, tmp_path / "home")
+        model, _, _ = load_model_sharded(
+            "hf://acme/qwen2-pipe", pipeline_group=FakeGroup(1, 2), dtype="float32", fetch="ranges"
+        )
+        fetched = {r.path.rsplit("/", 1)[1] for r in server.gets(".safetensors")}
+    index = json.loads(files["model.safetensors.index.json"])["weight_map"]
+    wanted = {index["model.embed_tokens.weight"], index["lm_head.weight"]}
+    wanted |= {index[f"model.layers.{i}.mlp.up_proj.weight"] for i in (0, 1)}
+    assert fetched == wanted  # mlx-lm gives the last rank the first layers
+    ref, _, _ = load_model(path, dtype="float32")
+    ref.model.pipeline(FakeGroup(1, 2))
+    _assert_same(model, ref)
