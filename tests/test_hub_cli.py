@@ -68,3 +68,25 @@ def test_dispatcher_runs_the_verb(hub, capsys):  # noqa: F811
     assert capsys.readouterr().out.strip().endswith(repo.commit)
     assert main(["download", "hf://bad//spec"]) == 1
     assert "invalid Hub spec" in capsys.readouterr().err
+
+
+def test_inspect_of_a_hub_repo_fetches_headers_only(hub, capsys, monkeypatch):  # noqa: F811
+    import json
+    import struct
+
+    import mlxload.hub.range_fetch as range_fetch
+    from mlxload.cli import main
+
+    server, repo, _ = hub
+    monkeypatch.setattr(range_fetch, "HEADER_GUESS", 64)  # the test shards are a few KB
+    shards = sorted(n for n in repo.files if n.endswith(".safetensors"))
+    header_ends = [8 + struct.unpack("<Q", repo.files[n][:8])[0] for n in shards]
+    assert main(["inspect", f"hf://{REPO}", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["files"] == shards and doc["total_tensors"] == 6
+    assert doc["fetched_bytes"] == sum(header_ends)  # exactly the headers
+    gets = server.gets(".safetensors")
+    assert gets and all("range" in r.headers for r in gets)
+    assert main(["inspect", f"hf://{REPO}"]) == 0
+    out = capsys.readouterr().out
+    assert "layers.1.weight" in out and "of headers fetched, no tensor data" in out

@@ -1,10 +1,15 @@
-"""``mlxload inspect PATH``: list a checkpoint's tensors without reading their data."""
+"""``mlxload inspect PATH``: list a checkpoint's tensors without reading their data.
+
+For a Hub repo only the metadata files and each shard's header are fetched (HTTP Range
+requests), not the weights: a 70B model is inspected in seconds.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -46,10 +51,31 @@ def _human(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mlxload.checkpoint import load
+    from mlxload.hub.spec import is_hub_spec
+
+    if is_hub_spec(args.path):
+        return _inspect_hub(args)
+    with load(args.path) as ckpt:
+        return _report(args, ckpt, [str(p) for p in ckpt.files], fetched=None)
+
+
+def _inspect_hub(args: argparse.Namespace) -> int:
+    """Headers of a Hub repo's shards, fetched as ranges (cached shards are read locally)."""
+    from mlxload.distributed.source import open_source
+
+    source = open_source(args.path, fetch="ranges")
+    try:
+        with source.open() as ckpt:
+            files = [source.repo_path(p) for p in ckpt.files]
+            return _report(args, ckpt, files, fetched=source.fetched_bytes)
+    finally:
+        source.close()
+
+
+def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int | None) -> int:
     from mlxload.tensor_file import zero_copy_supported
     from mlxload.writer import alignment_report
 
-    ckpt = load(args.path)
     infos = [ckpt.info(name) for name in ckpt]
     total = sum(i.nbytes for i in infos)
     misaligned = sum(i.nbytes for i in infos if not i.zero_copy_ready)
@@ -62,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
             orjson.dumps(
                 {
                     "path": str(args.path),
-                    "files": [str(p) for p in ckpt.files],
+                    "files": files,
                     "tensors": [i.as_dict() for i in shown],
                     "total_tensors": len(infos),
                     "total_bytes": total,
                     "bytes_by_dtype": by_dtype,
                     "bytes_needing_copy": misaligned,
                     "metadata": ckpt.metadata,
+                    **({} if fetched is None else {"fetched_bytes": fetched}),
                 },
                 option=orjson.OPT_INDENT_2,
             ).decode()
@@ -92,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         f"\n{len(infos)} tensors in {len(ckpt.files)} file(s), {_human(total)} "
         f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
     )
+    if fetched is not None:
+        print(f"(from the Hub: {_human(fetched)} of headers fetched, no tensor data)")
     report = alignment_report(ckpt.headers())
     print(report.verdict())
     if not report.ready and not zero_copy_supported():

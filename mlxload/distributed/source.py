@@ -135,6 +135,16 @@ class RankSource:
             )
         return {n: self.weight_map[n] for n in names}
 
+    def repo_path(self, path: Path) -> str:
+        """A shard's name: its path in the repository for a Hub source, else ``path``."""
+        if self._ranges is not None:
+            name = self._ranges.repo_path(path)
+            if name is not None:
+                return name
+        if self.spec is not None and path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return str(path)
+
     @property
     def fetched_bytes(self) -> int:
         """Bytes fetched as ranges (0 unless ``fetch="ranges"``)."""

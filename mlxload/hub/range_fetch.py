@@ -191,6 +191,10 @@ class RangeFetch:
             if self.have[local].covers(0, file.size):
                 _verify_whole(local, file)
 
+    def repo_path(self, local: Path) -> str | None:
+        """The repository path of a partial file from :meth:`open_shards` (else None)."""
+        return self._local_names.get(local)
+
     def close(self) -> None:
         """Delete the partial files (arrays already read from them keep their own memory)."""
         if self._dir is not None:
