@@ -380,3 +380,25 @@ def test_traces_in_two_threads_at_once_stay_apart():
         t.join()
     assert derived == {"a": {"down.bias": "down.bias"}, "b": {"down.bias": "down.bias"}}
     assert mx.array.__itruediv__ is original
+
+
+class SegmentsToy(nn.Module):
+    """A fused projection cut by output rows in segments (as qwen3_5's in_proj_qkvz)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj = nn.QuantizedLinear(128, 100, bias=False, group_size=64, bits=4)
+
+    def shard(self, group) -> None:
+        self.in_proj = shard_linear(self.in_proj, "all-to-sharded", segments=[33, 66], group=group)
+
+
+def test_a_failed_split_whose_shape_divides_blames_the_models_rule_not_a_cut():
+    with pytest.raises(ShardingError) as e:
+        shard_and_trace(SegmentsToy(), FakeGroup(0, 2))
+    message = str(e.value)
+    assert message.startswith(
+        "can't shard in_proj across 2 ranks: QuantizedLinear with 100 outputs and 128 inputs "
+        "(2 groups of 64, 4-bit): the model's split of it across 2 ranks failed ("
+    ), message
+    assert "cut by" not in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
 
 from mlxload.cli import download as cli_download
@@ -89,4 +90,95 @@ def test_inspect_of_a_hub_repo_fetches_headers_only(hub, capsys, monkeypatch):  
     assert gets and all("range" in r.headers for r in gets)
     assert main(["inspect", f"hf://{REPO}"]) == 0
     out = capsys.readouterr().out
-    assert "layers.1.weight" in out and "of headers fetched, no tensor data" in out
+    assert "layers.1.weight" in out and "fetched for the headers; the weights were not" in out
+
+
+def _one_file_repo(tmp_path, *extra: str) -> dict[str, bytes]:
+    """model.safetensors (tensors a, b) and config.json, plus copies under ``extra`` names."""
+    import mlx.core as mx
+
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.zeros((4, 4)), "b": mx.ones((2,))})
+    files = {"model.safetensors": path.read_bytes(), "config.json": b'{"model_type": "llama"}'}
+    return files | {name: path.read_bytes() for name in extra}
+
+
+def _inspect_json(capsys, spec):
+    import json
+
+    from mlxload.cli import main
+
+    code = main(["inspect", spec, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_inspect_of_a_repo_without_index_takes_the_files_a_download_takes(
+    tmp_path, monkeypatch, capsys
+):
+    from hub_fixtures import serve
+    from hub_server import FakeRepo
+
+    # model.safetensors wins over other root weights, as in a download (not "stored twice")
+    repo = FakeRepo("acme/noidx", _one_file_repo(tmp_path, "consolidated.safetensors"))
+    server, _ = serve(monkeypatch, tmp_path, repo)
+    try:
+        doc = _inspect_json(capsys, "hf://acme/noidx")
+        assert doc["files"] == ["model.safetensors"] and doc["total_tensors"] == 2
+    finally:
+        server.stop()
+
+
+def test_inspect_offline_of_a_cache_huggingface_hub_filled(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from hub_fixtures import serve
+    from hub_server import FakeRepo
+
+    server, _ = serve(monkeypatch, tmp_path, FakeRepo("acme/noidx", _one_file_repo(tmp_path)))
+    try:
+        huggingface_hub.snapshot_download("acme/noidx")  # no mlxload listing in this cache
+    finally:
+        server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    doc = _inspect_json(capsys, "hf://acme/noidx")
+    assert doc["total_tensors"] == 2 and doc["fetched_bytes"] == 0
+
+
+def test_inspect_of_a_repo_with_weights_only_falls_back_to_downloading(
+    tmp_path, monkeypatch, capsys
+):
+    from hub_fixtures import serve
+    from hub_server import FakeRepo
+
+    files = {"model.safetensors": _one_file_repo(tmp_path)["model.safetensors"]}
+    server, _ = serve(monkeypatch, tmp_path, FakeRepo("acme/wonly", files))
+    try:
+        doc = _inspect_json(capsys, "hf://acme/wonly")  # no metadata file to start from
+        assert doc["total_tensors"] == 2 and "fetched_bytes" not in doc
+    finally:
+        server.stop()
+
+
+def test_an_index_naming_a_missing_shard_is_named(tmp_path, monkeypatch):
+    from hub_fixtures import checkpoint_files, serve
+    from hub_server import FakeRepo
+
+    from mlxload.hub import download
+    from mlxload.hub.errors import EntryNotFoundError
+    from mlxload.hub.range_fetch import RangeFetch
+
+    files = checkpoint_files(tmp_path)
+    del files["model-00003-of-00003.safetensors"]
+    server, _ = serve(monkeypatch, tmp_path, FakeRepo("acme/broken", files))
+    try:
+        fetch = RangeFetch(download("acme/broken", allow_patterns=["*.json"]), "acme/broken")
+        with pytest.raises(
+            EntryNotFoundError,
+            match=r"@[0-9a-f]{40}: the repository has no model-00003-of-00003\.safetensors "
+            r"\(named by its safetensors index\)$",
+        ):
+            fetch.open_shards(["model-00003-of-00003.safetensors"])
+        fetch.close()
+    finally:
+        server.stop()

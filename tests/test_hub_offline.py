@@ -99,3 +99,21 @@ def test_a_bare_name_that_is_neither_local_nor_cached_says_both(hub, tmp_path, m
     with pytest.raises(OfflineError) as e:
         resolve("hf://models/llama-3", local_files_only=True)  # a Hub name, said so
     assert "no local path" not in str(e.value)
+
+
+def test_a_bare_name_the_hub_knows_gets_no_local_path_hint(tmp_path, monkeypatch):
+    from hub_fixtures import checkpoint_files, serve
+    from hub_server import FakeRepo
+
+    import mlxload
+    from mlxload.hub.errors import GatedRepoError
+
+    monkeypatch.chdir(tmp_path)
+    repo = FakeRepo("acme/gated", checkpoint_files(tmp_path), gated=True)
+    server, _ = serve(monkeypatch, tmp_path, repo)
+    try:
+        with pytest.raises(GatedRepoError) as e:
+            mlxload.load("acme/gated")
+        assert "no local path" not in str(e.value)
+    finally:
+        server.stop()

@@ -60,15 +60,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect_hub(args: argparse.Namespace) -> int:
-    """Headers of a Hub repo's shards, fetched as ranges (cached shards are read locally)."""
-    from mlxload.distributed.source import open_source
+    """Headers of a Hub repo's shards, fetched as ranges (cached shards are read locally).
 
-    source = open_source(args.path, fetch="ranges")
+    Where that can't work (no metadata files to start from, a mirror that ignores Range, a
+    cache another tool filled, offline), it does what ``load`` does: download, or use the
+    cache, and the error if any is the one ``load`` gives.
+    """
+    from mlxload.checkpoint import load
+    from mlxload.distributed.source import open_source
+    from mlxload.errors import CheckpointNotFoundError
+    from mlxload.hub.errors import HubError
+
+    source = ckpt = None
     try:
-        with source.open() as ckpt:
-            files = [source.repo_path(p) for p in ckpt.files]
-            return _report(args, ckpt, files, fetched=source.fetched_bytes)
+        source = open_source(args.path, fetch="ranges")
+        ckpt = source.open()
+    except (HubError, CheckpointNotFoundError):
+        if source is not None:
+            source.close()
+        with load(args.path) as ckpt:
+            return _report(args, ckpt, [str(p) for p in ckpt.files], fetched=None)
+    try:
+        files = [source.repo_path(p) for p in ckpt.files]
+        return _report(args, ckpt, files, fetched=source.fetched_bytes)
     finally:
+        ckpt.close()
         source.close()
 
 
@@ -120,7 +136,7 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
     )
     if fetched is not None:
-        print(f"(from the Hub: {_human(fetched)} of headers fetched, no tensor data)")
+        print(f"(from the Hub: {_human(fetched)} fetched for the headers; the weights were not)")
     report = alignment_report(ckpt.headers())
     print(report.verdict())
     if not report.ready and not zero_copy_supported():

@@ -175,7 +175,7 @@ class RankSource:
     def _open_ranges(self, names: Iterable[str] | None) -> Checkpoint:
         ranges = self._ranges
         if self.weight_map is None:
-            shards = sorted(p for p in ranges.files if "/" not in p and p.endswith(".safetensors"))
+            shards = _unindexed_shards(ranges, self.root)
             if not shards:
                 raise CheckpointNotFoundError(f"{self.spec}: the repository has no *.safetensors")
             paths = ranges.open_shards(shards)
@@ -198,6 +198,19 @@ class RankSource:
         from mlxload.hub import download
 
         download(self.spec, allow_patterns=METADATA_PATTERNS + shard_patterns, **self._hub_kwargs)
+
+
+def _unindexed_shards(ranges: RangeFetch, snapshot: Path) -> list[str]:
+    """The weights of a repo without an index, chosen as a download chooses them
+    (``model.safetensors`` if there is one, else every root ``*.safetensors``); from the cached
+    snapshot when no listing was saved (a cache huggingface_hub filled)."""
+    from mlxload.hub.select import select_files
+
+    if ranges.files:
+        chosen = select_files(list(ranges.files.values()))
+        return [f.path for f in chosen if f.path.endswith(".safetensors")]
+    names = sorted(p.name for p in snapshot.glob("*.safetensors") if p.is_file())
+    return ["model.safetensors"] if "model.safetensors" in names else names
 
 
 def open_source(

@@ -142,12 +142,15 @@ def _describe(module: nn.Module, ranks: int) -> str:
             f"{type(module).__name__} with {shape[0]} outputs and {in_dims} inputs "
             f"({groups} group{'s' * (groups != 1)} of {module.group_size}, {bits}-bit): "
         )
-        if shape[0] % ranks == 0:  # then the cut that failed was by input columns
+        rows_divide, groups_divide = shape[0] % ranks == 0, groups % ranks == 0
+        if rows_divide and groups_divide:  # the model's own split rule failed: MLX says why
+            return what + f"the model's split of it across {ranks} ranks failed"
+        if rows_divide:  # then the cut that failed was by input columns
             return what + (
                 f"cut by input columns, its {groups} input group{'s' * (groups != 1)} can't be "
                 f"shared by {ranks} ranks (the group count must divide by {ranks})"
             )
-        if groups % ranks == 0:
+        if groups_divide:
             return what + (
                 f"cut by output rows, its {shape[0]} rows can't be shared by {ranks} ranks"
             )

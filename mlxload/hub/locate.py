@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlxload.hub.errors import HubError, IntegrityError
+from mlxload.hub.errors import OfflineError, RepoNotFoundError
 from mlxload.hub.spec import HF_SCHEME, is_hub_spec
 
 __all__ = ["resolve"]
@@ -34,9 +34,18 @@ def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
 
     try:
         return download(str(spec), **kwargs)
-    except HubError as e:
-        if not str(spec).startswith(HF_SCHEME) and not isinstance(e, IntegrityError):
+    except (RepoNotFoundError, OfflineError) as e:
+        if not str(spec).startswith(HF_SCHEME) and _unknown_here(spec, kwargs.get("cache_dir")):
             # A bare org/name was taken for the Hub only because no such path exists here:
             # it may as well be a mistyped local path.
             e.args = (f"{e} (no local path {str(spec)!r} exists either)",)
         raise
+
+
+def _unknown_here(spec: str | Path, cache_dir: Any) -> bool:
+    """Whether nothing of this repo is in the Hub cache (so it may not be a repo at all)."""
+    from mlxload.hub.cache import RepoCache, default_cache_dir
+    from mlxload.hub.spec import parse_spec
+
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return not RepoCache(root, parse_spec(str(spec)).repo_id).storage.exists()

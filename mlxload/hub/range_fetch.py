@@ -27,7 +27,13 @@ from mlxload.byte_ranges import ByteRanges, coalesce, split_long
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import MAX_HEADER_SIZE
 from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
-from mlxload.hub.errors import DownloadError, HubError, IntegrityError, OfflineError
+from mlxload.hub.errors import (
+    DownloadError,
+    EntryNotFoundError,
+    HubError,
+    IntegrityError,
+    OfflineError,
+)
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.offline import offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
@@ -230,6 +236,11 @@ class RangeFetch:
                 f"offline mode is on ({why}); fetching its ranges needs the Hub"
             )
         file = self.files.get(name)
+        if file is None and self.files:
+            raise EntryNotFoundError(
+                f"hf://{self.repo_id}@{self.commit}: the repository has no {name} (named by "
+                "its safetensors index)"
+            )
         if file is None:
             raise HubError(
                 f"hf://{self.repo_id}@{self.commit}: no listing of {name} in the cache; "
