@@ -28,6 +28,7 @@ __all__ = [
     "convert_floats",
     "dtype_name",
     "dtype_reason",
+    "mlx_affine_bits",
     "mlx_quantizes_bits",
     "parse_dtype",
     "resolve_compute_dtype",
@@ -70,6 +71,13 @@ def mlx_quantizes_bits(bits: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mlx_affine_bits() -> tuple[int, ...]:
+    """The affine widths mlxload reads that this MLX's own quantized ops take too."""
+    from mlxload.quant_config import AFFINE_BITS
+
+    return tuple(b for b in AFFINE_BITS if mlx_quantizes_bits(b))
 
 
 def dtype_name(dtype: mx.Dtype | None) -> str | None:

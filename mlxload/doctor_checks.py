@@ -112,9 +112,8 @@ def check_metal_kernels() -> Check:
     if not mx.metal.is_available():
         return Check("metal kernels", INFO, "skipped: no Metal")
     from mlxload import metal_dequant
-    from mlxload.backend import dtype_name, mlx_quantizes_bits
+    from mlxload.backend import dtype_name, mlx_affine_bits
     from mlxload.dequant import PATH_METAL, dequantize, last_path
-    from mlxload.quant_config import AFFINE_BITS
 
     modes = {}
     for dtype in (mx.float16, mx.bfloat16, mx.float32):
@@ -131,7 +130,7 @@ def check_metal_kernels() -> Check:
         modes[dtype_name(dtype)] = mode
     bad = []
     w = mx.random.normal((16, 256), key=mx.random.key(0)).astype(mx.float16)
-    checked = [bits for bits in AFFINE_BITS if mlx_quantizes_bits(bits)]
+    checked = mlx_affine_bits()
     for bits in checked:
         q, s, b = mx.quantize(w, group_size=64, bits=bits)
         ours = dequantize(q, s, b, 64, bits)

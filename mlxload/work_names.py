@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
-__all__ = ["NAME_MAX", "work_path"]
+__all__ = ["NAME_MAX", "output_of", "work_path"]
 
 NAME_MAX = 255
 """Longest file name in bytes that ext4, XFS, APFS and NTFS all take."""
 
 _HASH_CHARS = 16
+_PLAIN = re.compile(r"\.(.+)\.mlxload-([a-z-]+)")
 
 
 def work_path(final: Path, kind: str) -> Path:
@@ -52,3 +54,15 @@ def work_path(final: Path, kind: str) -> Path:
             break
         kept.append(ch)
     return final.with_name(f".{''.join(kept)}{tail}")
+
+
+def output_of(name: str, kinds: tuple[str, ...]) -> str | None:
+    """The output name a work file of one of ``kinds`` belongs to, read back from a plain
+    (not cut and hashed) work-file name; None for any other file.
+
+    Example:
+        >>> output_of(".model.safetensors.mlxload-journal", ("partial", "journal"))
+        'model.safetensors'
+    """
+    m = _PLAIN.fullmatch(name)
+    return m.group(1) if m and m.group(2) in kinds else None

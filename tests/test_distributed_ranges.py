@@ -18,6 +18,7 @@ from hub_server import FakeRepo, Fault, HubServer, hub_env
 from test_distributed_plan import FakeGroup, _assert_same
 
 import mlxload.hub.range_fetch as range_fetch
+import mlxload.hub.transfer as transfer
 from mlxload.distributed import load_model_sharded
 from mlxload.hub import download
 from mlxload.hub.errors import DownloadError, IntegrityError
@@ -205,7 +206,7 @@ def test_short_writes_are_completed_and_a_full_disk_is_a_download_error(served, 
 
 def test_a_link_that_drops_after_every_few_bytes_runs_out_of_retries(served, monkeypatch):
     server, _, sizes = served
-    monkeypatch.setattr(range_fetch, "BACKOFF_S", 0.001)
+    monkeypatch.setattr(transfer, "BACKOFF_S", 0.001)  # the Hub code's one retry schedule
     for name in sizes:
         server.add_fault(REPO, name, Fault("cut", after=3, times=-1))
     with pytest.raises(DownloadError, match=r"gave up on bytes \d+-\d+ after 6 attempts in a row"):

@@ -16,12 +16,11 @@ __all__ = ["add_arguments", "main", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mlxload.backend import FLOAT_DTYPES, mlx_quantizes_bits
+    from mlxload.backend import FLOAT_DTYPES, mlx_affine_bits
     from mlxload.bench.worker import LOADERS
-    from mlxload.quant_config import AFFINE_BITS
     from mlxload.synthetic import DEFAULT_SIZE, SIZES
 
-    bits = [b for b in AFFINE_BITS if mlx_quantizes_bits(b)]  # mlx-lm quantizes the model
+    bits = list(mlx_affine_bits())  # mlx-lm quantizes the synthetic model: MLX must take it
 
     parser.add_argument(
         "model", nargs="?", help="checkpoint directory or hf://org/repo (default: synthetic)"

@@ -50,11 +50,15 @@ def _human(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlxload.checkpoint import load
     from mlxload.hub.spec import is_hub_spec
 
-    if is_hub_spec(args.path):
-        return _inspect_hub(args)
+    return _inspect_hub(args) if is_hub_spec(args.path) else _inspect_loaded(args)
+
+
+def _inspect_loaded(args: argparse.Namespace) -> int:
+    """What ``mlxload.load`` opens (a Hub repo: downloaded, or from the cache)."""
+    from mlxload.checkpoint import load
+
     with load(args.path) as ckpt:
         return _report(args, ckpt, [str(p) for p in ckpt.files], fetched=None)
 
@@ -66,7 +70,6 @@ def _inspect_hub(args: argparse.Namespace) -> int:
     cache another tool filled, offline), it does what ``load`` does: download, or use the
     cache, and the error if any is the one ``load`` gives.
     """
-    from mlxload.checkpoint import load
     from mlxload.distributed.source import open_source
     from mlxload.errors import CheckpointNotFoundError
     from mlxload.hub.errors import HubError
@@ -78,8 +81,7 @@ def _inspect_hub(args: argparse.Namespace) -> int:
     except (HubError, CheckpointNotFoundError):
         if source is not None:
             source.close()
-        with load(args.path) as ckpt:
-            return _report(args, ckpt, [str(p) for p in ckpt.files], fetched=None)
+        return _inspect_loaded(args)
     try:
         files = [source.repo_path(p) for p in ckpt.files]
         return _report(args, ckpt, files, fetched=source.fetched_bytes)

@@ -18,13 +18,19 @@ def _cuts_in_place(ckpt: Checkpoint, block: Block) -> bool:
     return not block.whole and block.axis in (0, len(ckpt.info(block.name).shape) - 1)
 
 
+def _cuts(block: Block) -> list[tuple[tuple[int, int] | None, tuple[int, int] | None]]:
+    """``(rows, cols)`` of each piece of a block cut on its first or last axis."""
+    if block.axis == 0:
+        return [((a, b), None) for a, b in block.ranges]
+    return [(None, (a, b)) for a, b in block.ranges]
+
+
 def block_ranges(ckpt: Checkpoint, block: Block) -> list[tuple[Path, list[tuple[int, int]]]]:
     """``(shard, [(offset, nbytes), ...])`` for each read :func:`read_blocks` makes of
     ``block``: what must be present before, when shards are fetched range by range."""
     if not _cuts_in_place(ckpt, block):
         return [ckpt.block_ranges(block.name)]
-    cut = (lambda a, b: ((a, b), None)) if block.axis == 0 else (lambda a, b: (None, (a, b)))
-    return [ckpt.block_ranges(block.name, *cut(a, b)) for a, b in block.ranges]
+    return [ckpt.block_ranges(block.name, rows, cols) for rows, cols in _cuts(block)]
 
 
 def read_block(ckpt: Checkpoint, block: Block) -> tuple[mx.array, int]:
@@ -48,12 +54,7 @@ def read_block(ckpt: Checkpoint, block: Block) -> tuple[mx.array, int]:
         arr = mx.contiguous(mx.concatenate(pieces, axis=block.axis))
         mx.eval(arr)
         return arr, ckpt.info(block.name).nbytes
-    pieces = []
-    for a, b in block.ranges:
-        if block.axis == 0:
-            pieces.append(ckpt.read_block(block.name, rows=(a, b)))
-        else:
-            pieces.append(ckpt.read_block(block.name, cols=(a, b)))
+    pieces = [ckpt.read_block(block.name, rows, cols) for rows, cols in _cuts(block)]
     nbytes = sum(p.nbytes for p in pieces)
     if len(pieces) == 1:
         return pieces[0], nbytes
@@ -81,8 +82,7 @@ def read_blocks(ckpt: Checkpoint, blocks: Mapping[str, Block]) -> tuple[dict[str
         if block.whole:
             out[param] = arrays[block.name]
         elif _cuts_in_place(ckpt, block):
-            for i, (a, b) in enumerate(block.ranges):
-                rows, cols = ((a, b), None) if block.axis == 0 else (None, (a, b))
+            for i, (rows, cols) in enumerate(_cuts(block)):
                 requests.append(((param, i), block.name, rows, cols))
         else:
             out[param], n = read_block(ckpt, block)

@@ -24,7 +24,14 @@ from pathlib import Path
 from mlxload.hub.listing import RemoteFile
 from mlxload.work_names import work_path
 
-__all__ = ["COMMIT_RE", "RepoCache", "default_cache_dir", "files_in", "in_hf_cache"]
+__all__ = [
+    "COMMIT_RE",
+    "RepoCache",
+    "cache_root",
+    "default_cache_dir",
+    "files_in",
+    "in_hf_cache",
+]
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 PARTIAL_SUFFIX = ".mlxload-partial"
@@ -46,6 +53,11 @@ def in_hf_cache(path: Path) -> bool:
         if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
             return True
     return False
+
+
+def cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    """``cache_dir`` as given (``~`` expanded), else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
 
 def default_cache_dir() -> Path:

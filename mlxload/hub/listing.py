@@ -50,6 +50,16 @@ class RemoteFile:
         return self.sha256 is not None
 
     @property
+    def content_hash(self) -> str:
+        """What the content is checked against: the LFS sha256, else the git blob sha1."""
+        return self.sha256 if self.sha256 is not None else self.blob_id
+
+    @property
+    def hash_kind(self) -> str:
+        """``"sha256"`` or ``"git sha1"``: the kind of :attr:`content_hash`, for messages."""
+        return "sha256" if self.is_lfs else "git sha1"
+
+    @property
     def blob_name(self) -> str:
         """The name of the blob in the cache: the ETag the Hub serves (sha256 or git sha1)."""
         return self.sha256 if self.sha256 is not None else self.blob_id

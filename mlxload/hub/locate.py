@@ -44,8 +44,7 @@ def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
 
 def _unknown_here(spec: str | Path, cache_dir: Any) -> bool:
     """Whether nothing of this repo is in the Hub cache (so it may not be a repo at all)."""
-    from mlxload.hub.cache import RepoCache, default_cache_dir
+    from mlxload.hub.cache import RepoCache, cache_root
     from mlxload.hub.spec import parse_spec
 
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    return not RepoCache(root, parse_spec(str(spec)).repo_id).storage.exists()
+    return not RepoCache(cache_root(cache_dir), parse_spec(str(spec)).repo_id).storage.exists()

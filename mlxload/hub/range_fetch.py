@@ -26,7 +26,7 @@ from typing import Any
 from mlxload.byte_ranges import ByteRanges, coalesce, split_long
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import MAX_HEADER_SIZE
-from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
+from mlxload.hub.cache import COMMIT_RE, RepoCache, cache_root
 from mlxload.hub.errors import (
     DownloadError,
     EntryNotFoundError,
@@ -38,7 +38,14 @@ from mlxload.hub.listing import RemoteFile
 from mlxload.hub.offline import offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, translate
-from mlxload.hub.transfer import BACKOFF_S, READ_TIMEOUT_S, RETRIES, new_hasher
+from mlxload.hub.transfer import (
+    READ_TIMEOUT_S,
+    RETRIES,
+    RETRY_STATUS,
+    backoff_delay,
+    hash_file,
+    status_error,
+)
 
 __all__ = ["GAP", "HEADER_GUESS", "MAX_REQUEST", "RangeFetch"]
 
@@ -53,7 +60,6 @@ headers (a 7B model's shard header is some tens of KiB)."""
 PROGRESS = 1 << 20
 """Bytes an attempt must bring to count as progress: a link that drops after every few bytes
 must run out of retries, not resume for ever."""
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _PREFIX = "mlxload-ranges-"
 
 
@@ -95,8 +101,7 @@ class RangeFetch:
         if not COMMIT_RE.match(self.commit):
             raise HubError(f"{snapshot}: not a Hub snapshot folder (its name is no commit hash)")
         self.repo_id = repo_id
-        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        listing = RepoCache(root, repo_id).read_manifest(self.commit) or []
+        listing = RepoCache(cache_root(cache_dir), repo_id).read_manifest(self.commit) or []
         self.files: dict[str, RemoteFile] = {f.path: f for f in listing}
         self._token = token
         self._offline = local_files_only
@@ -272,11 +277,9 @@ class RangeFetch:
             before = pos
             try:
                 with get_session().stream("GET", url, headers=headers, timeout=timeout) as r:
-                    if r.status_code in _RETRY_STATUS:
+                    if r.status_code in RETRY_STATUS:
                         r.read()
-                        raise httpx2.HTTPStatusError(
-                            f"HTTP {r.status_code}", request=r.request, response=r
-                        )
+                        raise status_error(r)
                     if r.status_code >= 400:
                         r.read()
                         hf_raise_for_status(r)
@@ -296,7 +299,7 @@ class RangeFetch:
                 raise
             except (httpx2.TransportError, httpx2.HTTPStatusError) as e:
                 if isinstance(e, httpx2.HTTPStatusError) and (
-                    e.response.status_code not in _RETRY_STATUS
+                    e.response.status_code not in RETRY_STATUS
                 ):
                     raise self._describe(e, file) from e
                 failures = 0 if pos - before >= min(PROGRESS, end - before) else failures + 1
@@ -306,7 +309,7 @@ class RangeFetch:
                         f"in a row without progress: {self._describe(e, file)}"
                     ) from e
                 if failures:
-                    time.sleep(min(BACKOFF_S * 2 ** (failures - 1), 8.0))
+                    time.sleep(backoff_delay(failures))
             except Exception as e:  # huggingface_hub's HTTP errors, redirect loops, ...
                 raise self._describe(e, file) from e
         return local, start, end
@@ -381,18 +384,12 @@ def _check_answer(file: RemoteFile, response: Any, asked: str, length: int) -> N
 
 def _verify_whole(local: Path, file: RemoteFile) -> None:
     """Check a shard whose ranges add up to the whole file against the hash the Hub lists."""
-    hasher = new_hasher(file)
-    with open(local, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            hasher.update(chunk)
-    expected = file.sha256 if file.is_lfs else file.blob_id
-    actual = hasher.hexdigest()
-    if actual != expected:
-        kind = "sha256" if file.is_lfs else "git sha1"
+    actual = hash_file(local, file)
+    if actual != file.content_hash:
         raise IntegrityError(
-            f"{file.path}: {kind} mismatch after fetching every range of it: expected "
-            f"{expected}, got {actual}; the bytes can't be trusted (run again)",
+            f"{file.path}: {file.hash_kind} mismatch after fetching every range of it: expected "
+            f"{file.content_hash}, got {actual}; the bytes can't be trusted (run again)",
             filename=file.path,
-            expected=str(expected),
+            expected=file.content_hash,
             actual=actual,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxload.free_space import check_free_space
-from mlxload.hub.cache import COMMIT_RE, RepoCache, default_cache_dir
+from mlxload.hub.cache import COMMIT_RE, RepoCache, cache_root
 from mlxload.hub.errors import DownloadError, EntryNotFoundError, HubError, HubSpecError
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.offline import cached_snapshot, offline_mode
@@ -236,8 +236,7 @@ def download(
     spec = _spec(repo, revision)
     rev = spec.revision or DEFAULT_REVISION
     patterns = _patterns(allow_patterns)
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache = RepoCache(root, spec.repo_id)
+    cache = RepoCache(cache_root(cache_dir), spec.repo_id)
     if local_files_only:
         return cached_snapshot(cache, rev, patterns, "--offline (local_files_only=True) was given")
     if local_files_only is None and offline_mode():

@@ -21,14 +21,26 @@ from typing import Any
 from mlxload.hub.errors import DownloadError, HubError, IntegrityError
 from mlxload.hub.listing import RemoteFile
 
-__all__ = ["BACKOFF_S", "CHUNK", "RETRIES", "Cancelled", "fetch_blob", "new_hasher"]
+__all__ = [
+    "BACKOFF_S",
+    "CHUNK",
+    "RETRIES",
+    "RETRY_STATUS",
+    "Cancelled",
+    "backoff_delay",
+    "fetch_blob",
+    "hash_file",
+    "new_hasher",
+    "status_error",
+]
 
 CHUNK = 1 << 20  # bytes per write (each one reaches the file: a kill loses at most one chunk)
 RETRIES = 5  # consecutive failed attempts (no byte received) before giving up
 BACKOFF_S = 0.5  # first retry delay, doubled each time, capped at 8 s
 READ_TIMEOUT_S = 30.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses worth asking again (timeouts, rate limits, server errors)."""
 
 
 class Cancelled(Exception):  # a signal between threads, never shown to users
@@ -42,6 +54,18 @@ def new_hasher(file: RemoteFile) -> Any:
     h = hashlib.sha1(usedforsecurity=False)
     h.update(b"blob %d\0" % file.size)
     return h
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row: doubling, capped at 8."""
+    return min(BACKOFF_S * 2 ** (failures - 1), 8.0)
+
+
+def hash_file(path: Path, file: RemoteFile) -> str:
+    """The hex digest of ``path``'s first ``file.size`` bytes, of ``file``'s hash kind."""
+    hasher = new_hasher(file)
+    _hash_prefix(path, hasher, file.size)
+    return hasher.hexdigest()
 
 
 def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
@@ -97,7 +121,8 @@ class _Sink:
         return self.written
 
 
-def _status_error(response: Any) -> Exception:
+def status_error(response: Any) -> Exception:
+    """The ``httpx2.HTTPStatusError`` of an answer with an error status."""
     import httpx2
 
     return httpx2.HTTPStatusError(
@@ -168,7 +193,7 @@ def fetch_blob(
     import httpx2
     from huggingface_hub.utils import hf_raise_for_status
 
-    expected = file.sha256 if file.is_lfs else file.blob_id
+    expected = file.content_hash
     hasher = new_hasher(file)
     have = partial.stat().st_size if partial.exists() else 0
     if have > file.size:
@@ -194,7 +219,7 @@ def fetch_blob(
                 f"({have} of {file.size} bytes kept in {partial.name}; running again resumes). "
                 f"{err}"
             ) from e
-        delay = min(BACKOFF_S * 2 ** (failures - 1), 8.0)
+        delay = backoff_delay(failures)
         if stop is not None:
             stop.wait(delay)
         else:
@@ -222,8 +247,8 @@ def fetch_blob(
                     continue
                 if status >= 400:
                     response.read()
-                    if status in _RETRY_STATUS:
-                        fail(_status_error(response))
+                    if status in RETRY_STATUS:
+                        fail(status_error(response))
                         continue
                     hf_raise_for_status(response)
                 served = _served_size(response)
@@ -278,10 +303,9 @@ def fetch_blob(
     actual = hasher.hexdigest()
     if actual != expected:
         partial.unlink(missing_ok=True)
-        kind = "sha256" if file.is_lfs else "git sha1"
         raise IntegrityError(
-            f"{file.path}: {kind} mismatch: expected {expected}, got {actual}; the downloaded "
-            "bytes were deleted (run again to download the file afresh)",
+            f"{file.path}: {file.hash_kind} mismatch: expected {expected}, got {actual}; the "
+            "downloaded bytes were deleted (run again to download the file afresh)",
             filename=file.path,
             expected=str(expected),
             actual=actual,

@@ -16,6 +16,7 @@ import orjson
 
 from mlxload.header import MAX_HEADER_SIZE, FileHeader, TensorInfo
 from mlxload.shards import INDEX_NAME
+from mlxload.work_names import output_of
 from mlxload.writer.errors import (
     EmptySourceError,
     InvalidSizeError,
@@ -188,9 +189,6 @@ def _other_shards(out_dir: Path, names: set[str]) -> list[Path]:
     )
 
 
-_WORK_FILE = re.compile(r"\.(.+)\.mlxload-(?:partial|journal|lock)")
-
-
 def _abandoned_shards(out_dir: Path, names: set[str]) -> list[Path]:
     """Shard paths in ``out_dir`` with work files (see ``WritePlan.abandoned``) but not among
     ``names``."""
@@ -198,9 +196,9 @@ def _abandoned_shards(out_dir: Path, names: set[str]) -> list[Path]:
         return []
     found = set()
     for p in out_dir.iterdir():
-        m = _WORK_FILE.fullmatch(p.name)
-        if m and _SHARD_NAME.fullmatch(m.group(1)) and m.group(1) not in names:
-            found.add(out_dir / m.group(1))
+        owner = output_of(p.name, ("partial", "journal", "lock"))  # shard names are short
+        if owner and _SHARD_NAME.fullmatch(owner) and owner not in names:
+            found.add(out_dir / owner)
     return sorted(found)
 
 
