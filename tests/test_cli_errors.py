@@ -36,6 +36,10 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxload", "merge", str(src), str(out), "--no-progress"],
         env={**os.environ, PAUSE_ENV: "3", "PYTHONFAULTHANDLER": "1"},
+        # A pytest started as a background job (``cmd &``) passes SIGINT on as ignored, and a
+        # Python started so leaves it ignored (as a nohup'ed merge should): give the child
+        # what an interactive terminal gives it.
+        preexec_fn=_sigint_default,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,6 +63,10 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
     assert temp_path(out).exists() and journal_path(out).exists()
     result = merge(src, out)
     assert result.resumed_tensors == 3
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
