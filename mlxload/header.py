@@ -227,6 +227,8 @@ class FileHeader:
         file_size: Size of the file when the header was read.
         tensors: Name -> info, in file (offset) order.
         metadata: ``__metadata__`` (empty when absent).
+        has_metadata: Whether the header holds a ``__metadata__`` map (``null`` counts as
+            absent, as in the reference), so an empty map can be told from none.
         identity: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the file the header was read
             from (None for bytes parsed without a file): whoever reads tensor bytes later
             checks it, so one file's header is never paired with another file's data.
@@ -238,6 +240,7 @@ class FileHeader:
     tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
     identity: tuple[int, int, int, int] | None = None
+    has_metadata: bool = False
 
     @property
     def data_start(self) -> int:
@@ -391,7 +394,8 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
     if _needs_strict_reparse(text, obj):
         obj = _strict_reparse(path, text)
 
-    metadata = _validate_metadata(path, obj.pop("__metadata__", None))
+    raw_metadata = obj.pop("__metadata__", None)
+    metadata = _validate_metadata(path, raw_metadata)
     data_start = 8 + n
     table = _fast_validate(obj, file_size - data_start)
     if table is None:
@@ -404,6 +408,7 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
         file_size=file_size,
         tensors=TensorTable(names, dtypes, shapes, begins, ends, data_start),
         metadata=metadata,
+        has_metadata=raw_metadata is not None,
     )
 
 

@@ -138,8 +138,10 @@ class safe_open:  # named like safetensors.safe_open on purpose
         """Tensor names in file (offset) order."""
         return list(self._file.tensors)
 
-    def metadata(self) -> dict[str, str]:
-        return dict(self._file.header.metadata)
+    def metadata(self) -> dict[str, str] | None:
+        """The ``__metadata__`` map; None when the file has none (as in ``safetensors``)."""
+        header = self._file.header
+        return dict(header.metadata) if header.has_metadata else None
 
     def info(self, name: str) -> TensorInfo:
         return self._file.info(name)

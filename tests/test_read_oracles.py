@@ -48,6 +48,24 @@ def test_safetensors_numpy_files(tmp_path, dtype, shape):
         assert f.info("t").dtype == _st_name(dtype)
 
 
+@pytest.mark.parametrize(
+    "metadata", [None, "null", {}, {"format": "pt"}], ids=["absent", "null", "empty", "map"]
+)
+def test_metadata_is_what_safetensors_says(tmp_path, metadata):
+    """``metadata()`` is None without ``__metadata__`` (or with null), as in the reference."""
+    from safetensors import safe_open as reference_open
+
+    header = {"x": entry("F32", [2], 0, 8)}
+    if metadata is not None:
+        header["__metadata__"] = None if metadata == "null" else metadata
+    path = write_raw(tmp_path / "m.safetensors", header, bytes(8))
+    with reference_open(str(path), framework="numpy") as ref:
+        expected = ref.metadata()
+    with mlxload.safe_open(path) as f:
+        assert f.metadata() == expected
+        assert (f.metadata() is None) == (expected is None)
+
+
 def _st_name(dtype) -> str:
     return {
         "bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16",
