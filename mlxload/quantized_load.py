@@ -61,7 +61,8 @@ def load_quantized_weights(
             ``quantization_config.json``, then ``quantize_config.json``).
 
     Returns:
-        ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``. Bits and
+        ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``; empty for a
+        checkpoint without quantized modules (check ``load(path)`` for its float tensors). Bits and
         group size are the config's for each module: without the model, readings that fit the
         same stored shapes (4-bit/64 and 8-bit/32) can't be told apart, so a config lacking a
         module's override gives it the default (``load_model`` reads the model's shapes).

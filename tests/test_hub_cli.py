@@ -34,6 +34,22 @@ def test_include_and_local_dir(hub, capsys, tmp_path):  # noqa: F811
     assert (dest / "pytorch_model.bin").read_bytes() == repo.files["pytorch_model.bin"]
 
 
+def test_repo_after_include_is_named_as_the_mistake_and_dash_dash_ends_patterns(
+    hub,  # noqa: F811
+    capsys,
+    tmp_path,
+):
+    """``--include`` takes several values, so a REPO after it is swallowed: say so."""
+    assert cli_download.main(["--include", "*.json", REPO, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no REPO given (--include took every value after it: ['*.json', 'acme/" in err
+    assert "put REPO first" in err and "`--`" in err
+    dest = tmp_path / "d"
+    argv = ["--include", "config.json", "--local-dir", str(dest), "--no-progress", "--", REPO]
+    assert cli_download.main(argv) == 0
+    assert [p.name for p in dest.iterdir()] == ["config.json"]
+
+
 def test_local_dir_gets_this_downloads_selection_not_the_whole_cached_snapshot(
     hub,  # noqa: F811
     capsys,

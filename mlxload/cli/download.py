@@ -13,7 +13,8 @@ __all__ = ["add_arguments", "main", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``download`` arguments to ``parser``."""
-    parser.add_argument("repo", help="org/name or hf://org/name[@revision]")
+    # Optional only so that a REPO swallowed by --include gets an error that says so.
+    parser.add_argument("repo", nargs="?", help="org/name or hf://org/name[@revision]")
     parser.add_argument("--revision", help="branch, tag or commit (default: main)")
     parser.add_argument(
         "--include",
@@ -45,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise MlxloadError(f"--workers must be at least 1, got {args.workers}")
     patterns = [p for group in args.include for p in group] if args.include else None
+    if args.repo is None:
+        hint = (
+            f" (--include took every value after it: {patterns}); put REPO first, "
+            "`mlxload download REPO --include PAT...`, or end the patterns with `--`"
+            if patterns
+            else " (usage: mlxload download REPO [--include PAT...]; see --help)"
+        )
+        raise MlxloadError(f"no REPO given{hint}")
     path = download(
         args.repo,
         args.revision,
