@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import struct
@@ -74,6 +73,7 @@ MAX_HEADER_SIZE = 100_000_000
 """Largest header the reference library accepts (bytes)."""
 
 _U64_MAX = 2**64 - 1
+_FAST_MAX_NDIM = 64  # longer shapes (valid ones too) are checked one by one, with early exits
 _FIELDS = ("dtype", "shape", "data_offsets")
 _GET_DTYPE, _GET_SHAPE, _GET_OFFSETS = (itemgetter(k) for k in ("dtype", "shape", "data_offsets"))
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -434,6 +434,8 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         return None
     if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list}:
         return None
+    if entries and max(map(len, shapes)) > _FAST_MAX_NDIM:  # prod() of 50,000 big dims: minutes
+        return None
     dims = list(chain.from_iterable(shapes))
     if set(map(type, dims)) - {int} or (dims and min(dims) < 0):
         return None
@@ -448,7 +450,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     counts = list(map(prod, shapes))
     if list(map(mul, counts, map(_BYTES.__getitem__, dtypes))) != list(map(sub, ends, begins)):
         return None
-    if 0 in counts and any(_prefix_overflows(shapes[i]) for i, c in enumerate(counts) if c == 0):
+    if 0 in counts and any(_checked_count(shape) is None for shape in _zero_sized(shapes, counts)):
         return None
     names = list(obj)
     if begins[1:] != ends[:-1]:  # not already in offset order (mx.save_safetensors, ...)
@@ -509,13 +511,35 @@ def _needs_strict_reparse(text: str, obj: dict) -> bool:
     Every key is followed by a colon, so a header whose entries hold exactly the three fields
     has ``4 * entries (+ metadata keys)`` colons plus any inside strings. Fewer keys than that
     means a missing field, which validation reports anyway; so an exact count proves there is
-    no repeated field, unknown field or nested object. Anything else (colons in names too)
-    takes the slow, exact path.
+    no repeated field, unknown field or nested object. When names or metadata hold colons or
+    ``-0`` themselves, and the text has no escapes (so every string in it is verbatim what
+    orjson returned), those are counted too: a repeated key adds a colon the parsed header
+    doesn't have, whatever the strings hold. Anything else takes the slow, exact path.
     """
     metadata = obj.get("__metadata__")
     n = len(obj) - ("__metadata__" in obj)
     keys = 4 * n + ("__metadata__" in obj) + (len(metadata) if type(metadata) is dict else 0)
-    return ("-" in text and "-0" in text) or text.count(":") != keys
+    colons = text.count(":")
+    negative_zero = "-" in text and "-0" in text
+    if colons == keys and not negative_zero:
+        return False
+    if "\\" in text:
+        return True
+    strings = _parsed_strings(obj)
+    return colons != keys + strings.count(":") or (
+        negative_zero and text.count("-0") != strings.count("-0")
+    )
+
+
+def _parsed_strings(obj: dict) -> str:
+    """Every string of a parsed header that may legitimately hold ``:`` or ``-0``, joined:
+    names, dtypes and metadata (a ``\\x00`` between them, so none runs into the next)."""
+    parts = list(obj)
+    parts += [e["dtype"] for e in obj.values() if type(e) is dict and type(e.get("dtype")) is str]
+    metadata = obj.get("__metadata__")
+    if type(metadata) is dict:
+        parts += [*metadata, *(v for v in metadata.values() if type(v) is str)]
+    return "\x00".join(parts)
 
 
 class _Pairs(list):
@@ -532,18 +556,23 @@ def _strict_reparse(path: Path, text: str) -> dict:
         NestingTooDeepError, DuplicateFieldError; and the entry errors of an earlier entry of a
         repeated tensor name.
     """
-    depth = _max_depth(text)
-    if depth > _MAX_DEPTH:
+    try:
+        pairs = json.loads(text, object_pairs_hook=_Pairs, parse_int=_int_as_the_reference_reads)
+    except RecursionError:  # deeper than the interpreter's limit, so far past the reference's
         raise NestingTooDeepError(
-            f"{path}: header nests arrays/objects {depth} levels deep; the limit is "
-            f"{_MAX_DEPTH} (the reference parser's recursion limit)"
-        )
-    pairs = json.loads(text, object_pairs_hook=_Pairs, parse_int=_int_keeping_negative_zero)
+            f"{path}: header nests arrays/objects too deep to parse; the limit is {_MAX_DEPTH} "
+            "(the reference parser's recursion limit)"
+        ) from None
     names = [k for k, _ in pairs]
     if names.count("__metadata__") > 1:
         raise DuplicateFieldError(f"{path}: header has {names.count('__metadata__')} __metadata__")
     for name, entry in pairs:
-        if name == "__metadata__" or not isinstance(entry, _Pairs):
+        if not isinstance(entry, _Pairs):
+            continue
+        if name == "__metadata__":
+            # The reference checks every value's type, a repeated key's earlier ones too.
+            for key, item in entry:
+                _check_metadata_value(path, key, item)
             continue
         keys = [k for k, _ in entry]
         for key in _FIELDS:
@@ -551,60 +580,75 @@ def _strict_reparse(path: Path, text: str) -> dict:
                 raise DuplicateFieldError(
                     f"{path}: tensor {name!r}: field {key!r} appears {keys.count(key)} times"
                 )
+        if len(keys) > len(_FIELDS):
+            _check_unknown_fields_depth(path, name, entry)
     last = {name: i for i, (name, _) in enumerate(pairs)}
     for i, (name, entry) in enumerate(pairs):
         if name != "__metadata__" and last[name] != i:
             # A repeated name keeps its last entry (as the reference and json do), but the
             # reference's parser checks the types of every entry: an earlier, broken one is an
             # error. (Its sizes and offsets are checked for the last entry only.)
-            _entry_fields(path, name, _as_dicts(entry))
-    return _as_dicts(pairs)
+            _entry_fields(path, name, _as_dict(entry))
+    return {name: _as_dict(value) for name, value in pairs}
 
 
-def _as_dicts(value: object) -> object:
-    if isinstance(value, _Pairs):
-        return {k: _as_dicts(v) for k, v in value}
-    if type(value) is list:
-        return [_as_dicts(v) for v in value]
-    return value
+def _as_dict(value: object) -> object:
+    """An object's pairs as a dict (a repeated key keeps its last value, as in the reference).
+
+    One level only: a valid header holds no object below an entry, and what an invalid one
+    holds there only has to fail the type checks, which a ``_Pairs`` (a list) does."""
+    return dict(value) if isinstance(value, _Pairs) else value
 
 
-def _int_keeping_negative_zero(token: str) -> int | float:
+def _check_unknown_fields_depth(path: Path, name: str, entry: _Pairs) -> None:
+    """The reference ignores fields it doesn't know, but parses them: deep nesting there is an
+    error. (Anywhere else, arrays or objects below an entry's fields fail the type checks.)"""
+    for key, value in entry:
+        if key not in _FIELDS and type(value) in (list, _Pairs):
+            depth = 2 + _max_depth(value)  # the header object, then the entry
+            if depth > _MAX_DEPTH:
+                raise NestingTooDeepError(
+                    f"{path}: tensor {name!r}: field {key!r} nests arrays/objects: the header "
+                    f"is {depth} levels deep; the limit is {_MAX_DEPTH} (the reference "
+                    "parser's recursion limit)"
+                )
+
+
+def _int_as_the_reference_reads(token: str) -> int | float:
+    """``-0`` becomes ``-0.0`` and integers past 64 bits become floats, as the reference's
+    parser reads them; so the shape and offset checks refuse both, as the reference does."""
     value = int(token)
-    return -0.0 if value == 0 and token.startswith("-") else value
+    if value == 0 and token.startswith("-"):
+        return -0.0
+    return float(value) if value > _U64_MAX else value
 
 
-def _max_depth(text: str) -> int:
-    """Deepest nesting of ``[``/``{`` outside strings (only run on suspicious headers)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
+def _max_depth(value: list) -> int:
+    """How deeply ``value`` (an array or object, counted as 1) nests arrays/objects."""
+    deepest = 0
+    stack: list[tuple[list, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        items = (v for _, v in node) if isinstance(node, _Pairs) else node
+        stack.extend((v, depth + 1) for v in items if type(v) in (_Pairs, list))
     return deepest
 
 
-def _prefix_overflows(shape: list[int]) -> bool:
-    """Whether multiplying ``shape`` left to right passes 64 bits before it reaches a 0 (the
-    reference multiplies with overflow checks, so ``[2**32, 2**32, 0]`` is an error there)."""
+def _zero_sized(shapes: list[list[int]], counts: list[int]) -> Iterator[list[int]]:
+    return (shape for shape, count in zip(shapes, counts, strict=True) if count == 0)
+
+
+def _checked_count(shape: list[int]) -> int | None:
+    """``prod(shape)``, or None once a partial product passes 64 bits: the reference multiplies
+    left to right with overflow checks, so ``[2**32, 2**32, 0]`` is an error there, and
+    stopping early keeps a shape of 50,000 huge dims from costing minutes of big-int work."""
     count = 1
     for dim in shape:
         count *= dim
         if count > _U64_MAX:
-            return True
-    return False
+            return None
+    return count
 
 
 def _offsets_key(info: TensorInfo) -> tuple[int, int]:
@@ -619,12 +663,18 @@ def _validate_metadata(path: Path, metadata: object) -> dict[str, str]:
             f"{path}: __metadata__ must be an object of strings, got {type(metadata).__name__}"
         )
     for key, value in metadata.items():
-        if type(value) is not str:
-            raise InvalidMetadataError(
-                f"{path}: __metadata__[{key!r}] must be a string, got "
-                f"{type(value).__name__} {value!r:.60}"
-            )
+        _check_metadata_value(path, key, value)
     return metadata
+
+
+def _check_metadata_value(path: Path, key: str, value: object) -> None:
+    if type(value) is not str:
+        if isinstance(value, _Pairs):
+            value = dict(value)
+        raise InvalidMetadataError(
+            f"{path}: __metadata__[{key!r}] must be a string, got "
+            f"{type(value).__name__} {value!r:.60}"
+        )
 
 
 def _entry_fields(path: Path, name: str, entry: object) -> tuple[Any, str, list, list]:
@@ -674,9 +724,9 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
             f"0 <= begin <= end, got {offsets!r:.80}"
         )
     begin, end = offsets
-    count = math.prod(shape)
-    bits = count * spec.bits
-    if count > _U64_MAX or bits > _U64_MAX or (count == 0 and _prefix_overflows(shape)):
+    count = _checked_count(shape)
+    bits = count * spec.bits if count is not None else None
+    if bits is None or bits > _U64_MAX:
         raise SizeOverflowError(
             f"{path}: tensor {name!r}: shape {shape} x {spec.bits} bits overflows 64 bits"
         )

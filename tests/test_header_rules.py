@@ -375,3 +375,88 @@ def test_unknown_fields_are_ignored_like_the_reference(tmp_path):
     header = b'{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24],"note":{"x":-0,"x":1}}}'
     path = write_raw(tmp_path / "u.safetensors", header, F32_6)
     assert read_header(path).tensors["w"].shape == (6,)
+
+
+def _reference_refuses(path) -> bool:
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), "numpy"):
+            return False
+    except Exception:
+        return True
+
+
+@pytest.mark.parametrize("first", ["1", "null", "[]", '{"x":"y"}'])
+def test_every_value_of_a_repeated_metadata_key_must_be_a_string(tmp_path, first):
+    """The reference type-checks a repeated key's earlier values too (the last one wins)."""
+    header = f'{{"__metadata__":{{"a":{first},"a":"2"}}}}'.encode()
+    check(tmp_path, header, b"", errors.InvalidMetadataError, "__metadata__['a'] must be a string")
+    assert _reference_refuses(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("fields", "exc"),
+    [
+        ('"shape":[0,18446744073709551616],"data_offsets":[0,0]', errors.InvalidShapeError),
+        ('"shape":[0,10000000000000000000000],"data_offsets":[0,0]', errors.InvalidShapeError),
+        ('"shape":[0],"data_offsets":[0,18446744073709551616]', errors.InvalidDataOffsetsError),
+    ],
+)
+def test_integers_past_64_bits_are_refused_on_the_exact_parse_too(tmp_path, fields, exc):
+    """A ':' in a name sends the header through the stdlib parser, which reads integers
+    exactly; the reference reads one past 64 bits as a float, and refuses it."""
+    header = f'{{"a:b":{{"dtype":"U8",{fields}}}}}'.encode()
+    check(tmp_path, header, b"", exc, "tensor 'a:b'")
+    assert _reference_refuses(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("dims", [["18446744073709551615"] * 50_000, ["2"] * 300_000])
+def test_a_shape_of_very_many_dims_is_refused_at_the_first_overflow(tmp_path, dims):
+    """Multiplying such a shape out (as prod() does) took 26 s for the first; the reference
+    stops at the first overflow. Bad input must end in an error within a second."""
+    import time
+
+    header = f'{{"t":{{"dtype":"U8","shape":[{",".join(dims)}],"data_offsets":[0,1]}}}}'
+    start = time.perf_counter()
+    check(tmp_path, header.encode(), b"\0", errors.SizeOverflowError, "overflows 64 bits")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_long_valid_shape_is_accepted(tmp_path):
+    header = b'{"t":{"dtype":"U8","shape":[' + b",".join([b"1"] * 100) + b'],"data_offsets":[0,1]}}'
+    path = write_raw(tmp_path / "long.safetensors", header, b"\7")
+    assert read_header(path).tensors["t"].shape == (1,) * 100
+
+
+def test_colons_and_minus_zero_in_names_need_no_second_parse(tmp_path, monkeypatch):
+    """Counted inside the parsed strings, they prove nothing is repeated: the slow stdlib
+    parse (seconds for a big header) is only for headers that may repeat a key."""
+    from mlxload import header as header_module
+
+    def no_reparse(path, text):
+        raise AssertionError("parsed twice")
+
+    body = '{"__metadata__":{"k:-0":"v:-0"},"a:b-0":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}'
+    path = write_raw(tmp_path / "c.safetensors", (body + "}").encode(), b"\7")
+    with monkeypatch.context() as m:
+        m.setattr(header_module, "_strict_reparse", no_reparse)
+        header = read_header(path)
+    assert list(header.tensors) == ["a:b-0"] and header.metadata == {"k:-0": "v:-0"}
+    repeated = body[:-1] + ',"dtype":"U8"}}'
+    check(tmp_path, repeated.encode(), b"\7", errors.DuplicateFieldError, "field 'dtype'")
+    negative_zero = body.replace("[0,1]", "[-0,1]") + "}"
+    check(tmp_path, negative_zero.encode(), b"\7", errors.InvalidDataOffsetsError, "'a:b-0'")
+
+
+@pytest.mark.parametrize("depth,ok", [(125, True), (126, False)])
+def test_nesting_limit_counts_objects_too(tmp_path, depth, ok):
+    nested = '{"a":' * depth + "1" + "}" * depth
+    header = f'{{"w":{{"dtype":"F32","shape":[6],"data_offsets":[0,24],"z":{nested}}}}}'
+    path = write_raw(tmp_path / "n.safetensors", header.encode(), F32_6)
+    assert _reference_refuses(path) is not ok
+    if ok:
+        assert list(read_header(path).tensors) == ["w"]
+    else:
+        with pytest.raises(errors.NestingTooDeepError, match="128 levels deep; the limit is 127"):
+            read_header(path)
