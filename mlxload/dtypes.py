@@ -3,8 +3,8 @@
 Every dtype the format defines is known here with its size in bits. Where MLX has a matching
 dtype the tensor loads as that dtype, never widened (F64 stays float64). Where MLX has none
 (the 8/6/4-bit float formats) the tensor loads as its raw bytes (``uint8``) and the true dtype
-stays visible in :class:`~mlxload.header.TensorInfo`; :func:`convert_raw` offers the
-conversion MLX has (``mx.from_fp8`` for F8_E4M3).
+stays visible in :class:`~mlxload.header.TensorInfo`; :func:`convert_raw` decodes the 8-bit
+ones exactly (``mx.from_fp8`` for F8_E4M3, a 256-entry table for the others).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
+
+from mlxload.fp8_tables import FP8_FORMATS, fp8_table
 
 __all__ = ["DTYPES", "DType", "add_dtype", "convert_raw", "dtype_for_mlx"]
 
@@ -56,6 +58,8 @@ DTYPES: dict[str, DType] = {
         DType("F8_E4M3", 8, None),
         DType("F8_E5M2", 8, None),
         DType("F8_E8M0", 8, None),
+        DType("F8_E4M3FNUZ", 8, None),
+        DType("F8_E5M2FNUZ", 8, None),
         DType("F6_E2M3", 6, None),
         DType("F6_E3M2", 6, None),
         DType("F4", 4, None),
@@ -78,23 +82,34 @@ def dtype_for_mlx(dtype: mx.Dtype) -> DType:
 
 
 def convert_raw(raw: mx.array, dtype: str, target: mx.Dtype = mx.bfloat16) -> mx.array:
-    """Decode raw bytes of a dtype MLX can't hold natively, where MLX offers a conversion.
+    """Decode the raw bytes of an 8-bit float dtype MLX can't hold natively.
+
+    Every code of these formats is exact in float32, and in bfloat16 too (F8_E8M0's smallest,
+    ``2**-127``, as a subnormal); a float16 ``target`` overflows F8_E8M0's large powers of two.
 
     Args:
         raw: The ``uint8`` array a tensor of that dtype was loaded as.
-        dtype: Its safetensors dtype name (see ``TensorInfo.dtype``).
+        dtype: Its safetensors dtype name (see ``TensorInfo.dtype``): F8_E4M3, F8_E5M2,
+            F8_E8M0, F8_E4M3FNUZ or F8_E5M2FNUZ.
         target: Floating dtype to decode into.
 
     Returns:
-        The decoded array.
+        The decoded array, shaped like ``raw``.
 
     Raises:
-        NotImplementedError: MLX has no decoder for that dtype.
+        NotImplementedError: a dtype without a decoder here (the 6- and 4-bit formats).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> convert_raw(mx.array([0x38, 0xC0], dtype=mx.uint8), "F8_E5M2", mx.float32).tolist()
+        [0.5, -2.0]
     """
     if dtype == "F8_E4M3":
         return mx.from_fp8(raw, dtype=target)
+    if dtype in FP8_FORMATS:
+        return mx.take(mx.array(fp8_table(dtype)), raw.astype(mx.uint32)).astype(target)
     raise NotImplementedError(
-        f"MLX offers no conversion from {dtype}; the tensor is available as raw uint8 bytes"
+        f"mlxload has no conversion from {dtype}; the tensor is available as raw uint8 bytes"
     )
 
 

@@ -137,6 +137,8 @@ def test_sharded_checkpoint_written_by_mlx_lm(tmp_path, monkeypatch):
         ("F8_E4M3", [2, 3], 6, (2, 3)),
         ("F8_E5M2", [4], 4, (4,)),
         ("F8_E8M0", [4], 4, (4,)),
+        ("F8_E4M3FNUZ", [2, 2], 4, (2, 2)),
+        ("F8_E5M2FNUZ", [3], 3, (3,)),
         ("F4", [2, 4], 4, (2, 2)),
         ("F6_E2M3", [4], 3, (3,)),
         ("F6_E3M2", [1, 4], 3, (1, 3)),
