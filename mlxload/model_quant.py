@@ -16,7 +16,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlxload.backend import MLX_FOR_ONE_BIT, mlx_quantizes_bits
+from mlxload.backend import MLX_FOR_ONE_BIT, dtype_name, mlx_quantizes_bits
 from mlxload.model_recipe import REPACKED_METHODS
 from mlxload.quant_config import QuantizationConfig
 from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
@@ -43,7 +43,19 @@ def infer_spec(
         QuantizedWeightError: the tensors disagree with each other or with the layer.
     """
     scales = weights[f"{path}.scales"]
-    packed = weights[f"{path}.weight"]
+    packed = weights.get(f"{path}.weight")
+    if packed is None:
+        raise QuantizedCheckpointError(
+            f"{where}: tensor {path + '.scales'!r} has no packed weight {path + '.weight'!r}; "
+            "the checkpoint is incomplete (a shard or tensor missing?)"
+        )
+    if packed.dtype != mx.uint32:
+        raise QuantizedWeightError(
+            f"{where}: tensor {path + '.weight'!r} is {dtype_name(packed.dtype)} "
+            f"{tuple(packed.shape)}, not packed uint32 words, yet {path + '.scales'!r} "
+            "marks it quantized: the checkpoint is damaged, or holds a float layer beside stray "
+            "scales"
+        )
     in_dims = module.weight.shape[-1]
     if scales.ndim == 0 or packed.ndim == 0 or scales.shape[-1] == 0:
         raise QuantizedCheckpointError(
@@ -101,11 +113,32 @@ def class_predicate(
         if f"{path}.scales" not in weights:
             return False
         spec = infer_spec(path, module, weights, where)
+        if config is not None and config.quant_method not in REPACKED_METHODS:
+            _check_override(config, path, spec, where)
         if f"{path}.global_scale" in weights and _takes_global_scale(module):
             spec["global_scale"] = True  # nvfp4 with a per-tensor scale (MoE switch layers)
         return spec
 
     return predicate
+
+
+def _check_override(
+    config: QuantizationConfig, path: str, spec: dict[str, Any], where: str
+) -> None:
+    """A module the config names must be stored as the config says (mlx-lm refuses such a
+    checkpoint too); only the default may be wrong for some modules, as mlx-lm allows."""
+    name = f"{path}.weight"
+    wanted = config.for_tensor(name)
+    if wanted is None or not config.names_module(name):
+        return
+    stored = (spec["bits"], spec["group_size"], spec["mode"])
+    if (wanted.bits, wanted.group_size, wanted.mode) != stored:
+        raise QuantizedCheckpointError(
+            f"{where}: the quantization config ({config.source or 'config.json'}) gives "
+            f"{path!r} {wanted.bits} bits, group size {wanted.group_size}, {wanted.mode}, but "
+            f"its stored tensors are {stored[0]} bits, group size {stored[1]}, {stored[2]} for "
+            "the layer's inputs; fix the override in the config (or remove it)"
+        )
 
 
 def _takes_global_scale(module: nn.Module) -> bool:

@@ -453,10 +453,18 @@ def test_a_few_layers_too_many_is_still_the_missing_parameters_error(cache, tmp_
 
 
 def _rewrite_tensors(d, change) -> None:
-    """Apply ``change(name, array) -> array`` to every tensor of every shard of ``d``."""
+    """Apply ``change(name, array) -> array`` to every tensor of every shard of ``d`` (``None``
+    drops the tensor, from the index too)."""
+    dropped = set()
     for shard in sorted(d.glob("*.safetensors")):
         tensors = {k: change(k, v) for k, v in mx.load(str(shard)).items()}
-        mx.save_safetensors(str(shard), tensors)
+        dropped |= {k for k, v in tensors.items() if v is None}
+        mx.save_safetensors(str(shard), {k: v for k, v in tensors.items() if v is not None})
+    index = d / "model.safetensors.index.json"
+    if dropped and index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {k: v for k, v in data["weight_map"].items() if k not in dropped}
+        index.write_text(json.dumps(data))
 
 
 UP = "model.layers.0.mlp.up_proj"
@@ -472,7 +480,12 @@ UP = "model.layers.0.mlp.up_proj"
         ("scalar", lambda k, v: v.reshape(-1)[0] if k == f"{UP}.scales" else v,
          "no per-group layout for a layer of 64 inputs"),
         ("float-packed", lambda k, v: v.astype(mx.float16) if k == f"{UP}.weight" else v,
-         "packed weight dtype is float16; expected uint32"),
+         r"up_proj.weight' is float16 \(128, 8\), not packed uint32 words, yet '\S+scales"),
+        # a float layer of the full shape beside scales read as "32 bits" before
+        ("float-layer", lambda k, v: mx.zeros((v.shape[0], 64), mx.float16)
+         if k == f"{UP}.weight" else v, "up_proj.weight' is float16 \\(128, 64\\), not packed"),
+        ("no-weight", lambda k, v: None if k == f"{UP}.weight" else v,
+         r"'\S+up_proj.scales' has no packed weight '\S+up_proj.weight'; the checkpoint is"),
     ],
     ids=lambda x: x if isinstance(x, str) and len(x) < 20 else "",
 )  # fmt: skip
@@ -513,3 +526,55 @@ def test_per_expert_awq_gptq_tensors_get_a_hint(tmp_path, repacked):
         _load_weights(model, weights, tmp_path, repacked)
     hint = "AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be built"
     assert (hint in str(e.value)) == repacked
+
+
+DOWN = "model.layers.0.mlp.down_proj"  # stored 4-bit, groups of 64, 128 inputs
+
+
+def _params(model) -> dict:
+    return dict(tree_flatten(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("override", "loads"),
+    [({"bits": 8, "group_size": 32}, False), ({"bits": 4, "group_size": 64}, True), (False, False)],
+    ids=["contradicts", "agrees", "not-quantized"],
+)
+def test_an_override_must_describe_the_stored_layer_as_mlx_lm_requires(
+    cache, tmp_path, override, loads
+):
+    """8-bit groups of 32 fit down_proj's tensors on their own (64 inputs); the layer has 128,
+    so only 4/64 does. mlx-lm refuses the contradiction; loading 4/64 anyway would ignore an
+    override the user wrote."""
+    from mlx_lm import load as mlx_lm_load
+
+    d = _copy(cache, tmp_path, "override")
+    _edit_config(d, quantization={"group_size": 64, "bits": 4, "mode": "affine", DOWN: override})
+    if loads:
+        model, _, _ = load_model(d, dtype=mx.float16)
+        assert _params(model)[f"{DOWN}.weight"].shape == (64, 16)
+        mlx_lm_load(str(d))
+        return
+    with pytest.raises(mlxload.MlxloadError) as e:
+        load_model(d)
+    if override:
+        assert str(e.value) == (
+            f"{d}: the quantization config ({d}/config.json) gives {DOWN!r} 8 bits, group size "
+            "32, affine, but its stored tensors are 4 bits, group size 64, affine for the "
+            "layer's inputs; fix the override in the config (or remove it)"
+        )
+    with pytest.raises(ValueError):  # mlx-lm refuses it too
+        mlx_lm_load(str(d))
+
+
+def test_a_wrong_default_is_read_from_the_shapes_as_mlx_lm_does(cache, tmp_path):
+    """mlx-lm: the top-level default "can be wrong" for some modules; shapes decide them."""
+    from mlx_lm import load as mlx_lm_load
+
+    d = _copy(cache, tmp_path, "default")
+    _edit_config(d, quantization={"group_size": 32, "bits": 8, "mode": "affine"})
+    ours = _params(load_model(d, dtype=mx.float16)[0])
+    theirs = _params(mlx_lm_load(str(d))[0])
+    assert sorted(ours) == sorted(theirs)
+    assert all(mx.array_equal(ours[k], theirs[k]).item() for k in theirs)
+    assert ours[f"{DOWN}.weight"].shape == (64, 16)
