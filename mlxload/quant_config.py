@@ -408,7 +408,9 @@ def _from_mlx_section(
     per_tensor = {
         name: _mlx_override(value, default, src, f"{key}[{name!r}]")
         for name, value in section.items()
-        if name not in _MLX_SCALAR_KEYS
+        # A string can't be a module's override (those are objects or booleans): it is a
+        # note some tools add (e.g. "desc"), which mlx-lm never looks up either.
+        if name not in _MLX_SCALAR_KEYS and not isinstance(value, str)
     }
     return cls(*_fields(default), per_tensor=per_tensor, source=src)
 

@@ -461,3 +461,11 @@ def test_malformed_config_json_file_names_it(tmp_path):
     (tmp_path / "config.json").write_text('{"quantization": ')
     with pytest.raises(QuantConfigJSONError, match=r"config\.json: not valid JSON"):
         find_quantization_config(tmp_path)
+
+
+def test_a_string_note_in_mlx_lms_section_is_not_an_override(tmp_path):
+    """Objects and booleans are overrides; a string (a tool's note) is ignored, as by mlx-lm."""
+    section = {"group_size": 64, "bits": 4, "desc": "dwq", "lm_head": {"bits": 8}}
+    cfg = QuantizationConfig.from_model_config({"quantization": section}, source="c.json")
+    assert cfg.per_tensor == {"lm_head": QuantSpec(8, 64)}
+    assert cfg.for_tensor("desc.weight") == QuantSpec(4, 64)
