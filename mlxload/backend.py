@@ -3,13 +3,14 @@
 On MLX's CPU backend float16 and bfloat16 arithmetic is emulated: ``mx.quantized_matmul`` with
 float16 scales is ~30x slower than with float32 ones (8x2048x2048 at 4 bits on 2 cores: ~2 s
 against ~62 ms), so a model whose scales, biases and unquantized weights are float32 produces
-tokens far sooner. On GPU backends the checkpoint's own dtype is kept: half precision is native
-there and halves memory.
+tokens far sooner. On GPU backends every tensor keeps the dtype it is stored in, as mlx-lm keeps
+it: half precision is native there and halves memory, and a checkpoint's float32 norms stay
+float32.
 
 Example:
     >>> backend() in ("metal", "cuda", "cpu")
     True
-    >>> resolve_compute_dtype("float32", mx.float16)
+    >>> resolve_compute_dtype("float32")
     mlx.core.float32
 """
 
@@ -107,17 +108,15 @@ def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     return dtype
 
 
-def resolve_compute_dtype(
-    dtype: str | mx.Dtype | None, checkpoint_dtype: mx.Dtype | None
-) -> mx.Dtype | None:
+def resolve_compute_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     """The dtype floating-point parameters are converted to.
 
     Args:
         dtype: The caller's choice; ``None`` means "pick for this backend".
-        checkpoint_dtype: The checkpoint's float dtype (``None`` if it has no float tensors).
 
     Returns:
-        ``dtype`` when given; else float32 on the CPU backend and ``checkpoint_dtype`` on GPUs.
+        ``dtype`` when given; else float32 on the CPU backend, and ``None`` (each tensor left
+        in the dtype it is stored in, as mlx-lm leaves it) on GPUs.
 
     Raises:
         ValueError: ``dtype`` is not a float dtype.
@@ -125,15 +124,17 @@ def resolve_compute_dtype(
     chosen = parse_dtype(dtype)
     if chosen is not None:
         return chosen
-    if backend() == "cpu":
-        return mx.float32
-    return checkpoint_dtype
+    return mx.float32 if backend() == "cpu" else None
 
 
 def stored_float_dtype(weights: Mapping[str, mx.array]) -> mx.Dtype | None:
-    """The most common floating dtype among a checkpoint's tensors (None if it has none)."""
-    counts = Counter(a.dtype for a in weights.values() if mx.issubdtype(a.dtype, mx.floating))
-    return counts.most_common(1)[0][0] if counts else None
+    """The floating dtype holding most of a checkpoint's float bytes (None if it has none):
+    bfloat16 for bfloat16 matrices beside more numerous, smaller float32 norms and biases."""
+    nbytes: Counter[mx.Dtype] = Counter()
+    for a in weights.values():
+        if mx.issubdtype(a.dtype, mx.floating):
+            nbytes[a.dtype] += a.nbytes
+    return nbytes.most_common(1)[0][0] if nbytes else None
 
 
 def convert_floats(weights: dict[str, mx.array], dtype: mx.Dtype | None) -> dict[str, mx.array]:

@@ -154,15 +154,15 @@ def check_metal_kernels() -> Check:
 
 
 def check_compute_dtype() -> Check:
-    from mlxload.backend import backend, dtype_name, resolve_compute_dtype
+    from mlxload.backend import dtype_name, resolve_compute_dtype
 
-    chosen = resolve_compute_dtype(None, mx.float16)
-    why = (
-        "float16 quantized matmuls are emulated and ~30x slower on MLX's CPU backend"
-        if backend() == "cpu"
-        else "the checkpoint's own dtype is native on this GPU"
-    )
-    return Check("compute dtype", INFO, f"{dtype_name(chosen)} for a float16 checkpoint ({why})")
+    chosen = resolve_compute_dtype(None)
+    if chosen is None:
+        text = "each tensor as stored, as mlx-lm keeps them (half precision is native on GPUs)"
+    else:
+        why = "float16 quantized matmuls are emulated and ~30x slower on MLX's CPU backend"
+        text = f"{dtype_name(chosen)} for float16/bfloat16 checkpoints ({why})"
+    return Check("compute dtype", INFO, text)
 
 
 def check_read() -> Check:

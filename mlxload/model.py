@@ -7,7 +7,8 @@ quantization config with the same rule as ``mlx_lm.load``; every tensor is read 
 
 Floating-point parameters are converted to a compute dtype chosen for the backend (see
 :mod:`mlxload.backend`): float32 on MLX's CPU backend, where float16 quantized matmuls are
-~30x slower, the checkpoint's dtype on GPUs. ``model.load_report`` says what happened.
+~30x slower; on GPUs each tensor stays as stored, as mlx-lm leaves it. ``model.load_report``
+says what happened.
 
 Example:
     >>> model, tokenizer, config = load_model("path/to/mlx-model")  # doctest: +SKIP
@@ -93,7 +94,8 @@ def load_model(
         path_or_hf: A checkpoint directory, ``hf://org/repo[@rev]`` or ``org/repo``.
         dtype: Compute dtype for floating-point parameters (scales, biases, unquantized
             weights): ``"float32"``, ``"float16"``, ``"bfloat16"`` or an ``mx.Dtype``. ``None``
-            picks float32 on the CPU backend and keeps the checkpoint's dtype on GPUs.
+            picks float32 on the CPU backend, and on GPUs leaves each tensor in the dtype it is
+            stored in (as ``mlx_lm.load``: float32 norms beside bfloat16 matrices stay float32).
         lazy: Leave the dtype conversion unevaluated (tensor bytes are still read now).
         tokenizer_config: Extra keyword arguments for the tokenizer (as ``mlx_lm.load``).
         model_config: Values that override ``config.json`` (as ``mlx_lm.load``).
@@ -180,7 +182,7 @@ def load_model(
     timings["build"] = t3 - t2
 
     stored = stored_float_dtype(weights)
-    compute = resolve_compute_dtype(dtype, stored)
+    compute = resolve_compute_dtype(dtype)
     weights = convert_floats(weights, compute)
     _load_weights(model, weights, root, repacked)
     del weights
@@ -197,7 +199,7 @@ def load_model(
         zero_copy="yes" if n_zero and not n_copy else ("partial" if n_zero else "no"),
         paths=dict(paths),
         checkpoint_dtype=dtype_name(stored),
-        compute_dtype=dtype_name(compute if compute is not None else stored),
+        compute_dtype=dtype_name(compute),
         dtype_reason=dtype_reason(dtype),
         quantized_modules=quantized,
         bytes_read=bytes_read,

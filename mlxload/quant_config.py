@@ -236,7 +236,6 @@ class QuantizationConfig:
                 return spec
         return self.default
 
-
     def names_module(self, name: str) -> bool:
         """Whether an override or ``dynamic`` rule (not the default) decides ``name``'s spec."""
         return any(c in self.per_tensor for c in _candidates(name)) or any(

@@ -40,8 +40,8 @@ def test_json_fields(result):
     from mlxload.tensor_file import zero_copy_supported
 
     assert env["backend"] == backend() and env["zero_copy"] is zero_copy_supported()
-    # float32 on the CPU backend; the checkpoint's float16 on GPUs
-    assert env["compute_dtype"] == ("float32" if backend() == "cpu" else "float16")
+    # float32 on the CPU backend; each tensor as stored on GPUs
+    assert env["compute_dtype"] == ("float32" if backend() == "cpu" else "as stored")
     assert env["mlx"] and env["mlx_lm"]
     assert result["model"]["files"] == 3 and result["model"]["synthetic"]["name"] == "tiny"
     assert set(result["results"]) == {"mlxload", "mx.load", "mlx_lm", "mlx_lm+dtype"}

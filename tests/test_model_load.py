@@ -578,3 +578,34 @@ def test_a_wrong_default_is_read_from_the_shapes_as_mlx_lm_does(cache, tmp_path)
     assert sorted(ours) == sorted(theirs)
     assert all(mx.array_equal(ours[k], theirs[k]).item() for k in theirs)
     assert ours[f"{DOWN}.weight"].shape == (64, 16)
+
+
+def test_on_gpus_each_tensor_keeps_its_stored_dtype_as_in_mlx_lm(cache, tmp_path, monkeypatch):
+    """bfloat16 matrices beside float32 norms (more tensors, fewer bytes): mlx-lm keeps both;
+    casting all to one dtype rounded the norms, or doubled the matrices' memory."""
+    from mlx_lm import utils as mlx_lm_utils
+
+    import mlxload.backend
+
+    mx.random.seed(0)
+    model_class, args_class = mlx_lm_utils._get_classes(_TINY_LLAMA)
+    model = model_class(args_class.from_dict(_TINY_LLAMA))
+    model.load_weights(
+        [
+            (k, v if k.endswith("norm.weight") else v.astype(mx.bfloat16))
+            for k, v in tree_flatten(model.parameters())
+        ]
+    )
+    mlx_lm_utils.save_model(tmp_path, model)
+    mlx_lm_utils.save_config(dict(_TINY_LLAMA), tmp_path / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, tmp_path)
+    monkeypatch.setattr(mlxload.backend, "backend", lambda: "cuda")  # a GPU's default
+
+    ours = load_model(tmp_path)[0]
+    report = ours.load_report
+    assert (report.compute_dtype, report.checkpoint_dtype) == (None, "bfloat16")
+    assert report.dtype_reason == "checkpoint"
+    stored = {v.dtype for _, v in tree_flatten(ours.parameters())}
+    assert stored == {mx.bfloat16, mx.float32}
+    _assert_same_model(ours, mlx_lm.utils.load_model(tmp_path)[0])

@@ -35,5 +35,5 @@ def environment() -> dict[str, Any]:
         "mlxload": __version__,
         "backend": backend(),
         "zero_copy": zero_copy_supported(),
-        "compute_dtype": dtype_name(resolve_compute_dtype(None, mx.float16)),
+        "compute_dtype": dtype_name(resolve_compute_dtype(None)) or "as stored",
     }

@@ -80,7 +80,7 @@ def _load_for_ttft(loader: str, path: Path, dtype: str | None) -> tuple[Any, Any
         return (
             model,
             tokenizer,
-            {"compute_dtype": report.compute_dtype, "zero_copy": report.zero_copy},
+            {"compute_dtype": report.compute_dtype or "as stored", "zero_copy": report.zero_copy},
         )
     import mlx_lm
 
@@ -88,7 +88,7 @@ def _load_for_ttft(loader: str, path: Path, dtype: str | None) -> tuple[Any, Any
     if loader == "mlx_lm+dtype":
         from mlxload.backend import dtype_name, resolve_compute_dtype
 
-        target = resolve_compute_dtype(dtype, None)
+        target = resolve_compute_dtype(dtype)
         if target is not None:
             model.set_dtype(target)
             mx.eval(model.parameters())

@@ -206,7 +206,7 @@ def _load_rank(
     timings["read"] = t3 - t2
 
     stored = stored_float_dtype(arrays)
-    compute = resolve_compute_dtype(dtype, stored)
+    compute = resolve_compute_dtype(dtype)
     arrays = convert_floats(arrays, compute)
     derived_kept = {p: arrays.pop(p) for p in derived if p in arrays}
     if derived_kept:
@@ -241,7 +241,7 @@ def _load_rank(
         zero_copy="no",
         paths={"copy": len({b.name for b in blocks.values()})},
         checkpoint_dtype=dtype_name(stored),
-        compute_dtype=dtype_name(compute if compute is not None else stored),
+        compute_dtype=dtype_name(compute),
         dtype_reason=dtype_reason(dtype),
         quantized_modules=sum(1 for _, m in model.named_modules() if hasattr(m, "bits")),
         bytes_read=bytes_read,
