@@ -273,6 +273,27 @@ class Checkpoint(Mapping[str, mx.array]):
         """Dtype, shape and location of a tensor, without reading it."""
         return self._file_of(name).info(name)
 
+    def file_of(self, name: str) -> Path:
+        """The shard file holding tensor ``name``.
+
+        Raises:
+            TensorNotFoundError, TensorNotInShardError: as reading it would.
+        """
+        return self._file_of(name).path
+
+    def unindexed(self) -> dict[str, Path]:
+        """Tensors the shards hold that the index doesn't list (a stale index), with their
+        shard; empty without an index. Opens every shard's header."""
+        if self._files.weight_map is None:
+            return {}
+        listed = self._index()
+        return {
+            name: header.path
+            for header in self.headers()
+            for name in header.tensors
+            if name not in listed
+        }
+
     def headers(self) -> list[FileHeader]:
         """The validated header of every shard (opens each shard's header once)."""
         return [self._shard(path).header for path in self.files]
@@ -328,6 +349,7 @@ def load(
     cache: bool = True,
     evict_page_cache: bool = False,
     align: bool | str = False,
+    prefer: str | None = None,
     **hub_kwargs,
 ) -> Checkpoint:
     """Open a checkpoint: a file, a directory, an index, ``hf://org/repo[@rev]`` or ``org/repo``.
@@ -344,6 +366,9 @@ def load(
             are local, writable and not in the Hugging Face cache; otherwise warn once with the
             command to run. ``True``: rewrite in place whenever misaligned (an error for the
             Hugging Face cache, whose blobs are never touched: use ``mlxload align SRC OUT``).
+        prefer: For a directory without an index, the glob to take shards from when any
+            match (see :func:`mlxload.shards.checkpoint_files`); default every
+            ``*.safetensors``.
 
     Returns:
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
@@ -368,7 +393,7 @@ def load(
     if align:
         _align_if_needed(local, align)
     ckpt = Checkpoint(
-        checkpoint_files(local),
+        checkpoint_files(local, prefer=prefer),
         zero_copy=zero_copy,
         cache=cache,
         evict_page_cache=evict_page_cache,

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,8 +36,15 @@ from mlxload.backend import (
     resolve_compute_dtype,
     stored_float_dtype,
 )
+from mlxload.dtypes import DTYPES
 from mlxload.hub.spec import is_hub_spec
 from mlxload.load_report import LoadReport
+from mlxload.model_fit import (
+    check_fit,
+    check_raw_bytes,
+    sanitize_weights,
+    warn_if_lm_head_ignored,
+)
 from mlxload.model_quant import class_predicate
 from mlxload.model_recipe import (
     REPACKED_METHODS,
@@ -54,26 +60,15 @@ from mlxload.tensor_file import ZERO_COPY
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
 
 
-def _load_weights(
-    model: nn.Module, weights: dict[str, mx.array], root: Path, repacked: bool = False
-) -> None:
+def _load_weights(model: nn.Module, weights: dict[str, mx.array], root: Path) -> None:
+    """The last guard after :func:`~mlxload.model_fit.check_fit` (which names the files)."""
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         detail = " ".join(str(e).split())  # mlx's message spans lines
-        if repacked and _PER_EXPERT.search(detail):
-            # the model's sanitize stacks experts' weights, not the scales/biases repacked
-            # from AWQ/GPTQ (mlx_lm.load fails the same way)
-            detail += (
-                "; AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be "
-                "built into this model: mlxload.load_quantized_weights reads their layers"
-            )
         raise ModelLoadError(
             f"{root}: the checkpoint's tensors don't fit the model: {detail}"
         ) from None
-
-
-_PER_EXPERT = re.compile(r"\.experts\.\d+\.\w+\.(scales|biases)\b")
 
 
 def load_model(
@@ -149,7 +144,9 @@ def load_model(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False)
+    # Without an index, mlx-lm reads model*.safetensors only: not an adapter or a consolidated
+    # copy in the same folder.
+    ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False, prefer="model*.safetensors")
     root = ckpt.root
     try:
         # Model (lazy, no weights yet) and tokenizer come first, so a config.json or tokenizer
@@ -164,6 +161,9 @@ def load_model(
         timings["tokenizer"] = t1 - tr
         weights = ckpt.materialize()
         paths = Counter(ckpt.paths.values())
+        files = {name: ckpt.file_of(name) for name in weights}
+        unindexed = ckpt.unindexed()
+        raw = {name: (dtype, weights[name]) for name, dtype in _raw_dtypes(ckpt, weights)}
     finally:
         ckpt.close()
     bytes_read = sum(a.nbytes for a in weights.values())
@@ -173,18 +173,23 @@ def load_model(
     repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
     if repacked:
         weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
-    if hasattr(model, "sanitize"):
-        weights = model.sanitize(weights)
+    before_sanitize = weights
+    weights = sanitize_weights(model, weights, root)
+    warn_if_lm_head_ignored(config, before_sanitize, weights)
+    del before_sanitize
     nn.quantize(model, class_predicate=class_predicate(qconfig, weights, str(root)))
     quantized = sum(1 for _, m in model.named_modules() if hasattr(m, "bits"))
     model.eval()
     t3 = time.perf_counter()
     timings["build"] = t3 - t2
 
+    check_raw_bytes(model, weights, raw, root)
+    check_fit(model, weights, root, files, unindexed, repacked)
+    del raw
     stored = stored_float_dtype(weights)
     compute = resolve_compute_dtype(dtype)
     weights = convert_floats(weights, compute)
-    _load_weights(model, weights, root, repacked)
+    _load_weights(model, weights, root)
     del weights
     if not lazy:
         mx.eval(model.parameters())
@@ -206,6 +211,16 @@ def load_model(
         timings=timings,
     )
     return model, tokenizer, config
+
+
+def _raw_dtypes(ckpt: Any, names: Any) -> list[tuple[str, str]]:
+    """``(name, dtype)`` of the tensors read as raw bytes: dtypes MLX has no type for."""
+    out = []
+    for name in names:
+        dtype = ckpt.info(name).dtype
+        if DTYPES[dtype].mlx is None:
+            out.append((name, dtype))
+    return out
 
 
 def _directory_of_config(path_or_hf: Any) -> Any:

@@ -170,11 +170,14 @@ def _read_index_bytes(index_path: Path) -> bytes:
         os.close(fd)
 
 
-def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
+def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> CheckpointFiles:
     """Resolve a file, directory or index path to the checkpoint's shard files.
 
     Args:
         path: A ``.safetensors`` file, a ``*.index.json`` file, or a directory.
+        prefer: For a directory without an index: when some of its files match this glob,
+            take only those (``"model*.safetensors"`` is what mlx-lm reads, leaving out an
+            ``adapters.safetensors`` or a ``consolidated.safetensors`` beside the model).
 
     Returns:
         The :class:`CheckpointFiles`.
@@ -197,7 +200,8 @@ def checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
     indexes = _visible_files(path, "*.safetensors.index.json")
     if len(indexes) == 1:
         return read_index(indexes[0])
-    files = _visible_files(path, "*.safetensors")
+    preferred = _visible_files(path, prefer) if prefer else []
+    files = preferred or _visible_files(path, "*.safetensors")
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"

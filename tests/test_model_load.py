@@ -157,8 +157,14 @@ def test_tensors_that_do_not_fit(cache, tmp_path):
     mx.save_safetensors(str(d / "extra.safetensors"), {"model.stray.weight": mx.ones((2,))})
     index["weight_map"]["model.stray.weight"] = "extra.safetensors"
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(ModelLoadError, match=r"don't fit the model: .*model\.stray\.weight"):
+    with pytest.raises(ModelLoadError) as e:
         load_model(d)
+    assert str(e.value) == (
+        f"{d}: 1 tensor(s) fit no parameter of the model: 'model.stray.weight' (in "
+        "extra.safetensors); a file of another model or an adapter in the folder? does "
+        "config.json describe these weights (num_hidden_layers, hidden_size, intermediate_size, "
+        "tie_word_embeddings)?"
+    )
 
 
 def test_custom_model_code_is_refused(cache, tmp_path):
@@ -186,7 +192,7 @@ def test_model_config_can_override_quantization(cache):
     override = {**quantization, "model.layers.0.mlp.up_proj": False}
     # The override says up_proj is float, but the checkpoint holds it quantized: if the
     # override is read, the tensors can't fit; if it were ignored, loading would succeed.
-    with pytest.raises(ModelLoadError, match="don't fit the model"):
+    with pytest.raises(ModelLoadError, match=r"fit no parameter of the model: \S+up_proj\.bias"):
         load_model(path, model_config={"quantization": override})
 
 
@@ -448,8 +454,12 @@ def test_a_huge_number_in_a_tensor_name_is_no_layer_index(tmp_path):
 def test_a_few_layers_too_many_is_still_the_missing_parameters_error(cache, tmp_path):
     d = _copy(cache, tmp_path, "fewmore")
     _edit_config(d, num_hidden_layers=3)
-    with pytest.raises(ModelLoadError, match=r"Missing \d+ parameters: model\.layers\.2\."):
+    with pytest.raises(ModelLoadError) as e:
         load_model(d)
+    assert str(e.value).startswith(
+        f"{d}: the checkpoint lacks 9 tensor(s) the model needs: 'model.layers.2."
+    )
+    assert "and 4 more; is a shard missing? does config.json describe" in str(e.value)
 
 
 def _rewrite_tensors(d, change) -> None:
@@ -517,13 +527,13 @@ def test_one_bit_layers_under_an_mlx_without_them_are_refused_before_building(ca
 def test_per_expert_awq_gptq_tensors_get_a_hint(tmp_path, repacked):
     # The model's sanitize stacks the experts' weights into switch_mlp, not the scales/biases
     # repacked from AWQ/GPTQ; mlx_lm.load fails the same way, but the message should say why.
-    from mlxload.model import _load_weights
+    from mlxload.model_fit import check_fit
 
     model = nn.Linear(4, 4)
     weights = dict(tree_flatten(model.parameters()))
     weights["model.layers.0.mlp.experts.3.up_proj.scales"] = mx.zeros((4, 1))
-    with pytest.raises(ModelLoadError, match="parameters not in model") as e:
-        _load_weights(model, weights, tmp_path, repacked)
+    with pytest.raises(ModelLoadError, match=r"1 tensor\(s\) fit no parameter") as e:
+        check_fit(model, weights, tmp_path, {}, {}, repacked)
     hint = "AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be built"
     assert (hint in str(e.value)) == repacked
 
@@ -609,3 +619,139 @@ def test_on_gpus_each_tensor_keeps_its_stored_dtype_as_in_mlx_lm(cache, tmp_path
     stored = {v.dtype for _, v in tree_flatten(ours.parameters())}
     assert stored == {mx.bfloat16, mx.float32}
     _assert_same_model(ours, mlx_lm.utils.load_model(tmp_path)[0])
+
+
+_TINY_QWEN3_MOE = tiny_llama_config(
+    model_type="qwen3_moe", vocab_size=256, head_dim=32, num_experts=4, num_experts_per_tok=2,
+    decoder_sparse_step=1, mlp_only_layers=[], moe_intermediate_size=32, norm_topk_prob=True,
+    max_position_embeddings=512,
+)  # fmt: skip
+
+
+def _save_hf_named_moe(cache, d) -> None:
+    """A qwen3_moe checkpoint with per-expert tensors, as Hugging Face stores it: mlx-lm's
+    sanitize stacks them into switch_mlp."""
+    from mlx_lm import utils as mlx_lm_utils
+
+    mx.random.seed(0)
+    model_class, args_class = mlx_lm_utils._get_classes(_TINY_QWEN3_MOE)
+    model = model_class(args_class.from_dict(_TINY_QWEN3_MOE))
+    tensors = {}
+    for name, value in tree_flatten(model.parameters()):
+        if ".switch_mlp." in name:
+            prefix, proj = name.split(".switch_mlp.")
+            for e in range(value.shape[0]):
+                tensors[f"{prefix}.experts.{e}.{proj}"] = value[e]
+        else:
+            tensors[name] = value
+    d.mkdir()
+    mx.save_safetensors(str(d / "model.safetensors"), tensors, metadata={"format": "pt"})
+    mlx_lm_utils.save_config(dict(_TINY_QWEN3_MOE), d / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, d)
+
+
+def test_a_sanitize_that_fails_is_our_error_naming_the_tensor(cache, tmp_path):
+    """mlx-lm's sanitize indexes every expert's tensor: a missing one was a bare KeyError."""
+    from mlx_lm import load as mlx_lm_load
+
+    d = tmp_path / "moe"
+    _save_hf_named_moe(cache, d)
+    ours = load_model(d, dtype=mx.float32)[0]
+    _assert_same_model(ours, mlx_lm_load(str(d))[0])  # the complete checkpoint loads
+
+    gone = "model.layers.1.mlp.experts.3.up_proj.weight"
+    tensors = mx.load(str(d / "model.safetensors"))
+    del tensors[gone]
+    mx.save_safetensors(str(d / "model.safetensors"), tensors)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}: mlx-lm's mlx_lm.models.qwen3_moe.sanitize failed on the checkpoint's tensors "
+        f"(no tensor '{gone}'); the checkpoint is incomplete or isn't this architecture: does "
+        "config.json describe these weights (num_hidden_layers, hidden_size, "
+        "intermediate_size, tie_word_embeddings)?"
+    )
+
+
+def test_a_tensor_the_index_leaves_out_is_blamed_on_the_index(cache, tmp_path):
+    d = _copy(cache, tmp_path, "stale")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    shard = index["weight_map"].pop("model.norm.weight")
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}: the model needs 'model.norm.weight'; {shard} holds 'model.norm.weight' but the "
+        "index doesn't list it: the index is stale (regenerate it, or remove it so that every "
+        "shard is read)"
+    )
+
+
+def test_raw_fp8_bytes_never_become_a_float_parameter(cache, tmp_path):
+    """F8_E4M3 loads as its raw bytes; as a norm's weight, 1.0 would have become 56.0."""
+    from st_bytes import entry, write_raw
+
+    from mlxload.dtypes import dtype_for_mlx
+
+    d = _copy(cache, tmp_path, "fp8norm")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    shard = d / index["weight_map"]["model.norm.weight"]
+    tensors = mx.load(str(shard))
+    norm = mx.to_fp8(tensors.pop("model.norm.weight").astype(mx.float32))
+    header, blobs, offset = {}, [], 0
+    for name, value in [*tensors.items(), ("model.norm.weight", norm)]:
+        data = bytes(memoryview(value))
+        dtype = "F8_E4M3" if name == "model.norm.weight" else dtype_for_mlx(value.dtype).name
+        header[name] = entry(dtype, list(value.shape), offset, offset + len(data))
+        blobs.append(data)
+        offset += len(data)
+    write_raw(shard, header, b"".join(blobs))
+    assert mlxload.load(d).info("model.norm.weight").dtype == "F8_E4M3"
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value).startswith(
+        f"{d}: tensor 'model.norm.weight' is F8_E4M3, which MLX has no type for (mlxload reads "
+        "it as raw bytes), and the model takes it as a float parameter"
+    )
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_an_lm_head_that_tying_drops_is_a_warning_unless_a_copy(cache, tmp_path, same):
+    """tie_word_embeddings makes mlx-lm's sanitize drop lm_head.weight without a word."""
+    import warnings
+
+    d = _copy(cache, tmp_path, "tied")
+    _edit_config(d, tie_word_embeddings=True)
+    # The tied model's lm_head is the embedding's (quantized) weights: keep a packed copy of
+    # them as lm_head.weight (changed, or not), and no lm_head scales or biases.
+    _rewrite_tensors(d, lambda k, v: None if k in ("lm_head.scales", "lm_head.biases") else v)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    embed = mlxload.load(d)["model.embed_tokens.weight"]
+    shard = d / index["weight_map"]["lm_head.weight"]
+    tensors = mx.load(str(shard))
+    tensors["lm_head.weight"] = embed if same else embed + 1
+    mx.save_safetensors(str(shard), tensors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(d)
+    messages = [str(w.message) for w in caught if "lm_head" in str(w.message)]
+    assert messages == ([] if same else [
+        "config.json ties the output layer to the embeddings (tie_word_embeddings), so the "
+        "checkpoint's own lm_head.weight, which differs from them, is ignored (as mlx-lm "
+        "ignores it); set tie_word_embeddings to false if the model needs it"
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("stray", ["adapters.safetensors", "consolidated.safetensors"])
+def test_without_an_index_model_files_are_read_as_mlx_lm_reads_them(cache, tmp_path, stray):
+    """mlx-lm globs model*.safetensors: an adapter or a consolidated copy beside the model's
+    files is not part of it (mlxload.load still takes every *.safetensors, as documented)."""
+    from mlx_lm import load as mlx_lm_load
+
+    d = _copy(cache, tmp_path, "stray")
+    (d / "model.safetensors.index.json").unlink()
+    mx.save_safetensors(str(d / stray), {"layers.0.attention.wq.weight": mx.ones((4, 4))})
+    ours = load_model(d, dtype=mx.float16)[0]
+    _assert_same_model(ours, mlx_lm_load(str(d))[0])
+    assert "layers.0.attention.wq.weight" in mlxload.load(d)

@@ -168,7 +168,7 @@ def _load_rank(
             names = all_names = list(ckpt)
         stand_ins = placeholders(ckpt, names)
         model = recipe.new_model(all_names)  # every rank checks against the whole model
-        sources = sanitized_sources(model, stand_ins)
+        sources = sanitized_sources(model, stand_ins, recipe.root)
         model = build_skeleton(recipe, stand_ins, sources, model)
         derived: dict[str, str] = {}
         trace = shard_and_trace(model, tensor_group) if tensor_group is not None else None

@@ -12,6 +12,7 @@ quantization config, model class), so the skeleton is the model ``load_model`` w
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -19,6 +20,7 @@ import mlx.nn as nn
 from mlxload.checkpoint import Checkpoint
 from mlxload.distributed.errors import ShardingError
 from mlxload.dtypes import DTYPES
+from mlxload.model_fit import sanitize_weights
 from mlxload.model_quant import class_predicate
 from mlxload.model_recipe import ModelRecipe, model_recipe
 
@@ -35,7 +37,9 @@ def placeholders(ckpt: Checkpoint, names: Iterable[str]) -> dict[str, mx.array]:
     return out
 
 
-def sanitized_sources(model: nn.Module, stand_ins: dict[str, mx.array]) -> dict[str, str]:
+def sanitized_sources(
+    model: nn.Module, stand_ins: dict[str, mx.array], root: Path
+) -> dict[str, str]:
     """Model parameter name -> checkpoint tensor name, after the model's ``sanitize``.
 
     ``sanitize`` may drop or rename tensors; a tensor it computes (stacking experts, fusing
@@ -43,11 +47,12 @@ def sanitized_sources(model: nn.Module, stand_ins: dict[str, mx.array]) -> dict[
 
     Raises:
         ShardingError: ``sanitize`` produced a tensor that isn't one of the checkpoint's.
+        ModelLoadError: ``sanitize`` failed on the checkpoint's tensors.
     """
     if not hasattr(model, "sanitize"):
         return {k: k for k in stand_ins}
     by_id = {id(v): k for k, v in stand_ins.items()}
-    sanitized = model.sanitize(dict(stand_ins))
+    sanitized = sanitize_weights(model, dict(stand_ins), root)
     out = {}
     for name, value in sanitized.items():
         source = by_id.get(id(value))

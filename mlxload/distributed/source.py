@@ -100,7 +100,7 @@ class RankSource:
         if self.weight_map is None:
             if self.spec is not None:
                 self._fetch(["*.safetensors"])
-            files = checkpoint_files(self._target)
+            files = checkpoint_files(self._target, prefer="model*.safetensors")  # as load_model
             return Checkpoint(files, cache=False)
         wanted = self._wanted(names)
         shard_names = sorted(set(wanted.values()))
