@@ -454,7 +454,7 @@ def test_split_over_another_split_replaces_its_shards_only_with_force(tmp_path):
     first = split(src, out, max_shard_size="20KiB")
     assert len(first.outputs) > 2
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="holds shards of another checkpoint"):
+    with pytest.raises(OutputExistsError, match="holds files of another checkpoint"):
         split(src, out, max_shard_size="1MB")
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [p.name for p in first.outputs] + [first.index.name, "notes.txt"]
@@ -550,3 +550,42 @@ def test_a_companion_that_cannot_be_copied_is_skipped_with_a_warning(tmp_path, m
         result = split(src, tmp_path / "out", max_shard_size="1MB")
     assert result.companions == [] and result.index is not None
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+@pytest.mark.parametrize("out", ["dir", "dir/", "dir/model.safetensors"])
+def test_merge_into_the_directory_of_its_shards_is_refused(tmp_path, indexed, out):
+    """The merged file would sit beside its shards: a loader of that directory (without an
+    index) would find every tensor twice."""
+    src = write_sharded(tmp_path / "dir", mixed_tensors(), 2)
+    if not indexed:
+        (src / "model.safetensors.index.json").unlink()
+    before = sorted(p.name for p in src.iterdir())
+    with pytest.raises(OutputIsSourceError, match=r"would sit beside the 2 shard\(s\) it merges"):
+        merge(src, str(tmp_path / out))
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_merging_one_file_beside_itself_under_another_name_is_fine(tmp_path):
+    path = write_numpy_file(tmp_path / "a.safetensors")
+    merge(path, tmp_path / "b.safetensors")
+    assert checkpoint_bytes([tmp_path / "b.safetensors"]) == checkpoint_bytes([path])
+
+
+@pytest.mark.parametrize("verb", ["merge", "align"])
+def test_writing_model_safetensors_beside_another_checkpoints_shards_needs_force(tmp_path, verb):
+    """As a split does: the other shards would be read with the new file (model*.safetensors)."""
+    src = tmp_path / "src" / "model.safetensors"
+    src.parent.mkdir()
+    mx.save_safetensors(str(src), mixed_tensors(seed=3))
+    other = write_sharded(tmp_path / "other", mixed_tensors(seed=4), 2)
+    shards = sorted(p.name for p in other.glob("model-*.safetensors"))
+    write = (lambda **kw: merge(src, f"{other}/", **kw)) if verb == "merge" else (
+        lambda **kw: align(src, other, **kw))  # fmt: skip
+    with pytest.raises(OutputExistsError, match=r"holds files of another checkpoint \(model-"):
+        write()
+    assert sorted(p.name for p in other.glob("model*.safetensors")) == shards
+    result = write(force=True)
+    assert sorted(p.name for p in result.removed) == [*shards, "model.safetensors.index.json"]
+    assert checkpoint_files(other).files == [other / "model.safetensors"]
+    assert checkpoint_bytes([other / "model.safetensors"]) == checkpoint_bytes([src])

@@ -70,7 +70,7 @@ class WriteResult:
         copied_bytes: Tensor bytes copied by this run.
         resumed_tensors, resumed_bytes: Work a previous, interrupted run had done.
         unchanged: Files left alone because they already had the planned layout.
-        removed: Shards of the checkpoint a split replaced (see ``WritePlan.replaces``).
+        removed: Shards of the checkpoint the write replaced (see ``WritePlan.replaces``).
         companions: Config and tokenizer files copied next to a split or aligned copy.
     """
 
@@ -253,9 +253,9 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
     if plan.replaces:
         names = ", ".join(p.name for p in plan.replaces[:3])
         raise OutputExistsError(
-            f"{plan.replaces[0].parent} holds shards of another checkpoint ({names}"
+            f"{plan.replaces[0].parent} holds files of another checkpoint ({names}"
             f"{' ...' if len(plan.replaces) > 3 else ''}); pass --force (force=True) to replace "
-            "that checkpoint (its shards are removed once this one is complete)"
+            "that checkpoint (its files are removed once this one is complete)"
         )
     if clash:
         names = ", ".join(str(p) for p in clash[:3]) + (" ..." if len(clash) > 3 else "")

@@ -118,10 +118,11 @@ class WritePlan:
         index_path, index: The index file and its bytes (written last), if any.
         in_place: Outputs replace their own sources (align without OUT): no ``force`` needed.
         unchanged: Files already in the planned layout (align in place skips them).
-        replaces: Shards of another checkpoint in a split's directory (``model.safetensors``,
-            ``model-0000i-of-0000M.safetensors`` this split doesn't write): left there, a
-            loader that globs ``model*.safetensors`` would mix two checkpoints, so they are
-            removed once the split is complete (with ``force``; refused without).
+        replaces: Shards of another checkpoint in the output directory (``model.safetensors``,
+            ``model-0000i-of-0000M.safetensors`` this write doesn't make, when it writes such
+            names itself), and its index when this write makes none: left there, a loader
+            would mix two checkpoints (or read the old one through its index), so they are
+            removed once the write is complete (with ``force``; refused without).
         abandoned: Shard names in a split's directory that an interrupted split with other
             settings left work files for (hidden ``.NAME.mlxload-partial``, journal, lock)
             and this split doesn't write: that work can no longer be resumed, so it is
@@ -202,22 +203,56 @@ def _abandoned_shards(out_dir: Path, names: set[str]) -> list[Path]:
     return sorted(found)
 
 
-def _replaced_shards(out_dir: Path, outputs: list[OutputPlan], source: Source) -> list[Path]:
-    """Shards of another checkpoint in ``out_dir`` (see ``WritePlan.replaces``).
+def _replaced_shards(
+    out_dir: Path, outputs: list[OutputPlan], source: Source, kind: str = "split"
+) -> list[Path]:
+    """Shards of another checkpoint in ``out_dir`` (see ``WritePlan.replaces``); none when
+    this write's outputs aren't named like shards (a ``merged.safetensors`` mixes nothing a
+    loader of ``model*.safetensors`` reads).
 
     Raises:
-        OutputIsSourceError: some are this split's own sources: they can't be removed (they
+        OutputIsSourceError: some are this write's own sources: they can't be removed (they
             are the input) and can't stay (they would sit beside the new shards).
     """
+    if not any(_SHARD_NAME.fullmatch(o.path.name) for o in outputs):
+        return []
     others = _other_shards(out_dir, {o.path.name for o in outputs})
     own = [p for p in others if any(same_file(p, src) for src in source.files.files)]
     if own:
         raise OutputIsSourceError(
-            f"{out_dir} holds this split's own source shard(s) ({', '.join(p.name for p in own)}"
+            f"{out_dir} holds this {kind}'s own source shard(s) ({', '.join(p.name for p in own)}"
             "): the new shards would sit beside them, and a loader that globs "
-            "model*.safetensors would mix the two; split into another directory"
+            f"model*.safetensors would mix the two; {kind} into another directory"
         )
     return others
+
+
+def _stale_indexes(out_dir: Path, outputs: list[OutputPlan]) -> list[Path]:
+    """Another checkpoint's index in the directory of a write that makes no index: loaders
+    prefer an index to the files, so it would hide the new one (see ``WritePlan.replaces``)."""
+    if not out_dir.is_dir() or not any(_SHARD_NAME.fullmatch(o.path.name) for o in outputs):
+        return []
+    return sorted(
+        p for p in out_dir.glob("*.safetensors.index.json") if p.is_file() and p != out_dir
+    )
+
+
+def _refuse_beside_sources(out: Path, source: Source) -> None:
+    """A merged file in the directory of the shards it merges: a loader of that directory
+    (without an index) would find every tensor twice.
+
+    Raises:
+        OutputIsSourceError: ``out`` is in the source's directory and the source has shards.
+    """
+    files = source.files
+    if len(files.files) < 2 and files.index_path is None:
+        return
+    if same_file(out.parent, files.root) or out.parent.resolve() == files.root.resolve():
+        raise OutputIsSourceError(
+            f"{out}: would sit beside the {len(files.files)} shard(s) it merges in "
+            f"{files.root}, and a loader reading that directory would find every tensor twice; "
+            "merge into another directory"
+        )
 
 
 def shard_name(i: int, n: int) -> str:
@@ -230,11 +265,15 @@ def plan_merge(source: Source, out: Path, *, on_conflict: str = "error") -> Writ
 
     Raises:
         OutputNotADirectoryError: ``out``'s directory is a file.
+        OutputIsSourceError: ``out`` would sit in the directory of the shards it merges.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
     require_directory(out.parent)
+    _refuse_beside_sources(out, source)
     metadata = merge_metadata(source.headers, on_conflict)
-    return WritePlan("merge", [_output(out, source, list(source.tensors.values()), metadata)])
+    outputs = [_output(out, source, list(source.tensors.values()), metadata)]
+    replaces = _replaced_shards(out.parent, outputs, source) + _stale_indexes(out.parent, outputs)
+    return WritePlan("merge", outputs, replaces=replaces)
 
 
 def plan_split(
@@ -350,6 +389,9 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             unchanged.append(header.path)
             continue
         outputs.append(plan)
+    replaces = [] if in_place else _replaced_shards(out_dir, outputs, source, "align")
+    if not in_place and files.index_path is None:
+        replaces += _stale_indexes(out_dir, outputs)
     index_path = index = None
     if files.index_path is not None:
         weight_map = {
@@ -367,7 +409,7 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             index = index_bytes(weight_map, total, files.index_metadata)
         else:
             index_path = None
-    return WritePlan("align", outputs, index_path, index, in_place, unchanged)
+    return WritePlan("align", outputs, index_path, index, in_place, unchanged, replaces)
 
 
 def _same_entry(a: Path, b: Path) -> bool:
