@@ -175,7 +175,8 @@ class IndexFileError(CheckpointError):
 
 
 class MissingShardError(CheckpointError):
-    """A shard file the index names does not exist."""
+    """A shard file the index names does not exist, or (without an index) a numbered set of
+    shards (``model-0000i-of-0000N``) lacks some."""
 
 
 class DuplicateTensorError(CheckpointError):

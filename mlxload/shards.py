@@ -14,6 +14,7 @@ shard. Checking that tensors are where the index says happens when shards are op
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,36 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
         )
+    _check_numbered_set(path, files)
     return CheckpointFiles(root=path, files=files)
+
+
+_NUMBERED = re.compile(r"(.*)-(\d{5})-of-(\d{5})\.safetensors")
+
+
+def _check_numbered_set(directory: Path, files: list[Path]) -> None:
+    """Shards named ``NAME-0000i-of-0000N.safetensors`` without an index must all be there:
+    a split, copy or download stopped part way leaves a set that would load as a model with
+    tensors missing.
+
+    Raises:
+        MissingShardError: naming the first missing shard and how many are there.
+    """
+    sets: dict[tuple[str, str], set[int]] = {}
+    for f in files:
+        m = _NUMBERED.fullmatch(f.name)
+        if m:
+            sets.setdefault((m[1], m[3]), set()).add(int(m[2]))
+    for (stem, total), present in sorted(sets.items()):
+        missing = sorted(set(range(1, int(total) + 1)) - present)
+        if missing:
+            first = f"{stem}-{missing[0]:05d}-of-{total}.safetensors"
+            raise MissingShardError(
+                f"{directory}: has {len(present)} of the {int(total)} shards of "
+                f"{stem}-*-of-{total}.safetensors and no index; {first} is missing "
+                f"({len(missing)} in all): a split, copy or download stopped part way? "
+                "finish it (rerun the command), or remove the partial set"
+            )
 
 
 def _visible_files(directory: Path, pattern: str) -> list[Path]:

@@ -410,3 +410,25 @@ def test_a_missing_file_is_our_error_and_still_a_file_not_found_error(tmp_path, 
         open_it(path)
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, errors.MlxloadError)
     assert str(e.value) == f"{path}: no such file or directory"
+
+
+def test_a_numbered_set_without_index_must_be_whole(tmp_path):
+    """model-0000i-of-0000N files without an index: a split, copy or download stopped part way
+    would otherwise load as a model with tensors missing."""
+    for i in (1, 2, 4):
+        mx.save_safetensors(
+            str(tmp_path / f"model-{i:05d}-of-00005.safetensors"), {f"t{i}": mx.ones(2)}
+        )
+    mx.save_safetensors(str(tmp_path / "extra.safetensors"), {"e": mx.ones(2)})
+    with pytest.raises(errors.MissingShardError) as e:
+        mlxload.load(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: has 3 of the 5 shards of model-*-of-00005.safetensors and no index; "
+        "model-00003-of-00005.safetensors is missing (2 in all): a split, copy or download "
+        "stopped part way? finish it (rerun the command), or remove the partial set"
+    )
+    for i in (3, 5):
+        mx.save_safetensors(
+            str(tmp_path / f"model-{i:05d}-of-00005.safetensors"), {f"t{i}": mx.ones(2)}
+        )
+    assert sorted(mlxload.load(tmp_path)) == ["e", "t1", "t2", "t3", "t4", "t5"]

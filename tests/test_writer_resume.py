@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-from writer_fixtures import mixed_tensors, write_sharded
+from writer_fixtures import checkpoint_bytes, mixed_tensors, write_sharded
 
 from mlxload.writer import OutputBusyError, OutputExistsError, align, merge, split
 from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
@@ -290,3 +290,27 @@ def test_a_split_redone_with_other_settings_removes_the_abandoned_work(tmp_path)
     assert result.removed == [out / ref.outputs[0].name]  # the committed shard it replaced
     hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     assert hidden == [temp_path(busy).name]
+
+
+def test_a_split_stopped_part_way_does_not_load_as_a_model(tmp_path):
+    """Finished shards have their final names before the index is written: the partial set
+    must be refused, not read as a model with tensors missing; rerunning finishes it."""
+    import mlxload
+    from mlxload.errors import MissingShardError
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=30), 2)
+    out = tmp_path / "out"
+
+    def stop_in_the_second_shard(done, total, name):
+        if len(list(out.glob("model-*.safetensors"))) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        split(src, out, max_shard_size="40KiB", progress=stop_in_the_second_shard)
+    assert not (out / "model.safetensors.index.json").exists()
+    with pytest.raises(MissingShardError, match="and no index; model-00002-of-"):
+        mlxload.load(out)
+    split(src, out, max_shard_size="40KiB")
+    assert checkpoint_bytes(sorted(out.glob("model-*.safetensors"))) == checkpoint_bytes(
+        sorted(src.glob("model-*.safetensors"))
+    )
