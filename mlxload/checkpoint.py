@@ -35,7 +35,7 @@ from mlxload.errors import (
 from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, opening_shard
-from mlxload.shards import CheckpointFiles, checkpoint_files
+from mlxload.shards import CheckpointFiles, checkpoint_files, require_path
 from mlxload.tensor_file import TensorFile, zero_copy_supported
 
 __all__ = ["Checkpoint", "load"]
@@ -383,6 +383,7 @@ def load(
         # Checked before anything happens: a truthy typo ("AUTO", "yes", 1) would otherwise
         # rewrite files in place.
         raise ValueError(f"align must be False, True or 'auto', got {align!r}")
+    require_path(path)
     local: Path | None = None
     if is_hub_spec(path):
         from mlxload import hub

@@ -30,7 +30,7 @@ from mlxload.errors import (
 )
 from mlxload.header import open_regular
 
-__all__ = ["INDEX_NAME", "CheckpointFiles", "checkpoint_files", "read_index"]
+__all__ = ["INDEX_NAME", "CheckpointFiles", "checkpoint_files", "read_index", "require_path"]
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -171,6 +171,17 @@ def _read_index_bytes(index_path: Path) -> bytes:
         os.close(fd)
 
 
+def require_path(path: str | os.PathLike) -> None:
+    """Refuse an empty path: ``Path("")`` is the current directory, so an unset ``$MODEL``
+    would read (or ``align`` rewrite) whatever is there.
+
+    Raises:
+        CheckpointNotFoundError: ``path`` is empty.
+    """
+    if not os.fspath(path):
+        raise CheckpointNotFoundError("the checkpoint path is empty; give a file or directory")
+
+
 def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> CheckpointFiles:
     """Resolve a file, directory or index path to the checkpoint's shard files.
 
@@ -188,6 +199,7 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
         CheckpointError: a directory with no safetensors files.
         IndexFileError, MissingShardError: a broken index.
     """
+    require_path(path)
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"{path}: no such file or directory")

@@ -46,14 +46,46 @@ def test_directory_without_config_stops_before_the_workers(tmp_path, capsys, no_
     )
 
 
-@pytest.mark.parametrize("what", ["missing", "file", "no weights"])
-def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what):
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("missing", "no such file or directory"),
+        ("file", "not a directory"),
+        ("no weights", "no *.safetensors files"),
+        ("truncated", "data section is 3 bytes, shorter than the 8 bytes"),
+        ("config not JSON", "config.json: not valid JSON"),
+    ],
+)
+def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, words):
+    """Before, a truncated shard or a broken config.json reached every worker: 4-6 lines of
+    traceback fragments under an empty table."""
+    import mlx.core as mx
+
     model = tmp_path / "m"
     if what == "file":
         model.write_text("{}")
-    elif what == "no weights":
+    elif what != "missing":
         model.mkdir()
-        (model / "config.json").write_text("{}")
+        (model / "config.json").write_text("{" if what == "config not JSON" else "{}")
+    if what in ("truncated", "config not JSON"):
+        mx.save_safetensors(str(model / "model.safetensors"), {"w": mx.ones((2,))})
+    if what == "truncated":
+        data = (model / "model.safetensors").read_bytes()
+        (model / "model.safetensors").write_bytes(data[:-5])
     assert cli_main(["bench", str(model)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"mlxload bench: error: {model}") and err.count("\n") == 1, err
+    assert words in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "0"], "--timeout must be a positive number of seconds"),
+        (["--timeout", "-5"], "--timeout must be a positive number of seconds"),
+        (["--prompt", " "], "--prompt is empty; give some text (or leave it out)"),
+    ],
+)
+def test_values_a_run_cant_use_are_refused(capsys, no_workers, argv, message):
+    assert cli_main(["bench", *argv]) == 2
+    assert capsys.readouterr().err == f"mlxload bench: error: {message}\n"

@@ -169,3 +169,22 @@ def test_closed_stdout_pipe_ends_quietly_with_141(tmp_path, tensors):
     )
     os.close(writer)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("verb", [["inspect"], ["align"], ["merge", "OUT"], ["split", "OUT"]])
+def test_an_empty_source_path_is_refused_not_read_as_the_current_directory(
+    tmp_path, capsys, monkeypatch, verb
+):
+    """``mlxload align "$MODEL"`` with MODEL unset rewrote every *.safetensors in the current
+    directory in place."""
+    monkeypatch.chdir(tmp_path)
+    mx.save_safetensors(str(tmp_path / "here.safetensors"), {"w": mx.ones((3,))})
+    before = (tmp_path / "here.safetensors").read_bytes()
+    argv = [verb[0], "", *[str(tmp_path / a) for a in verb[1:]]]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == f"mlxload {verb[0]}: error: the checkpoint path is empty; give a file or directory\n"
+    )
+    assert (tmp_path / "here.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here.safetensors"]

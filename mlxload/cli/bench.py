@@ -84,7 +84,10 @@ def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
 
 def _check_model(model: Path) -> None:
     """Fail before any worker runs when ``model`` is no mlx-lm checkpoint directory."""
+    import orjson
+
     from mlxload.errors import MlxloadError
+    from mlxload.header import read_header
     from mlxload.shards import checkpoint_files
 
     if not model.exists():
@@ -100,9 +103,17 @@ def _check_model(model: Path) -> None:
             "(config.json, weights, tokenizer)"
         )
     try:
-        checkpoint_files(model)
+        config = orjson.loads((model / "config.json").read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise MlxloadError(f"{model / 'config.json'}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise MlxloadError(f"{model / 'config.json'}: not a JSON object")
+    try:
+        files = checkpoint_files(model)
     except FileNotFoundError as e:
         raise MlxloadError(str(e)) from None
+    for shard in files.files:  # every header, so a damaged shard is one line, not N workers'
+        read_header(shard)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +121,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reps < 1:
         print("mlxload bench: error: --reps must be at least 1", file=sys.stderr)
+        return 2
+    if args.timeout is not None and args.timeout <= 0:
+        print(
+            "mlxload bench: error: --timeout must be a positive number of seconds", file=sys.stderr
+        )
+        return 2
+    if args.prompt is not None and not args.prompt.strip():
+        print(
+            "mlxload bench: error: --prompt is empty; give some text (or leave it out)",
+            file=sys.stderr,
+        )
         return 2
     model, synthetic = _model(args)
     options = BenchOptions(

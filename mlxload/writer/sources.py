@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlxload.errors import CheckpointError, DuplicateTensorError
 from mlxload.header import FileHeader, TensorInfo, read_header
-from mlxload.shards import CheckpointFiles, checkpoint_files
+from mlxload.shards import CheckpointFiles, checkpoint_files, require_path
 from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
 
 __all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source", "same_file"]
@@ -59,6 +59,10 @@ def resolve_source(src: str | os.PathLike, *, progress: bool | None = None) -> t
     Raises:
         SourceNotFoundError: no such local path and no Hub resolver (or it found nothing).
     """
+    try:
+        require_path(src)
+    except FileNotFoundError as e:
+        raise SourceNotFoundError(str(e)) from None
     spec = os.fspath(src)
     is_hub_spec = isinstance(spec, str) and spec.startswith("hf://")
     if not is_hub_spec and Path(spec).exists():
