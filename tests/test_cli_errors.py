@@ -30,7 +30,14 @@ def _entry_point(*args: str, env: dict | None = None) -> subprocess.CompletedPro
     )
 
 
-def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "kill"],
+)
+def test_ctrl_c_or_kill_during_merge_exits_and_the_rerun_resumes(tmp_path, signum, code, word):
+    """SIGTERM (``kill``, a job scheduler's stop) killed the merge without a word; it now ends
+    as Ctrl-C does."""
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=20), 2)
     out = tmp_path / "m.safetensors"
     proc = subprocess.Popen(
@@ -54,10 +61,10 @@ def test_ctrl_c_during_merge_exits_130_and_the_rerun_resumes(tmp_path):
             pass
         assert time.monotonic() < deadline, "the merge never reached its pause"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = _communicate_or_dump_stacks(proc, timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr == "mlxload merge: interrupted (run the same command again to resume)\n"
+    assert proc.returncode == code, stderr
+    assert stderr == f"mlxload merge: {word} (run the same command again to resume)\n"
     assert stdout == ""
     assert not out.exists()  # nothing under the final name
     assert temp_path(out).exists() and journal_path(out).exists()
@@ -77,7 +84,7 @@ def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> tuple
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         stderr = proc.communicate(timeout=30)[1]
-        pytest.fail(f"no exit {timeout} s after SIGINT; the child's threads:\n{stderr}")
+        pytest.fail(f"no exit {timeout} s after the signal; the child's threads:\n{stderr}")
 
 
 _FAILING = {

@@ -4,14 +4,17 @@ own ``main`` (``python -m mlxload.cli.VERB``), so both print the same lines and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from mlxload.cli._text import printable
 from mlxload.errors import MlxloadError
 
-__all__ = ["RESUMABLE", "SIGPIPE_EXIT", "run_verb", "verb_main"]
+__all__ = ["RESUMABLE", "SIGPIPE_EXIT", "Terminated", "run_verb", "verb_main"]
 
 RESUMABLE = frozenset({"merge", "split", "align", "download"})
 """Verbs whose interrupted work a rerun of the same command continues."""
@@ -23,10 +26,12 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     An :class:`~mlxload.errors.MlxloadError` or ``OSError`` prints
     ``mlxload VERB: error: MESSAGE`` and returns 1; Ctrl-C prints ``mlxload VERB: interrupted``
     (saying how to resume for :data:`RESUMABLE` verbs) and returns 130; a reader that closed
-    the output pipe early (``mlxload inspect X | head``) ends it quietly with 141.
+    the output pipe early (``mlxload inspect X | head``) ends it quietly with 141. ``kill``
+    (SIGTERM) stops it as Ctrl-C does, so its work is kept for a rerun too, and returns 143.
     """
     try:
-        code = int(run(args) or 0)
+        with _sigterm_as_interrupt():
+            code = int(run(args) or 0)
         sys.stdout.flush()  # output that fit in the buffer meets a closed pipe only here
         return code
     except BrokenPipeError:
@@ -34,10 +39,38 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     except (MlxloadError, OSError) as e:
         print(f"mlxload {verb}: error: {printable(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         hint = " (run the same command again to resume)" if verb in RESUMABLE else ""
-        print(f"mlxload {verb}: interrupted{hint}", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(f"mlxload {verb}: {'terminated' if terminated else 'interrupted'}{hint}",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signal.SIGTERM if terminated else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be: the writers keep their work for a rerun on a
+    ``KeyboardInterrupt``, and Python's default SIGTERM kills without any cleanup."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a verb runs, SIGTERM raises :class:`Terminated` (only where SIGTERM still has its
+    default action, and only in the main thread, which alone may set handlers)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 SIGPIPE_EXIT = 128 + 13
