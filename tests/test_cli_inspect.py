@@ -34,7 +34,7 @@ def test_inspect_table_and_json(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "emb" in out and "BF16" in out and "10x4" in out
-    assert "2 tensors in 1 file(s), 92 B" in out
+    assert "2 tensors in 1 file, 92 B" in out
     assert main(["inspect", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["total_bytes"] == 92 and data["total_tensors"] == 2
@@ -110,3 +110,18 @@ def test_an_error_naming_untrusted_text_is_printed_escaped(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "gone\\x1b[2J.safetensors" in err
+
+
+def test_table_fits_the_longest_dtype_and_counts_read_as_words(tmp_path, capsys):
+    from st_bytes import entry, write_raw
+
+    from mlxload.cli import main as cli_main
+
+    path = write_raw(tmp_path / "f.safetensors", {"x": entry("F8_E4M3FNUZ", [2], 0, 2)}, b"\1\2")
+    assert cli_main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].index("shape") == lines[1].index("2 ") and "F8_E4M3FNUZ 2" in lines[1]
+    assert "1 tensor in 1 file, 2 B (F8_E4M3FNUZ 2 B)" in lines
+    empty = write_raw(tmp_path / "e.safetensors", {}, b"")
+    assert cli_main(["inspect", str(empty)]) == 0
+    assert "0 tensors in 1 file, 0 B" in capsys.readouterr().out.splitlines()

@@ -76,7 +76,8 @@ def test_bare_repo_id_with_a_slashed_revision_is_a_hub_spec(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(
-    "spec", ["./org/model", "/abs/model", "model.safetensors", "a/b/c", "dir/model.json", ""]
+    "spec",
+    ["./org/model", "/abs/model", "model.safetensors", "a/b/c", "dir/model.json", "", "mydir/"],
 )
 def test_paths_are_not_hub_specs(spec, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

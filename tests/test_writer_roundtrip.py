@@ -589,3 +589,10 @@ def test_writing_model_safetensors_beside_another_checkpoints_shards_needs_force
     assert sorted(p.name for p in result.removed) == [*shards, "model.safetensors.index.json"]
     assert checkpoint_files(other).files == [other / "model.safetensors"]
     assert checkpoint_bytes([other / "model.safetensors"]) == checkpoint_bytes([src])
+
+
+def test_align_of_a_directory_to_a_file_name_is_refused(tmp_path):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    with pytest.raises(OutputNotADirectoryError, match=r"out\.safetensors: names a file, but "):
+        align(src, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -41,6 +41,10 @@ def _non_negative(text: str) -> int:
     return n
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
@@ -124,18 +128,20 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
     # At least the header's "name"; at most _NAME_WIDTH, so one very long name doesn't pad
     # every other row (a longer name just pushes its own row's columns right).
     width = min(max([4, *map(len, names)]), _NAME_WIDTH)
-    print(f"{'name':<{width}}  {'dtype':<8} {'shape':<20} {'bytes':>10}  aligned")
+    dtype_width = max([5, *(len(i.dtype) for i in shown)])  # F8_E4M3FNUZ is 11
+    print(f"{'name':<{width}}  {'dtype':<{dtype_width}} {'shape':<20} {'bytes':>10}  aligned")
     for name, i in zip(names, shown, strict=True):
         shape = "x".join(map(str, i.shape)) or "scalar"
         print(
-            f"{name:<{width}}  {i.dtype:<8} {shape:<20} {_human(i.nbytes):>10}  "
+            f"{name:<{width}}  {i.dtype:<{dtype_width}} {shape:<20} {_human(i.nbytes):>10}  "
             f"{'yes' if i.zero_copy_ready else 'no'}"
         )
     if len(shown) < len(infos):
         print(f"... {len(infos) - len(shown)} more")
+    by = ", ".join(f"{d} {_human(b)}" for d, b in sorted(by_dtype.items()))
     print(
-        f"\n{len(infos)} tensors in {len(ckpt.files)} file(s), {_human(total)} "
-        f"({', '.join(f'{d} {_human(b)}' for d, b in sorted(by_dtype.items()))})"
+        f"\n{_count(len(infos), 'tensor')} in {_count(len(ckpt.files), 'file')}, "
+        f"{_human(total)}" + (f" ({by})" if by else "")
     )
     if fetched is not None:
         print(f"(from the Hub: {_human(fetched)} fetched for the headers; the weights were not)")

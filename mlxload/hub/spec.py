@@ -101,8 +101,8 @@ def is_hub_spec(spec: str | Path) -> bool:
     """Whether ``spec`` should be treated as a Hub model rather than a local path.
 
     ``hf://...`` always is. A bare ``org/repo`` is when no such local path exists and it parses
-    as a repository id. Local paths (existing, absolute, ``./``-relative, or with a file
-    extension such as ``.safetensors``) are not.
+    as a repository id. Local paths (existing, absolute, ``./``-relative, ending with ``/``,
+    or with a file extension such as ``.safetensors``) are not.
 
     Args:
         spec: A model spec or a filesystem path.
@@ -119,6 +119,8 @@ def is_hub_spec(spec: str | Path) -> bool:
     if Path(spec.split("/", 1)[0]).is_dir():  # "models/typo": a local path with a typo
         return False
     if spec.startswith(("/", "./", "../", "~")) or "\\" in spec or spec.endswith(".safetensors"):
+        return False
+    if spec.endswith("/"):  # "mydir/": a directory, written as one (a repo id never ends so)
         return False
     if spec.endswith(".json"):
         return False

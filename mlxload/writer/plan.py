@@ -361,7 +361,8 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             ``out`` that is the source itself also rewrites in place.
 
     Raises:
-        OutputNotADirectoryError: the output directory is a file.
+        OutputNotADirectoryError: the output directory is a file, or ``out`` names a
+            ``.safetensors`` file for a source that is a directory or an index.
     """
     files = source.files
     in_place = out is None
@@ -379,6 +380,12 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
         in_place = _same_entry(target, files.files[0])
     else:
         out_dir = Path(out)
+        if out_dir.name.endswith(".safetensors") and not out_dir.is_dir():
+            raise OutputNotADirectoryError(
+                f"{out}: names a file, but {files.root} is a checkpoint directory, "
+                "which align writes as a directory; give a directory, or merge it into one "
+                "file (mlxload merge)"
+            )
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
         in_place = out_dir.resolve() == files.root.resolve() or same_file(out_dir, files.root)
     require_directory(out_dir)
