@@ -596,3 +596,14 @@ def test_align_of_a_directory_to_a_file_name_is_refused(tmp_path):
     with pytest.raises(OutputNotADirectoryError, match=r"out\.safetensors: names a file, but "):
         align(src, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_dangling_symlink_at_the_output_needs_force_like_any_file(tmp_path):
+    src = write_numpy_file(tmp_path / "a.safetensors")
+    out = tmp_path / "out.safetensors"
+    out.symlink_to(tmp_path / "nowhere.safetensors")
+    with pytest.raises(OutputExistsError, match=r"out\.safetensors already exists"):
+        merge(src, out)
+    assert out.is_symlink()
+    merge(src, out, force=True)
+    assert not out.is_symlink() and checkpoint_bytes([out]) == checkpoint_bytes([src])

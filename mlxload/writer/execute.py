@@ -247,8 +247,9 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
     if allowed:
         return
     done = [_is_done(o, states[o.path][1]) for o in plan.outputs]
-    clash = [o.path for o, d in zip(plan.outputs, done, strict=True) if not d and o.path.exists()]
-    if plan.index_path is not None and plan.index_path.exists() and not all(done):
+    # lexists: a dangling symlink is there too (someone made it; replacing it needs --force)
+    clash = [o.path for o, d in zip(plan.outputs, done, strict=True) if not d and _there(o.path)]
+    if plan.index_path is not None and _there(plan.index_path) and not all(done):
         clash.append(plan.index_path)
     if plan.replaces:
         names = ", ".join(p.name for p in plan.replaces[:3])
@@ -263,6 +264,10 @@ def _check_overwrite(plan: WritePlan, states: dict, allowed: bool) -> None:
             f"{names} already exist{'s' if len(clash) == 1 else ''}; pass --force "
             "(force=True) to replace"
         )
+
+
+def _there(path: Path) -> bool:
+    return os.path.lexists(path)
 
 
 def _check_space(plan: WritePlan, states: dict, *, warn: bool = True) -> None:
