@@ -36,6 +36,11 @@ def test_parse_size_rejects(bad):
         parse_size(bad)
 
 
+def test_a_size_under_one_byte_says_so():
+    with pytest.raises(InvalidSizeError, match=r"^size must be at least 1 byte, got '0\.5'$"):
+        parse_size("0.5")
+
+
 def test_order_is_descending_alignment_then_name_whatever_the_shard_order(tmp_path):
     a = open_source(write_sharded(tmp_path / "a", mixed_tensors(), 3))
     b = open_source(write_sharded(tmp_path / "b", dict(reversed(mixed_tensors().items())), 2))

@@ -103,7 +103,9 @@ def test_split_then_merge_round_trip_is_byte_identical(tmp_path):
 @pytest.mark.parametrize("limit", [1000, "16KiB"])
 def test_split_limit_with_no_room_for_data_is_refused(tmp_path, limit):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
-    with pytest.raises(InvalidSizeError, match=r"max_shard_size 1[06]\d* bytes leaves no room"):
+    with pytest.raises(
+        InvalidSizeError, match=r"a max shard size of 1[06]\d* bytes leaves no room"
+    ):
         split(src, tmp_path / "sp", max_shard_size=limit)
     assert not (tmp_path / "sp").exists()
 

@@ -301,7 +301,7 @@ def plan_split(
         )
     if max_shard_size <= PAGE_SIZE:
         raise InvalidSizeError(
-            f"max_shard_size {max_shard_size} bytes leaves no room for tensor data: each "
+            f"a max shard size of {max_shard_size} bytes leaves no room for tensor data: each "
             f"aligned shard's header takes {PAGE_SIZE // 1024} KiB; give more (e.g. 5GB)"
         )
     metadata = merge_metadata(source.headers, on_conflict)

@@ -55,7 +55,7 @@ def parse_size(size: int | str) -> int:
             )
         value = int(Decimal(match.group(1)) * unit)
     if value < 1:
-        raise InvalidSizeError(f"size must be positive, got {size!r}")
+        raise InvalidSizeError(f"size must be at least 1 byte, got {size!r}")
     if value > 2**63 - 1:
         raise InvalidSizeError(f"size must be under 2**63 bytes, got {str(size)[:20]}...")
     return value
