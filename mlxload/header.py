@@ -535,7 +535,12 @@ def _parsed_strings(obj: dict) -> str:
     """Every string of a parsed header that may legitimately hold ``:`` or ``-0``, joined:
     names, dtypes and metadata (a ``\\x00`` between them, so none runs into the next)."""
     parts = list(obj)
-    parts += [e["dtype"] for e in obj.values() if type(e) is dict and type(e.get("dtype")) is str]
+    parts += [
+        e["dtype"]
+        for name, e in obj.items()
+        # not __metadata__: a metadata key named "dtype" is counted with the metadata below
+        if name != "__metadata__" and type(e) is dict and type(e.get("dtype")) is str
+    ]
     metadata = obj.get("__metadata__")
     if type(metadata) is dict:
         parts += [*metadata, *(v for v in metadata.values() if type(v) is str)]

@@ -460,3 +460,28 @@ def test_nesting_limit_counts_objects_too(tmp_path, depth, ok):
     else:
         with pytest.raises(errors.NestingTooDeepError, match="128 levels deep; the limit is 127"):
             read_header(path)
+
+
+_V = '"dtype":"U8","shape":[0],"data_offsets":[0,0]'
+
+
+@pytest.mark.parametrize(
+    ("header", "exc"),
+    [
+        ('{"a":{"dtype":"U8","shape":[0],"shape":[0],"data_offsets":[0,0]},"__metadata__":'
+         '{"dtype":":"}}', errors.DuplicateFieldError),
+        ('{"a":{"dtype":"U8","shape":[-0],"data_offsets":[0,0]},"__metadata__":{"dtype":"-0"}}',
+         errors.InvalidShapeError),
+        ('{"a":{' + _V + '},"__metadata__":{"dtype":1,"dtype":":"}}', errors.InvalidMetadataError),
+        ('{"a":{' + _V + ',"x":' + "[" * 200 + "]" * 200 + '},"__metadata__":{"dtype":":"}}',
+         errors.NestingTooDeepError),
+        ('{"a":{"dtype":"U8","shape":"bad","data_offsets":[0,0]},"a":{' + _V + '},'
+         '"__metadata__":{"dtype":"::::"}}', errors.InvalidShapeError),
+    ],
+    ids=["repeated-field", "minus-zero", "repeated-meta-key", "deep", "repeated-name"],
+)  # fmt: skip
+def test_a_metadata_key_named_dtype_hides_nothing(tmp_path, header, exc):
+    """Its value was counted twice (as metadata and as a 'dtype'), so its ':' or '-0' made up
+    for a repeated key's colon or a -0 number, and the exact parse was skipped."""
+    check(tmp_path, header.encode(), b"", exc)
+    assert _reference_refuses(tmp_path / "bad.safetensors")
