@@ -563,9 +563,23 @@ def test_merge_into_the_directory_of_its_shards_is_refused(tmp_path, indexed, ou
     if not indexed:
         (src / "model.safetensors.index.json").unlink()
     before = sorted(p.name for p in src.iterdir())
-    with pytest.raises(OutputIsSourceError, match=r"would sit beside the 2 shard\(s\) it merges"):
+    with pytest.raises(OutputIsSourceError, match=r"would sit beside|own source shard"):
         merge(src, str(tmp_path / out))
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_a_merged_copy_beside_indexed_shards_is_the_usual_layout(tmp_path):
+    """Mistral ships consolidated.safetensors beside its indexed shards: loaders read the index."""
+    src = write_sharded(tmp_path / "dir", mixed_tensors(), 2)
+    merge(src, src / "consolidated.safetensors")
+    assert checkpoint_files(src).files == sorted(src.glob("model-*.safetensors"))
+
+
+def test_a_file_merged_into_model_safetensors_beside_itself_is_refused(tmp_path):
+    """Without an index, a loader of the directory would read both copies."""
+    path = write_numpy_file(tmp_path / "weights.safetensors")
+    with pytest.raises(OutputIsSourceError, match=r"beside the file\(s\) it merges \(weights"):
+        merge(path, tmp_path / "model.safetensors")
 
 
 def test_merging_one_file_beside_itself_under_another_name_is_fine(tmp_path):

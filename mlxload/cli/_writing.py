@@ -55,7 +55,7 @@ def report(verb: str, result) -> None:
     for path in result.unchanged:
         print(f"unchanged (already aligned) {printable(path)}")
     for path in result.removed:
-        print(f"removed {printable(path)} (a shard of the checkpoint this replaced)")
+        print(f"removed {printable(path)} (a file of the checkpoint this replaced)")
     if result.companions:
         names = ", ".join(printable(p.name) for p in result.companions)
         print(f"copied {names} alongside")

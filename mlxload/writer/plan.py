@@ -238,21 +238,29 @@ def _stale_indexes(out_dir: Path, outputs: list[OutputPlan]) -> list[Path]:
 
 
 def _refuse_beside_sources(out: Path, source: Source) -> None:
-    """A merged file in the directory of the shards it merges: a loader of that directory
-    (without an index) would find every tensor twice.
+    """A merged file in the directory of the files it merges, where loaders read every file:
+    no index there, and either several source files or an output named like a model's shard
+    (``weights.safetensors`` merged into ``model.safetensors``). With an index, loaders read
+    the index (a ``consolidated.safetensors`` beside indexed shards is the usual layout).
 
     Raises:
-        OutputIsSourceError: ``out`` is in the source's directory and the source has shards.
+        OutputIsSourceError: ``out`` would sit beside its sources that way.
     """
     files = source.files
-    if len(files.files) < 2 and files.index_path is None:
+    if not (same_file(out.parent, files.root) or out.parent.resolve() == files.root.resolve()):
         return
-    if same_file(out.parent, files.root) or out.parent.resolve() == files.root.resolve():
-        raise OutputIsSourceError(
-            f"{out}: would sit beside the {len(files.files)} shard(s) it merges in "
-            f"{files.root}, and a loader reading that directory would find every tensor twice; "
-            "merge into another directory"
-        )
+    if any(p.is_file() for p in out.parent.glob("*.safetensors.index.json")):
+        return
+    if any(same_file(out, f) for f in files.files):
+        return  # onto a source itself: the run's own check says so (align rewrites in place)
+    if len(files.files) < 2 and not _SHARD_NAME.fullmatch(out.name):
+        return
+    names = ", ".join(p.name for p in files.files[:3]) + (" ..." if len(files.files) > 3 else "")
+    raise OutputIsSourceError(
+        f"{out}: would sit beside the file(s) it merges ({names}) in {files.root}, which has "
+        "no index, so a loader reading that directory would find every tensor twice; merge "
+        "into another directory"
+    )
 
 
 def shard_name(i: int, n: int) -> str:
