@@ -173,10 +173,11 @@ def load_model(
     repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
     if repacked:
         weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
-    before_sanitize = weights
+    # Taken before sanitize: some models' sanitize pops lm_head from the dict it is given.
+    head, embed = weights.get("lm_head.weight"), weights.get("model.embed_tokens.weight")
     weights = sanitize_weights(model, weights, root)
-    warn_if_lm_head_ignored(config, before_sanitize, weights)
-    del before_sanitize
+    warn_if_lm_head_ignored(config, head, embed, weights)
+    del head, embed
     nn.quantize(model, class_predicate=class_predicate(qconfig, weights, str(root)))
     quantized = sum(1 for _, m in model.named_modules() if hasattr(m, "bits"))
     model.eval()

@@ -142,11 +142,20 @@ def check_raw_bytes(
 
 
 def warn_if_lm_head_ignored(
-    config: Mapping[str, Any], before: Mapping[str, mx.array], after: Mapping[str, mx.array]
+    config: Mapping[str, Any],
+    head: mx.array | None,
+    embed: mx.array | None,
+    after: Mapping[str, mx.array],
 ) -> None:
     """Warn when ``tie_word_embeddings`` makes ``sanitize`` drop an ``lm_head`` that differs
-    from the embeddings (mlx-lm drops it silently; an identical copy is not worth a word)."""
-    head, embed = before.get("lm_head.weight"), before.get("model.embed_tokens.weight")
+    from the embeddings (mlx-lm drops it silently; an identical copy is not worth a word).
+
+    Args:
+        config: The model's config.
+        head, embed: The checkpoint's ``lm_head.weight`` and ``model.embed_tokens.weight``,
+            taken before ``sanitize`` (which may pop them from the dict it is given).
+        after: The tensors ``sanitize`` returned.
+    """
     if head is None or "lm_head.weight" in after or not config.get("tie_word_embeddings"):
         return
     if embed is not None and head.shape == embed.shape and mx.array_equal(head, embed).item():

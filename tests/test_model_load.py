@@ -716,22 +716,25 @@ def test_raw_fp8_bytes_never_become_a_float_parameter(cache, tmp_path):
     )
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])  # qwen2's sanitize pops lm_head
 @pytest.mark.parametrize("same", [True, False])
-def test_an_lm_head_that_tying_drops_is_a_warning_unless_a_copy(cache, tmp_path, same):
+def test_an_lm_head_that_tying_drops_is_a_warning_unless_a_copy(cache, tmp_path, same, model_type):
     """tie_word_embeddings makes mlx-lm's sanitize drop lm_head.weight without a word."""
     import warnings
 
-    d = _copy(cache, tmp_path, "tied")
-    _edit_config(d, tie_word_embeddings=True)
-    # The tied model's lm_head is the embedding's (quantized) weights: keep a packed copy of
-    # them as lm_head.weight (changed, or not), and no lm_head scales or biases.
-    _rewrite_tensors(d, lambda k, v: None if k in ("lm_head.scales", "lm_head.biases") else v)
-    index = json.loads((d / "model.safetensors.index.json").read_text())
-    embed = mlxload.load(d)["model.embed_tokens.weight"]
-    shard = d / index["weight_map"]["lm_head.weight"]
-    tensors = mx.load(str(shard))
-    tensors["lm_head.weight"] = embed if same else embed + 1
-    mx.save_safetensors(str(shard), tensors)
+    from mlx_lm import utils as mlx_lm_utils
+
+    config = {**_TINY_LLAMA, "model_type": model_type}
+    mx.random.seed(0)
+    model_class, args_class = mlx_lm_utils._get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    if same:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    d = tmp_path / "tied"
+    mlx_lm_utils.save_model(d, model)
+    mlx_lm_utils.save_config({**config, "tie_word_embeddings": True}, d / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, d)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         load_model(d)
