@@ -126,16 +126,20 @@ def _check_override(
     config: QuantizationConfig, path: str, spec: dict[str, Any], where: str
 ) -> None:
     """A module the config names must be stored as the config says (mlx-lm refuses such a
-    checkpoint too); only the default may be wrong for some modules, as mlx-lm allows."""
-    name = f"{path}.weight"
-    wanted = config.for_tensor(name)
-    if wanted is None or not config.names_module(name):
+    checkpoint too); only the default may be wrong for some modules, as mlx-lm allows.
+
+    Only a key naming the module exactly counts, as mlx-lm looks it up (or its ``.weight``
+    tensor, as mlxload's own ``per_tensor`` files name it): a leftover key under another
+    prefix is one mlx-lm never reads, so it must not refuse a checkpoint mlx-lm loads."""
+    key = next((k for k in (path, f"{path}.weight") if k in config.per_tensor), None)
+    wanted = config.per_tensor.get(key) if key is not None else None
+    if wanted is None:
         return
     stored = (spec["bits"], spec["group_size"], spec["mode"])
     if (wanted.bits, wanted.group_size, wanted.mode) != stored:
         raise QuantizedCheckpointError(
             f"{where}: the quantization config ({config.source or 'config.json'}) gives "
-            f"{path!r} {wanted.bits} bits, group size {wanted.group_size}, {wanted.mode}, but "
+            f"{key!r} {wanted.bits} bits, group size {wanted.group_size}, {wanted.mode}, but "
             f"its stored tensors are {stored[0]} bits, group size {stored[1]}, {stored[2]} for "
             "the layer's inputs; fix the override in the config (or remove it)"
         )

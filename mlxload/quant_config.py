@@ -236,12 +236,6 @@ class QuantizationConfig:
                 return spec
         return self.default
 
-    def names_module(self, name: str) -> bool:
-        """Whether an override or ``dynamic`` rule (not the default) decides ``name``'s spec."""
-        return any(c in self.per_tensor for c in _candidates(name)) or any(
-            pattern.match(_module_path(name)) for pattern, _ in self.dynamic
-        )
-
 
 def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig | None:
     """The quantization config of a checkpoint directory, or ``None`` when it has none.
