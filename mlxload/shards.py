@@ -240,7 +240,8 @@ def _check_numbered_set(directory: Path, files: list[Path]) -> None:
         if m:
             sets.setdefault((m[1], m[3]), set()).add(int(m[2]))
     for (stem, total), present in sorted(sets.items()):
-        missing = sorted(set(range(1, int(total) + 1)) - present)
+        first = 0 if 0 in present else 1  # some tools number from 0 (mlx-lm loads those too)
+        missing = sorted(set(range(first, first + int(total))) - present)
         if missing:
             first = f"{stem}-{missing[0]:05d}-of-{total}.safetensors"
             raise MissingShardError(

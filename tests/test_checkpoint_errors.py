@@ -432,3 +432,11 @@ def test_a_numbered_set_without_index_must_be_whole(tmp_path):
             str(tmp_path / f"model-{i:05d}-of-00005.safetensors"), {f"t{i}": mx.ones(2)}
         )
     assert sorted(mlxload.load(tmp_path)) == ["e", "t1", "t2", "t3", "t4", "t5"]
+
+
+def test_a_numbered_set_may_count_from_zero(tmp_path):
+    for i in range(3):
+        mx.save_safetensors(
+            str(tmp_path / f"model-{i:05d}-of-00003.safetensors"), {f"t{i}": mx.ones(2)}
+        )
+    assert sorted(mlxload.load(tmp_path)) == ["t0", "t1", "t2"]
