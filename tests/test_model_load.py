@@ -199,6 +199,19 @@ def test_model_config_can_override_quantization(cache):
 _TINY_LLAMA = tiny_llama_config(vocab_size=256)  # the tiny checkpoint's tokenizer
 
 
+def _save_model_dir(cache, d, model, config: dict) -> None:
+    """``model`` (unless None: its weights are written already) saved by mlx-lm into ``d``,
+    with ``config`` as its config.json and the tiny checkpoint's tokenizer: a model directory
+    both loaders read."""
+    from mlx_lm import utils as mlx_lm_utils
+
+    if model is not None:
+        mlx_lm_utils.save_model(d, model)
+    mlx_lm_utils.save_config(config, d / "config.json")
+    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
+        shutil.copy(tokenizer_file, d)
+
+
 @pytest.mark.parametrize(
     ("mode", "bits", "group_size", "lm_head"),
     [
@@ -226,10 +239,7 @@ def test_override_without_mode_or_group_size_is_read_as_mlx_lm_reads_it(
         mode=mode,
         quant_predicate=lambda path, _: override if path == "lm_head" else True,
     )
-    mlx_lm_utils.save_model(tmp_path, model)
-    mlx_lm_utils.save_config(config, tmp_path / "config.json")
-    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
-        shutil.copy(tokenizer_file, tmp_path)
+    _save_model_dir(cache, tmp_path, model, config)
     assert config["quantization"]["lm_head"] == override  # the config holds what mlx-lm wrote
 
     theirs = mlx_lm.utils.load_model(tmp_path)[0]
@@ -275,10 +285,7 @@ def test_nvfp4_experts_with_a_global_scale_load_like_mlx_lm(cache, tmp_path):
     model, quantized = mlx_lm_utils.quantize_model(
         model, dict(config), None, None, mode="nvfp4", global_scale=True
     )
-    mlx_lm_utils.save_model(tmp_path, model)
-    mlx_lm_utils.save_config(quantized, tmp_path / "config.json")
-    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
-        shutil.copy(tokenizer_file, tmp_path)
+    _save_model_dir(cache, tmp_path, model, quantized)
 
     theirs = mlx_lm.utils.load_model(tmp_path)[0]
     ours = load_model(tmp_path, dtype=mx.float16)[0]
@@ -606,10 +613,7 @@ def test_on_gpus_each_tensor_keeps_its_stored_dtype_as_in_mlx_lm(cache, tmp_path
             for k, v in tree_flatten(model.parameters())
         ]
     )
-    mlx_lm_utils.save_model(tmp_path, model)
-    mlx_lm_utils.save_config(dict(_TINY_LLAMA), tmp_path / "config.json")
-    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
-        shutil.copy(tokenizer_file, tmp_path)
+    _save_model_dir(cache, tmp_path, model, dict(_TINY_LLAMA))
     monkeypatch.setattr(mlxload.backend, "backend", lambda: "cuda")  # a GPU's default
 
     ours = load_model(tmp_path)[0]
@@ -646,9 +650,7 @@ def _save_hf_named_moe(cache, d) -> None:
             tensors[name] = value
     d.mkdir()
     mx.save_safetensors(str(d / "model.safetensors"), tensors, metadata={"format": "pt"})
-    mlx_lm_utils.save_config(dict(_TINY_QWEN3_MOE), d / "config.json")
-    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
-        shutil.copy(tokenizer_file, d)
+    _save_model_dir(cache, d, None, dict(_TINY_QWEN3_MOE))
 
 
 def test_a_sanitize_that_fails_is_our_error_naming_the_tensor(cache, tmp_path):
@@ -731,10 +733,7 @@ def test_an_lm_head_that_tying_drops_is_a_warning_unless_a_copy(cache, tmp_path,
     if same:
         model.lm_head.weight = model.model.embed_tokens.weight
     d = tmp_path / "tied"
-    mlx_lm_utils.save_model(d, model)
-    mlx_lm_utils.save_config({**config, "tie_word_embeddings": True}, d / "config.json")
-    for tokenizer_file in tiny_checkpoint(cache).glob("tokenizer*"):
-        shutil.copy(tokenizer_file, d)
+    _save_model_dir(cache, d, model, {**config, "tie_word_embeddings": True})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         load_model(d)
