@@ -417,10 +417,11 @@ def _mlx_override(value: Any, default: QuantSpec, src: str, key: str) -> QuantSp
     mlx-lm hands an object straight to ``to_quantized(**value)``: a missing ``mode`` is
     ``"affine"`` and missing ``bits``/``group_size`` are that mode's defaults, never the
     section's top-level values (qwen3_moe writes ``{"group_size": 64, "bits": 8}`` under an
-    mxfp4 section); an empty object is falsy there, so the module stays unquantized.
+    mxfp4 section); an empty object or ``null`` is falsy there, so the module stays
+    unquantized.
     """
-    if isinstance(value, dict) and not value:
-        return None
+    if value is None or (isinstance(value, dict) and not value):
+        return None  # falsy to mlx-lm's predicate as well: the module stays unquantized
     if not isinstance(value, dict):
         return _override(value, default, src, key)
     return _spec_from(value, None, src, f"{key}.", base=_AFFINE_DEFAULT)

@@ -465,7 +465,7 @@ def test_malformed_config_json_file_names_it(tmp_path):
 
 def test_a_string_note_in_mlx_lms_section_is_not_an_override(tmp_path):
     """Objects and booleans are overrides; a string (a tool's note) is ignored, as by mlx-lm."""
-    section = {"group_size": 64, "bits": 4, "desc": "dwq", "lm_head": {"bits": 8}}
+    section = {"group_size": 64, "bits": 4, "desc": "dwq", "lm_head": {"bits": 8}, "e": None}
     cfg = QuantizationConfig.from_model_config({"quantization": section}, source="c.json")
-    assert cfg.per_tensor == {"lm_head": QuantSpec(8, 64)}
+    assert cfg.per_tensor == {"lm_head": QuantSpec(8, 64), "e": None}  # null: as false
     assert cfg.for_tensor("desc.weight") == QuantSpec(4, 64)
