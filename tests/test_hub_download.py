@@ -263,3 +263,54 @@ def test_a_temporary_link_left_by_a_killed_run_is_swept(hub):  # noqa: F811
     assert download(REPO, progress=False) == snapshot
     assert (snapshot / "config.json").read_bytes() == repo.files["config.json"]
     assert not stale.exists() and not stale.is_symlink()
+
+
+@pytest.mark.parametrize("then", ["fails", "recovers"])
+def test_a_short_write_never_leaves_unhashed_bytes(hub, monkeypatch, then):  # noqa: F811
+    """A disk filling up makes write() return fewer bytes than asked; that count was ignored,
+    so the hash covered bytes that never reached the disk, and the short file got its final
+    blob name. Every byte is now written or the file is cut back to what was hashed."""
+    import builtins
+
+    _, repo, _ = hub
+    shard = SHARDS[0]
+    from mlxload.hub.cache import PARTIAL_SUFFIX
+
+    calls = {"n": 0}
+    real_open = builtins.open
+
+    class ShortOnce:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return self._f.write(bytes(data[: len(data) // 2]))  # a short write
+            if then == "fails" and calls["n"] == 2:
+                raise OSError(28, "No space left on device")
+            return self._f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    def opener(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return ShortOnce(f) if str(path).endswith(PARTIAL_SUFFIX) and shard in _blob_names(
+            repo, path) else f  # fmt: skip
+
+    monkeypatch.setattr(transfer_mod, "CHUNK", 4096)  # several writes per shard
+    monkeypatch.setattr(transfer_mod, "open", opener, raising=False)
+    if then == "fails":
+        with pytest.raises(DownloadError, match=f"{shard}: cannot write"):
+            download(f"hf://{REPO}", progress=False, workers=1)
+        monkeypatch.delattr(transfer_mod, "open")
+    path = download(f"hf://{REPO}", progress=False, workers=1)
+    assert calls["n"] >= 2  # the short write happened
+    assert (path / shard).read_bytes() == repo.files[shard]
+
+
+def _blob_names(repo, path) -> list[str]:
+    """The repo files whose blob ``path`` (``<sha256>.mlxload-partial``) is."""
+    digest = str(path).rsplit("/", 1)[-1].split(".")[0]
+    return [n for n, data in repo.files.items() if hashlib.sha256(data).hexdigest() == digest]

@@ -117,3 +117,15 @@ def test_a_bare_name_the_hub_knows_gets_no_local_path_hint(tmp_path, monkeypatch
         assert "no local path" not in str(e.value)
     finally:
         server.stop()
+
+
+def test_offline_a_shard_cut_short_is_missing_not_served(hub):  # noqa: F811
+    """A blob shorter than the listing says (a full disk, a bad copy) was taken as present."""
+    _, repo, _ = hub
+    path = download(REPO, progress=False)
+    blob = (path / SHARD2).resolve()
+    blob.write_bytes(repo.files[SHARD2][:-100])
+    with pytest.raises(OfflineError, match=rf"missing 1 file\(s\): {SHARD2}"):
+        download(REPO, local_files_only=True)
+    path = download(REPO, progress=False)  # online: fetched again
+    assert (path / SHARD2).read_bytes() == repo.files[SHARD2]

@@ -162,6 +162,15 @@ class RepoCache:
         """Whether the snapshot holds ``path`` (a symlink to an existing blob or a real file)."""
         return self.snapshot(commit).joinpath(*path.split("/")).is_file()
 
+    def holds(self, commit: str, f: RemoteFile) -> bool:
+        """Whether the snapshot holds ``f`` at its listed size (a file cut short by a full
+        disk, or by a copy, is not there)."""
+        path = self.snapshot(commit).joinpath(*f.path.split("/"))
+        try:
+            return path.is_file() and path.stat().st_size == f.size
+        except OSError:
+            return False
+
     def write_manifest(self, commit: str, files: list[RemoteFile]) -> None:
         """Save the tree listing of ``commit`` (best effort: a read-only cache is fine)."""
         doc = {"format": 1, "files": [f.to_json() for f in files]}

@@ -82,8 +82,8 @@ def missing_files(cache: RepoCache, commit: str, allow_patterns: Sequence[str] |
             shards = _index_shards(cache, commit, indexes)
             unlisted = [s for s in shards if s not in listed]
             wanted = select_files(files, shards=[s for s in shards if s in listed] or None)
-            return unlisted + [f.path for f in wanted if not cache.has_file(commit, f.path)]
-        return [f.path for f in wanted if not cache.has_file(commit, f.path)]
+            return unlisted + [f.path for f in wanted if not cache.holds(commit, f)]
+        return [f.path for f in wanted if not cache.holds(commit, f)]
     present = files_in(snap)
     if allow_patterns is not None:
         if any(match_patterns(p, allow_patterns) for p in present):

@@ -59,8 +59,7 @@ class _Job:
         self.stop = threading.Event()
 
     def present(self, f: RemoteFile) -> bool:
-        path = self.cache.snapshot(self.commit).joinpath(*f.path.split("/"))
-        return path.is_file() and path.stat().st_size == f.size
+        return self.cache.holds(self.commit, f)
 
     def fetch(self, f: RemoteFile) -> None:
         """Make ``f`` present in the snapshot (download unless its blob is already cached)."""

@@ -9,6 +9,7 @@ only when size and hash match; on mismatch it is deleted and :class:`IntegrityEr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -106,11 +107,29 @@ class _Sink:
 
     def _flush(self) -> None:
         if self._buf:
-            self._out.write(self._buf)
+            self._write_all(self._buf)
             self._hasher.update(self._buf)
             self.written += len(self._buf)
             self._on_bytes(len(self._buf))
             self._buf.clear()
+
+    def _write_all(self, data: bytearray) -> None:
+        """Every byte of ``data``, or none: a write may be short (a disk filling up), and
+        bytes on disk that were never hashed would pass the final check as the wrong file."""
+        fd = self._out.fileno()
+        start = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                n = self._out.write(view)
+                if not n:
+                    raise OSError(errno.ENOSPC, "no byte written (disk full?)")
+                view = view[n:]
+        except BaseException:
+            os.ftruncate(fd, start)  # back to what is hashed: a resume continues from there
+            raise
+        finally:
+            view.release()
 
     def close(self) -> int:
         """Write what is buffered, close the file, and return the bytes written."""
@@ -312,5 +331,15 @@ def fetch_blob(
         )
     if not partial.exists():  # zero-byte file
         partial.touch()
+    on_disk = partial.stat().st_size
+    if on_disk != file.size:  # what was hashed must be what is on disk
+        partial.unlink()
+        raise IntegrityError(
+            f"{file.path}: the downloaded file is {on_disk} bytes on disk, not the {file.size} "
+            "listed; it was deleted (run again to download it afresh)",
+            filename=file.path,
+            expected=str(expected),
+            actual="(wrong size on disk)",
+        )
     os.replace(partial, blob)
     return blob
