@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeRepo", "Fault", "HubServer", "LoggedRequest", "hub_env"]
+__all__ = ["TREE", "FakeRepo", "Fault", "HubServer", "LoggedRequest", "hub_env"]
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".h5", ".msgpack")
 
@@ -36,6 +36,10 @@ def git_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+TREE = "@tree"
+"""The ``path`` of faults for a repository's tree listing (``stall`` and ``status`` apply)."""
+
+
 @dataclass
 class Fault:
     """Something going wrong with the next ``times`` GETs of one file.
@@ -43,8 +47,9 @@ class Fault:
     Attributes:
         kind: ``"cut"`` (close the connection after ``after`` bytes of the body), ``"corrupt"``
             (flip one byte), ``"slow"`` (send at ``rate`` bytes/s), ``"status"`` (answer
-            ``status`` with ``error_code`` in ``X-Error-Code``), or ``"short"`` (serve the file
-            without its last ``after`` bytes, as if the mirror's copy were truncated).
+            ``status`` with ``error_code`` in ``X-Error-Code``), ``"short"`` (serve the file
+            without its last ``after`` bytes, as if the mirror's copy were truncated), or
+            ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds).
         times: How many requests it applies to; -1 for all of them.
         ignore_range: Answer a ranged request with 200 and the whole file.
     """
@@ -237,6 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
             commit = repo.resolve(rest[1])
             if commit is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rest[1]}")
+                return
+            fault = self.server.owner.take_fault(repo.repo_id, TREE)
+            if fault is not None and fault.kind == "stall":
+                time.sleep(fault.rate)  # say nothing for that long
+            if fault is not None and fault.kind == "status":
+                self._send(
+                    fault.status, b"{}", {"Retry-After": "1000000000"}
+                )  # a Retry-After no client should honour in full
                 return
             self._json(200, [repo.tree_entry(p) for p in sorted(repo.files)])
         else:

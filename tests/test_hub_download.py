@@ -314,3 +314,26 @@ def _blob_names(repo, path) -> list[str]:
     """The repo files whose blob ``path`` (``<sha256>.mlxload-partial``) is."""
     digest = str(path).rsplit("/", 1)[-1].split(".")[0]
     return [n for n, data in repo.files.items() if hashlib.sha256(data).hexdigest() == digest]
+
+
+@pytest.mark.parametrize("kind", ["stall", "status"])
+def test_a_tree_listing_that_stalls_or_says_retry_much_later_ends_in_an_error(
+    hub,  # noqa: F811
+    monkeypatch,
+    kind,
+):
+    """huggingface_hub's list_repo_tree has no timeout (a stalled server hung every download
+    for ever) and sleeps as long as Retry-After says (10**9 s); each page now gets the read
+    timeout and capped retries of the file downloads."""
+    import time
+
+    from hub_server import TREE
+
+    server, _, _ = hub
+    monkeypatch.setattr(transfer_mod, "READ_TIMEOUT_S", 0.5)
+    server.add_fault(REPO, TREE, Fault(kind, rate=60.0, status=503, times=-1))
+    start = time.monotonic()
+    with pytest.raises(DownloadError):
+        download(f"hf://{REPO}", progress=False)
+    assert time.monotonic() - start < 30
+    assert not server.gets()

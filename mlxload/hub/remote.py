@@ -176,18 +176,62 @@ class Remote:
         return str(info.sha)
 
     def list_files(self, commit: str) -> list[RemoteFile]:
-        """Every file of the repository at ``commit`` (recursive tree listing).
+        """Every file of the repository at ``commit`` (recursive tree listing, page by page).
+
+        Requested here rather than through ``HfApi.list_repo_tree``, which waits without a
+        timeout (a server that stalls hangs it for ever) and sleeps as long as a
+        ``Retry-After`` says (10**9 s, say): each page gets the file downloads' read timeout
+        and retries, with their capped backoff.
 
         Raises:
             HubError: (subclass) as :meth:`resolve_commit`.
         """
         from huggingface_hub.hf_api import RepoFile
 
+        url: str | None = f"{self.endpoint}/api/models/{self.repo_id}/tree/{quote(commit, safe='')}"
+        params: dict | None = {"recursive": True, "expand": False}
+        entries: list[dict] = []
         try:
-            entries = self._api().list_repo_tree(self.repo_id, recursive=True, revision=commit)
-            return [RemoteFile.from_hf(e) for e in entries if isinstance(e, RepoFile)]
+            while url is not None:
+                response = self._get_with_retries(url, params)
+                entries += response.json()
+                url, params = response.links.get("next", {}).get("url"), None
+            return [RemoteFile.from_hf(RepoFile(**e)) for e in entries if e.get("type") == "file"]
         except Exception as e:
             raise translate(e, repo_id=self.repo_id, revision=commit, endpoint=self.endpoint) from e
+
+    def _get_with_retries(self, url: str, params: dict | None) -> Any:
+        """A GET with a read timeout, retried on transport errors and busy statuses."""
+        import time
+
+        import httpx2
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        from mlxload.hub.transfer import (
+            READ_TIMEOUT_S,
+            RETRIES,
+            RETRY_STATUS,
+            backoff_delay,
+            status_error,
+        )
+
+        timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
+        failures = 0
+        while True:
+            try:
+                response = get_session().get(
+                    url, params=params, headers=self.headers(), timeout=timeout
+                )
+                if response.status_code not in RETRY_STATUS:
+                    hf_raise_for_status(response)
+                    return response
+                error: Exception = status_error(response)
+            except httpx2.TransportError as e:
+                error = e
+            failures += 1
+            if failures > RETRIES:
+                raise error
+            time.sleep(backoff_delay(failures))
 
     def file_url(self, commit: str, path: str) -> str:
         """The ``resolve`` URL of a file at a commit."""
