@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
 
 import mlxload
 from mlxload.errors import MlxloadError
@@ -136,3 +137,12 @@ def test_unsafe_or_malformed_listing_entries_are_refused(path, blob, sha):
 
     with pytest.raises(HubError, match=r"unsafe path|malformed"):
         RemoteFile(path=path, size=1, blob_id=blob, sha256=sha)
+
+
+@pytest.mark.parametrize("revision", ["/etc/x", "../x", "a//b", "a\\b", "", " main"])
+def test_a_revision_that_would_name_a_file_outside_the_cache_is_refused(hub, revision):  # noqa: F811
+    """It names a file under refs/: an absolute path wrote the ref outside the cache."""
+    from mlxload.hub import download
+
+    with pytest.raises(HubSpecError, match="invalid revision"):
+        download(REPO, revision or "", progress=False)

@@ -21,7 +21,7 @@ from mlxload.hub.offline import cached_snapshot, offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, is_connection_error, translate
 from mlxload.hub.select import default_selection, index_files, select_files
-from mlxload.hub.spec import HubSpec, parse_spec
+from mlxload.hub.spec import HubSpec, check_revision, parse_spec
 from mlxload.hub.transfer import Cancelled, fetch_blob
 
 __all__ = ["download"]
@@ -31,6 +31,8 @@ DEFAULT_REVISION = "main"
 
 def _spec(repo: str | HubSpec, revision: str | None) -> HubSpec:
     spec = repo if isinstance(repo, HubSpec) else parse_spec(repo)
+    if revision is not None:
+        check_revision(revision, f"hf://{spec.repo_id}")
     if revision is not None and spec.revision is not None and revision != spec.revision:
         raise HubSpecError(
             f"{repo!s} names revision {spec.revision!r} but revision={revision!r} was also given"

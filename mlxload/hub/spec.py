@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlxload.hub.errors import HubSpecError
 
-__all__ = ["HF_SCHEME", "HubSpec", "is_hub_spec", "parse_spec"]
+__all__ = ["HF_SCHEME", "HubSpec", "check_revision", "is_hub_spec", "parse_spec"]
 
 HF_SCHEME = "hf://"
 
@@ -44,6 +44,26 @@ def _check_name(part: str, spec: str) -> None:
         )
 
 
+def check_revision(revision: str, where: str = "revision") -> None:
+    """Refuse a revision that can't be a branch, tag or commit: it names a file under the
+    cache's ``refs/``, so ``/etc/x`` or ``../x`` would be written outside the cache.
+
+    Raises:
+        HubSpecError: empty, whitespace, ``..``, a leading ``/``, a backslash or an empty
+            ``a//b`` part.
+    """
+    if (
+        not isinstance(revision, str)
+        or not revision
+        or any(c.isspace() for c in revision)
+        or ".." in revision
+        or "\\" in revision
+        or revision.startswith("/")
+        or "" in revision.split("/")
+    ):
+        raise HubSpecError(f"{where}: invalid revision {revision!r} (a branch, tag or commit)")
+
+
 def parse_spec(spec: str) -> HubSpec:
     """Parse ``hf://org/repo[@revision]`` or ``org/repo[@revision]`` into a :class:`HubSpec`.
 
@@ -72,8 +92,7 @@ def parse_spec(spec: str) -> HubSpec:
         body, revision = body.split("@", 1)
         if not revision:
             raise HubSpecError(f"invalid Hub spec {spec!r}: empty revision after '@'")
-        if any(c.isspace() for c in revision) or ".." in revision:
-            raise HubSpecError(f"invalid Hub spec {spec!r}: invalid revision {revision!r}")
+        check_revision(revision, f"invalid Hub spec {spec!r}")
     body = body.rstrip("/")
     parts = body.split("/")
     if not body:
