@@ -239,10 +239,6 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         elif rest[0] == "tree" and len(rest) >= 2:
-            commit = repo.resolve(rest[1])
-            if commit is None:
-                self._error(404, "RevisionNotFound", f"Invalid rev id: {rest[1]}")
-                return
             fault = self.server.owner.take_fault(repo.repo_id, TREE)
             if fault is not None and fault.kind == "stall":
                 time.sleep(fault.rate)  # say nothing for that long
@@ -250,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(
                     fault.status, b"{}", {"Retry-After": "1000000000"}
                 )  # a Retry-After no client should honour in full
+                return
+            if repo.resolve(rest[1]) is None:
+                self._error(404, "RevisionNotFound", f"Invalid rev id: {rest[1]}")
                 return
             self._json(200, [repo.tree_entry(p) for p in sorted(repo.files)])
         else:

@@ -81,7 +81,29 @@ def test_unreachable_hub_falls_back_to_complete_cache(hub):  # noqa: F811
     path = download(REPO, progress=False)
     server.stop()
     huggingface_hub.close_session()
-    assert download(REPO, progress=False) == path
+    with pytest.warns(UserWarning, match=r"@main: the Hub is unreachable .*; using the cached "
+                      rf"snapshot {path.name[:12]}, which may be out of date"):  # fmt: skip
+        assert download(REPO, progress=False) == path
+
+
+def test_a_branch_the_hub_says_has_moved_never_falls_back_to_the_old_snapshot(
+    hub,  # noqa: F811
+    monkeypatch,
+):
+    """The Hub said main is at a new commit, then the listing failed: the cached snapshot of
+    the old commit came back, silently stale."""
+    from hub_server import TREE, Fault
+
+    from mlxload.hub import DownloadError
+    from mlxload.hub import transfer as transfer_mod
+
+    server, repo, _ = hub
+    download(REPO, progress=False)
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    repo.refs["main"] = "f" * 40
+    server.add_fault(REPO, TREE, Fault("status", status=503, times=-1))
+    with pytest.raises(DownloadError, match="503"):
+        download(REPO, progress=False)
 
 
 def test_a_bare_name_that_is_neither_local_nor_cached_says_both(hub, tmp_path, monkeypatch):  # noqa: F811

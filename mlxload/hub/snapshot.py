@@ -8,6 +8,7 @@ after a crash, and are checked against the hashes the Hub lists.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -152,11 +153,11 @@ def _online(
     remote: Remote,
     cache: RepoCache,
     revision: str,
+    commit: str,
     patterns: list[str] | None,
     workers: int,
     bar_enabled: bool,
 ) -> Path:
-    commit = revision if COMMIT_RE.match(revision) else remote.resolve_commit(revision)
     files = cache.read_manifest(commit) or remote.list_files(commit)
     snapshot = cache.snapshot(commit)
     snapshot.mkdir(parents=True, exist_ok=True)
@@ -244,14 +245,41 @@ def download(
         return cached_snapshot(cache, rev, patterns, "offline mode is on (HF_HUB_OFFLINE=1)")
     remote = Remote(spec.repo_id, token=token)
     try:
-        return _online(remote, cache, rev, patterns, workers, progress_enabled(progress))
-    except HubError as e:
-        cause: Any = e.__cause__
-        if cause is None or not is_connection_error(cause):
-            raise
-        try:  # the Hub is unreachable: a complete cached snapshot still does
-            return cached_snapshot(cache, rev, patterns, f"the Hub is unreachable ({e})")
-        except HubError:
-            raise e from cause
+        try:
+            commit = rev if COMMIT_RE.match(rev) else remote.resolve_commit(rev)
+        except HubError as e:
+            # The Hub is unreachable: the snapshot this branch was last seen at still does,
+            # but it may be out of date, and that is said.
+            snapshot = _cached_instead(cache, rev, patterns, e)
+            warnings.warn(
+                f"hf://{spec.repo_id}@{rev}: the Hub is unreachable ({e}); using the cached "
+                f"snapshot {snapshot.name[:12]}, which may be out of date",
+                stacklevel=2,
+            )
+            return snapshot
+        try:
+            return _online(
+                remote, cache, rev, commit, patterns, workers, progress_enabled(progress)
+            )
+        except HubError as e:
+            # The Hub said where the branch is now: only that commit's own snapshot may stand
+            # in, never an older one.
+            return _cached_instead(cache, commit, patterns, e)
+    except HubError:
+        raise
     except Exception as e:  # anything huggingface_hub raised that was not yet translated
         raise translate(e, repo_id=spec.repo_id, revision=rev, endpoint=remote.endpoint) from e
+
+
+def _cached_instead(
+    cache: RepoCache, revision: str, patterns: list[str] | None, error: HubError
+) -> Path:
+    """The complete cached snapshot of ``revision`` when ``error`` is the Hub being
+    unreachable; else (or without such a snapshot) ``error`` is raised."""
+    cause: Any = error.__cause__
+    if cause is None or not is_connection_error(cause):
+        raise error
+    try:
+        return cached_snapshot(cache, revision, patterns, f"the Hub is unreachable ({error})")
+    except HubError:
+        raise error from cause
