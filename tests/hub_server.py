@@ -46,7 +46,8 @@ class Fault:
 
     Attributes:
         kind: ``"cut"`` (close the connection after ``after`` bytes of the body), ``"corrupt"``
-            (flip one byte), ``"slow"`` (send at ``rate`` bytes/s), ``"status"`` (answer
+            (flip one byte), ``"slow"`` (send at ``rate`` bytes/s, in pieces of ``after`` bytes,
+            16 KiB if 0), ``"status"`` (answer
             ``status`` with ``error_code`` in ``X-Error-Code``), ``"short"`` (serve the file
             without its last ``after`` bytes, as if the mirror's copy were truncated), or
             ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds).
@@ -318,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         if fault is not None and fault.kind == "slow":
-            step = 16 * 1024
+            step = fault.after or 16 * 1024
             for i in range(0, len(payload), step):
                 piece = payload[i : i + step]
                 self.wfile.write(piece)

@@ -148,8 +148,9 @@ def test_dropped_connection_resumes_at_the_byte_it_stopped(hub):  # noqa: F811
     assert starts == [None, 5000]  # not from 0, not from a chunk boundary
 
 
-def test_retries_exhausted_keeps_partial_then_resumes(hub):  # noqa: F811
+def test_retries_exhausted_keeps_partial_then_resumes(hub, monkeypatch):  # noqa: F811
     server, repo, _ = hub
+    monkeypatch.setattr(transfer_mod, "PROGRESS", 4096)  # the first attempt's bytes count
     shard = SHARDS[0]
     server.add_fault(REPO, shard, Fault("cut", after=4096))
     server.add_fault(REPO, shard, Fault("cut", after=0, times=transfer_mod.RETRIES + 1))
@@ -168,6 +169,27 @@ def test_retries_exhausted_keeps_partial_then_resumes(hub):  # noqa: F811
     assert (path / shard).read_bytes() == repo.files[shard]
     assert [r.range_start for r in server.gets(shard)] == [4096]
     assert not partial.exists()
+
+
+@pytest.mark.parametrize("fault", ["drip", "trickle"])
+def test_a_link_that_brings_a_few_bytes_per_attempt_runs_out_of_retries(
+    hub,  # noqa: F811
+    monkeypatch,
+    fault,
+):
+    """Any byte used to reset the retries: a link cut after 10 bytes took 1,220 GETs for a
+    12 KB shard, and 1 byte/s never tripped the read timeout. An attempt must now bring 1 MiB
+    (or the rest of the file), at 1 KiB/s or more over each window."""
+    server, _, _ = hub
+    shard = SHARDS[0]
+    monkeypatch.setattr(transfer_mod, "SLOW_WINDOW_S", 0.3)
+    if fault == "drip":
+        server.add_fault(REPO, shard, Fault("cut", after=10, times=-1))
+    else:
+        server.add_fault(REPO, shard, Fault("slow", rate=100.0, after=64, times=-1))
+    with pytest.raises(DownloadError, match="gave up after 6 attempts in a row without progress"):
+        download(REPO, progress=False, workers=1)
+    assert len(server.gets(shard)) == transfer_mod.RETRIES + 1
 
 
 def server_home(hub_tuple):

@@ -39,9 +39,11 @@ from mlxload.hub.offline import offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, translate
 from mlxload.hub.transfer import (
+    PROGRESS,
     READ_TIMEOUT_S,
     RETRIES,
     RETRY_STATUS,
+    Pace,
     backoff_delay,
     hash_file,
     status_error,
@@ -57,9 +59,6 @@ MAX_REQUEST = 32 << 20
 HEADER_GUESS = 128 << 10
 """Bytes asked for first from each shard: its header in one request for all but the largest
 headers (a 7B model's shard header is some tens of KiB)."""
-PROGRESS = 1 << 20
-"""Bytes an attempt must bring to count as progress: a link that drops after every few bytes
-must run out of retries, not resume for ever."""
 _PREFIX = "mlxload-ranges-"
 
 
@@ -284,6 +283,7 @@ class RangeFetch:
                         r.read()
                         hf_raise_for_status(r)
                     _check_answer(file, r, asked, end - pos)
+                    pace = Pace()
                     for chunk in r.iter_raw():
                         if pos + len(chunk) > end:
                             raise DownloadError(
@@ -293,6 +293,7 @@ class RangeFetch:
                         _pwrite_all(fd, chunk, pos, file.path)
                         pos += len(chunk)
                         on_bytes(len(chunk))
+                        pace.check(len(chunk), r.request)
                     if pos < end:
                         raise httpx2.RemoteProtocolError("the response ended early")
             except HubError:

@@ -25,9 +25,11 @@ from mlxload.hub.listing import RemoteFile
 __all__ = [
     "BACKOFF_S",
     "CHUNK",
+    "PROGRESS",
     "RETRIES",
     "RETRY_STATUS",
     "Cancelled",
+    "Pace",
     "backoff_delay",
     "fetch_blob",
     "hash_file",
@@ -39,6 +41,13 @@ CHUNK = 1 << 20  # bytes per write (each one reaches the file: a kill loses at m
 RETRIES = 5  # consecutive failed attempts (no byte received) before giving up
 BACKOFF_S = 0.5  # first retry delay, doubled each time, capped at 8 s
 READ_TIMEOUT_S = 30.0
+PROGRESS = 1 << 20
+"""Bytes an attempt must bring (or the rest of the file) to count as progress: a link that
+drops after every few bytes must run out of retries, not resume for ever."""
+SLOW_WINDOW_S = 60.0
+MIN_RATE = 1024
+"""Bytes/s an attempt must average over each :data:`SLOW_WINDOW_S` (a trickle of a byte a
+second never trips the read timeout); slower, it counts as a failed attempt."""
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses worth asking again (timeouts, rate limits, server errors)."""
@@ -78,6 +87,27 @@ def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
                 raise OSError(f"{path} shrank while being read")
             hasher.update(chunk)
             remaining -= len(chunk)
+
+
+class Pace:
+    """Ends an attempt whose bytes come slower than :data:`MIN_RATE` over a window."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def check(self, n: int, request: Any) -> None:
+        import httpx2
+
+        self._bytes += n
+        elapsed = time.monotonic() - self._start
+        if elapsed >= SLOW_WINDOW_S:
+            if self._bytes < MIN_RATE * elapsed:
+                raise httpx2.ReadTimeout(
+                    f"{self._bytes} bytes in {elapsed:.0f} s, under {MIN_RATE} bytes/s",
+                    request=request,
+                )
+            self._start, self._bytes = time.monotonic(), 0
 
 
 class _Sink:
@@ -285,11 +315,13 @@ def fetch_blob(
                     restart()  # the server ignored Range: the whole body follows
                     before = 0
                 sink = _Sink(partial, hasher, on_bytes, limit=file.size - have)
+                pace = Pace()
                 try:  # whatever arrived before a drop is kept: the next request resumes there
                     for chunk in response.iter_raw():
                         if stop is not None and stop.is_set():
                             raise Cancelled(file.path)
                         sink.add(chunk)
+                        pace.check(len(chunk), response.request)
                 finally:
                     have += sink.close()
                 if sink.overflow:
@@ -304,8 +336,9 @@ def fetch_blob(
                 if have < file.size:
                     raise httpx2.RemoteProtocolError("the response ended early")
         except (httpx2.TransportError, httpx2.StreamError) as e:
-            if have > max(before, furthest):
-                furthest = have
+            base = max(before, furthest)
+            furthest = max(furthest, have)
+            if have - base >= min(PROGRESS, file.size - base) > 0:
                 failures = 0  # progress was made: resume at once; only failures in a row count
                 continue
             fail(e)
