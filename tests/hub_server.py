@@ -50,7 +50,8 @@ class Fault:
             16 KiB if 0), ``"status"`` (answer
             ``status`` with ``error_code`` in ``X-Error-Code``), ``"short"`` (serve the file
             without its last ``after`` bytes, as if the mirror's copy were truncated), or
-            ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds).
+            ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds), or ``"redirect"``
+            (a 302 to ``location``, the request's own URL if empty: a loop).
         times: How many requests it applies to; -1 for all of them.
         ignore_range: Answer a ranged request with 200 and the whole file.
     """
@@ -62,6 +63,7 @@ class Fault:
     error_code: str | None = None
     times: int = 1
     ignore_range: bool = False
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.owner.take_fault(repo.repo_id, path) if body else None
         if fault is not None and fault.kind == "status":
             self._error(fault.status, fault.error_code, "injected fault")
+            return
+        if fault is not None and fault.kind == "redirect":
+            self._send(302, b"", {"Location": fault.location or self.path})
             return
         headers = {
             "X-Repo-Commit": commit,

@@ -166,3 +166,57 @@ def test_rejected_resume_takes_its_prefix_back_from_the_progress(tmp_path):
         )  # fmt: skip
     assert events == [400, -400]
     assert not partial.exists() and not (tmp_path / "blob").exists()
+
+
+def _download_server_that_refuses(seen: list) -> tuple:
+    """A stand-in for the Hub's download servers (where files redirect) answering 403, as for
+    an expired signed link; on 127.0.0.2, another host than the Hub's."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Refuse)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.2:{server.server_address[1]}/blob?sig=x"
+
+
+@pytest.mark.parametrize("where", ["loop", "download-server-403"])
+def test_redirects_that_fail_say_where_and_what_to_do(hub, monkeypatch, where):  # noqa: F811
+    """A download server's 403 said 'run hf auth login' (wrong for a signed link that expired,
+    and it wasn't retried); a redirect loop was a bare TooManyRedirects."""
+    server, _, _ = hub
+    shard = "model-00001-of-00003.safetensors"
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    seen: list = []
+    location = ""
+    if where != "loop":
+        cdn, location = _download_server_that_refuses(seen)
+    server.add_fault(REPO, shard, Fault("redirect", location=location, times=-1))
+    try:
+        with pytest.raises(DownloadError) as e:
+            download(REPO, progress=False, workers=1)
+    finally:
+        if where != "loop":
+            cdn.shutdown()
+    if where == "loop":
+        assert f"the answers for {shard!r} redirect in a loop; check HF_ENDPOINT" in str(e.value)
+    else:
+        assert (
+            f"the download server 127.0.0.2 refused {shard!r} (403): its signed link may have "
+            "expired; run the same command again"
+        ) in str(e.value)
+        assert len(seen) == transfer_mod.RETRIES + 1  # a fresh link is asked for each time

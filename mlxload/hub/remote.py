@@ -33,6 +33,24 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _other_host(exc: BaseException, endpoint: str | None) -> str | None:
+    """The host ``exc``'s request went to, when it isn't the Hub endpoint's: the download
+    server (CDN) a file's URL redirects to."""
+    from urllib.parse import urlsplit
+
+    response = getattr(exc, "response", None)
+    request = getattr(response, "request", None) if response is not None else None
+    if request is None:
+        try:
+            request = getattr(exc, "request", None)  # httpx raises if it has none
+        except RuntimeError:
+            request = None
+    host = getattr(getattr(request, "url", None), "host", None)
+    if not host or endpoint is None:
+        return None
+    return None if host == urlsplit(endpoint).hostname else str(host)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the Hub could not be reached (as opposed to a refusal)."""
     import httpx2
@@ -88,28 +106,43 @@ def translate(
         filename is not None and status == 404 and not isinstance(exc, hf.RepositoryNotFoundError)
     ):
         return EntryNotFoundError(f"{where}: file {filename or '?'!r} is not on the Hub (404)")
+    cdn = _other_host(exc, endpoint)
+    target = f" {filename!r}" if filename else ""
+    if status in (401, 403) and cdn is not None:
+        return DownloadError(
+            f"{where}: the download server {cdn} refused{target} ({status}): its signed link "
+            "may have expired; run the same command again (finished files are kept)"
+        )
     if status in (401, 403):
         what = "is private, gated, or does not exist" if status == 401 else "refused access"
         return AuthError(
-            f"{where}: the Hub answered {status} (the repository {what}); {LOGIN_HINT}"
+            f"{where}: the Hub answered {status}{' for' + target if target else ''} (the "
+            f"repository {what}); {LOGIN_HINT}"
         )
     if isinstance(exc, hf.RepositoryNotFoundError) or status == 404:
         return RepoNotFoundError(
             f"{where}: repository not found on {endpoint or 'the Hub'} (check the name; for a "
             f"private repository, {LOGIN_HINT})"
         )
-    if isinstance(exc, httpx2.TransportError):
-        target = f" {filename!r}" if filename else ""
+    if isinstance(exc, httpx2.TooManyRedirects):
         return DownloadError(
-            f"{where}: could not download{target} from {endpoint or 'the Hub'}: "
-            f"{type(exc).__name__}: {exc or 'connection failed'}. Check the network or HF_ENDPOINT "
+            f"{where}: the answers for{target or ' the request'} redirect in a loop; check "
+            "HF_ENDPOINT and any proxy, then run the same command again"
+        )
+    if isinstance(exc, httpx2.TransportError):
+        server = f"the download server {cdn}" if cdn else (endpoint or "the Hub")
+        check = "the network" if cdn else "the network or HF_ENDPOINT"
+        return DownloadError(
+            f"{where}: could not download{target} from {server}: "
+            f"{type(exc).__name__}: {exc or 'connection failed'}. Check {check} "
             "and run the same command again: finished files are kept and an interrupted one "
             "resumes where it stopped (or set HF_HUB_OFFLINE=1 to use only cached files)"
         )
     if status is not None:
         target = f" for {filename!r}" if filename else ""
         return DownloadError(
-            f"{where}: the Hub answered HTTP {status}{target}; try again later "
+            f"{where}: {f'the download server {cdn}' if cdn else 'the Hub'} answered HTTP "
+            f"{status}{target}; try again later "
             "(finished files are kept, interrupted ones resume)"
         )
     return HubError(f"{where}: {type(exc).__name__}: {exc}")

@@ -296,7 +296,10 @@ def fetch_blob(
                     continue
                 if status >= 400:
                     response.read()
-                    if status in RETRY_STATUS:
+                    # A download server's 401/403 (an expired signed link): the Hub hands out
+                    # a fresh one to the next request.
+                    redirected = response.url.host != httpx2.URL(url).host
+                    if status in RETRY_STATUS or (redirected and status in (401, 403)):
                         fail(status_error(response))
                         continue
                     hf_raise_for_status(response)
