@@ -359,3 +359,33 @@ def test_a_tree_listing_that_stalls_or_says_retry_much_later_ends_in_an_error(
         download(f"hf://{REPO}", progress=False)
     assert time.monotonic() - start < 30
     assert not server.gets()
+
+
+def test_waiting_for_another_process_download_is_reported(hub, monkeypatch, capfd):  # noqa: F811
+    """A peer stuck holding a file's lock (SIGSTOP'ed, say) made a second download wait
+    without a word; it now says what it waits for, every LOCK_NOTICE_S."""
+    import threading
+
+    import filelock
+
+    from mlxload.hub import snapshot as snapshot_mod
+    from mlxload.hub.cache import RepoCache, cache_root
+
+    monkeypatch.setattr(snapshot_mod, "LOCK_NOTICE_S", 0.5)
+
+    _, repo, _ = hub
+    cache = RepoCache(cache_root(None), REPO)
+    shard = SHARDS[0]
+    lock_path = cache.lock(repo.sha256(shard))
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    peer = filelock.FileLock(str(lock_path), thread_local=False)
+    peer.acquire()
+    release = threading.Timer(1.6, peer.release)
+    release.start()
+    try:
+        path = download(f"hf://{REPO}", progress=False)
+    finally:
+        release.join()
+    assert (path / shard).read_bytes() == repo.files[shard]
+    err = capfd.readouterr().err
+    assert f"s for another process downloading {shard} (lock {lock_path}); it goes on" in err

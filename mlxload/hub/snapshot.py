@@ -7,6 +7,7 @@ after a crash, and are checked against the hashes the Hub lists.
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from mlxload.hub.transfer import Cancelled, fetch_blob
 __all__ = ["download"]
 
 DEFAULT_REVISION = "main"
+LOCK_NOTICE_S = 10.0  # how often a wait for another process's download is reported
 
 
 def _spec(repo: str | HubSpec, revision: str | None) -> HubSpec:
@@ -73,6 +75,7 @@ class _Job:
         lock_path = self.cache.lock(f.blob_name)
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(lock_path))
+        waited, said = 0.0, 0.0
         while True:  # another process may be fetching the same blob: wait, but stay cancellable
             if self.stop.is_set():
                 raise Cancelled(f.path)
@@ -80,7 +83,15 @@ class _Job:
                 lock.acquire(timeout=0.5)
                 break
             except filelock.Timeout:
-                continue
+                waited += 0.5
+            if waited - said >= LOCK_NOTICE_S:  # say so, or a stuck peer looks like a hang
+                said = waited
+                print(
+                    f"mlxload: waiting {waited:.0f} s for another process downloading "
+                    f"{f.path} (lock {lock_path}); it goes on when that one finishes or exits",
+                    file=sys.stderr,
+                    flush=True,
+                )
         try:
             if blob.is_file() and blob.stat().st_size == f.size:
                 self.bar.update(f.size)
