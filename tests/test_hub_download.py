@@ -389,3 +389,25 @@ def test_waiting_for_another_process_download_is_reported(hub, monkeypatch, capf
     assert (path / shard).read_bytes() == repo.files[shard]
     err = capfd.readouterr().err
     assert f"s for another process downloading {shard} (lock {lock_path}); it goes on" in err
+
+
+def test_a_cache_that_cant_be_written_says_what_to_do(hub, monkeypatch):  # noqa: F811
+    """A read-only cache missing a file ended in a bare "[Errno 30] ... <sha>.lock". (A real
+    read-only mount needs privileges tests don't have, and root ignores file modes: the
+    failure is raised where the filesystem would raise it.)"""
+    import errno
+    import pathlib
+
+    real_touch = pathlib.Path.touch
+
+    def read_only(self, *args, **kwargs):
+        if self.suffix == ".lock":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "touch", read_only)
+    with pytest.raises(DownloadError) as e:
+        download(f"hf://{REPO}", progress=False, workers=1)
+    assert "is not in the cache and the cache " in str(e.value)
+    assert "can't be written (Read-only file system: " in str(e.value)
+    assert "set HF_HUB_CACHE to a writable directory, or use only what is cached" in str(e.value)

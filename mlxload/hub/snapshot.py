@@ -71,9 +71,18 @@ class _Job:
         import filelock
 
         blob = self.cache.blob(f.blob_name)
-        blob.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.cache.lock(f.blob_name)
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock_path.touch(exist_ok=True)  # filelock's own error names only the lock's hash
+        except OSError as e:
+            raise DownloadError(
+                f"hf://{self.remote.repo_id}: {f.path} is not in the cache and the cache "
+                f"{self.cache.root} can't be written ({e.strerror}: {e.filename}); set "
+                "HF_HUB_CACHE to a writable directory, or use only what is cached "
+                "(--offline / HF_HUB_OFFLINE=1)"
+            ) from e
         lock = filelock.FileLock(str(lock_path))
         waited, said = 0.0, 0.0
         while True:  # another process may be fetching the same blob: wait, but stay cancellable
