@@ -37,7 +37,8 @@ def git_sha1(data: bytes) -> str:
 
 
 TREE = "@tree"
-"""The ``path`` of faults for a repository's tree listing (``stall`` and ``status`` apply)."""
+"""The ``path`` of faults for a repository's tree listing (``stall``, ``status`` and ``slow``
+apply)."""
 
 
 @dataclass
@@ -253,7 +254,16 @@ class _Handler(BaseHTTPRequestHandler):
             if repo.resolve(rest[1]) is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rest[1]}")
                 return
-            self._json(200, [repo.tree_entry(p) for p in sorted(repo.files)])
+            doc = [repo.tree_entry(p) for p in sorted(repo.files)]
+            if fault is not None and fault.kind == "slow":
+                payload = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self._write_body(payload, fault)
+                return
+            self._json(200, doc)
         else:
             self._error(404, None, "no such route")
 

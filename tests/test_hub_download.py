@@ -178,7 +178,7 @@ def test_a_link_that_brings_a_few_bytes_per_attempt_runs_out_of_retries(
     fault,
 ):
     """Any byte used to reset the retries: a link cut after 10 bytes took 1,220 GETs for a
-    12 KB shard, and 1 byte/s never tripped the read timeout. An attempt must now bring 1 MiB
+    12 KB shard, and 1 byte/s never tripped the read timeout. An attempt must now bring 64 KiB
     (or the rest of the file), at 1 KiB/s or more over each window."""
     server, _, _ = hub
     shard = SHARDS[0]
@@ -338,7 +338,7 @@ def _blob_names(repo, path) -> list[str]:
     return [n for n, data in repo.files.items() if hashlib.sha256(data).hexdigest() == digest]
 
 
-@pytest.mark.parametrize("kind", ["stall", "status"])
+@pytest.mark.parametrize("kind", ["stall", "status", "slow"])
 def test_a_tree_listing_that_stalls_or_says_retry_much_later_ends_in_an_error(
     hub,  # noqa: F811
     monkeypatch,
@@ -353,7 +353,10 @@ def test_a_tree_listing_that_stalls_or_says_retry_much_later_ends_in_an_error(
 
     server, _, _ = hub
     monkeypatch.setattr(transfer_mod, "READ_TIMEOUT_S", 0.5)
-    server.add_fault(REPO, TREE, Fault(kind, rate=60.0, status=503, times=-1))
+    monkeypatch.setattr(transfer_mod, "SLOW_WINDOW_S", 0.3)  # "slow": 20 bytes a second
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    rate = 20.0 if kind == "slow" else 60.0
+    server.add_fault(REPO, TREE, Fault(kind, rate=rate, after=2, status=503, times=-1))
     start = time.monotonic()
     with pytest.raises(DownloadError):
         download(f"hf://{REPO}", progress=False)

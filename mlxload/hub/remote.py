@@ -6,6 +6,7 @@ Every failure leaves this module as an :class:`mlxload.hub.errors.HubError` (see
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -33,10 +34,10 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _other_host(exc: BaseException, endpoint: str | None) -> str | None:
-    """The host ``exc``'s request went to, when it isn't the Hub endpoint's: the download
-    server (CDN) a file's URL redirects to."""
-    from urllib.parse import urlsplit
+def _download_server(exc: BaseException, endpoint: str | None) -> str | None:
+    """The host of the download server (CDN) ``exc``'s file request was redirected to, if it
+    was (see :func:`~mlxload.hub.transfer.is_download_server`)."""
+    from mlxload.hub.transfer import is_download_server
 
     response = getattr(exc, "response", None)
     request = getattr(response, "request", None) if response is not None else None
@@ -45,10 +46,10 @@ def _other_host(exc: BaseException, endpoint: str | None) -> str | None:
             request = getattr(exc, "request", None)  # httpx raises if it has none
         except RuntimeError:
             request = None
-    host = getattr(getattr(request, "url", None), "host", None)
-    if not host or endpoint is None:
+    url = getattr(request, "url", None)
+    if url is None or endpoint is None or not is_download_server(url, endpoint):
         return None
-    return None if host == urlsplit(endpoint).hostname else str(host)
+    return str(url.host)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -106,7 +107,7 @@ def translate(
         filename is not None and status == 404 and not isinstance(exc, hf.RepositoryNotFoundError)
     ):
         return EntryNotFoundError(f"{where}: file {filename or '?'!r} is not on the Hub (404)")
-    cdn = _other_host(exc, endpoint)
+    cdn = _download_server(exc, endpoint) if filename else None  # only file GETs redirect there
     target = f" {filename!r}" if filename else ""
     if status in (401, 403) and cdn is not None:
         return DownloadError(
@@ -146,6 +147,23 @@ def translate(
             "(finished files are kept, interrupted ones resume)"
         )
     return HubError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+MAX_LISTING_PAGE = 256 << 20
+"""Largest tree-listing page read (the Hub's pages hold 1,000 entries, well under 1 MiB)."""
+
+
+def _read_capped(response: Any, pace: Any) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        pace.check(len(chunk), response.request)
+        if len(body) > MAX_LISTING_PAGE:
+            raise HubError(
+                f"{response.request.url}: a tree listing page over {MAX_LISTING_PAGE >> 20} MiB; "
+                "this is not the Hub's API (check HF_ENDPOINT)"
+            )
+    return bytes(body)
 
 
 class Remote:
@@ -226,15 +244,20 @@ class Remote:
         entries: list[dict] = []
         try:
             while url is not None:
-                response = self._get_with_retries(url, params)
-                entries += response.json()
+                response, body = self._get_with_retries(url, params)
+                entries += json.loads(body)
                 url, params = response.links.get("next", {}).get("url"), None
             return [RemoteFile.from_hf(RepoFile(**e)) for e in entries if e.get("type") == "file"]
         except Exception as e:
             raise translate(e, repo_id=self.repo_id, revision=commit, endpoint=self.endpoint) from e
 
-    def _get_with_retries(self, url: str, params: dict | None) -> Any:
-        """A GET with a read timeout, retried on transport errors and busy statuses."""
+    def _get_with_retries(self, url: str, params: dict | None) -> tuple[Any, bytes]:
+        """A GET with a read timeout and a minimum pace (a trickle of a byte a second never
+        trips a read timeout), retried on transport errors and busy statuses.
+
+        Returns:
+            ``(response, body)``; the body at most :data:`MAX_LISTING_PAGE` bytes.
+        """
         import time
 
         import httpx2
@@ -244,6 +267,7 @@ class Remote:
             READ_TIMEOUT_S,
             RETRIES,
             RETRY_STATUS,
+            Pace,
             backoff_delay,
             status_error,
         )
@@ -252,13 +276,17 @@ class Remote:
         failures = 0
         while True:
             try:
-                response = get_session().get(
-                    url, params=params, headers=self.headers(), timeout=timeout
-                )
-                if response.status_code not in RETRY_STATUS:
-                    hf_raise_for_status(response)
-                    return response
-                error: Exception = status_error(response)
+                with get_session().stream(
+                    "GET", url, params=params, headers=self.headers(), timeout=timeout
+                ) as response:
+                    if response.status_code in RETRY_STATUS:
+                        response.read()
+                        error: Exception = status_error(response)
+                    else:
+                        if response.status_code >= 400:
+                            response.read()
+                            hf_raise_for_status(response)
+                        return response, _read_capped(response, Pace())
             except httpx2.TransportError as e:
                 error = e
             failures += 1

@@ -41,9 +41,10 @@ CHUNK = 1 << 20  # bytes per write (each one reaches the file: a kill loses at m
 RETRIES = 5  # consecutive failed attempts (no byte received) before giving up
 BACKOFF_S = 0.5  # first retry delay, doubled each time, capped at 8 s
 READ_TIMEOUT_S = 30.0
-PROGRESS = 1 << 20
+PROGRESS = 64 << 10
 """Bytes an attempt must bring (or the rest of the file) to count as progress: a link that
-drops after every few bytes must run out of retries, not resume for ever."""
+drops after every few bytes must run out of retries, not resume for ever (one that drops
+every few hundred KiB still finishes)."""
 SLOW_WINDOW_S = 60.0
 MIN_RATE = 1024
 """Bytes/s an attempt must average over each :data:`SLOW_WINDOW_S` (a trickle of a byte a
@@ -87,6 +88,16 @@ def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
                 raise OSError(f"{path} shrank while being read")
             hasher.update(chunk)
             remaining -= len(chunk)
+
+
+def is_download_server(final: Any, asked: str) -> bool:
+    """Whether a file request ended at the Hub's download server (a CDN with signed links):
+    another host, and not the Hub's own ``/resolve/`` API under another name (an alias or a
+    proxy, where a 401/403 is a real refusal)."""
+    import httpx2
+
+    final = httpx2.URL(str(final))
+    return final.host != httpx2.URL(asked).host and "/resolve/" not in final.path
 
 
 class Pace:
@@ -298,7 +309,7 @@ def fetch_blob(
                     response.read()
                     # A download server's 401/403 (an expired signed link): the Hub hands out
                     # a fresh one to the next request.
-                    redirected = response.url.host != httpx2.URL(url).host
+                    redirected = is_download_server(response.url, url)
                     if status in RETRY_STATUS or (redirected and status in (401, 403)):
                         fail(status_error(response))
                         continue
