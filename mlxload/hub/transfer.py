@@ -339,13 +339,12 @@ def fetch_blob(
                 finally:
                     have += sink.close()
                 if sink.overflow:
-                    partial.unlink(missing_ok=True)
-                    raise IntegrityError(
-                        f"{file.path}: the server sent more than the {file.size} bytes the Hub "
-                        "lists; the download was deleted",
-                        filename=file.path,
-                        expected=str(expected),
-                        actual="(longer than listed)",
+                    raise _discarded(
+                        partial,
+                        file,
+                        f"the server sent more than the {file.size} bytes the Hub lists; the "
+                        "download was deleted",
+                        "(longer than listed)",
                     )
                 if have < file.size:
                     raise httpx2.RemoteProtocolError("the response ended early")
@@ -368,25 +367,34 @@ def fetch_blob(
             raise describe(e) from e
     actual = hasher.hexdigest()
     if actual != expected:
-        partial.unlink(missing_ok=True)
-        raise IntegrityError(
-            f"{file.path}: {file.hash_kind} mismatch: expected {expected}, got {actual}; the "
-            "downloaded bytes were deleted (run again to download the file afresh)",
-            filename=file.path,
-            expected=str(expected),
-            actual=actual,
+        raise _discarded(
+            partial,
+            file,
+            f"{file.hash_kind} mismatch: expected {expected}, got {actual}; the downloaded "
+            "bytes were deleted (run again to download the file afresh)",
+            actual,
         )
     if not partial.exists():  # zero-byte file
         partial.touch()
     on_disk = partial.stat().st_size
     if on_disk != file.size:  # what was hashed must be what is on disk
-        partial.unlink()
-        raise IntegrityError(
-            f"{file.path}: the downloaded file is {on_disk} bytes on disk, not the {file.size} "
-            "listed; it was deleted (run again to download it afresh)",
-            filename=file.path,
-            expected=str(expected),
-            actual="(wrong size on disk)",
+        raise _discarded(
+            partial,
+            file,
+            f"the downloaded file is {on_disk} bytes on disk, not the {file.size} listed; it "
+            "was deleted (run again to download it afresh)",
+            "(wrong size on disk)",
         )
     os.replace(partial, blob)
     return blob
+
+
+def _discarded(partial: Path, file: RemoteFile, problem: str, actual: str) -> IntegrityError:
+    """Delete a download that can't be the listed file; the error to raise about it."""
+    partial.unlink(missing_ok=True)
+    return IntegrityError(
+        f"{file.path}: {problem}",
+        filename=file.path,
+        expected=str(file.content_hash),
+        actual=actual,
+    )
