@@ -105,7 +105,8 @@ def class_predicate(
         if (
             config is not None
             and config.quant_method not in REPACKED_METHODS
-            and config.for_tensor(f"{path}.weight") is None
+            and (key := _override_key(config, path)) is not None
+            and config.per_tensor[key] is None
         ):
             return False  # the config marks this module "not quantized"
         # (AWQ/GPTQ: the repack already applied the config, "dynamic" rules included, to the
@@ -122,6 +123,12 @@ def class_predicate(
     return predicate
 
 
+def _override_key(config: QuantizationConfig, path: str) -> str | None:
+    """The config key that names module ``path`` as mlx-lm looks it up: the module path
+    itself, or its ``.weight`` tensor (mlxload's own ``per_tensor`` files); None if neither."""
+    return next((k for k in (path, f"{path}.weight") if k in config.per_tensor), None)
+
+
 def _check_override(
     config: QuantizationConfig, path: str, spec: dict[str, Any], where: str
 ) -> None:
@@ -131,7 +138,7 @@ def _check_override(
     Only a key naming the module exactly counts, as mlx-lm looks it up (or its ``.weight``
     tensor, as mlxload's own ``per_tensor`` files name it): a leftover key under another
     prefix is one mlx-lm never reads, so it must not refuse a checkpoint mlx-lm loads."""
-    key = next((k for k in (path, f"{path}.weight") if k in config.per_tensor), None)
+    key = _override_key(config, path)
     wanted = config.per_tensor.get(key) if key is not None else None
     if wanted is None:
         return

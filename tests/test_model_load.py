@@ -759,11 +759,12 @@ def test_without_an_index_model_files_are_read_as_mlx_lm_reads_them(cache, tmp_p
     assert "layers.0.attention.wq.weight" in mlxload.load(d)
 
 
-def test_an_override_key_mlx_lm_never_reads_does_not_refuse_the_load(cache, tmp_path):
+@pytest.mark.parametrize("value", [{"bits": 8, "group_size": 64}, False], ids=["spec", "false"])
+def test_an_override_key_mlx_lm_never_reads_does_not_refuse_the_load(cache, tmp_path, value):
     """A leftover key under a language_model. prefix: mlx-lm looks up module paths exactly."""
     from mlx_lm import load as mlx_lm_load
 
     d = _copy(cache, tmp_path, "leftover")
-    leftover = {f"language_model.{DOWN}": {"bits": 8, "group_size": 64}}
+    leftover = {f"language_model.{DOWN}": value}
     _edit_config(d, quantization={"group_size": 64, "bits": 4, "mode": "affine", **leftover})
     _assert_same_model(load_model(d, dtype=mx.float16)[0], mlx_lm_load(str(d))[0])
