@@ -99,23 +99,21 @@ def class_predicate(
     """The predicate to pass to ``nn.quantize`` for a checkpoint's weights and config
     (``where`` names the checkpoint in error messages)."""
 
+    # AWQ/GPTQ: the repack already applied the config, "dynamic" rules included, to the
+    # checkpoint's names (the model's own paths may differ, e.g. language_model.model...).
+    overrides = config is not None and config.quant_method not in REPACKED_METHODS
+
     def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
         if not hasattr(module, "to_quantized"):
             return False
-        if (
-            config is not None
-            and config.quant_method not in REPACKED_METHODS
-            and (key := _override_key(config, path)) is not None
-            and config.per_tensor[key] is None
-        ):
+        key = _override_key(config, path) if overrides else None
+        if key is not None and config.per_tensor[key] is None:
             return False  # the config marks this module "not quantized"
-        # (AWQ/GPTQ: the repack already applied the config, "dynamic" rules included, to the
-        # checkpoint's names; the model's own paths may differ, e.g. language_model.model...)
         if f"{path}.scales" not in weights:
             return False
         spec = infer_spec(path, module, weights, where)
-        if config is not None and config.quant_method not in REPACKED_METHODS:
-            _check_override(config, path, spec, where)
+        if key is not None:
+            _check_override(config, key, spec, where)
         if f"{path}.global_scale" in weights and _takes_global_scale(module):
             spec["global_scale"] = True  # nvfp4 with a per-tensor scale (MoE switch layers)
         return spec
@@ -129,17 +127,12 @@ def _override_key(config: QuantizationConfig, path: str) -> str | None:
     return next((k for k in (path, f"{path}.weight") if k in config.per_tensor), None)
 
 
-def _check_override(
-    config: QuantizationConfig, path: str, spec: dict[str, Any], where: str
-) -> None:
-    """A module the config names must be stored as the config says (mlx-lm refuses such a
-    checkpoint too); only the default may be wrong for some modules, as mlx-lm allows.
-
-    Only a key naming the module exactly counts, as mlx-lm looks it up (or its ``.weight``
-    tensor, as mlxload's own ``per_tensor`` files name it): a leftover key under another
-    prefix is one mlx-lm never reads, so it must not refuse a checkpoint mlx-lm loads."""
-    key = _override_key(config, path)
-    wanted = config.per_tensor.get(key) if key is not None else None
+def _check_override(config: QuantizationConfig, key: str, spec: dict[str, Any], where: str) -> None:
+    """A module the config names (under ``key``, from :func:`_override_key`) must be stored
+    as the config says (mlx-lm refuses such a checkpoint too); only the default may be wrong
+    for some modules, as mlx-lm allows. A leftover key under another prefix is one mlx-lm
+    never reads, so it must not refuse a checkpoint mlx-lm loads."""
+    wanted = config.per_tensor[key]
     if wanted is None:
         return
     stored = (spec["bits"], spec["group_size"], spec["mode"])

@@ -243,10 +243,10 @@ def _check_numbered_set(directory: Path, files: list[Path]) -> None:
         first = 0 if 0 in present else 1  # some tools number from 0 (mlx-lm loads those too)
         missing = sorted(set(range(first, first + int(total))) - present)
         if missing:
-            first = f"{stem}-{missing[0]:05d}-of-{total}.safetensors"
+            gone = f"{stem}-{missing[0]:05d}-of-{total}.safetensors"
             raise MissingShardError(
                 f"{directory}: has {len(present)} of the {int(total)} shards of "
-                f"{stem}-*-of-{total}.safetensors and no index; {first} is missing "
+                f"{stem}-*-of-{total}.safetensors and no index; {gone} is missing "
                 f"({len(missing)} in all): a split, copy or download stopped part way? "
                 "finish it (rerun the command), or remove the partial set"
             )

@@ -116,22 +116,23 @@ def _check_model(model: Path) -> None:
         read_header(shard)
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with option values no run could use, or None."""
+    if args.reps < 1:
+        return "--reps must be at least 1"
+    if args.timeout is not None and args.timeout <= 0:
+        return "--timeout must be a positive number of seconds"
+    if args.prompt is not None and not args.prompt.strip():
+        return "--prompt is empty; give some text (or leave it out)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from mlxload.bench import DEFAULT_PROMPT, BenchOptions, format_result, run_bench
 
-    if args.reps < 1:
-        print("mlxload bench: error: --reps must be at least 1", file=sys.stderr)
-        return 2
-    if args.timeout is not None and args.timeout <= 0:
-        print(
-            "mlxload bench: error: --timeout must be a positive number of seconds", file=sys.stderr
-        )
-        return 2
-    if args.prompt is not None and not args.prompt.strip():
-        print(
-            "mlxload bench: error: --prompt is empty; give some text (or leave it out)",
-            file=sys.stderr,
-        )
+    usage = _usage_error(args)
+    if usage is not None:
+        print(f"mlxload bench: error: {usage}", file=sys.stderr)
         return 2
     model, synthetic = _model(args)
     options = BenchOptions(

@@ -203,12 +203,13 @@ def _abandoned_shards(out_dir: Path, names: set[str]) -> list[Path]:
     return sorted(found)
 
 
-def _replaced_shards(
-    out_dir: Path, outputs: list[OutputPlan], source: Source, kind: str = "split"
+def _other_checkpoint(
+    out_dir: Path, outputs: list[OutputPlan], source: Source, kind: str, *, writes_index: bool
 ) -> list[Path]:
-    """Shards of another checkpoint in ``out_dir`` (see ``WritePlan.replaces``); none when
-    this write's outputs aren't named like shards (a ``merged.safetensors`` mixes nothing a
-    loader of ``model*.safetensors`` reads).
+    """Files of another checkpoint in ``out_dir`` (see ``WritePlan.replaces``): its shards,
+    and its index when this write makes none (loaders prefer an index to the files, so it
+    would hide the new ones). None when this write's outputs aren't named like shards (a
+    ``merged.safetensors`` mixes nothing a loader of ``model*.safetensors`` reads).
 
     Raises:
         OutputIsSourceError: some are this write's own sources: they can't be removed (they
@@ -224,17 +225,14 @@ def _replaced_shards(
             "): the new shards would sit beside them, and a loader that globs "
             f"model*.safetensors would mix the two; {kind} into another directory"
         )
+    if not writes_index and out_dir.is_dir():
+        others += sorted(p for p in out_dir.glob("*.safetensors.index.json") if p.is_file())
     return others
 
 
-def _stale_indexes(out_dir: Path, outputs: list[OutputPlan]) -> list[Path]:
-    """Another checkpoint's index in the directory of a write that makes no index: loaders
-    prefer an index to the files, so it would hide the new one (see ``WritePlan.replaces``)."""
-    if not out_dir.is_dir() or not any(_SHARD_NAME.fullmatch(o.path.name) for o in outputs):
-        return []
-    return sorted(
-        p for p in out_dir.glob("*.safetensors.index.json") if p.is_file() and p != out_dir
-    )
+def _same_dir(a: Path, b: Path) -> bool:
+    """One directory, by path or by identity (a symlinked or differently cased name)."""
+    return a.resolve() == b.resolve() or same_file(a, b)
 
 
 def _refuse_beside_sources(out: Path, source: Source) -> None:
@@ -247,7 +245,7 @@ def _refuse_beside_sources(out: Path, source: Source) -> None:
         OutputIsSourceError: ``out`` would sit beside its sources that way.
     """
     files = source.files
-    if not (same_file(out.parent, files.root) or out.parent.resolve() == files.root.resolve()):
+    if not _same_dir(out.parent, files.root):
         return
     if any(p.is_file() for p in out.parent.glob("*.safetensors.index.json")):
         return
@@ -280,7 +278,7 @@ def plan_merge(source: Source, out: Path, *, on_conflict: str = "error") -> Writ
     _refuse_beside_sources(out, source)
     metadata = merge_metadata(source.headers, on_conflict)
     outputs = [_output(out, source, list(source.tensors.values()), metadata)]
-    replaces = _replaced_shards(out.parent, outputs, source) + _stale_indexes(out.parent, outputs)
+    replaces = _other_checkpoint(out.parent, outputs, source, "merge", writes_index=False)
     return WritePlan("merge", outputs, replaces=replaces)
 
 
@@ -341,7 +339,7 @@ def plan_split(
     return WritePlan(
         "split",
         outputs,
-        replaces=_replaced_shards(out_dir, outputs, source),
+        replaces=_other_checkpoint(out_dir, outputs, source, "split", writes_index=True),
         abandoned=_abandoned_shards(out_dir, {o.path.name for o in outputs}),
         index_path=index_path,
         index=index_bytes(weight_map, total, source.files.index_metadata),
@@ -395,7 +393,7 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
                 "file (mlxload merge)"
             )
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
-        in_place = out_dir.resolve() == files.root.resolve() or same_file(out_dir, files.root)
+        in_place = _same_dir(out_dir, files.root)
     require_directory(out_dir)
     outputs, unchanged = [], []
     for header in source.headers:
@@ -404,9 +402,13 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             unchanged.append(header.path)
             continue
         outputs.append(plan)
-    replaces = [] if in_place else _replaced_shards(out_dir, outputs, source, "align")
-    if not in_place and files.index_path is None:
-        replaces += _stale_indexes(out_dir, outputs)
+    replaces = (
+        []
+        if in_place
+        else _other_checkpoint(
+            out_dir, outputs, source, "align", writes_index=files.index_path is not None
+        )
+    )
     index_path = index = None
     if files.index_path is not None:
         weight_map = {
