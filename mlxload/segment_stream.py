@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-__all__ = ["MAX_DIM", "MAX_READ", "SegmentStream", "read_workers", "u8_shape"]
+__all__ = ["MAX_DIM", "MAX_READ", "SegmentStream", "read_range", "read_workers", "u8_shape"]
 
 _PARALLEL_MIN = 8 << 20
 """Ranges at least this large are read by several threads."""
@@ -126,6 +126,19 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
             break
         done += got
     return done
+
+
+def read_range(fd: int, offset: int, nbytes: int, *, evict: bool = False) -> bytearray:
+    """``nbytes`` bytes of the file from ``offset``: fewer only where the file ends first.
+
+    The small-read counterpart of :class:`SegmentStream` (same read primitive, same eviction).
+    """
+    buffer = bytearray(nbytes)
+    got = _pread_exact(fd, memoryview(buffer), offset)
+    if evict and got and hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
+    del buffer[got:]
+    return buffer
 
 
 class SegmentStream:

@@ -42,7 +42,8 @@ from mlxload.header import (
     open_regular,
     read_header_fd,
 )
-from mlxload.segment_stream import MAX_DIM, SegmentStream
+from mlxload.host_copy import array_from_bytes
+from mlxload.segment_stream import MAX_DIM, SegmentStream, read_range
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
 
@@ -51,6 +52,9 @@ ZERO_COPY = "zero-copy"
 
 _PAGE = 16384  # Apple silicon page size; also a multiple of 4 KiB pages elsewhere
 _GROUP_BYTES = 256 << 20
+_SMALL_READ_BYTES = 1 << 20
+_SMALL_READ_COUNT = 16
+"""A read of at most this many tensors and bytes takes :meth:`TensorFile._copy_small`."""
 
 
 def zero_copy_supported() -> bool:
@@ -248,10 +252,50 @@ class TensorFile:
                         self.paths[info.name] = ZERO_COPY
             else:
                 to_copy = infos
-            if to_copy:
-                out.update(self._copy_tensors(to_copy))
-            mx.eval(list(out.values()))
+            lazy = list(out.values())
+            if to_copy and _is_small_read(to_copy):
+                out.update(self._copy_small(to_copy))  # evaluated already: see there
+            elif to_copy:
+                copied = self._copy_tensors(to_copy)
+                out.update(copied)
+                lazy += copied.values()
+            if lazy:
+                mx.eval(lazy)
         return {n: out[n] for n in (i.name for i in infos)}
+
+    def _copy_small(self, infos: list[TensorInfo]) -> dict[str, mx.array]:
+        """Copy path for a read of a few small tensors: ``pread``, then ``mx.array``.
+
+        The stream path costs a fixed 110-240 us a read (``mx.load`` of the stream, and two
+        MLX evaluations, each a round trip to MLX's stream thread of 8-80 us here), so
+        ``ckpt[name]`` over 5,000 small tensors took 1.3 s against ``mx.load``'s 37 ms. This
+        path needs no evaluation (see :mod:`~mlxload.host_copy`): the bytes are read into a
+        buffer and ``mx.array`` copies them into MLX memory at once. That is a second copy, so
+        it is only taken up to :data:`_SMALL_READ_BYTES`, where it is still the faster one
+        (64 KiB: 4 against 116 us; 1 MiB: 92 against 240 us).
+
+        Returns:
+            name -> evaluated array.
+        """
+        if self._readable is not None:
+            self._check_readable([(i.name, i.offset, i.nbytes) for i in infos])
+        out: dict[str, mx.array] = {}
+        for info in infos:
+            data = read_range(self._fd, info.offset, info.nbytes, evict=self._evict)
+            if len(data) < info.nbytes:
+                self.check_unchanged()
+                raise self._ended_early()
+            shape, dtype = _storage_shape(info)
+            out[info.name] = array_from_bytes(data, dtype, shape)
+            self.paths[info.name] = COPY
+        self.check_unchanged()  # as in _copy_ranges: a same-size rewrite during the read
+        return out
+
+    def _ended_early(self) -> FileChangedError:
+        return FileChangedError(
+            f"{self.path}: file ended before the tensor data did; it was truncated after it "
+            "was opened"
+        )
 
     def _copy_tensors(self, infos: list[TensorInfo]) -> dict[str, mx.array]:
         """Copy path for many tensors: one read per run of adjacent tensors.
@@ -427,10 +471,7 @@ class TensorFile:
         except RuntimeError as e:
             self.check_unchanged()
             if stream.short_read:
-                raise FileChangedError(
-                    f"{self.path}: file ended before the tensor data did; it was truncated "
-                    "after it was opened"
-                ) from None
+                raise self._ended_early() from None
             raise MlxloadError(f"{self.path}: reading tensor data failed: {e}") from e
         # Checked before reading too; checking again after catches a file rewritten (same
         # size) while it was being read, whose bytes would otherwise be silently wrong.
@@ -476,6 +517,10 @@ def _page_window(mapping: mmap.mmap, start: int, end: int) -> np.ndarray:
     window = window_type.from_address(ctypes.addressof(anchor))
     window.anchor = anchor
     return np.frombuffer(window, dtype=np.uint8)
+
+
+def _is_small_read(infos: list[TensorInfo]) -> bool:
+    return len(infos) <= _SMALL_READ_COUNT and sum(i.nbytes for i in infos) <= _SMALL_READ_BYTES
 
 
 def _row_bytes(info: TensorInfo) -> int | None:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # huggingface_hub reads these at import; tests that need a Hub use a stand-in on 127.0.0.1.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(params=["small read", "stream read"])
+def copy_path(request, monkeypatch):
+    """Run a test on each copy path: the read of a few small tensors (``pread`` +
+    ``mx.array``) and the stream read every other read takes."""
+    if request.param == "stream read":
+        from mlxload import tensor_file
+
+        monkeypatch.setattr(tensor_file, "_SMALL_READ_BYTES", 0)
+    return request.param

@@ -194,7 +194,7 @@ def test_modified_in_place_after_open(tmp_path):
             f.get_tensor("b")
 
 
-def test_rewritten_while_being_read_is_an_error_not_wrong_data(tmp_path, monkeypatch):
+def test_rewritten_while_being_read_is_an_error_not_wrong_data(tmp_path, monkeypatch, copy_path):
     """Same size, rewritten between the check before the read and the read itself."""
     path = _one_file(tmp_path)
     from mlxload import segment_stream
@@ -225,7 +225,7 @@ def test_relative_path_survives_a_chdir(tmp_path, monkeypatch):
         assert f.get_tensor("a").shape == ckpt["a"].shape == (1000,)
 
 
-def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch):
+def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch, copy_path):
     """If the size check is raced, a short pread still ends in FileChangedError."""
     path = _one_file(tmp_path)
     from mlxload import segment_stream

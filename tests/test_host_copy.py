@@ -1,0 +1,99 @@
+"""array_from_bytes: bit-identical to MLX's own view of the bytes, evaluated, any thread."""
+
+from __future__ import annotations
+
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlxload import host_copy, tensor_file
+from mlxload.dtypes import DTYPES
+from mlxload.host_copy import array_from_bytes
+
+MLX_DTYPES = sorted({d.mlx for d in DTYPES.values() if d.mlx is not None}, key=str)
+SHAPES = [(), (0,), (3, 0, 2), (7,), (5, 3, 2)]
+# bfloat16 NaNs with payloads and both signs, infinities, -0: kept bit for bit
+BF16_SPECIALS = bytes.fromhex("c17f ffff 807f 80ff 0080 817f 01ff".replace(" ", ""))
+
+
+def _bits(a: mx.array) -> np.ndarray:
+    """The array's raw bytes (comparing bits: NaN payloads and -0 included)."""
+    return np.array(a.reshape(-1).view(mx.uint8)) if a.size else np.zeros(0, np.uint8)
+
+
+def _reference(data: bytes, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
+    return mx.array(np.frombuffer(data, np.uint8)).view(dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", MLX_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bytes_come_back_bit_identical(dtype, shape):
+    n = int(np.prod(shape)) * dtype.size
+    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    got = array_from_bytes(bytearray(data), dtype, shape)
+    assert got.dtype == dtype and got.shape == shape
+    np.testing.assert_array_equal(_bits(got), _bits(_reference(data, dtype, shape)))
+
+
+@pytest.mark.parametrize("buffer", [bytearray, bytes], ids=["writable", "read-only"])
+def test_bfloat16_special_values_keep_their_bits(buffer):
+    """(numpy exports no read-only array over DLPack: bytes take the evaluated view.)"""
+    got = array_from_bytes(buffer(BF16_SPECIALS), mx.bfloat16, (7,))
+    assert bytes(_bits(got)) == BF16_SPECIALS
+
+
+def test_float64_is_not_narrowed():
+    data = np.array([1 / 3, -2.5e300, np.pi], np.float64).tobytes()
+    got = array_from_bytes(data, mx.float64, (3,))
+    assert got.dtype == mx.float64 and bytes(_bits(got)) == data
+
+
+@pytest.mark.parametrize("dtype", [d for d in MLX_DTYPES if d != mx.float64], ids=str)
+def test_no_evaluation_is_needed(dtype, monkeypatch):
+    """What makes small reads fast: mx.array copies at once, with no round trip to MLX's
+    stream thread (float64 alone needs one: mx.array narrows it)."""
+    evaluations = []
+    monkeypatch.setattr(mx, "eval", lambda *a: evaluations.append(a))
+    array_from_bytes(bytearray(6 * dtype.size), dtype, (2, 3))
+    assert evaluations == []
+
+
+@pytest.mark.parametrize("relabel", ["works", "refused"])
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float64, mx.float16], ids=str)
+def test_arrays_made_in_a_thread_are_usable_in_another(dtype, relabel, monkeypatch):
+    """MLX streams belong to a thread: an array left lazy in a worker can't be evaluated in
+    the caller. With the bfloat16 relabelling refused (an unusual numpy), the fallback still
+    hands back an evaluated array."""
+    if relabel == "refused":
+        monkeypatch.setattr(host_copy, "_UINT16", (0, 0, 0, 0))
+    data = bytearray(BF16_SPECIALS[:12] if dtype.size == 2 else range(1, 12 * dtype.size + 1))
+    shape = (len(data) // dtype.size,)
+    made = []
+    worker = threading.Thread(target=lambda: made.append(array_from_bytes(data, dtype, shape)))
+    worker.start()
+    worker.join()
+    assert len(made) == 1 and made[0].dtype == dtype
+    assert bytes(_bits(made[0])) == data
+
+
+def test_only_a_read_of_a_few_small_tensors_takes_the_small_path(tmp_path, monkeypatch):
+    import mlxload
+
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(
+        str(path),
+        {"big": mx.zeros((1 << 18) + 1), **{f"s{i}": mx.ones((4,)) for i in range(17)}},
+    )
+    streams = []
+    real = tensor_file.SegmentStream
+    monkeypatch.setattr(
+        tensor_file, "SegmentStream", lambda *a, **k: streams.append(1) or real(*a, **k)
+    )
+    with mlxload.safe_open(path) as f:
+        assert mx.array_equal(f.get_tensor("s0"), mx.ones((4,))).item() and streams == []
+        small = [f"s{i}" for i in range(tensor_file._SMALL_READ_COUNT)]
+        assert len(f._file.read(small)) == 16 and streams == []
+        assert len(f._file.read([*small, "s16"])) == 17 and streams == [1]
+        assert f.get_tensor("big").shape == ((1 << 18) + 1,) and streams == [1, 1]
