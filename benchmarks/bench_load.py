@@ -6,6 +6,8 @@ compare the ratios, not the absolute numbers):
 * **open**: a 5,000-tensor header, fully validated — mlxload.read_header / mlxload.safe_open vs
   ``safetensors.safe_open`` vs ``mx.load`` (lazy) vs a bare ``orjson`` parse; plus the RSS growth
   of opening a large file.
+* **each tensor on its own**: 5,000 small tensors read one at a time (``ckpt[name]``,
+  ``get_tensor``) against ``mx.load`` evaluated per tensor and all at once.
 * **materialize**: every tensor of a large fp16 file with a warm page cache — mlxload.load_file
   vs ``mx.load`` + ``mx.eval`` — each repetition in a fresh subprocess (so allocator state and
   peak RSS are per run), alternating methods.
@@ -74,13 +76,15 @@ def _make_big(size_gb: float) -> Path:
     return path
 
 
-def _make_many(n: int = 5000) -> Path:
+def _make_many(n: int = 5000, dtype: str = "float16") -> Path:
     import mlx.core as mx
 
-    path = CACHE / f"many-{n}.safetensors"
+    path = CACHE / (
+        f"many-{n}.safetensors" if dtype == "float16" else f"many-{n}-{dtype}.safetensors"
+    )
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.layers.{i // 5}.t{i % 5}.weight": mx.zeros((4, 8), dtype=mx.float16)
+        tensors = {f"model.layers.{i // 5}.t{i % 5}.weight": mx.zeros((4, 8), getattr(mx, dtype))
                    for i in range(n)}  # fmt: skip
         mx.save_safetensors(str(path), tensors)
     return path
@@ -134,6 +138,50 @@ def bench_open(reps: int) -> dict:
     out = {}
     for name, fn in cases.items():
         times = timeit.repeat(fn, number=1, repeat=max(reps * 6, 30))
+        out[name] = {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3}
+    return out
+
+
+def bench_per_tensor(reps: int) -> dict:
+    """Each of 5,000 small tensors read on its own, as ``model.load_weights(list(ckpt.items()))``
+    or a loop over ``get_tensor`` does: the fixed cost of one read, times 5,000."""
+    import mlx.core as mx
+    import safetensors
+
+    import mlxload
+
+    f16, bf16 = _make_many(), _make_many(dtype="bfloat16")
+
+    def each_in_checkpoint(path):
+        ckpt = mlxload.load(path)
+        return [ckpt[name] for name in ckpt]
+
+    def each_get_tensor():
+        with mlxload.safe_open(f16) as f:
+            names = f.keys()
+            return [f.get_tensor(name) for name in names]
+
+    def each_safetensors_numpy():
+        with safetensors.safe_open(str(f16), "numpy") as f:
+            names = f.keys()
+            return [f.get_tensor(name) for name in names]
+
+    def each_mx_eval():
+        arrays = mx.load(str(f16))
+        for a in arrays.values():
+            mx.eval(a)
+
+    cases = {
+        "mlxload.load: ckpt[name] each (f16)": lambda: each_in_checkpoint(f16),
+        "mlxload.load: ckpt[name] each (bf16)": lambda: each_in_checkpoint(bf16),
+        "mlxload.safe_open: get_tensor each": each_get_tensor,
+        "mx.load, mx.eval each": each_mx_eval,
+        "mx.load, one mx.eval of all": lambda: mx.eval(list(mx.load(str(f16)).values())),
+        "safetensors (numpy): get_tensor each": each_safetensors_numpy,
+    }
+    out = {}
+    for name, fn in cases.items():
+        times = timeit.repeat(fn, number=1, repeat=max(reps, 3))
         out[name] = {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3}
     return out
 
@@ -211,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     big = _make_big(args.size_gb)
     report = {
         "open_5000_tensors": bench_open(args.reps),
+        "each_of_5000_tensors": bench_per_tensor(args.reps),
         "rss_growth_opening_big_file_bytes": rss_growth_on_open(big),
         "materialize": bench_materialize(big, args.reps, cold=args.cold),
     }
@@ -227,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  mlxload / safetensors: {ours / st:.2f}x (orjson + extraction alone: {floor / st:.2f}x)"
     )
+    print("\neach of 5,000 small tensors read on its own (ms)   min     median")
+    for name, r in report["each_of_5000_tensors"].items():
+        print(f"  {name:<40} {r['min_ms']:8.1f} {r['median_ms']:8.1f}")
     print(f"RSS growth opening a {big.stat().st_size / 1e9:.1f} GB file: "
           f"{report['rss_growth_opening_big_file_bytes'] / 1e6:.2f} MB")  # fmt: skip
     m = report["materialize"]
