@@ -14,10 +14,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 @pytest.fixture(params=["small read", "stream read"])
 def copy_path(request, monkeypatch):
-    """Run a test on each copy path: the read of a few small tensors (``pread`` +
-    ``mx.array``) and the stream read every other read takes."""
+    """Run a test on each copy path: small tensors' (``pread`` + ``mx.array``) and the
+    stream read the others take."""
     if request.param == "stream read":
         from mlxload import tensor_file
 
-        monkeypatch.setattr(tensor_file, "_SMALL_READ_BYTES", 0)
+        monkeypatch.setattr(tensor_file, "_SMALL_READ_BYTES", -1)
+        monkeypatch.setattr(tensor_file, "_SMALL_TENSOR_BYTES", -1)
     return request.param

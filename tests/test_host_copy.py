@@ -78,22 +78,30 @@ def test_arrays_made_in_a_thread_are_usable_in_another(dtype, relabel, monkeypat
     assert bytes(_bits(made[0])) == data
 
 
-def test_only_a_read_of_a_few_small_tensors_takes_the_small_path(tmp_path, monkeypatch):
+def test_which_tensors_take_the_small_path(tmp_path, monkeypatch):
+    """A read of at most 16 tensors and 1 MiB is copied whole; in a larger read, the tensors
+    of at most 64 KiB are; the others are streamed."""
     import mlxload
 
     path = tmp_path / "m.safetensors"
-    mx.save_safetensors(
-        str(path),
-        {"big": mx.zeros((1 << 18) + 1), **{f"s{i}": mx.ones((4,)) for i in range(17)}},
-    )
-    streams = []
-    real = tensor_file.SegmentStream
-    monkeypatch.setattr(
-        tensor_file, "SegmentStream", lambda *a, **k: streams.append(1) or real(*a, **k)
-    )
+    medium = {f"m{i}": mx.full((20480,), i) for i in range(17)}  # 80 KiB each
+    small = {f"s{i}": mx.full((4,), i) for i in range(17)}
+    mx.save_safetensors(str(path), {"big": mx.zeros((1 << 18) + 1), **medium, **small})
+    streamed: list[list[str]] = []
+    real = tensor_file.TensorFile._copy_tensors
+
+    def spy(self, infos):
+        streamed.append(sorted(i.name for i in infos))
+        return real(self, infos)
+
+    monkeypatch.setattr(tensor_file.TensorFile, "_copy_tensors", spy)
     with mlxload.safe_open(path) as f:
-        assert mx.array_equal(f.get_tensor("s0"), mx.ones((4,))).item() and streams == []
-        small = [f"s{i}" for i in range(tensor_file._SMALL_READ_COUNT)]
-        assert len(f._file.read(small)) == 16 and streams == []
-        assert len(f._file.read([*small, "s16"])) == 17 and streams == [1]
-        assert f.get_tensor("big").shape == ((1 << 18) + 1,) and streams == [1, 1]
+        got = f._file.read(["s0", "m0"])
+        got |= f._file.read(list(small))
+        assert streamed == []
+        got |= f._file.read(list(medium)[:13])  # 1,040 KiB
+        got |= f._file.read([*medium, *small])  # 17 + 17 tensors
+        got |= f._file.read(["big"])
+        assert streamed == [sorted(list(medium)[:13]), sorted(medium), ["big"]]
+    for name, want in {**medium, **small}.items():
+        assert mx.array_equal(got[name], want).item(), name
