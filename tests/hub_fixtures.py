@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import _thread
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hub_server import FakeRepo, HubServer, hub_env
 
-__all__ = ["checkpoint_files", "hub", "make_repo", "serve"]
+__all__ = ["checkpoint_files", "hub", "make_repo", "seconds_to_stop_after_ctrl_c", "serve"]
 
 REPO = "acme/tiny-3shard"
 
@@ -71,3 +75,22 @@ def hub(tmp_path, monkeypatch):
     yield server, repo, env
     server.stop()
     huggingface_hub.close_session()
+
+
+def seconds_to_stop_after_ctrl_c(run: Callable[[], object], delay: float = 1.0) -> float:
+    """Run ``run()`` in this (the main) thread, press Ctrl-C ``delay`` seconds in, and return
+    how long ``run`` took to stop after that; it must stop with ``KeyboardInterrupt``."""
+    pressed: list[float] = []
+
+    def press() -> None:
+        pressed.append(time.monotonic())
+        _thread.interrupt_main()
+
+    timer = threading.Timer(delay, press)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        timer.cancel()
+    return time.monotonic() - pressed[0]

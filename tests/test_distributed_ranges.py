@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from dist_fixtures import llama_checkpoint
+from hub_fixtures import seconds_to_stop_after_ctrl_c
 from hub_server import FakeRepo, Fault, HubServer, hub_env
 from test_distributed_plan import FakeGroup, _assert_same
 
@@ -98,6 +99,21 @@ def test_ranges_that_add_up_to_a_whole_shard_are_checked_against_its_sha256(serv
         fetch.fetch({local: [(0, sizes[name] // 2)]})  # half: nothing to check it against yet
         with pytest.raises(IntegrityError, match=rf"^{name}: sha256 mismatch after fetching"):
             fetch.fetch({local: [(sizes[name] // 2, sizes[name])]})
+    finally:
+        fetch.close()
+
+
+def test_ctrl_c_stops_range_fetches_waiting_on_a_stalled_server_at_once(served):
+    server, _, sizes = served
+    snapshot = download(f"hf://{REPO}", allow_patterns=["*.json"])
+    fetch = RangeFetch(snapshot, REPO, workers=2)
+    try:
+        local = fetch.open_shards(sorted(sizes))
+        for name in sizes:  # 16 bytes, then nothing for 16 s
+            server.add_fault(REPO, name, Fault("slow", rate=1.0, after=16, times=-1))
+        wanted = {path: [(2048, sizes[name])] for name, path in local.items()}
+        took = seconds_to_stop_after_ctrl_c(lambda: fetch.fetch(wanted))
+        assert took < 5, f"Ctrl-C took {took:.1f} s to stop the fetch"
     finally:
         fetch.close()
 

@@ -7,7 +7,7 @@ import json
 
 import mlx.core as mx
 import pytest
-from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
+from hub_fixtures import REPO, hub, seconds_to_stop_after_ctrl_c  # noqa: F401  (fixture)
 from hub_server import Fault
 
 from mlxload.hub import (
@@ -414,3 +414,17 @@ def test_a_cache_that_cant_be_written_says_what_to_do(hub, monkeypatch):  # noqa
     assert "is not in the cache and the cache " in str(e.value)
     assert "can't be written (Read-only file system: " in str(e.value)
     assert "set HF_HUB_CACHE to a writable directory, or use only what is cached" in str(e.value)
+
+
+def test_ctrl_c_stops_transfers_waiting_on_a_stalled_server_at_once(hub):  # noqa: F811
+    """Each worker waited out its read (up to the 30 s timeout) before it saw the stop; the
+    stop now shuts their connections. Here the server sends 16 bytes, then nothing for 16 s."""
+    server, _, _ = hub
+    for shard in SHARDS:
+        server.add_fault(REPO, shard, Fault("slow", rate=1.0, after=16, times=-1))
+    took = seconds_to_stop_after_ctrl_c(lambda: download(REPO, progress=False, workers=3))
+    assert took < 5, f"Ctrl-C took {took:.1f} s to stop the download"
+    assert server.max_in_flight == 3  # all three were waiting on the server
+    blobs = server_home(hub) / "hub" / "models--acme--tiny-3shard" / "blobs"
+    kept = sorted(p.stat().st_size for p in blobs.glob("*.mlxload-partial"))
+    assert kept == [16, 16, 16]  # what arrived is kept: the next run resumes there

@@ -14,12 +14,12 @@ already complete in the local Hub cache are read from there instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
-import time
+import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from mlxload.hub.listing import RemoteFile
 from mlxload.hub.offline import offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, translate
+from mlxload.hub.stop import Cancelled, StopSignal, run_all
 from mlxload.hub.transfer import (
     PROGRESS,
     READ_TIMEOUT_S,
@@ -110,6 +111,7 @@ class RangeFetch:
         self._local_names: dict[Path, str] = {}
         self.have: dict[Path, ByteRanges] = {}
         self.fetched_bytes = 0
+        self._count_lock = threading.Lock()
         self._remote: Remote | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -187,11 +189,13 @@ class RangeFetch:
             enabled=progress_enabled(self._progress) and need > 64 << 20,
         )
         fds = {local: os.open(local, os.O_WRONLY) for local in {j[0] for j in jobs}}
+        stop = StopSignal()
         try:
-            with ThreadPoolExecutor(max_workers=min(self._workers, len(jobs))) as pool:
-                for local, start, end in pool.map(lambda j: self._get(*j, fds, bar.update), jobs):
-                    self.have[local].add(start, end)
-                    self.fetched_bytes += end - start
+            run_all(
+                [functools.partial(self._get, *job, fds, bar.update, stop) for job in jobs],
+                self._workers,
+                stop,
+            )
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -253,9 +257,20 @@ class RangeFetch:
         return file
 
     def _get(
-        self, local: Path, start: int, end: int, fds: Mapping[Path, int], on_bytes: Any
-    ) -> tuple[Path, int, int]:
-        """Write bytes ``[start, end)`` of a shard at the same offsets of its local file."""
+        self,
+        local: Path,
+        start: int,
+        end: int,
+        fds: Mapping[Path, int],
+        on_bytes: Any,
+        stop: StopSignal,
+    ) -> None:
+        """Write bytes ``[start, end)`` of a shard at the same offsets of its local file, and
+        record them as fetched.
+
+        Raises:
+            Cancelled: ``stop`` was set (another range failed, or Ctrl-C).
+        """
         import httpx2
         from huggingface_hub import get_session
         from huggingface_hub.utils import hf_raise_for_status
@@ -267,6 +282,8 @@ class RangeFetch:
         timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
         pos, failures = start, 0
         while pos < end:
+            if stop.is_set():
+                raise Cancelled(file.path)
             asked = f"bytes {pos}-{end - 1}/{file.size}"
             headers = {
                 **remote.headers(),
@@ -284,21 +301,26 @@ class RangeFetch:
                         hf_raise_for_status(r)
                     _check_answer(file, r, asked, end - pos)
                     pace = Pace()
-                    for chunk in r.iter_raw():
-                        if pos + len(chunk) > end:
-                            raise DownloadError(
-                                f"{file.path}: the server sent more than the {end - start} "
-                                f"bytes asked for at {start}"
-                            )
-                        _pwrite_all(fd, chunk, pos, file.path)
-                        pos += len(chunk)
-                        on_bytes(len(chunk))
-                        pace.check(len(chunk), r.request)
+                    with stop.watching(r):
+                        for chunk in r.iter_raw():
+                            if stop.is_set():
+                                raise Cancelled(file.path)
+                            if pos + len(chunk) > end:
+                                raise DownloadError(
+                                    f"{file.path}: the server sent more than the "
+                                    f"{end - start} bytes asked for at {start}"
+                                )
+                            _pwrite_all(fd, chunk, pos, file.path)
+                            pos += len(chunk)
+                            on_bytes(len(chunk))
+                            pace.check(len(chunk), r.request)
                     if pos < end:
                         raise httpx2.RemoteProtocolError("the response ended early")
-            except HubError:
+            except (HubError, Cancelled):
                 raise
             except (httpx2.TransportError, httpx2.HTTPStatusError) as e:
+                if stop.is_set():  # the stop shut the connection
+                    raise Cancelled(file.path) from e
                 if isinstance(e, httpx2.HTTPStatusError) and (
                     e.response.status_code not in RETRY_STATUS
                 ):
@@ -310,10 +332,12 @@ class RangeFetch:
                         f"in a row without progress: {self._describe(e, file)}"
                     ) from e
                 if failures:
-                    time.sleep(backoff_delay(failures))
+                    stop.wait(backoff_delay(failures))
             except Exception as e:  # huggingface_hub's HTTP errors, redirect loops, ...
                 raise self._describe(e, file) from e
-        return local, start, end
+        self.have[local].add(start, end)  # as each range lands: a failure elsewhere keeps it
+        with self._count_lock:
+            self.fetched_bytes += end - start
 
     def _describe(self, e: BaseException, file: RemoteFile) -> HubError:
         return translate(

@@ -7,11 +7,10 @@ after a crash, and are checked against the hashes the Hub lists.
 
 from __future__ import annotations
 
+import functools
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, is_connection_error, translate
 from mlxload.hub.select import default_selection, index_files, select_files
 from mlxload.hub.spec import HubSpec, check_revision, parse_spec
-from mlxload.hub.transfer import Cancelled, fetch_blob
+from mlxload.hub.stop import Cancelled, StopSignal, run_all
+from mlxload.hub.transfer import fetch_blob
 
 __all__ = ["download"]
 
@@ -61,7 +61,7 @@ class _Job:
         self.bar = bar
         self.session = huggingface_hub.get_session()
         self.headers = remote.headers()
-        self.stop = threading.Event()
+        self.stop = StopSignal()
 
     def present(self, f: RemoteFile) -> bool:
         return self.cache.holds(self.commit, f)
@@ -129,30 +129,12 @@ class _Job:
     def fetch_all(self, files: Sequence[RemoteFile], workers: int) -> None:
         """Fetch ``files`` with ``workers`` threads; the first failure cancels the rest."""
         todo = sorted(files, key=lambda f: -f.size)  # big shards first: best overlap
-        if not todo:
-            return
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-            futures = [pool.submit(self.fetch, f) for f in todo]
-            pending = set(futures)
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                    done += len(finished)
-                    self.bar.file_done(done, len(todo))
-                    if any(fu.exception() is not None for fu in finished):
-                        break
-            finally:
-                if pending:  # a failure or Ctrl-C: stop the others at their next chunk
-                    self.stop.set()
-                    for fu in pending:
-                        fu.cancel()
-        errors = [
-            fu.exception() for fu in futures if not fu.cancelled() and fu.exception() is not None
-        ]
-        real = [e for e in errors if not isinstance(e, Cancelled)]
-        if real:
-            raise real[0]
+        run_all(
+            [functools.partial(self.fetch, f) for f in todo],
+            workers,
+            self.stop,
+            on_finished=lambda done: self.bar.file_done(done, len(todo)),
+        )
 
 
 def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:

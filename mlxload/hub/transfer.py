@@ -13,14 +13,15 @@ import errno
 import hashlib
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from mlxload.hub.errors import DownloadError, HubError, IntegrityError
 from mlxload.hub.listing import RemoteFile
+from mlxload.hub.stop import Cancelled, StopSignal
 
 __all__ = [
     "BACKOFF_S",
@@ -52,10 +53,6 @@ second never trips the read timeout); slower, it counts as a failed attempt."""
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses worth asking again (timeouts, rate limits, server errors)."""
-
-
-class Cancelled(Exception):  # a signal between threads, never shown to users
-    """Another file failed; this transfer stopped early (its partial file is kept)."""
 
 
 def new_hasher(file: RemoteFile) -> Any:
@@ -225,7 +222,7 @@ def fetch_blob(
     blob: Path,
     partial: Path,
     on_bytes: Callable[[int], None] = lambda n: None,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
     describe: Callable[[BaseException], HubError] | None = None,
 ) -> Path:
     """Download ``file`` from ``url`` into ``blob``, resuming from ``partial`` if present.
@@ -239,7 +236,8 @@ def fetch_blob(
         partial: Where received bytes accumulate.
         on_bytes: Called with the count of bytes newly accounted for (including the prefix
             already on disk, once at start; negative when a prefix had to be discarded).
-        stop: When set by another thread, stop at the next chunk and raise :class:`Cancelled`.
+        stop: When set by another thread, stop at once (a read waiting for bytes is woken)
+            and raise :class:`Cancelled`.
         describe: Maps a transport/HTTP exception to the :class:`HubError` to raise.
 
     Returns:
@@ -330,12 +328,14 @@ def fetch_blob(
                     before = 0
                 sink = _Sink(partial, hasher, on_bytes, limit=file.size - have)
                 pace = Pace()
+                watching = stop.watching(response) if stop is not None else nullcontext()
                 try:  # whatever arrived before a drop is kept: the next request resumes there
-                    for chunk in response.iter_raw():
-                        if stop is not None and stop.is_set():
-                            raise Cancelled(file.path)
-                        sink.add(chunk)
-                        pace.check(len(chunk), response.request)
+                    with watching:
+                        for chunk in response.iter_raw():
+                            if stop is not None and stop.is_set():
+                                raise Cancelled(file.path)
+                            sink.add(chunk)
+                            pace.check(len(chunk), response.request)
                 finally:
                     have += sink.close()
                 if sink.overflow:
@@ -349,6 +349,8 @@ def fetch_blob(
                 if have < file.size:
                     raise httpx2.RemoteProtocolError("the response ended early")
         except (httpx2.TransportError, httpx2.StreamError) as e:
+            if stop is not None and stop.is_set():  # the stop shut the connection
+                raise Cancelled(file.path) from e
             base = max(before, furthest)
             furthest = max(furthest, have)
             if have - base >= min(PROGRESS, file.size - base) > 0:
