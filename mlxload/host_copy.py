@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -40,9 +42,13 @@ _DTYPE_OFFSET = 20
 _UINT16 = (1, 16, 1, 0)  # kDLUInt, 16 bits, 1 lane
 _DL_BFLOAT = 4
 
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+@functools.cache
+def _capsule_pointer() -> Callable[[object, bytes], int]:
+    """``PyCapsule_GetPointer`` with its own prototype (``ctypes.pythonapi``'s shared function
+    object is left as other code may have set it)."""
+    prototype = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)
+    return prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
 
 
 def array_from_bytes(data: bytes | bytearray, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
@@ -86,7 +92,7 @@ class _Bfloat16Export:
     def __dlpack__(self, *args: object, **kwargs: object) -> object:
         capsule = self._array.__dlpack__()  # the unversioned capsule: a DLManagedTensor
         fields = (ctypes.c_uint8 * 4).from_address(
-            _capsule_pointer(capsule, b"dltensor") + _DTYPE_OFFSET
+            _capsule_pointer()(capsule, b"dltensor") + _DTYPE_OFFSET
         )
         if tuple(fields) != _UINT16:
             raise ValueError(f"unexpected DLPack dtype {tuple(fields)} from numpy")
