@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
-__all__ = ["array_from_bytes"]
+__all__ = ["array_from_bytes", "arrays_from_buffers", "needs_evaluation"]
+
+Buffer = Any  # bytes, bytearray, memoryview, or a C-contiguous uint8 numpy array
 
 # numpy dtypes that mx.array keeps as they are (it narrows float64 to float32).
 _KEPT = {
@@ -51,7 +54,7 @@ def _capsule_pointer() -> Callable[[object, bytes], int]:
     return prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
 
 
-def array_from_bytes(data: bytes | bytearray, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
+def array_from_bytes(data: Buffer, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
     """``data`` as an evaluated MLX array of ``dtype`` and ``shape``, copied once.
 
     Args:
@@ -59,22 +62,44 @@ def array_from_bytes(data: bytes | bytearray, dtype: mx.Dtype, shape: tuple[int,
             ``bfloat16`` needs no evaluation only from a writable buffer (numpy exports no
             read-only array over DLPack): ``bytes`` work, through an evaluated view.
         dtype: The MLX dtype to read them as.
-        shape: The array's shape.
+        shape: The array's shape (at most 32 dimensions: numpy's limit).
 
     Returns:
         An array owning its memory, evaluated (safe to use from any thread).
     """
-    kept = _KEPT.get(dtype)
-    if kept is not None:
-        return mx.array(np.frombuffer(data, kept).reshape(shape))
-    carrier = np.frombuffer(data, _UNSIGNED[dtype.size]).reshape(shape)
-    if dtype == mx.bfloat16:
-        relabelled = _import_as_bfloat16(carrier)
-        if relabelled is not None:
-            return relabelled
-    # MLX streams belong to a thread: a lazy view made here couldn't be evaluated elsewhere.
-    out = mx.array(carrier).view(dtype)
-    mx.eval(out)
+    return arrays_from_buffers([(data, dtype, shape)])[0]
+
+
+def needs_evaluation(dtype: mx.Dtype) -> bool:
+    """Whether an array of ``dtype`` made here costs an MLX evaluation (float64 does)."""
+    return dtype not in _KEPT and dtype != mx.bfloat16
+
+
+def arrays_from_buffers(
+    parts: Sequence[tuple[Buffer, mx.Dtype, tuple[int, ...]]],
+) -> list[mx.array]:
+    """:func:`array_from_bytes` of each ``(data, dtype, shape)``, with one evaluation for all
+    those that need one (float64; bfloat16 from a read-only buffer).
+
+    Returns:
+        The arrays, in order, evaluated.
+    """
+    out: list[mx.array] = []
+    views: list[mx.array] = []
+    for data, dtype, shape in parts:
+        kept = _KEPT.get(dtype)
+        if kept is not None:
+            out.append(mx.array(np.frombuffer(data, kept).reshape(shape)))
+            continue
+        carrier = np.frombuffer(data, _UNSIGNED[dtype.size]).reshape(shape)
+        relabelled = _import_as_bfloat16(carrier) if dtype == mx.bfloat16 else None
+        if relabelled is None:
+            relabelled = mx.array(carrier).view(dtype)
+            views.append(relabelled)
+        out.append(relabelled)
+    if views:
+        # MLX streams belong to a thread: a lazy view made here couldn't be evaluated elsewhere.
+        mx.eval(views)
     return out
 
 

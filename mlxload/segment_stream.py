@@ -19,6 +19,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import orjson
 
 __all__ = ["MAX_DIM", "MAX_READ", "SegmentStream", "read_range", "read_workers", "u8_shape"]
@@ -128,17 +129,23 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
-def read_range(fd: int, offset: int, nbytes: int, *, evict: bool = False) -> bytearray:
-    """``nbytes`` bytes of the file from ``offset``: fewer only where the file ends first.
+def read_range(
+    fd: int, offset: int, nbytes: int, *, evict: bool = False, into: np.ndarray | None = None
+) -> np.ndarray:
+    """``nbytes`` bytes of the file from ``offset`` (``uint8``, writable): fewer only where the
+    file ends first.
 
     The small-read counterpart of :class:`SegmentStream` (same read primitive, same eviction).
+
+    Args:
+        into: A ``uint8`` buffer of at least ``nbytes`` to read into (and return the start
+            of), else a new one. Either way it is not zero-filled first.
     """
-    buffer = bytearray(nbytes)
+    buffer = np.empty(nbytes, np.uint8) if into is None else into[:nbytes]
     got = _pread_exact(fd, memoryview(buffer), offset)
     if evict and got and hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
-    del buffer[got:]
-    return buffer
+    return buffer[:got]
 
 
 class SegmentStream:

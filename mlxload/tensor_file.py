@@ -42,7 +42,7 @@ from mlxload.header import (
     open_regular,
     read_header_fd,
 )
-from mlxload.host_copy import array_from_bytes
+from mlxload.host_copy import arrays_from_buffers, needs_evaluation
 from mlxload.segment_stream import MAX_DIM, SegmentStream, read_range
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
@@ -54,7 +54,8 @@ _PAGE = 16384  # Apple silicon page size; also a multiple of 4 KiB pages elsewhe
 _GROUP_BYTES = 256 << 20
 _SMALL_READ_BYTES = 1 << 20
 _SMALL_READ_COUNT = 16
-_SMALL_TENSOR_BYTES = 64 << 10
+_SMALL_TENSOR_BYTES = 16 << 10
+_HOST_MAX_NDIM = 32  # numpy 1.x's limit (2.x: 64); mx.load takes more
 """Which tensors :meth:`TensorFile._copy_small` copies: see :func:`_split_by_size`."""
 
 
@@ -283,20 +284,29 @@ class TensorFile:
         runs = _adjacent_runs(infos, _SMALL_READ_BYTES)
         if self._readable is not None:
             self._check_readable([(str(k), *_extent(run)) for k, run in enumerate(runs)])
+        # mx.array copies at once, so one scratch buffer serves every run (new memory for
+        # each would be page-faulted in each time).
+        scratch = np.empty(max(_extent(run)[1] for run in runs), np.uint8)
         out: dict[str, mx.array] = {}
         for run in runs:
             start, size = _extent(run)
-            data = read_range(self._fd, start, size, evict=self._evict)
+            try:
+                data = read_range(self._fd, start, size, evict=self._evict, into=scratch)
+            except OSError as e:
+                self.check_unchanged()
+                raise MlxloadError(f"{self.path}: reading tensor data failed: {e}") from e
             if len(data) < size:
                 self.check_unchanged()
                 raise self._ended_early()
-            view = memoryview(data)
+            parts = []
             for info in run:
                 shape, dtype = _storage_shape(info)
                 at = info.offset - start
-                out[info.name] = array_from_bytes(view[at : at + info.nbytes], dtype, shape)
-                self.paths[info.name] = COPY
+                parts.append((data[at : at + info.nbytes], dtype, shape))
+            out.update(zip((i.name for i in run), arrays_from_buffers(parts), strict=True))
         self.check_unchanged()  # as in _copy_ranges: a same-size rewrite during the read
+        for info in infos:
+            self.paths[info.name] = COPY
         return out
 
     def _ended_early(self) -> FileChangedError:
@@ -518,13 +528,29 @@ def _page_window(mapping: mmap.mmap, start: int, end: int) -> np.ndarray:
 def _split_by_size(infos: list[TensorInfo]) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """The tensors to copy by :meth:`TensorFile._copy_small`, and those to stream.
 
-    A read of a few small tensors is all copied: one stream read costs more than copying up to
-    1 MiB twice (1 MiB: 92 against 240 us; at 4 MiB streaming wins). In a larger read, each
-    tensor of up to 64 KiB is: a second copy of it costs less than evaluating its view."""
-    if len(infos) <= _SMALL_READ_COUNT and sum(i.nbytes for i in infos) <= _SMALL_READ_BYTES:
+    * A read of a few small tensors is all copied: one stream read costs more than copying up
+      to 1 MiB twice (1 MiB: 92 against 240 us; at 4 MiB streaming wins).
+    * In a larger read, whole runs of adjacent tensors go one way or the other, so a run
+      streamed stays one read (taking the norms out from between the weights made each weight
+      a read of its own: 2.5x slower). A run is copied when its tensors average at most 16 KiB:
+      then evaluating their views (~7 us each) costs more than copying them twice (32-60 KiB
+      tensors were 15-40% slower copied).
+    * A tensor of more than 32 dimensions is streamed (numpy holds no more), and in a larger
+      read so is a run holding float64, which a copy would have to evaluate anyway.
+    """
+    if all(len(i.shape) <= _HOST_MAX_NDIM for i in infos) and (
+        len(infos) <= _SMALL_READ_COUNT and sum(i.nbytes for i in infos) <= _SMALL_READ_BYTES
+    ):
         return infos, []
-    small = [i for i in infos if i.nbytes <= _SMALL_TENSOR_BYTES]
-    return small, [i for i in infos if i.nbytes > _SMALL_TENSOR_BYTES]
+    small: list[TensorInfo] = []
+    large: list[TensorInfo] = []
+    for run in _adjacent_runs(infos, _group_bytes()):
+        copied = _extent(run)[1] <= len(run) * _SMALL_TENSOR_BYTES and all(
+            len(i.shape) <= _HOST_MAX_NDIM and not needs_evaluation(_storage_shape(i)[1])
+            for i in run
+        )
+        (small if copied else large).extend(run)
+    return small, large
 
 
 def _adjacent_runs(infos: list[TensorInfo], limit: int) -> list[list[TensorInfo]]:

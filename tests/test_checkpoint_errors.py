@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -233,6 +234,20 @@ def test_short_read_is_an_error_not_a_crash(tmp_path, monkeypatch, copy_path):
     monkeypatch.setattr(segment_stream, "_pread_exact", lambda fd, view, off: 0)
     reader = mlxload.safe_open(path, zero_copy=False)  # the copy path reads with _pread_exact
     with reader as f, pytest.raises(errors.FileChangedError, match="truncated"):
+        f.get_tensor("a")
+
+
+def test_an_io_error_while_reading_is_ours_and_names_the_file(tmp_path, monkeypatch, copy_path):
+    path = _one_file(tmp_path)
+    from mlxload import segment_stream
+
+    def failing(fd, view, off):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(segment_stream, "_pread_exact", failing)
+    reader = mlxload.safe_open(path, zero_copy=False)
+    expected = re.escape(f"{path}: reading tensor data failed")
+    with reader as f, pytest.raises(errors.MlxloadError, match=expected):
         f.get_tensor("a")
 
 
