@@ -286,10 +286,10 @@ class TensorFile:
             self._check_readable([(str(k), *_extent(run)) for k, run in enumerate(runs)])
         # mx.array copies at once, so one scratch buffer serves every run (new memory for
         # each would be page-faulted in each time).
-        scratch = np.empty(max(_extent(run)[1] for run in runs), np.uint8)
+        extents = [_extent(run) for run in runs]
+        scratch = np.empty(max(size for _, size in extents), np.uint8) if len(runs) > 1 else None
         out: dict[str, mx.array] = {}
-        for run in runs:
-            start, size = _extent(run)
+        for run, (start, size) in zip(runs, extents, strict=True):
             try:
                 data = read_range(self._fd, start, size, evict=self._evict, into=scratch)
             except OSError as e:
@@ -303,10 +303,9 @@ class TensorFile:
                 shape, dtype = _storage_shape(info)
                 at = info.offset - start
                 parts.append((data[at : at + info.nbytes], dtype, shape))
+                self.paths[info.name] = COPY
             out.update(zip((i.name for i in run), arrays_from_buffers(parts), strict=True))
         self.check_unchanged()  # as in _copy_ranges: a same-size rewrite during the read
-        for info in infos:
-            self.paths[info.name] = COPY
         return out
 
     def _ended_early(self) -> FileChangedError:
@@ -538,8 +537,10 @@ def _split_by_size(infos: list[TensorInfo]) -> tuple[list[TensorInfo], list[Tens
     * A tensor of more than 32 dimensions is streamed (numpy holds no more), and in a larger
       read so is a run holding float64, which a copy would have to evaluate anyway.
     """
-    if all(len(i.shape) <= _HOST_MAX_NDIM for i in infos) and (
-        len(infos) <= _SMALL_READ_COUNT and sum(i.nbytes for i in infos) <= _SMALL_READ_BYTES
+    if (
+        len(infos) <= _SMALL_READ_COUNT
+        and sum(i.nbytes for i in infos) <= _SMALL_READ_BYTES
+        and all(len(i.shape) <= _HOST_MAX_NDIM for i in infos)
     ):
         return infos, []
     small: list[TensorInfo] = []
