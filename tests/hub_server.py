@@ -55,6 +55,7 @@ class Fault:
             (a 302 to ``location``, the request's own URL if empty: a loop).
         times: How many requests it applies to; -1 for all of them.
         ignore_range: Answer a ranged request with 200 and the whole file.
+        delay: Seconds to say nothing before answering a file request, whatever the kind.
     """
 
     kind: str
@@ -65,6 +66,7 @@ class Fault:
     times: int = 1
     ignore_range: bool = False
     location: str = ""
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = repo.files[path]
         fault = self.server.owner.take_fault(repo.repo_id, path) if body else None
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # before anything is sent: headers included
         if fault is not None and fault.kind == "status":
             self._error(fault.status, fault.error_code, "injected fault")
             return

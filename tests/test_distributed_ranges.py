@@ -22,7 +22,7 @@ import mlxload.hub.range_fetch as range_fetch
 import mlxload.hub.transfer as transfer
 from mlxload.distributed import load_model_sharded
 from mlxload.hub import download
-from mlxload.hub.errors import DownloadError, IntegrityError
+from mlxload.hub.errors import DownloadError, HubError, IntegrityError
 from mlxload.hub.range_fetch import RangeFetch
 from mlxload.model import load_model
 
@@ -114,6 +114,31 @@ def test_ctrl_c_stops_range_fetches_waiting_on_a_stalled_server_at_once(served):
         wanted = {path: [(2048, sizes[name])] for name, path in local.items()}
         took = seconds_to_stop_after_ctrl_c(lambda: fetch.fetch(wanted))
         assert took < 5, f"Ctrl-C took {took:.1f} s to stop the fetch"
+    finally:
+        fetch.close()
+
+
+def test_a_shard_completed_by_a_fetch_that_failed_elsewhere_is_still_checked(served):
+    """Ranges are recorded as they land, so a failing shard can end a fetch after another
+    shard was completed: that one is checked against its sha256 by the next fetch wanting
+    it, and a mismatch makes it fetched again."""
+    server, path, sizes = served
+    snapshot = download(f"hf://{REPO}", allow_patterns=["*.json"])
+    failing, corrupt = sorted(sizes)[:2]
+    fetch = RangeFetch(snapshot, REPO, workers=2)
+    try:
+        local = fetch.open_shards([failing, corrupt])
+        server.add_fault(REPO, corrupt, Fault("corrupt"))
+        server.add_fault(REPO, failing, Fault("status", status=404, delay=0.7))
+        wanted = {local[name]: [(0, sizes[name])] for name in (failing, corrupt)}
+        with pytest.raises(HubError, match=failing):
+            fetch.fetch(wanted)
+        assert fetch.have[local[corrupt]].covers(0, sizes[corrupt])  # done before the 404
+        with pytest.raises(IntegrityError, match=rf"^{corrupt}: sha256 mismatch"):
+            fetch.fetch(wanted)
+        fetch.fetch(wanted)
+        assert local[corrupt].read_bytes() == (path / corrupt).read_bytes()
+        assert local[failing].read_bytes() == (path / failing).read_bytes()
     finally:
         fetch.close()
 

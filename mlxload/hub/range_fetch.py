@@ -110,6 +110,7 @@ class RangeFetch:
         self._dir: Path | None = None  # made on first need: nothing to clean up before
         self._local_names: dict[Path, str] = {}
         self.have: dict[Path, ByteRanges] = {}
+        self._verified: set[Path] = set()  # whole shards checked against their hash
         self.fetched_bytes = 0
         self._count_lock = threading.Lock()
         self._remote: Remote | None = None
@@ -171,6 +172,7 @@ class RangeFetch:
                 todo = self.have[local].missing(coalesce(ranges, gap=GAP))
                 jobs += [(local, s, e) for s, e in split_long(todo, MAX_REQUEST)]
         if not jobs:
+            self._verify_complete(wanted)
             return
         need = sum(e - s for _, s, e in jobs)
         check_free_space(
@@ -200,10 +202,29 @@ class RangeFetch:
             for fd in fds.values():
                 os.close(fd)
             bar.close()
-        for local in fds:
+        self._verify_complete(wanted)
+
+    def _verify_complete(self, wanted: Iterable[Path]) -> None:
+        """Check each shard of ``wanted`` now whole (and not checked yet) against its hash.
+
+        Ranges are recorded as they land, so a shard may have been completed by a fetch that
+        failed elsewhere: it is checked on the next call that wants it, whatever that fetches.
+
+        Raises:
+            IntegrityError: a mismatch; the shard's ranges are forgotten, so a retry fetches
+                them again.
+        """
+        for local in wanted:
+            if local not in self.have or local in self._verified:
+                continue
             file = self.files[self._local_names[local]]
             if self.have[local].covers(0, file.size):
-                _verify_whole(local, file)
+                try:
+                    _verify_whole(local, file)
+                except BaseException:
+                    self.have[local] = ByteRanges()
+                    raise
+                self._verified.add(local)
 
     def repo_path(self, local: Path) -> str | None:
         """The repository path of a partial file from :meth:`open_shards` (else None)."""

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 __all__ = ["Cancelled", "StopSignal", "run_all"]
@@ -41,32 +41,34 @@ class StopSignal(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self._guard = threading.Lock()
-        self._sockets: set[socket.socket] = set()
+        self._watched: dict[socket.socket, Any] = {}  # socket -> the response read from it
 
     def set(self) -> None:
         super().set()
         with self._guard:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
+            for sock, response in self._watched.items():
+                _shut(sock, response)
 
     @contextlib.contextmanager
     def watching(self, response: Any) -> Iterator[None]:
         """While the body of ``response`` (an ``httpx`` response) is read: setting the
-        signal shuts down its connection, so a read blocked on it fails at once."""
+        signal shuts down its connection, so a read blocked on it fails at once.
+
+        (Not before its headers: a server silent until then is waited for up to the read
+        timeout. httpx shows no connection before it has a response.)"""
         sock = _socket_of(response)
         if sock is None:
             yield
             return
         with self._guard:
-            self._sockets.add(sock)
-        if self.is_set():  # set before the socket was registered: set() didn't see it
-            _shut(sock)
+            self._watched[sock] = response
+            if self.is_set():  # set before the socket was registered: set() didn't see it
+                _shut(sock, response)
         try:
             yield
         finally:
             with self._guard:
-                self._sockets.discard(sock)
+                self._watched.pop(sock, None)
 
 
 def _socket_of(response: Any) -> socket.socket | None:
@@ -79,9 +81,18 @@ def _socket_of(response: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def _shut(sock: socket.socket) -> None:
+def _shut(sock: socket.socket, response: Any) -> None:
+    """Shut down the connection of a response still being read.
+
+    A response read to its end has handed its connection back to the pool, where another
+    request may be using it now: that one is left alone. The raw socket is shut, under any
+    TLS: ``SSLSocket.shutdown`` unwraps the TLS object first, and a reader caught in between
+    fails with a ValueError instead of a transport error.
+    """
+    if getattr(response, "is_closed", False):
+        return
     with contextlib.suppress(OSError):  # already closed or shut down
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def run_all(
@@ -108,9 +119,11 @@ def run_all(
     if not jobs:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        pending = set(futures)
+        futures: list[Future[T]] = []
+        pending: set[Future[T]] = set()
         try:
+            futures += (pool.submit(job) for job in jobs)
+            pending.update(futures)
             while pending:
                 finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_EXCEPTION)
                 on_finished(len(futures) - len(pending))

@@ -76,10 +76,12 @@ def hash_file(path: Path, file: RemoteFile) -> str:
     return hasher.hexdigest()
 
 
-def _hash_prefix(path: Path, hasher: Any, size: int) -> None:
+def _hash_prefix(path: Path, hasher: Any, size: int, stop: StopSignal | None = None) -> None:
     with open(path, "rb") as f:
         remaining = size
         while remaining:
+            if stop is not None and stop.is_set():  # a multi-GB partial takes seconds
+                raise Cancelled(str(path))
             chunk = f.read(min(CHUNK * 8, remaining))
             if not chunk:
                 raise OSError(f"{path} shrank while being read")
@@ -258,7 +260,7 @@ def fetch_blob(
         partial.unlink()
         have = 0
     if have:
-        _hash_prefix(partial, hasher, have)
+        _hash_prefix(partial, hasher, have, stop)
         on_bytes(have)
     timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
     failures = 0
