@@ -177,6 +177,7 @@ def bench_per_tensor(reps: int) -> dict:
         "mlxload.safe_open: get_tensor each": each_get_tensor,
         "mx.load, mx.eval each": each_mx_eval,
         "mx.load, one mx.eval of all": lambda: mx.eval(list(mx.load(str(f16)).values())),
+        "mlxload.load_file, all at once": lambda: mlxload.load_file(f16),
         "safetensors (numpy): get_tensor each": each_safetensors_numpy,
     }
     out = {}
