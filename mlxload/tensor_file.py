@@ -273,9 +273,9 @@ class TensorFile:
         MLX evaluations, each a round trip to MLX's stream thread of 8-80 us here) and about
         7 us a tensor (evaluating its view), so ``ckpt[name]`` over 5,000 small tensors took
         1.3 s, and reading them all at once 1.8x ``mx.load``'s time. This path needs no
-        evaluation (see :mod:`~mlxload.host_copy`): runs of adjacent tensors are read into a
-        buffer each, and ``mx.array`` copies each tensor into MLX memory at once. That is a
-        second copy, so it is taken only where it is still the faster one: see
+        evaluation (see :mod:`~mlxload.host_copy`): each run of adjacent tensors is read into
+        a scratch buffer, and ``mx.array`` copies each tensor into MLX memory at once. That is
+        a second copy, so it is taken only where it is still the faster one: see
         :func:`_split_by_size`.
 
         Returns:
