@@ -74,6 +74,7 @@ MAX_HEADER_SIZE = 100_000_000
 
 _U64_MAX = 2**64 - 1
 _FAST_MAX_NDIM = 64  # longer shapes (valid ones too) are checked one by one, with early exits
+_FAST_MAX_DATA = _U64_MAX // 8  # below it, no tensor's bits pass 64 bits and offsets are int64
 _FIELDS = ("dtype", "shape", "data_offsets")
 _GET_DTYPE, _GET_SHAPE, _GET_OFFSETS = (itemgetter(k) for k in ("dtype", "shape", "data_offsets"))
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -154,6 +155,13 @@ class TensorTable(Mapping[str, TensorInfo]):
 
     A 5,000-tensor header is validated in bulk; making 5,000 objects up front would cost more
     than the validation, so each :class:`TensorInfo` is created when first asked for.
+
+    Args:
+        names: Tensor names in file (offset) order.
+        dtypes, shapes, begins, ends: Per tensor, in the order of ``listed`` (of ``names``
+            when it is None): reordering five lists would cost more than the validation.
+        data_start: Absolute file offset of the data section.
+        listed: The names in the order of the other lists, when that isn't file order.
     """
 
     __slots__ = (
@@ -162,6 +170,7 @@ class TensorTable(Mapping[str, TensorInfo]):
         "_data_start",
         "_dtypes",
         "_ends",
+        "_listed",
         "_names",
         "_pos",
         "_shapes",
@@ -175,8 +184,10 @@ class TensorTable(Mapping[str, TensorInfo]):
         begins: list[int],
         ends: list[int],
         data_start: int,
+        listed: list[str] | None = None,
     ) -> None:
         self._names = names
+        self._listed = names if listed is None else listed
         self._dtypes = dtypes
         self._shapes = shapes
         self._begins = begins
@@ -185,12 +196,15 @@ class TensorTable(Mapping[str, TensorInfo]):
         self._pos: dict[str, int] | None = None
         self._built: dict[str, TensorInfo] = {}
 
+    def _positions(self) -> dict[str, int]:
+        if self._pos is None:
+            self._pos = dict(zip(self._listed, range(len(self._listed)), strict=True))
+        return self._pos
+
     def __getitem__(self, name: str) -> TensorInfo:
         info = self._built.get(name)
         if info is None:
-            if self._pos is None:
-                self._pos = dict(zip(self._names, range(len(self._names)), strict=True))
-            i = self._pos[name]
+            i = self._positions()[name]
             info = TensorInfo(
                 name,
                 self._dtypes[i],
@@ -203,9 +217,7 @@ class TensorTable(Mapping[str, TensorInfo]):
         return info
 
     def __contains__(self, name: object) -> bool:
-        if self._pos is None:
-            self._pos = dict(zip(self._names, range(len(self._names)), strict=True))
-        return name in self._pos
+        return name in self._positions()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -401,28 +413,34 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
     if table is None:
         # Something is wrong: walk the entries one by one to name the tensor and the rule.
         table = _slow_validate(path, obj, file_size - data_start)
-    names, dtypes, shapes, begins, ends = table
+    names, dtypes, shapes, begins, ends, listed = table
     return FileHeader(
         path=path,
         header_size=n,
         file_size=file_size,
-        tensors=TensorTable(names, dtypes, shapes, begins, ends, data_start),
+        tensors=TensorTable(names, dtypes, shapes, begins, ends, data_start, listed),
         metadata=metadata,
         has_metadata=raw_metadata is not None,
     )
 
 
-_Table = tuple[list[str], list[str], list[list[int]], list[int], list[int]]
+_Table = tuple[list[str], list[str], list[list[int]], list[int], list[int], list[str] | None]
+"""Names in file order, dtypes, shapes, begins, ends, and the names in the order of those four
+lists when it isn't file order (see :class:`TensorTable`)."""
 
 
 def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     """Validate every entry with bulk C-level operations; None when any rule may be broken.
 
     This is the hot path (5,000-tensor headers): list comprehensions, ``map`` and set checks
-    instead of per-entry Python logic. It never decides an error itself; on any doubt the
-    caller re-validates entry by entry for a precise message.
+    instead of per-entry Python logic, and numpy for the offset order. It never decides an
+    error itself; on any doubt the caller re-validates entry by entry for a precise message.
     """
     entries = list(obj.values())
+    if not entries:
+        return ([], [], [], [], [], None) if data_size == 0 else None
+    if data_size > _FAST_MAX_DATA:  # (no real file) the slow path checks each bit count
+        return None
     try:
         dtypes = list(map(_GET_DTYPE, entries))
         shapes = list(map(_GET_SHAPE, entries))
@@ -432,20 +450,17 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
             return None
     except (KeyError, TypeError):
         return None
-    if set(map(type, shapes)) - {list} or set(map(type, offsets)) - {list}:
+    if set(map(type, chain(shapes, offsets))) != {list} or set(map(len, offsets)) != {2}:
         return None
-    if entries and max(map(len, shapes)) > _FAST_MAX_NDIM:  # prod() of 50,000 big dims: minutes
+    if max(map(len, shapes)) > _FAST_MAX_NDIM:  # prod() of 50,000 big dims: minutes
         return None
-    dims = list(chain.from_iterable(shapes))
-    if set(map(type, dims)) - {int} or (dims and min(dims) < 0):
+    ints = list(chain.from_iterable(shapes))  # every dim, then every offset: one type check
+    dims = len(ints)
+    ints += chain.from_iterable(offsets)
+    if set(map(type, ints)) != {int} or min(ints) < 0:
         return None
-    if set(map(len, offsets)) - {2}:
-        return None
-    begins = list(map(_FIRST, offsets))
-    ends = list(map(_SECOND, offsets))
-    if set(map(type, begins)) - {int} or set(map(type, ends)) - {int}:
-        return None
-    if entries and (min(begins) < 0 or max(ends) > data_size):
+    begins, ends = ints[dims::2], ints[dims + 1 :: 2]
+    if max(ends) > data_size:
         return None
     counts = list(map(prod, shapes))
     if list(map(mul, counts, map(_BYTES.__getitem__, dtypes))) != list(map(sub, ends, begins)):
@@ -453,18 +468,22 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     if 0 in counts and any(_checked_count(shape) is None for shape in _zero_sized(shapes, counts)):
         return None
     names = list(obj)
-    if begins[1:] != ends[:-1]:  # not already in offset order (mx.save_safetensors, ...)
-        order = np.lexsort((np.array(ends), np.array(begins))).tolist()  # by (begin, end)
-        pick = itemgetter(*order) if len(order) > 1 else lambda seq: (seq[order[0]],)
-        names, dtypes, shapes = list(pick(names)), list(pick(dtypes)), list(pick(shapes))
-        begins, ends = list(pick(begins)), list(pick(ends))
-        if begins[1:] != ends[:-1]:
-            return None
-    if names and begins[0] != 0:
+    if begins[1:] == ends[:-1]:  # already in offset order (the reference's writer)
+        return (
+            (names, dtypes, shapes, begins, ends, None)
+            if begins[0] == 0 and (ends[-1] == data_size)
+            else None
+        )
+    # In (begin, end) order (mx.save_safetensors writes another): every offset is at most
+    # data_size (checked above: ends bound begins, the sizes being non-negative): int64.
+    n = len(names)
+    first, last = np.fromiter(begins, np.int64, n), np.fromiter(ends, np.int64, n)
+    order = np.lexsort((last, first))
+    first, last = first[order], last[order]
+    if first[0] != 0 or last[-1] != data_size or not np.array_equal(first[1:], last[:-1]):
         return None
-    if (ends[-1] if names else 0) != data_size:
-        return None
-    return names, dtypes, shapes, begins, ends
+    in_order = list(itemgetter(*order.tolist())(names))  # n >= 2 here: a tuple
+    return in_order, dtypes, shapes, begins, ends, names
 
 
 def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
@@ -493,6 +512,7 @@ def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
         [list(i.shape) for i in infos],
         [i.begin for i in infos],
         [i.end for i in infos],
+        None,
     )
 
 

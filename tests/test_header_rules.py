@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import mlx.core as mx
@@ -312,6 +313,24 @@ def test_size_overflow_before_a_zero_dim_is_an_error(tmp_path, shape):
     excuse an overflow on the way."""
     header = f'{{"w":{{"dtype":"F32","shape":{shape},"data_offsets":[0,0]}}}}'.encode()
     check(tmp_path, header, b"", errors.SizeOverflowError, "tensor 'w'", "overflows 64 bits")
+
+
+@pytest.mark.parametrize("in_offset_order", [True, False])
+def test_sizes_no_file_can_have_are_checked_as_the_reference_does(in_offset_order):
+    """parse_header takes any file_size: past 2**61 bytes a tensor's bit count can pass 64
+    bits (the reference refuses that), and past 2**63 offsets don't fit numpy's int64 (an
+    OverflowError escaped)."""
+    size = 2**61 - 1  # bytes, and so bits, just fit: five of them run past 2**63
+    tensors = {f"t{i}": entry("U8", [size], i * size, (i + 1) * size) for i in range(5)}
+    order = list(tensors) if in_offset_order else ["t4", "t0", "t1", "t2", "t3"]
+    raw = json.dumps({name: tensors[name] for name in order}).encode()
+    header = parse_header(raw, file_size=8 + len(raw) + 5 * size)
+    assert list(header.tensors) == ["t0", "t1", "t2", "t3", "t4"]
+    too_big = json.dumps({"t": entry("U8", [2**61], 0, 2**61)}).encode()
+    with pytest.raises(
+        errors.SizeOverflowError, match="tensor 't': shape \\[2305843009213693952\\]"
+    ):
+        parse_header(too_big, file_size=8 + len(too_big) + 2**61)
 
 
 def test_zero_dim_first_does_not_overflow(tmp_path):
