@@ -21,11 +21,11 @@ import json
 import os
 import stat
 import struct
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
-from math import prod
-from operator import itemgetter, mul, sub
+from functools import reduce
+from operator import iadd, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,13 @@ MAX_HEADER_SIZE = 100_000_000
 
 _U64_MAX = 2**64 - 1
 _FAST_MAX_NDIM = 64  # longer shapes (valid ones too) are checked one by one, with early exits
-_FAST_MAX_DATA = _U64_MAX // 8  # below it, no tensor's bits pass 64 bits and offsets are int64
+_FAST_MAX_DATA = _U64_MAX // 8  # below it, no tensor's bits pass 64 bits
+_FAST_SIZE_LIMIT = float(2**62)  # byte sizes under it are exact in uint64, with room for error
 _FIELDS = ("dtype", "shape", "data_offsets")
 _GET_DTYPE, _GET_SHAPE, _GET_OFFSETS = (itemgetter(k) for k in ("dtype", "shape", "data_offsets"))
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _BYTE_DTYPES = frozenset(name for name, d in DTYPES.items() if d.bits % 8 == 0)
 _BYTES = {name: d.bits // 8 for name, d in DTYPES.items() if d.bits % 8 == 0}
+_MAX_ITEMSIZE = max(_BYTES.values())
 
 
 class TensorInfo:
@@ -386,7 +387,8 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
     n = len(raw)
     _check_header_length(path, n, file_size)
     try:
-        text = bytes(raw).decode("utf-8")
+        raw = bytes(raw)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise HeaderEncodingError(
             f"{path}: header is not valid UTF-8 (byte {e.start}: {e.reason})"
@@ -403,7 +405,7 @@ def parse_header(raw: bytes, *, file_size: int, path: str | os.PathLike = "<byte
         raise HeaderNotObjectError(
             f"{path}: header must be a JSON object, got {type(obj).__name__}"
         )
-    if _needs_strict_reparse(text, obj):
+    if _needs_strict_reparse(text, obj, colons=_count_colons(raw)):
         obj = _strict_reparse(path, text)
 
     raw_metadata = obj.pop("__metadata__", None)
@@ -432,12 +434,14 @@ lists when it isn't file order (see :class:`TensorTable`)."""
 def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     """Validate every entry with bulk C-level operations; None when any rule may be broken.
 
-    This is the hot path (5,000-tensor headers): list comprehensions, ``map`` and set checks
-    instead of per-entry Python logic, and numpy for the offset order. It never decides an
+    This is the hot path (5,000-tensor headers): ``map`` over the entries, ``array("Q")`` to
+    check that every dim and offset is an integer in ``[0, 2**64)`` (it refuses floats, strings,
+    negatives and bigger ints in C), then numpy for sizes and offset order. It never decides an
     error itself; on any doubt the caller re-validates entry by entry for a precise message.
     """
     entries = list(obj.values())
-    if not entries:
+    n = len(entries)
+    if not n:
         return ([], [], [], [], [], None) if data_size == 0 else None
     if data_size > _FAST_MAX_DATA:  # (no real file) the slow path checks each bit count
         return None
@@ -448,42 +452,76 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         kinds = set(dtypes)
         if not kinds <= _BYTE_DTYPES:  # unknown, unhashable, or sub-byte (checked slowly)
             return None
-    except (KeyError, TypeError):
+        ndims = list(map(len, shapes))
+        if set(map(len, offsets)) != {2} or max(ndims) > _FAST_MAX_NDIM:
+            return None
+        dims = reduce(iadd, shapes, [])  # (faster than chain.from_iterable)
+        flat_offsets = reduce(iadd, offsets, [])
+        dims_u64 = np.frombuffer(array("Q", dims), np.uint64)
+        offsets_u64 = np.frombuffer(array("Q", flat_offsets), np.uint64)
+    except (KeyError, TypeError, OverflowError):
         return None
-    if set(map(type, chain(shapes, offsets))) != {list} or set(map(len, offsets)) != {2}:
+    if _holds_bool(dims, dims_u64) or _holds_bool(flat_offsets, offsets_u64):
         return None
-    if max(map(len, shapes)) > _FAST_MAX_NDIM:  # prod() of 50,000 big dims: minutes
+    if 0 in ndims and any(type(s) is not list for s, d in zip(shapes, ndims, strict=True) if not d):
+        return None  # "" and {} have no items either, but are not shapes
+    begins, ends = offsets_u64[0::2], offsets_u64[1::2]
+    if int(ends.max()) > data_size:
         return None
-    ints = list(chain.from_iterable(shapes))  # every dim, then every offset: one type check
-    dims = len(ints)
-    ints += chain.from_iterable(offsets)
-    if set(map(type, ints)) != {int} or min(ints) < 0:
+    counts = _element_counts(dims_u64, np.fromiter(ndims, np.int64, n), dtypes, kinds)
+    if counts is None:
         return None
-    begins, ends = ints[dims::2], ints[dims + 1 :: 2]
-    if max(ends) > data_size:
+    elements, itemsizes = counts
+    if not np.array_equal(elements * itemsizes, ends - begins):
         return None
-    counts = list(map(prod, shapes))
-    if list(map(mul, counts, map(_BYTES.__getitem__, dtypes))) != list(map(sub, ends, begins)):
-        return None
-    if 0 in counts and any(_checked_count(shape) is None for shape in _zero_sized(shapes, counts)):
+    if not elements.all() and any(
+        _checked_count(shapes[i]) is None for i in np.flatnonzero(elements == 0).tolist()
+    ):
         return None
     names = list(obj)
-    if begins[1:] == ends[:-1]:  # already in offset order (the reference's writer)
-        return (
-            (names, dtypes, shapes, begins, ends, None)
-            if begins[0] == 0 and (ends[-1] == data_size)
-            else None
-        )
-    # In (begin, end) order (mx.save_safetensors writes another): every offset is at most
-    # data_size (checked above: ends bound begins, the sizes being non-negative): int64.
-    n = len(names)
-    first, last = np.fromiter(begins, np.int64, n), np.fromiter(ends, np.int64, n)
-    order = np.lexsort((last, first))
-    first, last = first[order], last[order]
+    if np.array_equal(begins[1:], ends[:-1]):  # already in offset order (the reference's writer)
+        if begins[0] != 0 or ends[-1] != data_size:
+            return None
+        return names, dtypes, shapes, flat_offsets[0::2], flat_offsets[1::2], None
+    # In (begin, end) order (mx.save_safetensors writes another): one key, 3x faster than
+    # lexsort. Equal keys are equal [x, x] entries, or two tensors at x, which overlap anyway.
+    order = np.argsort(begins * np.uint64(2) + (ends > begins))
+    first, last = begins[order], ends[order]
     if first[0] != 0 or last[-1] != data_size or not np.array_equal(first[1:], last[:-1]):
         return None
     in_order = list(itemgetter(*order.tolist())(names))  # n >= 2 here: a tuple
-    return in_order, dtypes, shapes, begins, ends, names
+    return in_order, dtypes, shapes, flat_offsets[0::2], flat_offsets[1::2], names
+
+
+def _holds_bool(ints: list, as_u64: np.ndarray) -> bool:
+    """Whether a JSON ``true``/``false`` stands among ``ints`` (``array`` took it for 1/0; the
+    reference refuses it). Only the 0s and 1s can be one, so only those are looked at."""
+    return any(type(ints[i]) is bool for i in np.flatnonzero(as_u64 <= 1).tolist())
+
+
+def _element_counts(
+    dims: np.ndarray, ndims: np.ndarray, dtypes: list[str], kinds: set[str]
+) -> tuple[np.ndarray, np.ndarray | np.uint64] | None:
+    """Each tensor's element count and item size (uint64); None when a byte size might pass
+    ``_FAST_SIZE_LIMIT``: products are taken in float64 too, so a wrapped uint64 product is
+    never trusted. (A zero dim makes the product 0 however it wrapped; the caller checks those
+    shapes with the reference's overflow rule.)"""
+    elements = np.ones(len(ndims), np.uint64)
+    with_dims = ndims > 0
+    if dims.size:
+        starts = (np.cumsum(ndims) - ndims)[with_dims]
+        with np.errstate(all="ignore"):  # inf and 0 * inf (nan) are expected on bad shapes
+            approx = np.multiply.reduceat(dims.astype(np.float64), starts)
+        elements[with_dims] = np.multiply.reduceat(dims, starts)
+    else:
+        approx = np.ones(1)
+    if len(kinds) == 1:
+        itemsizes = np.uint64(_BYTES[dtypes[0]])
+    else:
+        itemsizes = np.fromiter(map(_BYTES.__getitem__, dtypes), np.uint64, len(dtypes))
+    if not (approx.max() * _MAX_ITEMSIZE <= _FAST_SIZE_LIMIT):  # (nan fails it too)
+        return None
+    return elements, itemsizes
 
 
 def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
@@ -525,7 +563,13 @@ def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
 _MAX_DEPTH = 127  # the reference accepts 127 nested arrays/objects and rejects 128
 
 
-def _needs_strict_reparse(text: str, obj: dict) -> bool:
+def _count_colons(raw: bytes) -> int:
+    """``raw.count(b":")`` at memory speed (6x faster on a 450 KB header). In UTF-8 no byte
+    of a multi-byte character is below 0x80, so it is also the text's count of ``:``."""
+    return int(np.count_nonzero(np.frombuffer(raw, np.uint8) == ord(":")))
+
+
+def _needs_strict_reparse(text: str, obj: dict, *, colons: int) -> bool:
     """Whether the header might repeat a field, nest deeply or hold a ``-0`` (C-speed scans).
 
     Every key is followed by a colon, so a header whose entries hold exactly the three fields
@@ -535,11 +579,11 @@ def _needs_strict_reparse(text: str, obj: dict) -> bool:
     ``-0`` themselves, and the text has no escapes (so every string in it is verbatim what
     orjson returned), those are counted too: a repeated key adds a colon the parsed header
     doesn't have, whatever the strings hold. Anything else takes the slow, exact path.
+    ``colons`` is the text's count of ``:`` (see :func:`_count_colons`).
     """
     metadata = obj.get("__metadata__")
     n = len(obj) - ("__metadata__" in obj)
     keys = 4 * n + ("__metadata__" in obj) + (len(metadata) if type(metadata) is dict else 0)
-    colons = text.count(":")
     negative_zero = "-" in text and "-0" in text
     if colons == keys and not negative_zero:
         return False
@@ -658,10 +702,6 @@ def _max_depth(value: list) -> int:
         items = (v for _, v in node) if isinstance(node, _Pairs) else node
         stack.extend((v, depth + 1) for v in items if type(v) in (_Pairs, list))
     return deepest
-
-
-def _zero_sized(shapes: list[list[int]], counts: list[int]) -> Iterator[list[int]]:
-    return (shape for shape, count in zip(shapes, counts, strict=True) if count == 0)
 
 
 def _checked_count(shape: list[int]) -> int | None:

@@ -94,7 +94,9 @@ def test_unknown_dtype(tmp_path, dtype):
     )
 
 
-@pytest.mark.parametrize("shape", [[-1, 6], [2.0, 3], "6", [True, 6], None, [[6]]])
+@pytest.mark.parametrize(
+    "shape", [[-1, 6], [2.0, 3], "6", [True, 6], [6, True], None, [[6]], "", {}, {"6": 6}]
+)
 def test_invalid_shape(tmp_path, shape):
     check(
         tmp_path,
@@ -106,8 +108,16 @@ def test_invalid_shape(tmp_path, shape):
     )
 
 
+@pytest.mark.parametrize("shape", ["", {}])
+def test_an_empty_string_or_object_is_not_a_scalar_shape(tmp_path, shape):
+    """Like ``[]`` they hold no dims, so the size checks alone would take them for a scalar."""
+    header = {"w": entry("F32", shape, 0, 4)}
+    check(tmp_path, header, bytes(4), errors.InvalidShapeError, "tensor 'w'", "non-negative")
+
+
 @pytest.mark.parametrize(
-    "offsets", [[0], [0, 24, 48], [-1, 23], [24, 0], [0.0, 24], "0,24", [0, 2**64], None]
+    "offsets",
+    [[0], [0, 24, 48], [-1, 23], [24, 0], [0.0, 24], [False, 24], "0,24", "", [0, 2**64], None],
 )
 def test_invalid_offsets(tmp_path, offsets):
     header = {"w": {"dtype": "F32", "shape": [6], "data_offsets": offsets}}
@@ -123,6 +133,18 @@ def test_size_overflow(tmp_path):
         "tensor 'w'",
         "overflows 64 bits",
     )
+
+
+@pytest.mark.parametrize("dtype", ["U8", "F32"])
+def test_a_size_that_wraps_past_64_bits_to_the_right_value_is_still_an_overflow(tmp_path, dtype):
+    """3 * 6148914691236517206 is 2**64 + 2: in 64-bit arithmetic it wraps to 2 elements, which
+    would match these offsets; the count must be exact."""
+    size = 2 if dtype == "U8" else 8
+    header = {
+        "w": entry(dtype, [3, 6148914691236517206], 0, size),
+        "b": entry("U8", [1], size, size + 1),
+    }
+    check(tmp_path, header, bytes(size + 1), errors.SizeOverflowError, "tensor 'w'", "overflows")
 
 
 def test_size_mismatch(tmp_path):
