@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import mlx.core as mx
 import pytest
@@ -414,6 +415,46 @@ def test_a_cache_that_cant_be_written_says_what_to_do(hub, monkeypatch):  # noqa
     assert "is not in the cache and the cache " in str(e.value)
     assert "can't be written (Read-only file system: " in str(e.value)
     assert "set HF_HUB_CACHE to a writable directory, or use only what is cached" in str(e.value)
+
+
+def test_ctrl_c_does_not_wait_for_a_server_silent_before_its_headers(hub):  # noqa: F811
+    """No connection can be shut before a response exists, so those transfers are left to end
+    on their own (daemon threads): the download stops a grace period after Ctrl-C, not when
+    the 30 s read timeout ends the requests (here the server says nothing for 12 s)."""
+    server, _, _ = hub
+    for shard in SHARDS:
+        server.add_fault(REPO, shard, Fault("slow", rate=1e9, delay=12, times=-1))
+    took = seconds_to_stop_after_ctrl_c(lambda: download(REPO, progress=False, workers=3))
+    assert took < 5, f"Ctrl-C took {took:.1f} s to stop the download"
+    assert _shard_requests(server) == 3  # all three were waiting on the server
+
+
+def _shard_requests(server) -> int:
+    return sum(r.method == "GET" and r.path.endswith(tuple(SHARDS)) for r in list(server.requests))
+
+
+def test_a_ctrl_c_d_cli_download_exits_at_once_though_the_server_is_silent(hub, tmp_path):  # noqa: F811
+    """The process too: the interpreter joins no thread still waiting on the server."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server, _, env = hub
+    for shard in SHARDS:
+        server.add_fault(REPO, shard, Fault("slow", rate=1e9, delay=12, times=-1))
+    cmd = [sys.executable, "-m", "mlxload", "download", REPO, "--workers", "3"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while _shard_requests(server) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _shard_requests(server) == 3, "the transfers never started"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert took < 5, f"the process took {took:.1f} s to exit after Ctrl-C"
 
 
 def test_ctrl_c_stops_transfers_waiting_on_a_stalled_server_at_once(hub):  # noqa: F811

@@ -4,7 +4,8 @@
 failure or Ctrl-C. Each transfer checks the signal between chunks. One blocked waiting for
 bytes from a stalled server would notice only when its read timed out (30 s), so setting the
 signal also shuts down the sockets of the responses being read, which wakes those reads with an
-error at once.
+error at once. A transfer still waiting for its response's headers has no socket to shut: after
+a short grace :func:`run_all` returns without it, and it ends on its daemon thread.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any, TypeVar
 
 __all__ = ["Cancelled", "StopSignal", "run_all"]
@@ -23,6 +24,10 @@ T = TypeVar("T")
 POLL_S = 0.5
 """How often the waiting thread wakes: a Ctrl-C delivered to a worker thread instead of the
 main one is seen within this (a wait on a result alone would sleep until it came)."""
+
+GRACE_S = 2.0
+"""After a stop, how long :func:`run_all` waits for the transfers to end before it returns
+without those still waiting for a server's first answer."""
 
 
 class Cancelled(Exception):  # a signal between threads, never shown to users
@@ -54,8 +59,8 @@ class StopSignal(threading.Event):
         """While the body of ``response`` (an ``httpx`` response) is read: setting the
         signal shuts down its connection, so a read blocked on it fails at once.
 
-        (Not before its headers: a server silent until then is waited for up to the read
-        timeout. httpx shows no connection before it has a response.)"""
+        (Not before its headers: httpx shows no connection before it has a response. See
+        :func:`run_all` for those.)"""
         sock = _socket_of(response)
         if sock is None:
             yield
@@ -114,28 +119,62 @@ def run_all(
 
     Raises:
         The first failure other than :class:`Cancelled`; ``KeyboardInterrupt`` once every job
-        has stopped.
+        has stopped, or :data:`GRACE_S` after the stop, whichever comes first.
     """
     if not jobs:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        futures: list[Future[T]] = []
-        pending: set[Future[T]] = set()
-        try:
-            futures += (pool.submit(job) for job in jobs)
-            pending.update(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_EXCEPTION)
-                on_finished(len(futures) - len(pending))
-                if any(f.exception() is not None for f in finished):
-                    break
-        finally:
-            if pending:  # a failure or Ctrl-C: stop the others now
-                stop.set()
-                for f in pending:
-                    f.cancel()
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    futures: list[Future[T]] = [Future() for _ in jobs]
+    _start_workers(jobs, futures, max(1, min(workers, len(jobs))), stop)
+    pending: set[Future[T]] = set(futures)
+    try:
+        while pending:
+            finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_EXCEPTION)
+            on_finished(len(futures) - len(pending))
+            if any(f.exception() is not None for f in finished):
+                break
+    finally:
+        if pending:  # a failure or Ctrl-C: stop the others now
+            stop.set()
+            for f in pending:
+                f.cancel()  # those not started yet
+            # Those waiting for a response's headers can't be woken (no socket to shut yet):
+            # they are left to end on their own, on daemon threads holding nothing the
+            # caller needs; their blob locks keep a new run off their partial files.
+            wait(pending, timeout=GRACE_S)
+    done = [f for f in futures if f.done() and not f.cancelled()]
+    errors = [f.exception() for f in done if f.exception() is not None]
     real = [e for e in errors if not isinstance(e, Cancelled)]
     if real or errors:
         raise (real or errors)[0]
     return [f.result() for f in futures]
+
+
+def _start_workers(
+    jobs: Sequence[Callable[[], T]], futures: list[Future[T]], threads: int, stop: StopSignal
+) -> None:
+    """Start ``threads`` daemon threads that run the jobs in order into their futures.
+
+    Daemon threads rather than a ThreadPoolExecutor: the interpreter joins an executor's
+    threads at exit, so a transfer stuck until its read timeout would hold up a Ctrl-C'd
+    program for up to 30 s after :func:`run_all` had already returned.
+    """
+    order = iter(range(len(jobs)))
+    take = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with take:
+                i = next(order, None)
+            if i is None:
+                return
+            if not futures[i].set_running_or_notify_cancel():
+                continue
+            try:
+                if stop.is_set():  # (every future must end, or run_all would wait for ever)
+                    raise Cancelled()
+                futures[i].set_result(jobs[i]())
+            except BaseException as e:  # handed to the waiting thread
+                futures[i].set_exception(e)
+
+    for n in range(threads):
+        threading.Thread(target=work, name=f"mlxload-transfer-{n}", daemon=True).start()
