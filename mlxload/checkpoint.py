@@ -36,7 +36,7 @@ from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.shards import CheckpointFiles, checkpoint_files, require_path
-from mlxload.tensor_file import TensorFile, zero_copy_supported
+from mlxload.tensor_file import TensorFile, check_zero_copy, zero_copy_supported
 
 __all__ = ["Checkpoint", "load"]
 
@@ -73,6 +73,7 @@ class Checkpoint(Mapping[str, mx.array]):
         evict_page_cache: bool = False,
         readable: Mapping[Path, ByteRanges] | None = None,
     ) -> None:
+        check_zero_copy(zero_copy)
         self._evict = evict_page_cache
         self._readable = readable or {}
         self._files = files
@@ -374,7 +375,9 @@ def load(
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
 
     Raises:
-        ValueError: ``align`` is not False, True or ``"auto"``.
+        ValueError: ``align`` is not False, True or ``"auto"``; ``zero_copy`` is not
+            ``"auto"``, True or False.
+        TypeError: a keyword argument neither this nor a Hub download takes.
         FileNotFoundError: a local path that doesn't exist (and isn't a Hub spec).
         CheckpointError, SafetensorsError: a broken checkpoint.
         HubError: the Hub download failed.
@@ -389,6 +392,8 @@ def load(
         from mlxload import hub
 
         local = hub.resolve(os.fspath(path), **hub_kwargs)
+    elif hub_kwargs:
+        _check_hub_kwargs(hub_kwargs)
     if local is None:
         local = Path(path).absolute()  # shards open on first use, maybe after an os.chdir
     if align:
@@ -404,6 +409,26 @@ def load(
         # open from here; first use reuses this header if the file is still the same one.
         ckpt._validated[ckpt.files[0]] = read_header(ckpt.files[0])
     return ckpt
+
+
+def _check_hub_kwargs(kwargs: dict) -> None:
+    """For a local path the Hub options are unused; a name no Hub download takes is a typo
+    (``evict_pagecache=True``) that must not pass silently.
+
+    Raises:
+        TypeError: as Python raises for an unexpected keyword argument.
+    """
+    import inspect
+
+    from mlxload.hub import download
+
+    known = set(inspect.signature(download).parameters) - {"repo"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"load() got an unexpected keyword argument {unknown[0]!r}; it takes zero_copy, "
+            f"cache, evict_page_cache, align, prefer, and for the Hub {', '.join(sorted(known))}"
+        )
 
 
 def _align_if_needed(local: Path, mode: bool | str) -> None:

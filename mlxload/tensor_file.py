@@ -45,7 +45,7 @@ from mlxload.header import (
 from mlxload.host_copy import arrays_from_buffers, needs_evaluation
 from mlxload.segment_stream import MAX_DIM, SegmentStream, read_range
 
-__all__ = ["COPY", "ZERO_COPY", "TensorFile", "zero_copy_supported"]
+__all__ = ["COPY", "ZERO_COPY", "TensorFile", "check_zero_copy", "zero_copy_supported"]
 
 COPY = "copy"
 ZERO_COPY = "zero-copy"
@@ -65,6 +65,16 @@ def zero_copy_supported() -> bool:
         return bool(mx.metal.is_available())
     except Exception:  # pragma: no cover - very old or unusual MLX builds
         return False
+
+
+def check_zero_copy(value: object) -> None:
+    """Refuse a ``zero_copy`` argument other than ``"auto"``, True or False.
+
+    Raises:
+        ValueError: anything else; a truthy typo such as ``"false"`` would ask for mapping.
+    """
+    if not ((isinstance(value, str) and value == "auto") or isinstance(value, (bool, np.bool_))):
+        raise ValueError(f"zero_copy must be 'auto', True or False, got {value!r}")
 
 
 def _import_no_copy(window: np.ndarray) -> mx.array | None:
@@ -124,6 +134,7 @@ class TensorFile:
 
     Raises:
         SafetensorsError: the header is invalid.
+        ValueError: ``zero_copy`` is not ``"auto"``, True or False.
     """
 
     def __init__(
@@ -135,6 +146,7 @@ class TensorFile:
         header: FileHeader | None = None,
         readable: ByteRanges | None = None,
     ) -> None:
+        check_zero_copy(zero_copy)
         # Absolute: identity checks stat the path again later, maybe after an os.chdir.
         self.path = Path(path).absolute()
         self._evict = evict_page_cache

@@ -455,3 +455,21 @@ def test_a_numbered_set_may_count_from_zero(tmp_path):
             str(tmp_path / f"model-{i:05d}-of-00003.safetensors"), {f"t{i}": mx.ones(2)}
         )
     assert sorted(mlxload.load(tmp_path)) == ["t0", "t1", "t2"]
+
+
+@pytest.mark.parametrize("opener", ["load", "load_file", "safe_open"])
+@pytest.mark.parametrize("value", ["false", "no", 1, None])
+def test_zero_copy_takes_only_auto_true_or_false(tmp_path, opener, value):
+    """A truthy typo such as "false" asked for mapping: the opposite of what it says."""
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones((2, 3))})
+    with pytest.raises(ValueError, match=f"zero_copy must be 'auto', True or False, got {value!r}"):
+        getattr(mlxload, opener)(path, zero_copy=value)
+
+
+def test_a_misspelt_keyword_to_load_is_an_error_for_a_local_path_too(tmp_path):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones((2, 3))})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'evict_pagecache'; it takes"):
+        mlxload.load(path, evict_pagecache=True)
+    assert mlxload.load(path, revision="main")["w"].shape == (2, 3)  # a Hub option: unused here
