@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from mlxload.dtypes import DTYPES
 from mlxload.header import TensorInfo
@@ -49,6 +50,7 @@ class TensorSlice:
     def __getitem__(self, index: Any) -> mx.array:
         if not isinstance(index, tuple):
             index = (index,)
+        index = self._checked_index(index)
         if DTYPES[self._info.dtype].bits < 8:
             self._check_packed_index(index)
         if not index or not self._info.shape:
@@ -73,6 +75,39 @@ class TensorSlice:
             return part[(slice(None), *rest)] if rest else part
         part = self._file.read([self._info.name])[self._info.name]
         return part[index]
+
+    def _checked_index(self, index: tuple) -> tuple:
+        """``index`` with numpy ints and arrays made MLX's; an IndexError naming the tensor for
+        what MLX can't index with, or for more indices than the tensor has dims."""
+        out = []
+        for item in index:
+            if isinstance(item, np.ndarray):
+                item = mx.array(item)
+            elif isinstance(item, np.integer):
+                item = int(item)
+            elif not (
+                item is None
+                or item is Ellipsis
+                or isinstance(item, (slice, list, mx.array))
+                or (isinstance(item, int) and not isinstance(item, bool))
+            ):
+                self._index_error(
+                    f"can't index with {type(item).__name__} {item!r:.40}; use ints, slices, "
+                    "..., None, or integer lists/arrays"
+                )
+            out.append(item)
+        if out.count(Ellipsis) > 1:
+            self._index_error("an index can have only one ellipsis (...)")
+        axes = sum(item is not None and item is not Ellipsis for item in out)
+        if axes > len(self._info.shape):
+            self._index_error(f"{axes} indices for {len(self._info.shape)} dims")
+        return tuple(out)
+
+    def _index_error(self, problem: str) -> None:
+        raise IndexError(
+            f"{self._file.path}: tensor {self._info.name!r} of shape {list(self._info.shape)}: "
+            f"{problem}"
+        )
 
     def _check_packed_index(self, index: tuple) -> None:
         """Sub-byte tensors come back as packed bytes, whose axes past the first aren't the

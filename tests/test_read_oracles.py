@@ -216,6 +216,39 @@ def test_get_slice_reads_rows(tmp_path):
             sl[10]
 
 
+def test_get_slice_takes_numpy_and_mlx_indices_as_numpy_does(tmp_path):
+    arr = np.arange(10 * 3 * 2, dtype=np.float32).reshape(10, 3, 2)
+    path = tmp_path / "s.safetensors"
+    save_file({"x": arr}, str(path))
+    with mlxload.safe_open(path) as f:
+        sl = f.get_slice("x")
+        for index in [
+            np.int64(4), (np.int32(-1), 2), np.array([0, 7]), (slice(None), [2, 0]),
+            (None, 3), (Ellipsis, 1), (1, Ellipsis), (2, None, slice(1, 3)),
+        ]:  # fmt: skip
+            np.testing.assert_array_equal(np.array(sl[index]), arr[index], err_msg=str(index))
+        np.testing.assert_array_equal(np.array(sl[mx.array([9, 1])]), arr[[9, 1]])
+
+
+@pytest.mark.parametrize(
+    ("index", "words"),
+    [
+        ((0, 1, 2, 0), "4 indices for 3 dims"),
+        ((Ellipsis, 0, Ellipsis), "an index can have only one ellipsis"),
+        (0.5, "can't index with float 0.5"),
+        ("a", "can't index with str 'a'"),
+        (True, "can't index with bool True"),
+    ],
+)
+def test_get_slice_index_errors_name_the_tensor_and_its_shape(tmp_path, index, words):
+    """MLX's own message said "array with 1 dimensions" for a 3-dim tensor (it saw one row)."""
+    path = tmp_path / "s.safetensors"
+    save_file({"x": np.zeros((10, 3, 2), np.float32)}, str(path))
+    with mlxload.safe_open(path) as f, pytest.raises(IndexError) as e:
+        f.get_slice("x")[index]
+    assert f"{path}: tensor 'x' of shape [10, 3, 2]: {words}" in str(e.value)
+
+
 def test_get_slice_touches_only_requested_bytes(tmp_path, monkeypatch):
     arr = np.arange(1000 * 16, dtype=np.float16).reshape(1000, 16)
     path = tmp_path / "s.safetensors"
