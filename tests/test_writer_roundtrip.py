@@ -526,6 +526,43 @@ def test_split_of_a_single_file_copies_none_of_its_neighbours(tmp_path):
     assert result.companions == [] and not (tmp_path / "out" / "notes.json").exists()
 
 
+@pytest.mark.parametrize("verb", ["split", "align"])
+def test_the_only_weights_file_of_a_model_directory_brings_its_config_along(tmp_path, verb):
+    """`mlxload split m/model.safetensors out` must give a loadable model, as `split m out`."""
+    src = tmp_path / "m"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors())
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "tokenizer.json").write_text("{}")
+    out = tmp_path / "out"
+    if verb == "split":
+        result = split(src / "model.safetensors", out, max_shard_size="1MB")
+    else:
+        result = align(src / "model.safetensors", f"{out}/")
+    assert sorted(p.name for p in result.companions) == ["config.json", "tokenizer.json"]
+    assert (out / "config.json").read_text() == '{"model_type": "llama"}'
+
+
+def test_the_models_weights_file_aligned_to_a_file_copies_nothing_beside_it(tmp_path):
+    src = tmp_path / "m"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors())
+    (src / "config.json").write_text("{}")
+    result = align(src / "model.safetensors", tmp_path / "aligned.safetensors")
+    assert result.companions == [] and not (tmp_path / "config.json").exists()
+
+
+def test_a_file_beside_the_models_own_weights_copies_nothing(tmp_path):
+    """adapters.safetensors beside model.safetensors: the config.json is the model's."""
+    src = tmp_path / "m"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors())
+    mx.save_safetensors(str(src / "adapters.safetensors"), mixed_tensors())
+    (src / "config.json").write_text("{}")
+    result = split(src / "adapters.safetensors", tmp_path / "out", max_shard_size="1MB")
+    assert result.companions == [] and not (tmp_path / "out" / "config.json").exists()
+
+
 def test_forced_split_replaces_the_old_models_config(tmp_path):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     (src / "config.json").write_text('{"model_type": "new"}')

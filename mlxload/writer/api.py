@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlxload.errors import CheckpointError
 from mlxload.hub.cache import in_hf_cache
 from mlxload.hub.spec import is_hub_spec
+from mlxload.shards import checkpoint_files
 from mlxload.writer.companions import copy_companions
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
@@ -82,8 +84,9 @@ def split(
 
     Shards are named ``model-0000i-of-0000N.safetensors`` (``model.safetensors`` when one
     suffices) and ``model.safetensors.index.json`` lists them, as mlx-lm and transformers do.
-    The source directory's ``config.json``, tokenizer and other companion files are copied
-    along (never over an existing file), so the output loads as a model.
+    The source model's ``config.json``, tokenizer and other companion files are copied along
+    (never over an existing file), so the output loads as a model: for a directory, an index,
+    a Hub repo, or a file that is its directory's only weights file beside a ``config.json``.
 
     Args:
         src: A ``.safetensors`` file, a directory, an index, or ``hf://org/repo[@rev]``.
@@ -112,10 +115,24 @@ def split(
     return result
 
 
+def _one_file(src: str | os.PathLike, source) -> bool:
+    return not source.remote and source.files.index_path is None and not Path(src).is_dir()
+
+
 def _whole_model(src: str | os.PathLike, source) -> bool:
-    """Whether ``src`` names a model (a directory, an index, a Hub repo) rather than one file,
-    whose neighbours are not ours to copy."""
-    return source.remote or source.files.index_path is not None or Path(src).is_dir()
+    """Whether ``src`` names a model (a directory, an index, a Hub repo, or the one weights
+    file of a model directory) rather than a file among others, whose neighbours (a
+    ``config.json`` that isn't its own) are not ours to copy."""
+    if not _one_file(src, source):
+        return True
+    file = Path(src)
+    if not (file.parent / "config.json").is_file():
+        return False
+    try:  # what loading the directory as a model (mlx-lm's glob) would read
+        model = checkpoint_files(file.parent, prefer="model*.safetensors")
+    except (CheckpointError, OSError):
+        return False
+    return model.index_path is None and [f.resolve() for f in model.files] == [file.resolve()]
 
 
 def align(
@@ -155,6 +172,8 @@ def align(
         _require_named(out)
     if out is None and isinstance(src, str) and is_hub_spec(src):
         raise refusal  # before downloading anything (hf://org/repo, or org/repo not on disk)
+    # (Path() drops a trailing slash; the directory may not exist before the write.)
+    into_dir = out is not None and (os.fspath(out).endswith(("/", os.sep)) or Path(out).is_dir())
     source = open_source(src, progress=download_progress)
     if out is None and source.remote:
         raise refusal
@@ -162,7 +181,8 @@ def align(
     if plan.in_place and (plan.outputs or plan.index) and in_hf_cache(source.files.root):
         raise refusal  # a snapshot given by its local path: the same cache
     result = execute(plan, force=force, progress=progress)
-    if not plan.in_place and _whole_model(src, source) and plan.outputs:
+    copies = _whole_model(src, source) and (into_dir or not _one_file(src, source))
+    if not plan.in_place and copies and plan.outputs:  # a file written as a file: nothing
         out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
         result.companions = copy_companions(source.files.root, out_dir, replace=force)
     return result
