@@ -195,3 +195,23 @@ def test_an_empty_source_path_is_refused_not_read_as_the_current_directory(
     )
     assert (tmp_path / "here.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here.safetensors"]
+
+
+def test_a_file_it_may_not_read_is_named_with_the_reason_not_an_errno(
+    tmp_path, monkeypatch, capsys
+):
+    path = tmp_path / "locked.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones((2,))})
+    real_open = os.open
+
+    def refuse(p, flags, *args, **kwargs):  # tests run as root, whom chmod doesn't stop
+        if os.fspath(p) == str(path):
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_open(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
+    assert cli_main(["inspect", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        f"mlxload inspect: error: {path}: Permission denied (check the permissions of the file "
+        "and its directories)\n"
+    )

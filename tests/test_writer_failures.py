@@ -81,7 +81,7 @@ def test_file_size_limit_gives_clear_error_and_no_final_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"ERR {errno.EFBIG} "), proc.stdout
     assert "the file size limit was reached" in proc.stdout
-    assert "the partial output was removed" in proc.stdout
+    assert "no partial output is left" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 

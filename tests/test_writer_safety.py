@@ -140,6 +140,21 @@ def _read_only(monkeypatch, root: Path, code: int = errno.EROFS) -> None:
         monkeypatch.setattr(pathlib._NormalAccessor, "unlink", staticmethod(fake_unlink))
 
 
+def test_a_destination_without_write_permission_says_so_once(tmp_path, monkeypatch):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    dest = tmp_path / "theirs"
+    dest.mkdir()
+    _read_only(monkeypatch, dest, errno.EACCES)
+    with pytest.raises(WriteFailedError) as info:
+        merge(src, dest / "m.safetensors")
+    assert info.value.errno == errno.EACCES
+    message = str(info.value)
+    assert message.startswith(f"writing {dest / 'm.safetensors'} failed: no permission to write ")
+    assert "(Permission denied): check who owns its directory; no partial output is left" in message
+    assert message.lower().count("permission denied") == 1
+    assert list(dest.iterdir()) == []
+
+
 def test_read_only_destination_is_a_write_failed_error(tmp_path, monkeypatch):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     dest = tmp_path / "ro"
@@ -150,8 +165,8 @@ def test_read_only_destination_is_a_write_failed_error(tmp_path, monkeypatch):
     assert info.value.errno == errno.EROFS
     assert str(info.value) == (
         f"writing {dest / 'm.safetensors'} failed: the destination is read-only "
-        "(Read-only file system); the partial output was removed and nothing was written "
-        "under that name"
+        "(Read-only file system); no partial output is left, and nothing was written under "
+        "that name"
     )
     with pytest.raises(WriteFailedError, match=r"ro/sub/m\.safetensors failed: the destination"):
         merge(src, dest / "sub" / "m.safetensors")  # the directory can't be created either

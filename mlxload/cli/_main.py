@@ -37,7 +37,8 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     except BrokenPipeError:
         return _output_closed()
     except (MlxloadError, OSError) as e:
-        print(f"mlxload {verb}: error: {printable(e)}", file=sys.stderr)
+        line = printable(e) if isinstance(e, MlxloadError) else _os_error_line(e)
+        print(f"mlxload {verb}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         hint = " (run the same command again to resume)" if verb in RESUMABLE else ""
@@ -45,6 +46,16 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
         print(f"mlxload {verb}: {'terminated' if terminated else 'interrupted'}{hint}",
               file=sys.stderr)  # fmt: skip
         return 128 + signal.SIGTERM if terminated else 130
+
+
+def _os_error_line(e: OSError) -> str:
+    """``PATH: reason`` rather than Python's ``[Errno 13] Permission denied: 'PATH'``."""
+    if e.filename is None or not e.strerror:
+        return printable(e)
+    line = f"{e.filename}: {e.strerror}"
+    if isinstance(e, PermissionError):
+        line += " (check the permissions of the file and its directories)"
+    return printable(line)
 
 
 class Terminated(KeyboardInterrupt):

@@ -90,16 +90,22 @@ _CAUSES = {
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EIO: "an I/O error occurred",
     errno.EROFS: "the destination is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
 }
+_NO_PERMISSION = (errno.EACCES, errno.EPERM)
 
 
 def write_failed(e: OSError, path: object) -> WriteFailedError:
     """The :class:`WriteFailedError` for an OS error met while writing ``path``."""
-    cause = _CAUSES.get(e.errno or 0, e.strerror or str(e))
+    said = e.strerror or str(e)
+    if e.errno in _NO_PERMISSION:
+        where = e.filename if e.filename is not None else path
+        cause = f"no permission to write {where} ({said}): check who owns its directory"
+    elif e.errno in _CAUSES:
+        cause = f"{_CAUSES[e.errno]} ({said})"
+    else:
+        cause = said
     return WriteFailedError(
         e.errno or errno.EIO,
-        f"writing {path} failed: {cause} ({e.strerror or e}); the partial output was removed "
-        "and nothing was written under that name",
+        f"writing {path} failed: {cause}; no partial output is left, and nothing was written "
+        "under that name",
     )
