@@ -64,7 +64,11 @@ def test_ctrl_c_or_kill_during_merge_exits_and_the_rerun_resumes(tmp_path, signu
     proc.send_signal(signum)
     stdout, stderr = _communicate_or_dump_stacks(proc, timeout=60)
     assert proc.returncode == code, stderr
-    assert stderr == f"mlxload merge: {word} (run the same command again to resume)\n"
+    assert stderr == (
+        f"mlxload merge: {word} (run the same command again to resume)\n"
+        f"  the partial output is kept as {temp_path(out)}; to start over instead, delete it "
+        f"and {journal_path(out).name}\n"
+    )
     assert stdout == ""
     assert not out.exists()  # nothing under the final name
     assert temp_path(out).exists() and journal_path(out).exists()

@@ -45,6 +45,8 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
         terminated = isinstance(e, Terminated)
         print(f"mlxload {verb}: {'terminated' if terminated else 'interrupted'}{hint}",
               file=sys.stderr)  # fmt: skip
+        for note in getattr(e, "__notes__", ()):  # e.g. where the partial output is
+            print(f"  {printable(note)}", file=sys.stderr)
         return 128 + signal.SIGTERM if terminated else 130
 
 

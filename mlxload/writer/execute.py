@@ -364,8 +364,15 @@ class _Run:
             _keep_mode(tmp, output.path)
             os.replace(tmp, output.path)
             _fsync_dir(output.path.parent)
-        except KeyboardInterrupt:
-            raise  # temp file and journal stay: rerunning continues from the journal
+        except KeyboardInterrupt as e:
+            # Temp file and journal stay: rerunning continues from the journal.
+            if tmp.exists():
+                add_note(
+                    e,
+                    f"the partial output is kept as {tmp}; to start over instead, delete it "
+                    f"and {jpath.name}",
+                )
+            raise
         except BaseException as e:
             remove_quietly(tmp, jpath)
             _reraise(e, output.path)
@@ -502,6 +509,14 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
     except BaseException as e:
         remove_quietly(tmp)
         _reraise(e, path)
+
+
+def add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)`` (Python 3.11+), by hand on 3.10: the CLI prints the notes."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        e.__notes__ = [*getattr(e, "__notes__", []), note]
 
 
 def _reraise(e: BaseException, path: Path) -> None:
