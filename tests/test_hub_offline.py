@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
+from hub_server import hub_env
 
 from mlxload.hub import OfflineError, download, resolve
 
@@ -104,6 +105,19 @@ def test_a_branch_the_hub_says_has_moved_never_falls_back_to_the_old_snapshot(
     server.add_fault(REPO, TREE, Fault("status", status=503, times=-1))
     with pytest.raises(DownloadError, match="503"):
         download(REPO, progress=False)
+
+
+def test_a_bare_name_with_the_hub_unreachable_says_no_such_local_path_either(tmp_path, monkeypatch):
+    """A mistyped local path, with no network, read as a network problem only."""
+    import mlxload
+    from mlxload.hub import DownloadError
+
+    hub_env(monkeypatch, None, tmp_path / "hf")  # nothing listens there
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DownloadError) as e:
+        mlxload.load("models/llama-3")
+    assert "could not download from http://127.0.0.1:9" in str(e.value)
+    assert str(e.value).endswith("(no local path 'models/llama-3' exists either)")
 
 
 def test_a_bare_name_that_is_neither_local_nor_cached_says_both(hub, tmp_path, monkeypatch):  # noqa: F811

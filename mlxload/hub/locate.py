@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlxload.hub.errors import OfflineError, RepoNotFoundError
+from mlxload.hub.errors import DownloadError, OfflineError, RepoNotFoundError
 from mlxload.hub.spec import HF_SCHEME, is_hub_spec
 
 __all__ = ["resolve"]
@@ -34,7 +34,7 @@ def resolve(spec: str | Path, **kwargs: Any) -> Path | None:
 
     try:
         return download(str(spec), **kwargs)
-    except (RepoNotFoundError, OfflineError) as e:
+    except (RepoNotFoundError, OfflineError, DownloadError) as e:  # (the Hub unreachable too)
         if not str(spec).startswith(HF_SCHEME) and _unknown_here(spec, kwargs.get("cache_dir")):
             # A bare org/name was taken for the Hub only because no such path exists here:
             # it may as well be a mistyped local path.
