@@ -37,8 +37,15 @@ def test_parse_size_rejects(bad):
 
 
 def test_a_size_under_one_byte_says_so():
-    with pytest.raises(InvalidSizeError, match=r"^size must be at least 1 byte, got '0\.5'$"):
-        parse_size("0.5")
+    with pytest.raises(InvalidSizeError, match=r"^size must be at least 1 byte, got '0\.0'$"):
+        parse_size("0.0")
+
+
+@pytest.mark.parametrize("text", ["1.5", "0.5", "1024.25B"])
+def test_fractional_bytes_are_refused_not_rounded(text):
+    """--max-shard-size 1.5 became a 1-byte limit without a word."""
+    with pytest.raises(InvalidSizeError, match=rf"^size '{text}' is not a whole number of bytes"):
+        parse_size(text)
 
 
 def test_order_is_descending_alignment_then_name_whatever_the_shard_order(tmp_path):

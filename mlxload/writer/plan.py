@@ -307,8 +307,9 @@ def plan_split(
         )
     if max_shard_size <= PAGE_SIZE:
         raise InvalidSizeError(
-            f"a max shard size of {max_shard_size} bytes leaves no room for tensor data: each "
-            f"aligned shard's header takes {PAGE_SIZE // 1024} KiB; give more (e.g. 5GB)"
+            f"a max shard size of {max_shard_size} byte{'s' * (max_shard_size != 1)} leaves "
+            f"no room for tensor data: each aligned shard's header takes {PAGE_SIZE // 1024} KiB; "
+            "give more (e.g. 5GB)"
         )
     metadata = merge_metadata(source.headers, on_conflict)
     digits = len(str(max_shard_size))

@@ -35,10 +35,10 @@ def parse_size(size: int | str) -> int:
         size: ``5_000_000_000``, ``"5GB"`` (10**9), ``"1.5GiB"`` (2**30), ``"500MB"``.
 
     Returns:
-        The size in bytes (rounded down), at least 1.
+        The size in bytes (rounded down: ``"0.1KiB"`` is 102), at least 1.
 
     Raises:
-        InvalidSizeError: unparseable, unknown unit, or not positive.
+        InvalidSizeError: unparseable, unknown unit, fractional bytes, or not positive.
     """
     if isinstance(size, bool):
         raise InvalidSizeError(f"size must be a number of bytes or a string like '5GB', got {size}")
@@ -53,7 +53,12 @@ def parse_size(size: int | str) -> int:
             raise InvalidSizeError(
                 f"cannot parse size {size!r}; use bytes or a unit such as 500MB, 5GB, 1.5GiB"
             )
-        value = int(Decimal(match.group(1)) * unit)
+        exact = Decimal(match.group(1)) * unit
+        if unit == 1 and exact != int(exact):  # "1.5": bytes don't come in halves
+            raise InvalidSizeError(
+                f"size {size!r} is not a whole number of bytes; give a unit (1.5GB) or an integer"
+            )
+        value = int(exact)
     if value < 1:
         raise InvalidSizeError(f"size must be at least 1 byte, got {size!r}")
     if value > 2**63 - 1:
