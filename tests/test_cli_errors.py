@@ -96,7 +96,7 @@ _FAILING = {
     "merge": ["{tmp}/missing", "{tmp}/o.safetensors", "--no-progress"],
     "split": ["{tmp}/missing", "{tmp}/o", "--no-progress"],
     "align": ["{tmp}/missing", "--no-progress"],
-    "download": ["org/model", "--workers", "0"],
+    "download": ["org/model", "--offline", "--cache-dir", "{tmp}/hf"],  # not cached
     "bench": ["{tmp}"],  # no config.json
 }
 

@@ -40,7 +40,7 @@ def test_repo_after_include_is_named_as_the_mistake_and_dash_dash_ends_patterns(
     tmp_path,
 ):
     """``--include`` takes several values, so a REPO after it is swallowed: say so."""
-    assert cli_download.main(["--include", "*.json", REPO, "--no-progress"]) == 1
+    assert cli_download.main(["--include", "*.json", REPO, "--no-progress"]) == 2  # usage
     err = capsys.readouterr().err
     assert "no REPO given (--include took every value after it: ['*.json', 'acme/" in err
     assert "put REPO first" in err and "`--`" in err
@@ -48,6 +48,19 @@ def test_repo_after_include_is_named_as_the_mistake_and_dash_dash_ends_patterns(
     argv = ["--include", "config.json", "--local-dir", str(dest), "--no-progress", "--", REPO]
     assert cli_download.main(argv) == 0
     assert [p.name for p in dest.iterdir()] == ["config.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        ([], "no REPO given (usage: mlxload download REPO"),
+        ([REPO, "--workers", "0"], "--workers must be at least 1, got 0"),
+    ],
+)
+def test_usage_errors_exit_2_as_argparse_does(capsys, argv, words):
+    assert cli_download.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlxload download: error: {words}") and err.count("\n") == 1
 
 
 def test_local_dir_gets_this_downloads_selection_not_the_whole_cached_snapshot(

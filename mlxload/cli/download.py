@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from mlxload.errors import MlxloadError
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -14,7 +13,9 @@ __all__ = ["add_arguments", "main", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``download`` arguments to ``parser``."""
     # Optional only so that a REPO swallowed by --include gets an error that says so.
-    parser.add_argument("repo", nargs="?", help="org/name or hf://org/name[@revision]")
+    parser.add_argument(
+        "repo", nargs="?", metavar="REPO", help="org/name or hf://org/name[@revision] (required)"
+    )
     parser.add_argument("--revision", help="branch, tag or commit (default: main)")
     parser.add_argument(
         "--include",
@@ -40,20 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Download, then print the snapshot directory (or ``--local-dir``). Returns 0."""
+    """Download, then print the snapshot directory (or ``--local-dir``). Returns 0, or 2 for
+    a usage error (as argparse does)."""
     from mlxload.hub import download
 
-    if args.workers < 1:
-        raise MlxloadError(f"--workers must be at least 1, got {args.workers}")
     patterns = [p for group in args.include for p in group] if args.include else None
-    if args.repo is None:
-        hint = (
-            f" (--include took every value after it: {patterns}); put REPO first, "
-            "`mlxload download REPO --include PAT...`, or end the patterns with `--`"
-            if patterns
-            else " (usage: mlxload download REPO [--include PAT...]; see --help)"
-        )
-        raise MlxloadError(f"no REPO given{hint}")
+    usage = _usage_error(args, patterns)
+    if usage is not None:
+        print(f"mlxload download: error: {usage}", file=sys.stderr)
+        return 2
     path = download(
         args.repo,
         args.revision,
@@ -69,6 +65,20 @@ def run(args: argparse.Namespace) -> int:
         path = export_snapshot(path, args.local_dir, patterns)
     print(path)
     return 0
+
+
+def _usage_error(args: argparse.Namespace, patterns: list[str] | None) -> str | None:
+    if args.workers < 1:
+        return f"--workers must be at least 1, got {args.workers}"
+    if args.repo is None:
+        hint = (
+            f" (--include took every value after it: {patterns}); put REPO first, "
+            "`mlxload download REPO --include PAT...`, or end the patterns with `--`"
+            if patterns
+            else " (usage: mlxload download REPO [--include PAT...]; see --help)"
+        )
+        return f"no REPO given{hint}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
