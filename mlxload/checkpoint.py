@@ -150,7 +150,9 @@ class Checkpoint(Mapping[str, mx.array]):
     def _file_of(self, name: str) -> TensorFile:
         path = self._index().get(name)
         if path is None:
-            raise TensorNotFoundError(f"{self.root}: checkpoint has no tensor named {name!r}")
+            raise TensorNotFoundError.among(
+                f"{self.root}: checkpoint has no tensor named {name!r}", name, self._index()
+            )
         tf = self._shard(path)
         if name not in tf.tensors:
             raise TensorNotInShardError(

@@ -167,6 +167,7 @@ class safe_open:  # named like safetensors.safe_open on purpose
         self._file.close()
 
     def close(self) -> None:
+        """Close the file (arrays already read stay valid); later reads raise."""
         self._file.close()
 
     def keys(self) -> list[str]:
@@ -179,12 +180,29 @@ class safe_open:  # named like safetensors.safe_open on purpose
         return dict(header.metadata) if header.has_metadata else None
 
     def info(self, name: str) -> TensorInfo:
+        """Dtype, shape, byte offsets and size of tensor ``name``, from the header alone.
+
+        Raises:
+            TensorNotFoundError: no such tensor (a ``KeyError``; a close name is suggested).
+        """
         return self._file.info(name)
 
     def get_tensor(self, name: str) -> mx.array:
+        """Read tensor ``name`` (evaluated; one copy, or a view of the file on Metal).
+
+        Raises:
+            TensorNotFoundError: no such tensor (a ``KeyError``).
+            FileChangedError: the file was truncated or replaced since it was opened.
+        """
         return self._file.read([name])[name]
 
     def get_slice(self, name: str) -> TensorSlice:
+        """A :class:`TensorSlice` of tensor ``name``: ``f.get_slice(name)[a:b]`` reads only
+        rows ``a:b``.
+
+        Raises:
+            TensorNotFoundError: no such tensor (a ``KeyError``).
+        """
         return TensorSlice(self._file, name)
 
     @property
@@ -203,7 +221,11 @@ def load_file(
         zero_copy: ``"auto"`` (map on Metal, one copy elsewhere), True, or False.
         evict_page_cache: Drop copied ranges from the page cache (copy path, Linux only).
 
+    Returns:
+        Tensor name -> evaluated ``mx.array``.
+
     Raises:
+        CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
         SafetensorsError: invalid header.
         FileChangedError: the file changed while it was read.
     """

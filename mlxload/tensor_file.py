@@ -218,7 +218,9 @@ class TensorFile:
         try:
             return self.header.tensors[name]
         except KeyError:
-            raise TensorNotFoundError(f"{self.path}: no tensor named {name!r}") from None
+            raise TensorNotFoundError.among(
+                f"{self.path}: no tensor named {name!r}", name, self.header.tensors
+            ) from None
 
     def check_unchanged(self) -> None:
         """Raise :class:`FileChangedError` if the file was truncated, modified or replaced.

@@ -128,9 +128,24 @@ def test_directory_without_safetensors(tmp_path):
 
 def test_unknown_tensor_name(tmp_path):
     _sharded(tmp_path)
-    with pytest.raises(errors.TensorNotFoundError, match="no tensor named 'nope'") as info:
+    with pytest.raises(errors.TensorNotFoundError, match=r"no tensor named 'nope'$") as info:
         mlxload.load(tmp_path)["nope"]
     assert isinstance(info.value, KeyError)
+
+
+def test_a_misspelt_tensor_name_gets_the_close_one_suggested(tmp_path):
+    _sharded(tmp_path)
+    typo = "layers.1.wieght"
+    with pytest.raises(errors.TensorNotFoundError) as info:
+        mlxload.load(tmp_path)[typo]
+    assert str(info.value).endswith(f"no tensor named {typo!r} (did you mean 'layers.1.weight'?)")
+    shard = tmp_path / "model-00001-of-00002.safetensors"
+    with mlxload.safe_open(shard) as f, pytest.raises(errors.TensorNotFoundError) as info:
+        f.get_tensor("layers.0.weigh")
+    assert (
+        str(info.value)
+        == f"{shard}: no tensor named 'layers.0.weigh' (did you mean 'layers.0.weight'?)"
+    )
 
 
 def test_directory_without_index_takes_sorted_files(tmp_path):

@@ -130,8 +130,10 @@ class RankSource:
             return self.weight_map
         unknown = [n for n in names if n not in self.weight_map]
         if unknown:
-            raise TensorNotFoundError(
-                f"{self.index_path}: the index lists no tensor named {unknown[0]!r}"
+            raise TensorNotFoundError.among(
+                f"{self.index_path}: the index lists no tensor named {unknown[0]!r}",
+                unknown[0],
+                self.weight_map,
             )
         return {n: self.weight_map[n] for n in names}
 
