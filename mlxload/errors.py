@@ -8,6 +8,7 @@ Each message names the file, the tensor where there is one, the rule, and the of
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 __all__ = [
@@ -195,7 +196,19 @@ class CheckpointError(MlxloadError, ValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint path (file, directory or index) does not exist."""
+    """The checkpoint path (file, directory or index) does not exist.
+
+    Like any ``FileNotFoundError``, it has ``errno`` (``ENOENT``) and ``filename`` (the path,
+    when there is one).
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOENT
+        self.filename = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class IndexFileError(CheckpointError):

@@ -301,7 +301,7 @@ def open_regular(path: Path) -> int:
     except IsADirectoryError:
         raise NotARegularFileError(f"{path}: is a directory, not a safetensors file") from None
     except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{path}: no such file or directory") from None
+        raise CheckpointNotFoundError(f"{path}: no such file or directory", path) from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

@@ -202,7 +202,7 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     require_path(path)
     path = Path(path)
     if not path.exists():
-        raise CheckpointNotFoundError(f"{path}: no such file or directory")
+        raise CheckpointNotFoundError(f"{path}: no such file or directory", path)
     if not path.is_dir():
         if path.name.endswith(".index.json"):
             return read_index(path)

@@ -440,6 +440,7 @@ def test_a_missing_file_is_our_error_and_still_a_file_not_found_error(tmp_path, 
         open_it(path)
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, errors.MlxloadError)
     assert str(e.value) == f"{path}: no such file or directory"
+    assert e.value.errno == errno.ENOENT and e.value.filename == str(path)
 
 
 def test_a_numbered_set_without_index_must_be_whole(tmp_path):

@@ -239,7 +239,7 @@ def open_source(
         return RankSource(Path(root), spec, fetch=fetch, **hub_kwargs)
     root = Path(path_or_hf)
     if not root.exists():
-        raise CheckpointNotFoundError(f"{root}: no such file or directory")
+        raise CheckpointNotFoundError(f"{root}: no such file or directory", root)
     if root.is_file():
         return RankSource(root.parent, None, target=root)
     return RankSource(root, None)
