@@ -484,8 +484,12 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
             return None
         return names, dtypes, shapes, flat_offsets[0::2], flat_offsets[1::2], None
     # In (begin, end) order (mx.save_safetensors writes another): one key, 3x faster than
-    # lexsort. Equal keys are equal [x, x] entries, or two tensors at x, which overlap anyway.
-    order = np.argsort(begins * np.uint64(2) + (ends > begins))
+    # lexsort. Equal keys are equal [x, x] entries (or two tensors at x, which overlap): those
+    # keep their JSON order, as the slow path's stable sort does, so sorted again stably.
+    key = begins * np.uint64(2) + (ends > begins)
+    order = np.argsort(key)
+    if np.any(key[order[1:]] == key[order[:-1]]):
+        order = np.argsort(key, kind="stable")
     first, last = begins[order], ends[order]
     if first[0] != 0 or last[-1] != data_size or not np.array_equal(first[1:], last[:-1]):
         return None

@@ -526,3 +526,18 @@ def test_a_metadata_key_named_dtype_hides_nothing(tmp_path, header, exc):
     for a repeated key's colon or a -0 number, and the exact parse was skipped."""
     check(tmp_path, header.encode(), b"", exc)
     assert _reference_refuses(tmp_path / "bad.safetensors")
+
+
+def test_zero_size_tensors_at_one_offset_keep_their_json_order_on_both_paths():
+    """An unstable sort put them in an order that depended on numpy's sorting routine, and
+    differed from the slow path's (a 65-dim shape of 1s takes that one)."""
+    entries = [("z2", [0], 1, 1), ("a", [1], 0, 1), ("z0", [0], 0, 0), ("z1", [0], 0, 0)]
+    for extra in ([], [1] * 65):  # the fast path, then the slow one
+        header = {n: entry("U8", shape + extra, b, e) for n, shape, b, e in entries}
+        raw = json.dumps(header).encode()
+        assert list(parse_header(raw, file_size=8 + len(raw) + 1).tensors) == [
+            "z0",
+            "z1",
+            "a",
+            "z2",
+        ], extra
