@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -366,9 +367,10 @@ def load(
         align: What to do when some tensors are misaligned for zero-copy (see
             :func:`mlxload.align`). ``False`` (default): nothing. ``"auto"``: rewrite the
             checkpoint in place, once, when that buys zero-copy (a Metal backend) and the files
-            are local, writable and not in the Hugging Face cache; otherwise warn once with the
-            command to run. ``True``: rewrite in place whenever misaligned (an error for the
-            Hugging Face cache, whose blobs are never touched: use ``mlxload align SRC OUT``).
+            are local, writable and not in the Hugging Face cache; on Metal where it may not,
+            warn once with the command to run; elsewhere nothing. ``True``: rewrite in place
+            whenever misaligned (an error for the Hugging Face cache, whose blobs are never
+            touched: use ``mlxload align SRC OUT``).
         prefer: For a directory without an index, the glob to take shards from when any
             match (see :func:`mlxload.shards.checkpoint_files`); default every
             ``*.safetensors``.
@@ -442,21 +444,22 @@ def _align_if_needed(local: Path, mode: bool | str) -> None:
     report = alignment_report(files)
     if report.ready:
         return
+    if mode == "auto" and not zero_copy_supported():
+        return  # this backend copies every tensor anyway: aligning gains nothing, say nothing
     why_not = None
     if in_hf_cache(files.root):
         why_not = "it is in the Hugging Face cache"
     elif not all(os.access(p, os.W_OK) for p in [files.root, *files.files]):
         why_not = "it is not writable"
-    elif mode == "auto" and not zero_copy_supported():
-        why_not = "this backend copies every tensor anyway (zero-copy needs Metal)"
     if why_not is None:
         align(local)
         return
     if mode == "auto":
-        if str(files.root) not in _warned:
-            _warned.add(str(files.root))
+        if str(local) not in _warned:
+            _warned.add(str(local))
+            command = f"mlxload align {shlex.quote(str(local))} OUTDIR"
             warnings.warn(
-                f"{files.root}: {report.verdict()}; not rewriting because {why_not}",
+                f"{local}: {report.verdict(command)}; not rewriting in place because {why_not}",
                 stacklevel=3,
             )
         return

@@ -48,7 +48,7 @@ def test_inspect_reports_misaligned_bytes(tmp_path, capsys):
     path = write_raw(tmp_path / "m.safetensors", body, bytes(5))
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "80% of bytes need a copy — run `mlxload align`" in out
+    assert f"80% of bytes need a copy — run `mlxload align {path}`" in out
     import mlx.core as mx
 
     if not mx.metal.is_available():  # the advice is about Macs: say so where it doesn't apply
@@ -125,3 +125,15 @@ def test_table_fits_the_longest_dtype_and_counts_read_as_words(tmp_path, capsys)
     empty = write_raw(tmp_path / "e.safetensors", {}, b"")
     assert cli_main(["inspect", str(empty)]) == 0
     assert "0 tensors in 1 file, 0 B" in capsys.readouterr().out.splitlines()
+
+
+def test_inspect_names_each_tensors_file_and_shows_the_metadata(tmp_path, capsys):
+    """--json gave offsets without the shard they are offsets into; the table had no metadata."""
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"x": mx.ones((2,))}, {"format": "mlx"})
+    mx.save_safetensors(str(tmp_path / "b.safetensors"), {"y": mx.ones((3,))}, {"format": "mlx"})
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    files = {t["name"]: t["file"] for t in data["tensors"]}
+    assert files == {"x": str(tmp_path / "a.safetensors"), "y": str(tmp_path / "b.safetensors")}
+    assert main(["inspect", str(tmp_path)]) == 0
+    assert "\nmetadata: format=mlx\n" in capsys.readouterr().out

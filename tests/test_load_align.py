@@ -28,17 +28,36 @@ def test_default_leaves_files_alone(tmp_path):
     assert (tmp_path / "model.safetensors").read_bytes() == before
 
 
-def test_auto_on_a_copying_backend_only_warns_once(tmp_path, monkeypatch):
+def test_auto_on_a_copying_backend_does_nothing_and_says_nothing(tmp_path, monkeypatch):
+    """Aligning buys nothing where every tensor is copied anyway: a warning there was noise
+    on every Linux run of a script written for both."""
     _misaligned_dir(tmp_path)
     monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: False)
-    monkeypatch.setattr(checkpoint, "_warned", set())
     before = (tmp_path / "model.safetensors").read_bytes()
-    with pytest.warns(UserWarning, match=r"need a copy .* \(zero-copy needs Metal\)"):
-        mlxload.load(tmp_path, align="auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        mlxload.load(tmp_path, align="auto")  # second time: silent
+        mlxload.load(tmp_path, align="auto")
     assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_auto_on_metal_where_it_may_not_rewrite_warns_once_with_the_command(tmp_path, monkeypatch):
+    _misaligned_dir(tmp_path)
+    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: True)
+    monkeypatch.setattr(checkpoint, "_warned", set())
+    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)  # root writes all
+    path = tmp_path / "model.safetensors"
+    before = path.read_bytes()
+    with pytest.warns(UserWarning) as caught:
+        mlxload.load(path, align="auto", zero_copy=False)
+    message = str(caught[0].message)
+    assert message.startswith(f"{path}: ") and "% of bytes need a copy — run " in message
+    assert message.endswith(
+        f"`mlxload align {path} OUTDIR`; not rewriting in place because it is not writable"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mlxload.load(path, align="auto", zero_copy=False)  # second time: silent
+    assert path.read_bytes() == before
 
 
 def test_auto_on_metal_rewrites_once_and_tensors_are_unchanged(tmp_path, monkeypatch):

@@ -7,8 +7,10 @@ requests), not the weights: a 70B model is inspected in seconds.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -106,12 +108,17 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         by_dtype[i.dtype] = by_dtype.get(i.dtype, 0) + i.nbytes
     shown = infos if args.limit is None else infos[: args.limit]
     if args.json:
+        file_names = dict(zip(ckpt.files, files, strict=True))
+        tensors = []
+        for i in shown:
+            path = ckpt.file_of(i.name)
+            tensors.append({**i.as_dict(), "file": file_names.get(path, str(path))})
         sys.stdout.write(
             orjson.dumps(
                 {
                     "path": str(args.path),
                     "files": files,
-                    "tensors": [i.as_dict() for i in shown],
+                    "tensors": tensors,
                     "total_tensors": len(infos),
                     "total_bytes": total,
                     "bytes_by_dtype": by_dtype,
@@ -143,16 +150,31 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         f"\n{_count(len(infos), 'tensor')} in {_count(len(ckpt.files), 'file')}, "
         f"{_human(total)}" + (f" ({by})" if by else "")
     )
+    if ckpt.metadata:
+        items = [f"{printable(k)}={printable(v)}" for k, v in list(ckpt.metadata.items())[:8]]
+        more = f", ... {len(ckpt.metadata) - 8} more" if len(ckpt.metadata) > 8 else ""
+        print(f"metadata: {', '.join(items)}{more}")
     if fetched is not None:
         print(f"(from the Hub: {_human(fetched)} fetched for the headers; the weights were not)")
     report = alignment_report(ckpt.headers())
-    print(report.verdict())
+    print(report.verdict(_align_command(args.path, fetched is not None)))
     if not report.ready and not zero_copy_supported():
         print(
             "(zero-copy is for Apple silicon: on this backend every tensor is copied once "
             "either way, so aligning only helps where the files will be used on a Mac)"
         )
     return 0
+
+
+def _align_command(path: str, remote: bool) -> str:
+    """The ``mlxload align`` to run for ``path``: a Hub repo (or its cached copy) can't be
+    rewritten in place, so it gets an output directory."""
+    from mlxload.hub.cache import in_hf_cache
+    from mlxload.hub.spec import is_hub_spec
+
+    quoted = shlex.quote(path)
+    local = not remote and not is_hub_spec(path) and not in_hf_cache(Path(path).absolute())
+    return f"mlxload align {quoted}" if local else f"mlxload align {quoted} OUTDIR"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,17 +68,21 @@ class AlignmentReport:
         """Every tensor is aligned."""
         return not self.misaligned
 
-    def verdict(self) -> str:
+    def verdict(self, command: str = "mlxload align") -> str:
         """One line for ``mlxload inspect``.
 
-        ``"zero-copy ready: 100% of bytes"`` or ``"37% of bytes need a copy — run `mlxload
-        align`"``; a nonzero share never rounds to 0% or, unless all bytes, to 100%.
+        Args:
+            command: The command the line tells to run, e.g. ``mlxload align PATH``.
+
+        Returns:
+            ``"zero-copy ready: 100% of bytes"`` or ``"37% of bytes need a copy — run `mlxload
+            align`"``; a nonzero share never rounds to 0% or, unless all bytes, to 100%.
         """
         if self.ready:
             return "zero-copy ready: 100% of bytes"
         pct = self.copy_percent
         shown = 100 if self.copy_bytes == self.total_bytes else min(99, max(1, round(pct)))
-        return f"{shown}% of bytes need a copy — run `mlxload align`"
+        return f"{shown}% of bytes need a copy — run `{command}`"
 
 
 def alignment_report(
