@@ -218,9 +218,28 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
+            + _other_formats_hint(path)
         )
     _check_numbered_set(path, files)
     return CheckpointFiles(root=path, files=files)
+
+
+_OTHER_FORMATS = {
+    "*.bin": "PyTorch weights: convert them to safetensors",
+    "*.pt": "PyTorch weights: convert them to safetensors",
+    "*.pth": "PyTorch weights: convert them to safetensors",
+    "*.gguf": "GGUF weights: mlxload reads safetensors only",
+    "*.npz": "NumPy weights: load them with mx.load, or save them as safetensors",
+}
+
+
+def _other_formats_hint(directory: Path) -> str:
+    """What else the directory holds, when it is weights in a format we don't read."""
+    for pattern, hint in _OTHER_FORMATS.items():
+        found = _visible_files(directory, pattern)
+        if found:
+            return f" (it holds {found[0].name}: {hint})"
+    return ""
 
 
 _NUMBERED = re.compile(r"(.*)-(\d{5})-of-(\d{5})\.safetensors")

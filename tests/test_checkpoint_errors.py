@@ -126,6 +126,21 @@ def test_directory_without_safetensors(tmp_path):
         mlxload.load(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("pytorch_model.bin", "PyTorch weights: convert them to safetensors"),
+        ("model-q4.gguf", "GGUF weights: mlxload reads safetensors only"),
+    ],
+)
+def test_a_directory_of_weights_in_another_format_says_which(tmp_path, name, words):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / name).write_bytes(b"\0" * 16)
+    with pytest.raises(errors.CheckpointError) as e:
+        mlxload.load(tmp_path)
+    assert str(e.value).endswith(f"in this directory (it holds {name}: {words})")
+
+
 def test_unknown_tensor_name(tmp_path):
     _sharded(tmp_path)
     with pytest.raises(errors.TensorNotFoundError, match=r"no tensor named 'nope'$") as info:
