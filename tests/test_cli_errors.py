@@ -182,7 +182,9 @@ def test_closed_stdout_pipe_ends_quietly_with_141(tmp_path, tensors):
     assert (proc.returncode, proc.stderr) == (141, "")
 
 
-@pytest.mark.parametrize("verb", [["inspect"], ["align"], ["merge", "OUT"], ["split", "OUT"]])
+@pytest.mark.parametrize(
+    "verb", [["inspect"], ["align"], ["merge", "OUT.safetensors"], ["split", "OUT"]]
+)
 def test_an_empty_source_path_is_refused_not_read_as_the_current_directory(
     tmp_path, capsys, monkeypatch, verb
 ):

@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -286,6 +287,26 @@ def test_align_onto_another_name_of_the_same_file_is_in_place(tmp_path):
     assert tensor_bytes(other_name) == before
     again = align(other_name, other_name)
     assert again.outputs == [] and again.unchanged == [other_name]
+
+
+@pytest.mark.parametrize("verb", ["merge", "align"])
+@pytest.mark.parametrize("name", ["outnoext", "out.bin"])
+def test_a_new_output_file_must_be_named_safetensors(tmp_path, verb, name):
+    """`mlxload merge sp outnoext` wrote a file mx.load and mlx-lm would never read."""
+    from mlxload.writer import OutputNameError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    one = src / "model.safetensors"
+    mx.save_safetensors(str(one), mixed_tensors())
+    with pytest.raises(OutputNameError) as e:
+        merge(src, tmp_path / name) if verb == "merge" else align(one, tmp_path / name)
+    assert str(e.value) == (
+        f"{tmp_path / name}: an output file must end with .safetensors (mx.load and mlx-lm "
+        f"read no other name); name it {name}.safetensors, or end the path with / to write "
+        "into a directory"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_align_of_a_link_onto_its_target_is_not_in_place(tmp_path):

@@ -13,7 +13,12 @@ __all__ = ["add_arguments", "main", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mlxload merge``."""
     parser.add_argument("src", metavar="SRC", help="file, directory, index or hf://org/repo")
-    parser.add_argument("out", metavar="OUT", help="output .safetensors file")
+    parser.add_argument(
+        "out",
+        metavar="OUT",
+        help="output file (NAME.safetensors), or a directory (OUTDIR/: model.safetensors there, "
+        "with the model's config.json and tokenizer)",
+    )
     add_common(parser, on_conflict=True)
 
 

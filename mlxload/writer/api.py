@@ -16,7 +16,13 @@ from mlxload.shards import checkpoint_files
 from mlxload.writer.companions import copy_companions
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
-from mlxload.writer.plan import plan_align, plan_merge, plan_split, require_directory
+from mlxload.writer.plan import (
+    plan_align,
+    plan_merge,
+    plan_split,
+    require_directory,
+    require_safetensors_name,
+)
 from mlxload.writer.sizes import parse_size
 from mlxload.writer.sources import open_source
 
@@ -60,6 +66,8 @@ def merge(
     into_dir = out.is_dir() or as_dir
     if into_dir:
         out = out / "model.safetensors"
+    if not out.exists():  # (an existing file: --force decides)
+        require_safetensors_name(out)
     require_directory(out.parent)  # before a Hub download
     source = open_source(src, progress=download_progress)
     result = execute(

@@ -19,6 +19,7 @@ __all__ = [
     "OutputExistsError",
     "OutputHeaderTooLargeError",
     "OutputIsSourceError",
+    "OutputNameError",
     "OutputNotADirectoryError",
     "SourceNotFoundError",
     "WriteFailedError",
@@ -46,6 +47,10 @@ class OutputBusyError(WriterError, BlockingIOError):
 class OutputIsSourceError(WriterError, ValueError):
     """An output would replace one of the source files it is made from (merge/split into the
     source's own files); only ``align`` may rewrite a file in place."""
+
+
+class OutputNameError(WriterError, ValueError):
+    """An output file named without ``.safetensors``: ``mx.load`` and mlx-lm wouldn't read it."""
 
 
 class OutputNotADirectoryError(WriterError, NotADirectoryError):

@@ -22,6 +22,7 @@ from mlxload.writer.errors import (
     InvalidSizeError,
     OutputHeaderTooLargeError,
     OutputIsSourceError,
+    OutputNameError,
     OutputNotADirectoryError,
 )
 from mlxload.writer.layout import PAGE_SIZE, Placed, build_header, order_key, place
@@ -34,6 +35,7 @@ __all__ = [
     "plan_align",
     "plan_merge",
     "plan_split",
+    "require_safetensors_name",
     "shard_name",
 ]
 
@@ -357,6 +359,21 @@ def _padded(raw: int) -> int:
     return -(-(8 + raw) // PAGE_SIZE) * PAGE_SIZE
 
 
+def require_safetensors_name(path: Path) -> None:
+    """Refuse an output file whose name doesn't end with ``.safetensors``.
+
+    Raises:
+        OutputNameError: ``mx.load`` picks the format by the extension, and mlx-lm globs for
+            ``*.safetensors``: such a file would be written and then never read.
+    """
+    if not path.name.endswith(".safetensors"):
+        raise OutputNameError(
+            f"{path}: an output file must end with .safetensors (mx.load and mlx-lm read no "
+            f"other name); name it {path.name}.safetensors, or end the path with / to write "
+            "into a directory"
+        )
+
+
 def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
     """Each source file rewritten aligned, same name, same tensors and metadata; index too.
 
@@ -385,6 +402,8 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
         out_dir = target.parent
         targets = {files.files[0]: target}
         in_place = _same_entry(target, files.files[0])
+        if not in_place and not target.exists():  # (an existing file: --force decides)
+            require_safetensors_name(target)
     else:
         out_dir = Path(out)
         if out_dir.name.endswith(".safetensors") and not out_dir.is_dir():
