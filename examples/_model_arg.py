@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         default="small",
         choices=tuple(SIZES),
-        help="synthetic model size when --model is not given",
+        help="synthetic model size when --model is not given (default: small)",
     )
 
 

@@ -50,10 +50,16 @@ def _reply(model, tokenizer, messages, args, sampler) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].replace("``", ""),
+    )
     add_model_arguments(parser)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--temp", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument(
+        "--max-tokens", type=int, default=256, help="tokens to generate at most (default: 256)"
+    )
+    parser.add_argument(
+        "--temp", type=float, default=0.7, help="sampling temperature, 0 = greedy (default: 0.7)"
+    )
     parser.add_argument("--system", default=None, help="system prompt")
     args = parser.parse_args(argv)
 

@@ -10,6 +10,10 @@ Every rank loads its share with ``mlxload.load_model(..., tensor_group=group)`` 
 repos with ``--fetch ranges`` only those bytes over the network. All ranks then run the same
 generation (their layers exchange results through the group); rank 0 prints the text, and
 every rank prints one line about its load on stderr.
+
+Without ``--model`` it runs a synthetic Llama: use tensor parallelism (the default) and
+``--size small`` or larger; ``tiny``'s layers are a single 64-wide quantization group, which
+can't be split, and mlx-lm's Llama has no pipeline split for ``--pipeline``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ from _model_arg import add_model_arguments, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].replace("``", ""),
+    )
     add_model_arguments(parser)
-    parser.add_argument("--prompt", default="Tell me a story about a small robot.")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--prompt",
+        default="Tell me a story about a small robot.",
+        help="the prompt (default: %(default)r)",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=32, help="tokens to generate at most (default: 32)"
+    )
     parser.add_argument(
         "--pipeline", action="store_true", help="split the decoder layers instead of each layer"
     )
@@ -32,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "--fetch",
         choices=("files", "ranges"),
         default="files",
-        help="for hf:// repos: download the shards needed, or only the bytes read",
+        help="for hf:// repos: download the shards needed, or only the bytes read (default: files)",
     )
     args = parser.parse_args(argv)
 

@@ -21,7 +21,9 @@ from _model_arg import add_model_arguments, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].replace("``", ""),
+    )
     add_model_arguments(parser)
     args = parser.parse_args(argv)
 

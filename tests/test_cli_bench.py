@@ -89,3 +89,13 @@ def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, 
 def test_values_a_run_cant_use_are_refused(capsys, no_workers, argv, message):
     assert cli_main(["bench", *argv]) == 2
     assert capsys.readouterr().err == f"mlxload bench: error: {message}\n"
+
+
+def test_the_help_states_the_default_prompt_the_bench_uses(capsys):
+    """The help can't import the runner (80 ms) to read it: this keeps the two in step."""
+    from mlxload.bench import DEFAULT_PROMPT
+    from mlxload.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert f"(default: '{DEFAULT_PROMPT}')" in " ".join(capsys.readouterr().out.split())

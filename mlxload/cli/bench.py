@@ -43,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="synthetic model quantization bits (default 4)",
     )
-    parser.add_argument("--prompt", default=None, help="fixed prompt for TTFT")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="fixed prompt for TTFT (default: 'Tell me a story about a small robot.')",
+    )
     parser.add_argument(
         "--dtype",
         choices=list(FLOAT_DTYPES),
@@ -51,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mlxload compute dtype (default: auto)",
     )
     parser.add_argument(
-        "--loaders", nargs="+", choices=LOADERS, default=list(LOADERS), help="loaders to run"
+        "--loaders",
+        nargs="+",
+        choices=LOADERS,
+        default=list(LOADERS),
+        help="loaders to run (default: all)",
     )
     parser.add_argument(
         "--cold", action="store_true", help="drop the page cache before each run (needs root)"

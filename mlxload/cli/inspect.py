@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit",
         type=_non_negative,
         default=None,
-        help="list at most this many tensors (totals cover all)",
+        help="list at most this many tensors (default: all; totals cover all)",
     )
 
 
