@@ -11,7 +11,37 @@ from pathlib import Path
 from mlxload.errors import MlxloadError
 from mlxload.synthetic.spec import SIZES
 
-__all__ = ["add_model_arguments", "model_path", "run_example"]
+__all__ = ["add_model_arguments", "example_parser", "model_path", "run_example"]
+
+DEFAULT_PROMPT = "Tell me a story about a small robot."
+
+
+def example_parser(
+    doc: str, *, prompt: bool = False, max_tokens: int | None = None, temp: float | None = None
+) -> argparse.ArgumentParser:
+    """The parser an example starts from: the first line of its docstring, ``--model`` and
+    ``--size``, and whichever generation options it takes (with these defaults)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0].replace("``", ""))
+    add_model_arguments(parser)
+    if prompt:
+        parser.add_argument(
+            "--prompt", default=DEFAULT_PROMPT, help="the prompt (default: %(default)r)"
+        )
+    if max_tokens is not None:
+        parser.add_argument(
+            "--max-tokens",
+            type=int,
+            default=max_tokens,
+            help="tokens to generate at most (default: %(default)s)",
+        )
+    if temp is not None:
+        parser.add_argument(
+            "--temp",
+            type=float,
+            default=temp,
+            help="sampling temperature, 0 = greedy (default: %(default)s)",
+        )
+    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

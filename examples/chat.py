@@ -8,11 +8,10 @@ Type a message and press Enter; ``/reset`` forgets the conversation; Ctrl-D, Ctr
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from _model_arg import add_model_arguments, model_path, run_example
+from _model_arg import example_parser, model_path, run_example
 
 
 def _prompt(tokenizer, messages: list[dict[str, str]]):
@@ -50,16 +49,7 @@ def _reply(model, tokenizer, messages, args, sampler) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0].replace("``", ""),
-    )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--max-tokens", type=int, default=256, help="tokens to generate at most (default: 256)"
-    )
-    parser.add_argument(
-        "--temp", type=float, default=0.7, help="sampling temperature, 0 = greedy (default: 0.7)"
-    )
+    parser = example_parser(__doc__, max_tokens=256, temp=0.7)
     parser.add_argument("--system", default=None, help="system prompt")
     args = parser.parse_args(argv)
 

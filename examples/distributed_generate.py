@@ -18,25 +18,13 @@ can't be split, and mlx-lm's Llama has no pipeline split for ``--pipeline``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from _model_arg import add_model_arguments, model_path, run_example
+from _model_arg import example_parser, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0].replace("``", ""),
-    )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--prompt",
-        default="Tell me a story about a small robot.",
-        help="the prompt (default: %(default)r)",
-    )
-    parser.add_argument(
-        "--max-tokens", type=int, default=32, help="tokens to generate at most (default: 32)"
-    )
+    parser = example_parser(__doc__, prompt=True, max_tokens=32)
     parser.add_argument(
         "--pipeline", action="store_true", help="split the decoder layers instead of each layer"
     )

@@ -6,29 +6,14 @@ dtype on GPU) and generated with mlx-lm's ``stream_generate``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from _model_arg import add_model_arguments, model_path, run_example
+from _model_arg import example_parser, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0].replace("``", ""),
-    )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--prompt",
-        default="Tell me a story about a small robot.",
-        help="the prompt (default: %(default)r)",
-    )
-    parser.add_argument(
-        "--max-tokens", type=int, default=64, help="tokens to generate at most (default: 64)"
-    )
-    parser.add_argument(
-        "--temp", type=float, default=0.0, help="sampling temperature, 0 = greedy (default: 0)"
-    )
+    parser = example_parser(__doc__, prompt=True, max_tokens=64, temp=0.0)
     parser.add_argument("--no-chat-template", action="store_true", help="send the raw prompt")
     args = parser.parse_args(argv)
 

@@ -14,17 +14,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from _model_arg import add_model_arguments, model_path, run_example
+from _model_arg import example_parser, model_path, run_example
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0].replace("``", ""),
-    )
-    add_model_arguments(parser)
+    parser = example_parser(__doc__)
     args = parser.parse_args(argv)
 
     import mlx.core as mx
