@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import mlx.core as mx
 import numpy as np
@@ -54,41 +54,45 @@ class TensorSlice:
         if DTYPES[self._info.dtype].bits < 8:
             self._check_packed_index(index)
         if not index or not self._info.shape:
-            return self._file.read([self._info.name])[self._info.name][index]
+            return self._apply(self._file.read([self._info.name])[self._info.name], index)
         first, rest = index[0], index[1:]
         rows = self._info.shape[0]
         if isinstance(first, int):
-            i = first + rows if first < 0 else first
-            if not 0 <= i < rows:
-                raise IndexError(
-                    f"index {first} is out of bounds for axis 0 of {self._info.name!r} "
-                    f"with size {rows}"
-                )
-            part = self._file.read_rows(self._info.name, i, i + 1)[0]
-            return part[rest] if rest else part
+            i = first + rows if first < 0 else first  # (in bounds: checked above)
+            part = self._file.read_rows(self._info.name, i, i + 1)
+            # The same index on the one row read, not part[0][rest]: with an index array in
+            # rest, an int is an advanced index too and moves where the result's axes go.
+            return self._apply(part, (0, *rest)) if rest else part[0]
         if isinstance(first, slice):
             start, stop, step = first.indices(rows)
             lo, hi = (start, stop) if step > 0 else (stop + 1, start + 1)
             part = self._file.read_rows(self._info.name, lo, max(lo, hi))
             if step != 1:
                 part = part[::step] if step > 0 else part[::-1][::-step]
-            return part[(slice(None), *rest)] if rest else part
-        part = self._file.read([self._info.name])[self._info.name]
-        return part[index]
+            return self._apply(part, (slice(None), *rest)) if rest else part
+        return self._apply(self._file.read([self._info.name])[self._info.name], index)
+
+    def _apply(self, part: mx.array, index: tuple) -> mx.array:
+        """``part[index]``, MLX's refusals (index arrays that don't broadcast...) as our
+        IndexError naming the tensor."""
+        try:
+            return part[index]
+        except ValueError as e:
+            self._index_error(str(e))
 
     def _checked_index(self, index: tuple) -> tuple:
         """``index`` with numpy ints and arrays made MLX's; an IndexError naming the tensor for
         what MLX can't index with, or for more indices than the tensor has dims."""
         out = []
         for item in index:
-            if isinstance(item, np.ndarray):
-                item = mx.array(item)
+            if isinstance(item, (list, np.ndarray, mx.array)):
+                item = self._integer_array(item)
             elif isinstance(item, np.integer):
                 item = int(item)
             elif not (
                 item is None
                 or item is Ellipsis
-                or isinstance(item, (slice, list, mx.array))
+                or isinstance(item, slice)
                 or (isinstance(item, int) and not isinstance(item, bool))
             ):
                 self._index_error(
@@ -101,9 +105,54 @@ class TensorSlice:
         axes = sum(item is not None and item is not Ellipsis for item in out)
         if axes > len(self._info.shape):
             self._index_error(f"{axes} indices for {len(self._info.shape)} dims")
+        self._check_bounds(out, axes)
         return tuple(out)
 
-    def _index_error(self, problem: str) -> None:
+    def _check_bounds(self, index: list, axes: int) -> None:
+        """Every int and index array within its axis: MLX checks neither (an index array out
+        of range reads memory outside the tensor: garbage, or a crash)."""
+        shape = self._info.shape
+        axis = 0
+        for item in index:
+            if item is None:
+                continue
+            if item is Ellipsis:
+                axis += len(shape) - axes
+                continue
+            size = shape[axis]
+            if isinstance(item, int):
+                low = high = item
+            elif isinstance(item, mx.array) and item.size:
+                low, high = mx.min(item).item(), mx.max(item).item()
+            else:
+                axis += 1
+                continue
+            if low < -size or high >= size:
+                bad = low if low < -size else high
+                self._index_error(f"index {bad} is out of bounds for axis {axis} with size {size}")
+            axis += 1
+
+    def _integer_array(self, item: list | np.ndarray | mx.array) -> mx.array:
+        """An index array as MLX takes it; booleans (masks, which MLX can't index with yet)
+        and floats are refused here, with the tensor named."""
+        if isinstance(item, mx.array):
+            ok = mx.issubdtype(item.dtype, mx.integer)
+            dtype = str(item.dtype)
+        else:
+            try:
+                item = np.asarray(item) if len(item) else np.zeros(0, np.int64)
+            except ValueError:  # ragged nesting
+                item = np.asarray(item, dtype=object)
+            ok = np.issubdtype(item.dtype, np.integer)
+            dtype = str(item.dtype)
+        if not ok:
+            self._index_error(
+                f"can't index with an array of {dtype}; use integer indices (boolean masks are "
+                "not supported by MLX)"
+            )
+        return item if isinstance(item, mx.array) else mx.array(item)
+
+    def _index_error(self, problem: str) -> NoReturn:
         raise IndexError(
             f"{self._file.path}: tensor {self._info.name!r} of shape {list(self._info.shape)}: "
             f"{problem}"
