@@ -333,7 +333,8 @@ class Checkpoint(Mapping[str, mx.array]):
                 self._cache.pop(n, None)
 
     def close(self) -> None:
-        """Close every shard. Arrays already returned stay valid."""
+        """Close every shard. Arrays already returned stay valid; reading the checkpoint
+        again reopens the shards it needs (a closed :class:`~mlxload.safe_open` raises)."""
         with self._lock:
             for tf in self._open.values():
                 tf.close()
