@@ -105,3 +105,40 @@ def test_run_all_returns_results_in_order_and_counts_them():
     assert got == [i * i for i in range(7)]
     assert counts[-1] == 7 and counts == sorted(counts)
     assert run_all([], 3, StopSignal()) == []
+
+
+def _second_thread_start_fails(monkeypatch, exc: BaseException) -> None:
+    """The second worker's start() raises after the thread is running: a Ctrl-C landing in
+    start()'s wait for the thread, or "can't start new thread" under a thread limit."""
+    real = threading.Thread.start
+    started: list[str] = []
+
+    def start(self):
+        if self.name.startswith("mlxload-transfer"):
+            started.append(self.name)
+            if len(started) == 2:
+                real(self)
+                raise exc
+        return real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("can't start new thread")])
+def test_a_failure_while_starting_the_threads_stops_those_started(monkeypatch, exc):
+    """They ran every job, unwatched, after run_all had raised (a range fetch then wrote
+    shard bytes through descriptors its caller had closed and the process reused)."""
+    _second_thread_start_fails(monkeypatch, exc)
+    stop = StopSignal()
+    ran: list[int] = []
+
+    def job(i: int) -> None:
+        time.sleep(0.2)
+        if stop.is_set():
+            raise Cancelled()
+        ran.append(i)
+
+    with pytest.raises(type(exc)):
+        run_all([lambda i=i: job(i) for i in range(6)], 4, stop)
+    time.sleep(0.5)
+    assert stop.is_set() and ran == []

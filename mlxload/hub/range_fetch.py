@@ -190,17 +190,14 @@ class RangeFetch:
             desc=f"hf://{self.repo_id} (ranges)",
             enabled=progress_enabled(self._progress) and need > 64 << 20,
         )
-        fds = {local: os.open(local, os.O_WRONLY) for local in {j[0] for j in jobs}}
         stop = StopSignal()
         try:
             run_all(
-                [functools.partial(self._get, *job, fds, bar.update, stop) for job in jobs],
+                [functools.partial(self._get, *job, bar.update, stop) for job in jobs],
                 self._workers,
                 stop,
             )
         finally:
-            for fd in fds.values():
-                os.close(fd)
             bar.close()
         self._verify_complete(wanted)
 
@@ -277,27 +274,31 @@ class RangeFetch:
             )
         return file
 
-    def _get(
-        self,
-        local: Path,
-        start: int,
-        end: int,
-        fds: Mapping[Path, int],
-        on_bytes: Any,
-        stop: StopSignal,
-    ) -> None:
+    def _get(self, local: Path, start: int, end: int, on_bytes: Any, stop: StopSignal) -> None:
         """Write bytes ``[start, end)`` of a shard at the same offsets of its local file, and
         record them as fetched.
+
+        The job opens the file itself: :func:`run_all` may return while a job still waits on
+        the server, and a descriptor shared with the caller would be closed (and its number
+        reused for another file) under it.
 
         Raises:
             Cancelled: ``stop`` was set (another range failed, or Ctrl-C).
         """
+        fd = os.open(local, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._get_into(fd, local, start, end, on_bytes, stop)
+        finally:
+            os.close(fd)
+
+    def _get_into(
+        self, fd: int, local: Path, start: int, end: int, on_bytes: Any, stop: StopSignal
+    ) -> None:
         import httpx2
         from huggingface_hub import get_session
         from huggingface_hub.utils import hf_raise_for_status
 
         file = self.files[self._local_names[local]]
-        fd = fds[local]
         remote = self._remote
         url = remote.file_url(self.commit, file.path)
         timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)

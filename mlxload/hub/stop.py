@@ -124,9 +124,11 @@ def run_all(
     if not jobs:
         return []
     futures: list[Future[T]] = [Future() for _ in jobs]
-    _start_workers(jobs, futures, max(1, min(workers, len(jobs))), stop)
     pending: set[Future[T]] = set(futures)
     try:
+        # Inside the try: a Ctrl-C or "can't start new thread" after some threads started
+        # must stop those too, or they would run every job unwatched after we returned.
+        _start_workers(jobs, futures, max(1, min(workers, len(jobs))), stop)
         while pending:
             finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_EXCEPTION)
             on_finished(len(futures) - len(pending))
@@ -138,8 +140,9 @@ def run_all(
             for f in pending:
                 f.cancel()  # those not started yet
             # Those waiting for a response's headers can't be woken (no socket to shut yet):
-            # they are left to end on their own, on daemon threads holding nothing the
-            # caller needs; their blob locks keep a new run off their partial files.
+            # they are left to end on their own, on daemon threads. Jobs must own what they
+            # write through (a blob lock, their own descriptor) and check the stop before
+            # each write, since they may outlive this call.
             wait(pending, timeout=GRACE_S)
     done = [f for f in futures if f.done() and not f.cancelled()]
     errors = [f.exception() for f in done if f.exception() is not None]
