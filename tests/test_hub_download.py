@@ -429,6 +429,29 @@ def test_ctrl_c_does_not_wait_for_a_server_silent_before_its_headers(hub):  # no
     assert _shard_requests(server) == 3  # all three were waiting on the server
 
 
+def test_a_retry_right_after_ctrl_c_says_it_waits_for_this_process_and_gets_it_right(
+    hub,  # noqa: F811
+    monkeypatch,
+    capsys,
+):
+    """A transfer left waiting for the server holds its blob's lock until it ends: a retry in
+    the same process waits for it, and said it waited for "another process"."""
+    from mlxload.hub import snapshot
+
+    server, repo, _ = hub
+    monkeypatch.setattr(snapshot, "LOCK_NOTICE_S", 0.5)
+    for shard in SHARDS:  # the first request of each is answered 5 s late; the retry's not
+        server.add_fault(REPO, shard, Fault("slow", rate=1e9, delay=5, times=1))
+    seconds_to_stop_after_ctrl_c(lambda: download(REPO, progress=False, workers=3))
+    path = download(REPO, progress=False, workers=3)  # ~3 s in: ~2 s of waiting for locks
+    assert (
+        " s for an interrupted download in this process (still waiting for the server's first "
+        "answer; at most 30 s) downloading model-0000"
+    ) in capsys.readouterr().err
+    for shard in SHARDS:
+        assert (path / shard).read_bytes() == repo.files[shard]
+
+
 def _shard_requests(server) -> int:
     return sum(r.method == "GET" and r.path.endswith(tuple(SHARDS)) for r in list(server.requests))
 

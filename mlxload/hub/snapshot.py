@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from mlxload.hub.remote import Remote, is_connection_error, translate
 from mlxload.hub.select import default_selection, index_files, select_files
 from mlxload.hub.spec import HubSpec, check_revision, parse_spec
 from mlxload.hub.stop import Cancelled, StopSignal, run_all
-from mlxload.hub.transfer import fetch_blob
+from mlxload.hub.transfer import READ_TIMEOUT_S, fetch_blob
 
 __all__ = ["download"]
 
@@ -96,11 +97,13 @@ class _Job:
             if waited - said >= LOCK_NOTICE_S:  # say so, or a stuck peer looks like a hang
                 said = waited
                 print(
-                    f"mlxload: waiting {waited:.0f} s for another process downloading "
+                    f"mlxload: waiting {waited:.0f} s for {_holder(lock_path)} downloading "
                     f"{f.path} (lock {lock_path}); it goes on when that one finishes or exits",
                     file=sys.stderr,
                     flush=True,
                 )
+        with _HOLDERS_LOCK:
+            _HOLDERS[lock_path] = self.stop
         try:
             if blob.is_file() and blob.stat().st_size == f.size:
                 self.bar.update(f.size)
@@ -124,6 +127,8 @@ class _Job:
                 )
             self.cache.link(self.commit, f.path, f.blob_name)
         finally:
+            with _HOLDERS_LOCK:
+                _HOLDERS.pop(lock_path, None)
             lock.release()
 
     def fetch_all(self, files: Sequence[RemoteFile], workers: int) -> None:
@@ -135,6 +140,25 @@ class _Job:
             self.stop,
             on_finished=lambda done: self.bar.file_done(done, len(todo)),
         )
+
+
+_HOLDERS: dict[Path, StopSignal] = {}
+"""Blob locks held in this process, with the stop of the download holding each."""
+_HOLDERS_LOCK = threading.Lock()
+
+
+def _holder(lock_path: Path) -> str:
+    """Who holds a blob lock, for the waiting message."""
+    with _HOLDERS_LOCK:
+        stop = _HOLDERS.get(lock_path)
+    if stop is None:
+        return "another process"
+    if stop.is_set():  # run_all returned without it: see mlxload.hub.stop
+        return (
+            "an interrupted download in this process (still waiting for the server's first "
+            f"answer; at most {READ_TIMEOUT_S:.0f} s)"
+        )
+    return "another download in this process"
 
 
 def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
