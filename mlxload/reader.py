@@ -17,10 +17,10 @@ import os
 from typing import Any, NoReturn
 
 import mlx.core as mx
-import numpy as np
 
 from mlxload.dtypes import DTYPES
 from mlxload.header import TensorInfo
+from mlxload.index_check import checked_index
 from mlxload.tensor_file import TensorFile
 
 __all__ = ["TensorSlice", "load_file", "safe_open"]
@@ -50,7 +50,7 @@ class TensorSlice:
     def __getitem__(self, index: Any) -> mx.array:
         if not isinstance(index, tuple):
             index = (index,)
-        index = self._checked_index(index)
+        index = checked_index(index, self._info.shape, self._index_error)
         if DTYPES[self._info.dtype].bits < 8:
             self._check_packed_index(index)
         if not index or not self._info.shape:
@@ -79,78 +79,6 @@ class TensorSlice:
             return part[index]
         except ValueError as e:
             self._index_error(str(e))
-
-    def _checked_index(self, index: tuple) -> tuple:
-        """``index`` with numpy ints and arrays made MLX's; an IndexError naming the tensor for
-        what MLX can't index with, or for more indices than the tensor has dims."""
-        out = []
-        for item in index:
-            if isinstance(item, (list, np.ndarray, mx.array)):
-                item = self._integer_array(item)
-            elif isinstance(item, np.integer):
-                item = int(item)
-            elif not (
-                item is None
-                or item is Ellipsis
-                or isinstance(item, slice)
-                or (isinstance(item, int) and not isinstance(item, bool))
-            ):
-                self._index_error(
-                    f"can't index with {type(item).__name__} {item!r:.40}; use ints, slices, "
-                    "..., None, or integer lists/arrays"
-                )
-            out.append(item)
-        if out.count(Ellipsis) > 1:
-            self._index_error("an index can have only one ellipsis (...)")
-        axes = sum(item is not None and item is not Ellipsis for item in out)
-        if axes > len(self._info.shape):
-            self._index_error(f"{axes} indices for {len(self._info.shape)} dims")
-        self._check_bounds(out, axes)
-        return tuple(out)
-
-    def _check_bounds(self, index: list, axes: int) -> None:
-        """Every int and index array within its axis: MLX checks neither (an index array out
-        of range reads memory outside the tensor: garbage, or a crash)."""
-        shape = self._info.shape
-        axis = 0
-        for item in index:
-            if item is None:
-                continue
-            if item is Ellipsis:
-                axis += len(shape) - axes
-                continue
-            size = shape[axis]
-            if isinstance(item, int):
-                low = high = item
-            elif isinstance(item, mx.array) and item.size:
-                low, high = mx.min(item).item(), mx.max(item).item()
-            else:
-                axis += 1
-                continue
-            if low < -size or high >= size:
-                bad = low if low < -size else high
-                self._index_error(f"index {bad} is out of bounds for axis {axis} with size {size}")
-            axis += 1
-
-    def _integer_array(self, item: list | np.ndarray | mx.array) -> mx.array:
-        """An index array as MLX takes it; booleans (masks, which MLX can't index with yet)
-        and floats are refused here, with the tensor named."""
-        if isinstance(item, mx.array):
-            ok = mx.issubdtype(item.dtype, mx.integer)
-            dtype = str(item.dtype)
-        else:
-            try:
-                item = np.asarray(item) if len(item) else np.zeros(0, np.int64)
-            except ValueError:  # ragged nesting
-                item = np.asarray(item, dtype=object)
-            ok = np.issubdtype(item.dtype, np.integer)
-            dtype = str(item.dtype)
-        if not ok:
-            self._index_error(
-                f"can't index with an array of {dtype}; use integer indices (boolean masks are "
-                "not supported by MLX)"
-            )
-        return item if isinstance(item, mx.array) else mx.array(item)
 
     def _index_error(self, problem: str) -> NoReturn:
         raise IndexError(
