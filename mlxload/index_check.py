@@ -41,10 +41,14 @@ def checked_index(index: tuple, shape: tuple[int, ...], fail: Fail) -> tuple:
     """
     out = []
     for item in index:
+        if isinstance(item, np.ndarray) and item.ndim == 0:
+            item = item[()]  # numpy reads a 0-d array as its one value
         if isinstance(item, (list, np.ndarray, mx.array)):
             item = _integer_array(item, fail)
         elif isinstance(item, np.integer):
             item = int(item)
+        elif isinstance(item, slice):
+            _check_slice(item, fail)
         elif not (
             item is None
             or item is Ellipsis
@@ -63,6 +67,16 @@ def checked_index(index: tuple, shape: tuple[int, ...], fail: Fail) -> tuple:
         fail(f"{axes} indices for {len(shape)} dims")
     _check_bounds(out, shape, axes, fail)
     return tuple(out)
+
+
+def _check_slice(item: slice, fail: Fail) -> None:
+    for part in (item.start, item.stop, item.step):
+        if part is not None and not (
+            isinstance(part, (int, np.integer)) and not isinstance(part, bool)
+        ):
+            fail(f"{item!r} has a bound that is not an integer")
+    if item.step == 0:
+        fail(f"{item!r} has step 0")
 
 
 def _check_bounds(index: list, shape: tuple[int, ...], axes: int, fail: Fail) -> None:

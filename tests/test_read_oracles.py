@@ -221,7 +221,8 @@ def test_get_slice_takes_numpy_and_mlx_indices_as_numpy_does(tmp_path):
     with mlxload.safe_open(path) as f:
         sl = f.get_slice("x")
         for index in [
-            np.int64(4), (np.int32(-1), 2), np.array([0, 7]), (slice(None), [2, 0]),
+            np.int64(4), (np.int32(-1), 2), np.array([0, 7]), (slice(None), [2, 0]), np.array(3),
+            slice(np.int64(2), np.int32(5)), [[0, 1], [2, 0]],
             (None, 3), (Ellipsis, 1), (1, Ellipsis), (2, None, slice(1, 3)),
         ]:  # fmt: skip
             np.testing.assert_array_equal(np.array(sl[index]), arr[index], err_msg=str(index))
@@ -243,6 +244,9 @@ def test_get_slice_takes_numpy_and_mlx_indices_as_numpy_does(tmp_path):
         ((Ellipsis, np.array([2, -3])), "index -3 is out of bounds for axis 2 with size 2"),
         (np.array([True, False]), "can't index with an array of bool"),
         (([0, 1], [0, 1, 2]), ""),  # MLX's words (which may change) follow our prefix
+        (slice(0.5, 2), "slice(0.5, 2, None) has a bound that is not an integer"),
+        ((0, slice(None, None, 0)), "slice(None, None, 0) has step 0"),
+        (np.array(12), "index 12 is out of bounds for axis 0 with size 10"),
     ],
 )
 def test_get_slice_index_errors_name_the_tensor_and_its_shape(tmp_path, index, words):
