@@ -151,7 +151,8 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         f"{_human(total)}" + (f" ({by})" if by else "")
     )
     if ckpt.metadata:
-        items = [f"{printable(k)}={printable(v)}" for k, v in list(ckpt.metadata.items())[:8]]
+        shown_meta = list(ckpt.metadata.items())[:8]
+        items = [f"{printable(k)}={_short(printable(v))}" for k, v in shown_meta]
         more = f", ... {len(ckpt.metadata) - 8} more" if len(ckpt.metadata) > 8 else ""
         print(f"metadata: {', '.join(items)}{more}")
     if fetched is not None:
@@ -164,6 +165,11 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
             "either way, so aligning only helps where the files will be used on a Mac)"
         )
     return 0
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A metadata value cut to one table line (a chat template can be kilobytes)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _align_command(path: str, remote: bool) -> str:
