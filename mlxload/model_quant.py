@@ -122,9 +122,10 @@ def class_predicate(
 
 
 def _override_key(config: QuantizationConfig, path: str) -> str | None:
-    """The config key that names module ``path`` as mlx-lm looks it up: the module path
-    itself, or its ``.weight`` tensor (mlxload's own ``per_tensor`` files); None if neither."""
-    return next((k for k in (path, f"{path}.weight") if k in config.per_tensor), None)
+    """The config key that names module ``path``: the module path itself (all mlx-lm reads),
+    or, in a standalone file's ``per_tensor``, also its ``.weight`` tensor; None if neither."""
+    keys = (path,) if config.keyed_by_module else (path, f"{path}.weight")
+    return next((k for k in keys if k in config.per_tensor), None)
 
 
 def _check_override(config: QuantizationConfig, key: str, spec: dict[str, Any], where: str) -> None:

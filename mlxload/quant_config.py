@@ -102,6 +102,9 @@ class QuantizationConfig:
             ``None`` for a ``-:`` (not quantized) rule. The first pattern that matches the
             start of a module's path decides, as GPTQModel and vLLM read them.
         source: Where the config came from, for messages.
+        keyed_by_module: ``per_tensor`` keys are module paths only, as mlx-lm reads its
+            ``"quantization"`` section: a ``"<module>.weight"`` key there names nothing (mlx-lm
+            never looks it up), while a standalone file may name a module by its tensor.
     """
 
     bits: int = 4
@@ -116,6 +119,7 @@ class QuantizationConfig:
     version: str | None = None
     dynamic: tuple[tuple[re.Pattern[str], QuantSpec | None], ...] = ()
     source: str | None = None
+    keyed_by_module: bool = False
 
     @property
     def default(self) -> QuantSpec:
@@ -228,6 +232,8 @@ class QuantizationConfig:
         path. Without a match, the default spec.
         """
         for candidate in _candidates(name):
+            if self.keyed_by_module and candidate.endswith(_SUFFIXES):
+                continue  # a tensor name: mlx-lm looks up module paths only
             if candidate in self.per_tensor:
                 return self.per_tensor[candidate]
         module = _module_path(name)
@@ -405,7 +411,7 @@ def _from_mlx_section(
         # note some tools add (e.g. "desc"), which mlx-lm never looks up either.
         if name not in _MLX_SCALAR_KEYS and not isinstance(value, str)
     }
-    return cls(*_fields(default), per_tensor=per_tensor, source=src)
+    return cls(*_fields(default), per_tensor=per_tensor, source=src, keyed_by_module=True)
 
 
 _AFFINE_DEFAULT = QuantSpec(*_MODE_DEFAULTS["affine"], "affine")

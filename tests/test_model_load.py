@@ -196,6 +196,23 @@ def test_model_config_can_override_quantization(cache):
         load_model(path, model_config={"quantization": override})
 
 
+def test_a_tensor_name_in_the_quantization_section_is_ignored_as_mlx_lm_ignores_it(cache, tmp_path):
+    """mlx-lm looks its "quantization" section up by module path only: keys naming a module's
+    '.weight' (which mlxload read as overrides) made it refuse checkpoints mlx-lm loads."""
+    copy = tmp_path / "suffixed"
+    shutil.copytree(tiny_checkpoint(cache), copy)
+    config = json.loads((copy / "config.json").read_text())
+    for section in ("quantization", "quantization_config"):
+        config[section]["model.layers.0.mlp.down_proj.weight"] = {"bits": 8, "group_size": 64}
+        config[section]["model.layers.0.mlp.up_proj.weight"] = False
+    (copy / "config.json").write_text(json.dumps(config))
+    model, _, _ = load_model(copy)
+    _assert_same_model(model, _oracle(copy)[0])
+    weights = mlxload.load_quantized_weights(copy)
+    assert weights["model.layers.0.mlp.down_proj"].bits == 4
+    assert weights["model.layers.0.mlp.up_proj"].bits == 4
+
+
 _TINY_LLAMA = tiny_llama_config(vocab_size=256)  # the tiny checkpoint's tokenizer
 
 
