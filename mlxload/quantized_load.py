@@ -54,7 +54,8 @@ def load_quantized_weights(
     """Every quantized module of a checkpoint, keyed by module path.
 
     Args:
-        source: A checkpoint directory/file/index (opened with :func:`mlxload.load`) or an
+        source: A checkpoint directory/file/index (opened with :func:`mlxload.load`; of a
+            directory, its ``model*.safetensors`` when it has any, as mlx-lm reads it) or an
             already opened checkpoint.
         config: Use this config instead of the one found next to the checkpoint
             (``config.json`` ``quantization`` / ``quantization_config``, then
@@ -123,7 +124,9 @@ def _open(source: str | os.PathLike | TensorSource) -> TensorSource:
     if isinstance(source, (str, os.PathLike)):
         from mlxload.checkpoint import load  # imported late: the reader is heavier
 
-        return load(source)
+        # A model directory is read as mlx-lm reads it (and load_model does): model*.safetensors
+        # when there are any, so a consolidated.safetensors beside them is no duplicate.
+        return load(source, prefer="model*.safetensors")
     return source
 
 

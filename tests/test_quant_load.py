@@ -158,6 +158,17 @@ def test_standalone_quantization_config_json_and_sharded_index(tmp_path):
         load_quantized_weights(load(tmp_path), config=forced)
 
 
+def test_a_consolidated_file_beside_the_model_is_not_read_as_a_duplicate(tmp_path):
+    """mlx_lm.load and load_model read a directory's model*.safetensors only; this read every
+    *.safetensors, and a Mistral-style consolidated.safetensors made a DuplicateTensorError."""
+    w, s, b = affine(16, 128, 4, 64)
+    tensors = {"m.proj.weight": w, "m.proj.scales": s, "m.proj.biases": b, "norm": mx.ones(4)}
+    write(tmp_path, tensors, {"quantization": {"bits": 4, "group_size": 64}})
+    write(tmp_path, {"norm": mx.ones(4)}, name="consolidated.safetensors")
+    out = load_quantized_weights(tmp_path)
+    assert list(out) == ["m.proj"] and mx.array_equal(out["m.proj"].weight, w).item()
+
+
 def test_scales_without_packed_weight_names_the_tensor(tmp_path):
     w, s, b = affine(8, 64, 4, 64)
     write(
