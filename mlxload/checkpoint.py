@@ -36,7 +36,7 @@ from mlxload.errors import (
 from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, opening_shard
-from mlxload.shards import CheckpointFiles, checkpoint_files, require_path
+from mlxload.shards import CheckpointFiles, checkpoint_files, require_path, visible_files
 from mlxload.tensor_file import TensorFile, check_zero_copy, zero_copy_supported
 
 __all__ = ["Checkpoint", "load"]
@@ -285,17 +285,26 @@ class Checkpoint(Mapping[str, mx.array]):
         """
         return self._file_of(name).path
 
-    def unindexed(self) -> dict[str, Path]:
+    def unindexed(self, beside: str | None = None) -> dict[str, Path]:
         """Tensors the shards hold that the index doesn't list (a stale index), with their
-        shard; empty without an index. Opens every shard's header."""
+        shard; empty without an index. Opens every shard's header.
+
+        Args:
+            beside: Also the tensors of files matching this glob in the index's directory
+                that the index doesn't name (``"model*.safetensors"``: what mlx-lm, which reads
+                no index, would load).
+        """
         if self._files.weight_map is None:
             return {}
         listed = self._index()
+        headers = self.headers()
+        if beside is not None:
+            named = {p.resolve() for p in self.files}
+            headers += [
+                read_header(p) for p in visible_files(self.root, beside) if p.resolve() not in named
+            ]
         return {
-            name: header.path
-            for header in self.headers()
-            for name in header.tensors
-            if name not in listed
+            name: header.path for header in headers for name in header.tensors if name not in listed
         }
 
     def headers(self) -> list[FileHeader]:

@@ -162,7 +162,7 @@ def load_model(
         weights = ckpt.materialize()
         paths = Counter(ckpt.paths.values())
         files = {name: ckpt.file_of(name) for name in weights}
-        unindexed = ckpt.unindexed()
+        unindexed = ckpt.unindexed(beside="model*.safetensors")
         raw = {name: (dtype, weights[name]) for name, dtype in _raw_dtypes(ckpt, weights)}
     finally:
         ckpt.close()

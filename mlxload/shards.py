@@ -30,7 +30,14 @@ from mlxload.errors import (
 )
 from mlxload.header import open_regular
 
-__all__ = ["INDEX_NAME", "CheckpointFiles", "checkpoint_files", "read_index", "require_path"]
+__all__ = [
+    "INDEX_NAME",
+    "CheckpointFiles",
+    "checkpoint_files",
+    "read_index",
+    "require_path",
+    "visible_files",
+]
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -210,11 +217,11 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     index = path / INDEX_NAME
     if index.is_file():
         return read_index(index)
-    indexes = _visible_files(path, "*.safetensors.index.json")
+    indexes = visible_files(path, "*.safetensors.index.json")
     if len(indexes) == 1:
         return read_index(indexes[0])
-    preferred = _visible_files(path, prefer) if prefer else []
-    files = preferred or _visible_files(path, "*.safetensors")
+    preferred = visible_files(path, prefer) if prefer else []
+    files = preferred or visible_files(path, "*.safetensors")
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
@@ -236,7 +243,7 @@ _OTHER_FORMATS = {
 def _other_formats_hint(directory: Path) -> str:
     """What else the directory holds, when it is weights in a format we don't read."""
     for pattern, hint in _OTHER_FORMATS.items():
-        found = _visible_files(directory, pattern)
+        found = visible_files(directory, pattern)
         if found:
             return f" (it holds {found[0].name}: {hint})"
     return ""
@@ -271,7 +278,7 @@ def _check_numbered_set(directory: Path, files: list[Path]) -> None:
             )
 
 
-def _visible_files(directory: Path, pattern: str) -> list[Path]:
+def visible_files(directory: Path, pattern: str) -> list[Path]:
     """Regular files matching ``pattern``, sorted, leaving out hidden ones: macOS writes an
     AppleDouble ``._model.safetensors`` beside every file it copies to exFAT/FAT/SMB drives,
     and ``Path.glob`` (unlike the shell and mlx-lm's ``glob.glob``) matches dot-files."""

@@ -707,6 +707,27 @@ def test_a_tensor_the_index_leaves_out_is_blamed_on_the_index(cache, tmp_path):
     )
 
 
+def test_a_tensor_in_a_file_the_index_leaves_out_is_blamed_on_the_index(cache, tmp_path):
+    """mlx-lm reads every model*.safetensors (no index): a file the index doesn't name was
+    reported as 'is a shard missing?'."""
+    d = _copy(cache, tmp_path, "unlisted")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    shard = d / index["weight_map"].pop("model.norm.weight")
+    tensors = mx.load(str(shard))
+    mx.save_safetensors(
+        str(d / "model-extra.safetensors"), {"model.norm.weight": tensors.pop("model.norm.weight")}
+    )
+    mx.save_safetensors(str(shard), tensors, metadata={"format": "mlx"})
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == (
+        f"{d}: the model needs 'model.norm.weight'; model-extra.safetensors holds "
+        "'model.norm.weight' but the index doesn't list it: the index is stale (regenerate it, "
+        "or remove it so that every shard is read)"
+    )
+
+
 def test_raw_fp8_bytes_never_become_a_float_parameter(cache, tmp_path):
     """F8_E4M3 loads as its raw bytes; as a norm's weight, 1.0 would have become 56.0."""
     from st_bytes import entry, write_raw
