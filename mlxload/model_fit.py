@@ -20,7 +20,13 @@ from mlx.utils import tree_flatten
 
 from mlxload.model_recipe import ModelLoadError
 
-__all__ = ["check_fit", "check_raw_bytes", "sanitize_weights", "warn_if_lm_head_ignored"]
+__all__ = [
+    "check_fit",
+    "check_raw_bytes",
+    "refuse_unknown",
+    "sanitize_weights",
+    "warn_if_lm_head_ignored",
+]
 
 _SHOWN = 5  # names listed in a message before "..."
 _PER_EXPERT = re.compile(r"\.experts\.\d+\.\w+\.(scales|biases)$")
@@ -97,12 +103,7 @@ def check_fit(
             "AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be built "
             "into this model: mlxload.load_quantized_weights reads their layers"
         )
-    if extra:
-        raise ModelLoadError(
-            f"{root}: {len(extra)} tensor(s) fit no parameter of the model: "
-            f"{_names(extra, files)}; a file of another model or an adapter in the folder? "
-            f"{_CONFIG_HINT}"
-        )
+    refuse_unknown(extra, root, files)
     for name in sorted(weights):
         want, got = params[name].shape, weights[name].shape
         if want != got:
@@ -110,6 +111,20 @@ def check_fit(
                 f"{root}: tensor {_names([name], files)} has shape {tuple(got)} where the model "
                 f"has {tuple(want)}; {_CONFIG_HINT}"
             )
+
+
+def refuse_unknown(extra: list[str], root: Path, files: Mapping[str, Path] | None = None) -> None:
+    """Refuse checkpoint tensors that fit no parameter (after ``sanitize``), as mlx-lm does.
+
+    Raises:
+        ModelLoadError: naming them (and their files, where known).
+    """
+    if extra:
+        raise ModelLoadError(
+            f"{root}: {len(extra)} tensor(s) fit no parameter of the model: "
+            f"{_names(sorted(extra), files)}; a file of another model or an adapter in the "
+            f"folder? {_CONFIG_HINT}"
+        )
 
 
 def check_raw_bytes(

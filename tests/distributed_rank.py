@@ -1,6 +1,9 @@
 """One rank of the distributed-loading tests (run by ``mlx.launch``, not by pytest).
 
-Usage: ``distributed_rank.py {probe|tensor|tensor-ranges|pipeline} CHECKPOINT OUT_DIR``
+Usage: ``distributed_rank.py {probe|tensor|tensor-ranges|pipeline}[-refused] CHECKPOINT OUT_DIR``
+
+With ``-refused`` the load is expected to fail: the rank writes its error's class and message
+to ``OUT_DIR/rank-<r>.json`` and stops.
 
 ``tensor-ranges`` loads :data:`HUB_SPEC` from the Hub stand-in that ``HF_ENDPOINT`` names, with
 ``fetch="ranges"`` and a Hub cache of the rank's own (as on its own machine); CHECKPOINT is the
@@ -55,6 +58,14 @@ def main() -> None:
     from mlxload.model import load_model
 
     groups = {"tensor_group": group} if mode.startswith("tensor") else {"pipeline_group": group}
+    if mode.endswith("-refused"):
+        try:
+            load_model_sharded(source, dtype="float32", **groups, **options)
+            error = {"error": None}
+        except Exception as e:
+            error = {"error": type(e).__name__, "message": str(e)}
+        (out / f"rank-{rank}.json").write_text(json.dumps(error))
+        return
     model, _, _ = load_model_sharded(source, dtype="float32", **groups, **options)
     report = model.load_report.to_dict()
     prompt = mx.array(PROMPT)[None]

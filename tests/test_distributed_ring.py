@@ -97,6 +97,50 @@ def test_pipeline_two_ranks(ring, cache, tmp_path):
     assert layers == {(0, 2), (2, 4)}
 
 
+def _with_unknown_tensor(path, tmp_path, name: str):
+    """A copy of checkpoint ``path`` whose shard holding layer 3 (or any, for a name outside
+    the layers) also holds tensor ``name``, which fits no parameter, listed in the index."""
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(path, copy)
+    index_path = copy / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = next(f for n, f in index["weight_map"].items() if n.startswith("model.layers.3."))
+    tensors = mx.load(str(copy / shard))
+    mx.save_safetensors(str(copy / shard), {**tensors, name: mx.zeros((4,))})
+    index["weight_map"][name] = shard
+    index_path.write_text(json.dumps(index))
+    return copy
+
+
+def _errors(mode: str, path, out) -> list[dict]:
+    result = launch_ring(RANK_SCRIPT, f"{mode}-refused", str(path), str(out), timeout=TIMEOUT)
+    reports = [out / f"rank-{r}.json" for r in (0, 1)]
+    assert all(p.is_file() for p in reports), result.stderr[-4000:]
+    return [json.loads(p.read_text()) for p in reports]
+
+
+def test_a_tensor_no_parameter_takes_is_refused_on_every_rank(ring, cache, tmp_path):
+    """The per-rank load left it out silently, where load_model and mlx_lm.load refuse it."""
+    path = _with_unknown_tensor(qwen2_checkpoint(cache), tmp_path, "model.foo.weight")
+    for error in _errors("tensor", path, tmp_path):
+        assert error["error"] == "ModelLoadError"
+        assert "1 tensor(s) fit no parameter of the model: 'model.foo.weight'" in error["message"]
+
+
+def test_a_refusal_on_one_pipeline_rank_stops_the_other_too(ring, cache, tmp_path):
+    """Only the rank holding layer 3 reads its tensors, so only it can see the stray one; the
+    other rank loaded, and would have waited for it at the model's first send for ever."""
+    name = "model.layers.3.foo.weight"
+    path = _with_unknown_tensor(qwen2_checkpoint(cache), tmp_path, name)
+    errors = _errors("pipeline", path, tmp_path)
+    assert [e["error"] for e in errors] == ["ModelLoadError", "ModelLoadError"]
+    own = [f"1 tensor(s) fit no parameter of the model: {name!r}" in e["message"] for e in errors]
+    other = ["another rank failed to load its part" in e["message"] for e in errors]
+    assert sorted(own) == sorted(other) == [False, True] and own != other
+
+
 def test_tensor_parallel_two_ranks_fetching_ranges_from_the_hub(ring, cache, tmp_path, monkeypatch):
     """Each rank, with its own empty Hub cache, fetches only ranges of the shards."""
     path = llama_checkpoint(cache)

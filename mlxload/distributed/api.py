@@ -49,6 +49,7 @@ from mlxload.distributed.skeleton import (
 )
 from mlxload.distributed.source import RankSource, open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
+from mlxload.model_fit import refuse_unknown
 from mlxload.model_recipe import ModelLoadError, load_tokenizer
 from mlxload.process_stats import io_read_bytes, peak_rss_bytes
 
@@ -116,7 +117,8 @@ def load_model_sharded(
 
     Raises:
         ShardingError: the model can't be split as asked (names the module).
-        ModelLoadError, MissingDependencyError: as :func:`mlxload.load_model`.
+        ModelLoadError, MissingDependencyError: as :func:`mlxload.load_model`; also on every
+            other rank when one rank fails (all ranks agree with one all-sum at the end).
         ValueError: a bad ``dtype``.
         CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
     """
@@ -130,12 +132,36 @@ def load_model_sharded(
         tensor_group = mx.distributed.init()
     t0, io0 = time.perf_counter(), io_read_bytes()
 
-    source = open_source(path_or_hf, fetch=fetch, **hub_kwargs)
+    groups = [g for g in (tensor_group, pipeline_group) if g is not None]
     try:
-        return _load_rank(source, utils, tensor_group, pipeline_group, dtype, tokenizer_config,
-                          model_config, t0, io0)  # fmt: skip
-    finally:
-        source.close()
+        source = open_source(path_or_hf, fetch=fetch, **hub_kwargs)
+        try:
+            loaded = _load_rank(source, utils, tensor_group, pipeline_group, dtype,
+                                tokenizer_config, model_config, t0, io0)  # fmt: skip
+        finally:
+            source.close()
+    except Exception:
+        _failed_ranks(groups, failed=True)
+        raise
+    if _failed_ranks(groups, failed=False):
+        raise ModelLoadError(
+            f"{path_or_hf}: another rank failed to load its part (its own error says why); "
+            "this rank stops too instead of waiting for it in the model's first collective"
+        )
+    return loaded
+
+
+def _failed_ranks(groups: list[Any], failed: bool) -> int:
+    """How many ranks of ``groups`` failed to load, this one included (one all-sum each).
+
+    A refusal can depend on the rank (a pipeline stage's layers, a block that won't split):
+    without this, the ranks that loaded would wait for the failed one for ever.
+    """
+    total = 0
+    for group in groups:
+        count = mx.distributed.all_sum(mx.array(int(failed), dtype=mx.int32), group=group)
+        total = max(total, int(count.item()))
+    return total
 
 
 def _load_rank(
@@ -170,6 +196,10 @@ def _load_rank(
         model = recipe.new_model(all_names)  # every rank checks against the whole model
         sources = sanitized_sources(model, stand_ins, recipe.root)
         model = build_skeleton(recipe, stand_ins, sources, model)
+        # A tensor fitting no parameter is refused, as load_model and mlx-lm refuse it (the
+        # reads below would just leave it out). Checked before shard(): all of the model.
+        params = {p for p, _ in tree_flatten(model.parameters())}
+        refuse_unknown([n for n in sources if n not in params], source.root)
         derived: dict[str, str] = {}
         trace = shard_and_trace(model, tensor_group) if tensor_group is not None else None
         if pipeline_group is not None:  # after shard(), as mlx-lm's sharded_load
