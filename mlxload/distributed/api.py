@@ -159,6 +159,8 @@ def _failed_ranks(groups: list[Any], failed: bool) -> int:
     """
     total = 0
     for group in groups:
+        if not isinstance(group, mx.distributed.Group):
+            continue  # a stand-in with rank() and size() only (planning a rank in one process)
         count = mx.distributed.all_sum(mx.array(int(failed), dtype=mx.int32), group=group)
         total = max(total, int(count.item()))
     return total
