@@ -137,3 +137,11 @@ def test_inspect_names_each_tensors_file_and_shows_the_metadata(tmp_path, capsys
     assert files == {"x": str(tmp_path / "a.safetensors"), "y": str(tmp_path / "b.safetensors")}
     assert main(["inspect", str(tmp_path)]) == 0
     assert "\nmetadata: format=mlx\n" in capsys.readouterr().out
+
+
+def test_a_long_metadata_value_is_cut_to_one_line(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"x": mx.ones((2,))}, {"chat_template": "x" * 5000})
+    assert main(["inspect", str(path)]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("metadata: "))
+    assert line == f"metadata: chat_template={'x' * 57}..."
