@@ -55,6 +55,7 @@ from mlxload.model_recipe import (
     model_recipe,
 )
 from mlxload.quantized_load import repack_to_mlx
+from mlxload.shards import MODEL_SHARDS
 from mlxload.tensor_file import ZERO_COPY
 
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
@@ -146,7 +147,7 @@ def load_model(
 
     # Without an index, mlx-lm reads model*.safetensors only: not an adapter or a consolidated
     # copy in the same folder.
-    ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False, prefer="model*.safetensors")
+    ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False, prefer=MODEL_SHARDS)
     root = ckpt.root
     try:
         # Model (lazy, no weights yet) and tokenizer come first, so a config.json or tokenizer
@@ -162,7 +163,7 @@ def load_model(
         weights = ckpt.materialize()
         paths = Counter(ckpt.paths.values())
         files = {name: ckpt.file_of(name) for name in weights}
-        unindexed = ckpt.unindexed(beside="model*.safetensors")
+        unindexed = ckpt.unindexed(beside=MODEL_SHARDS)
         raw = {name: (dtype, weights[name]) for name, dtype in _raw_dtypes(ckpt, weights)}
     finally:
         ckpt.close()

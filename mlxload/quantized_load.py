@@ -26,6 +26,7 @@ from mlxload.awq_gptq import awq_to_mlx, gptq_to_mlx
 from mlxload.quant_config import QuantizationConfig, find_quantization_config
 from mlxload.quant_errors import QuantizedCheckpointError, QuantizedWeightError
 from mlxload.quantized_weight import QuantizedWeight
+from mlxload.shards import MODEL_SHARDS
 
 __all__ = [
     "TensorSource",
@@ -126,7 +127,7 @@ def _open(source: str | os.PathLike | TensorSource) -> TensorSource:
 
         # A model directory is read as mlx-lm reads it (and load_model does): model*.safetensors
         # when there are any, so a consolidated.safetensors beside them is no duplicate.
-        return load(source, prefer="model*.safetensors")
+        return load(source, prefer=MODEL_SHARDS)
     return source
 
 

@@ -32,6 +32,7 @@ from mlxload.header import open_regular
 
 __all__ = [
     "INDEX_NAME",
+    "MODEL_SHARDS",
     "CheckpointFiles",
     "checkpoint_files",
     "read_index",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 INDEX_NAME = "model.safetensors.index.json"
+MODEL_SHARDS = "model*.safetensors"
+"""The files mlx-lm reads as a model's weights (it reads no index): an ``adapters.safetensors``
+or ``consolidated.safetensors`` beside them is left out."""
 
 
 @dataclass

@@ -296,11 +296,11 @@ class TensorFile:
             name -> evaluated array.
         """
         runs = _adjacent_runs(infos, _SMALL_READ_BYTES)
+        extents = [_extent(run) for run in runs]
         if self._readable is not None:
-            self._check_readable([(str(k), *_extent(run)) for k, run in enumerate(runs)])
+            self._check_readable([(str(k), *extent) for k, extent in enumerate(extents)])
         # mx.array copies at once, so one scratch buffer serves every run (new memory for
         # each would be page-faulted in each time).
-        extents = [_extent(run) for run in runs]
         scratch = np.empty(max(size for _, size in extents), np.uint8) if len(runs) > 1 else None
         out: dict[str, mx.array] = {}
         for run, (start, size) in zip(runs, extents, strict=True):

@@ -13,7 +13,7 @@ from mlxload.distributed.reader import block_ranges
 from mlxload.errors import CheckpointNotFoundError, MissingShardError, TensorNotFoundError
 from mlxload.hub.range_fetch import RangeFetch
 from mlxload.hub.spec import is_hub_spec, parse_spec
-from mlxload.shards import INDEX_NAME, CheckpointFiles, checkpoint_files, read_index
+from mlxload.shards import INDEX_NAME, MODEL_SHARDS, CheckpointFiles, checkpoint_files, read_index
 
 __all__ = ["METADATA_PATTERNS", "RankSource", "open_source"]
 
@@ -100,7 +100,7 @@ class RankSource:
         if self.weight_map is None:
             if self.spec is not None:
                 self._fetch(["*.safetensors"])
-            files = checkpoint_files(self._target, prefer="model*.safetensors")  # as load_model
+            files = checkpoint_files(self._target, prefer=MODEL_SHARDS)  # as load_model
             return Checkpoint(files, cache=False)
         wanted = self._wanted(names)
         shard_names = sorted(set(wanted.values()))

@@ -12,11 +12,12 @@ from pathlib import Path
 from mlxload.errors import CheckpointError
 from mlxload.hub.cache import in_hf_cache
 from mlxload.hub.spec import is_hub_spec
-from mlxload.shards import checkpoint_files
+from mlxload.shards import MODEL_SHARDS, checkpoint_files
 from mlxload.writer.companions import copy_companions
 from mlxload.writer.errors import WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
 from mlxload.writer.plan import (
+    names_directory,
     plan_align,
     plan_merge,
     plan_split,
@@ -61,9 +62,8 @@ def merge(
         OutputNotADirectoryError: the directory ``out`` would go in is a file.
     """
     _require_named(out)
-    as_dir = os.fspath(out).endswith(("/", os.sep))  # Path() drops a trailing slash
+    into_dir = names_directory(out)
     out = Path(out)
-    into_dir = out.is_dir() or as_dir
     if into_dir:
         out = out / "model.safetensors"
     if not out.exists():  # (an existing file: --force decides)
@@ -137,7 +137,7 @@ def _whole_model(src: str | os.PathLike, source) -> bool:
     if not (file.parent / "config.json").is_file():
         return False
     try:  # what loading the directory as a model (mlx-lm's glob) would read
-        model = checkpoint_files(file.parent, prefer="model*.safetensors")
+        model = checkpoint_files(file.parent, prefer=MODEL_SHARDS)
     except (CheckpointError, OSError):
         return False
     return model.index_path is None and [f.resolve() for f in model.files] == [file.resolve()]
@@ -180,8 +180,7 @@ def align(
         _require_named(out)
     if out is None and isinstance(src, str) and is_hub_spec(src):
         raise refusal  # before downloading anything (hf://org/repo, or org/repo not on disk)
-    # (Path() drops a trailing slash; the directory may not exist before the write.)
-    into_dir = out is not None and (os.fspath(out).endswith(("/", os.sep)) or Path(out).is_dir())
+    into_dir = out is not None and names_directory(out)  # (before the write may create it)
     source = open_source(src, progress=download_progress)
     if out is None and source.remote:
         raise refusal

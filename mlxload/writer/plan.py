@@ -32,6 +32,7 @@ __all__ = [
     "OutputPlan",
     "WritePlan",
     "index_bytes",
+    "names_directory",
     "plan_align",
     "plan_merge",
     "plan_split",
@@ -40,6 +41,12 @@ __all__ = [
 ]
 
 _PLAN_VERSION = 1
+
+
+def names_directory(out: str | os.PathLike) -> bool:
+    """Whether an output path means a directory: one that exists, or a path ending with ``/``
+    (checked on the string: ``Path()`` drops a trailing slash)."""
+    return os.fspath(out).endswith(("/", os.sep)) or Path(out).is_dir()
 
 
 def require_directory(out_dir: Path) -> None:
@@ -395,9 +402,8 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
         out_dir = files.root
         targets = {f: f for f in files.files}
     elif single:
-        spec = os.fspath(out)
+        as_dir = names_directory(out)
         out = Path(out)
-        as_dir = out.is_dir() or spec.endswith(("/", os.sep))
         target = out / files.files[0].name if as_dir else out
         out_dir = target.parent
         targets = {files.files[0]: target}
