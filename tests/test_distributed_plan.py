@@ -402,3 +402,18 @@ def test_a_failed_split_whose_shape_divides_blames_the_models_rule_not_a_cut():
         "(2 groups of 64, 4-bit): the model's split of it across 2 ranks failed ("
     ), message
     assert "cut by" not in message
+
+
+def test_a_rank_that_fails_shows_its_own_error_even_if_telling_the_others_fails(
+    tmp_path, monkeypatch
+):
+    """The all_sum that tells the other ranks runs in the failure path: if it raised too (a
+    broken group), its error replaced the rank's own."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ring] connection reset")
+
+    monkeypatch.setattr(mx.distributed, "all_sum", broken)
+    group = mx.distributed.init()  # one process: a real group of size 1
+    with pytest.raises(mlxload.CheckpointNotFoundError, match="no such file or directory"):
+        load_model_sharded(tmp_path / "missing", tensor_group=group)

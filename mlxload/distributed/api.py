@@ -18,6 +18,7 @@ The result equals loading the whole model and calling ``model.shard(group)`` /
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -141,7 +142,10 @@ def load_model_sharded(
         finally:
             source.close()
     except Exception:
-        _failed_ranks(groups, failed=True)
+        # Tell the other ranks; if even that fails (a broken group), this rank's own error
+        # is the one to see, not the collective's.
+        with contextlib.suppress(Exception):
+            _failed_ranks(groups, failed=True)
         raise
     if _failed_ranks(groups, failed=False):
         raise ModelLoadError(
