@@ -19,6 +19,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -76,6 +77,11 @@ def _make_big(size_gb: float) -> Path:
     return path
 
 
+_GC_ON = "import gc; gc.enable()"
+"""timeit's setup: timeit turns the garbage collector off, which flatters code that builds many
+Python objects (ours) against Rust and C++ (safetensors, mx.load). Users run with it on."""
+
+
 def _make_many(n: int = 5000, dtype: str = "float16") -> Path:
     import mlx.core as mx
 
@@ -107,6 +113,18 @@ def bench_open(reps: int) -> dict:
         with mlxload.safe_open(path) as f:
             return f.keys()
 
+    def paused(fn):
+        """``fn`` with the collector paused, as mlxload pauses it while parsing."""
+
+        def run():
+            gc.disable()
+            try:
+                return fn()
+            finally:
+                gc.enable()
+
+        return run
+
     def bare_orjson():
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
@@ -132,12 +150,12 @@ def bench_open(reps: int) -> dict:
         "mlxload.read_header": lambda: mlxload.read_header(path),
         "safetensors.safe_open": st_open,
         "mx.load (lazy)": lambda: mx.load(str(path)),
-        "orjson parse only": bare_orjson,
-        "orjson + extraction, no checks": orjson_and_extraction,
+        "orjson parse only": paused(bare_orjson),
+        "orjson + extraction, no checks": paused(orjson_and_extraction),
     }
     out = {}
     for name, fn in cases.items():
-        times = timeit.repeat(fn, number=1, repeat=max(reps * 6, 30))
+        times = timeit.repeat(fn, _GC_ON, number=1, repeat=max(reps * 6, 30))
         out[name] = {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3}
     return out
 
@@ -182,7 +200,7 @@ def bench_per_tensor(reps: int) -> dict:
     }
     out = {}
     for name, fn in cases.items():
-        times = timeit.repeat(fn, number=1, repeat=max(reps, 3))
+        times = timeit.repeat(fn, _GC_ON, number=1, repeat=max(reps, 3))
         out[name] = {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3}
     return out
 

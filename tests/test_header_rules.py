@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import math
 import struct
 
 import mlx.core as mx
@@ -541,3 +544,46 @@ def test_zero_size_tensors_at_one_offset_keep_their_json_order_on_both_paths():
             "a",
             "z2",
         ], extra
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+@pytest.mark.parametrize(
+    "header", [{"a": entry("U8", [2], 0, 2)}, {"a": entry("U8", [3], 0, 2)}, b"{not json"]
+)
+def test_parsing_leaves_the_garbage_collector_as_it_found_it(header, collector_on):
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    was_on = gc.isenabled()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        with contextlib.suppress(errors.SafetensorsError):
+            parse_header(raw, file_size=8 + len(raw) + 2)
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was_on else gc.disable)()
+
+
+@pytest.mark.parametrize("in_offset_order", [True, False])
+def test_an_open_header_leaves_few_objects_for_the_garbage_collector(in_offset_order):
+    """A list per shape (or the parsed JSON) kept alive would be thousands of objects that every
+    later collection walks again."""
+    n = 2000
+    order = range(n) if in_offset_order else [(i * 7) % n for i in range(n)]
+    header = {f"t{i}": entry("F16", [2, 3], 12 * k, 12 * (k + 1)) for i, k in enumerate(order)}
+    raw = json.dumps(header).encode()
+    gc.collect()
+    before = len(gc.get_objects())
+    parsed = parse_header(raw, file_size=8 + len(raw) + 12 * n)
+    assert len(gc.get_objects()) - before < 50
+    assert parsed.tensors["t7"].shape == (2, 3)
+
+
+def test_shapes_of_every_length_read_back_from_the_fast_path():
+    shapes = [[], [0], [2, 3], [5], [1, 1, 2], []]
+    header, begin = {}, 0
+    for i, shape in enumerate(shapes):
+        size = 4 * math.prod(shape)
+        header[f"t{i}"] = entry("F32", shape, begin, begin + size)
+        begin += size
+    raw = json.dumps(header).encode()
+    tensors = parse_header(raw, file_size=8 + len(raw) + begin).tensors
+    assert [tensors[f"t{i}"].shape for i in range(len(shapes))] == [tuple(s) for s in shapes]
