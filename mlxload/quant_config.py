@@ -247,7 +247,8 @@ def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig
     """The quantization config of a checkpoint directory, or ``None`` when it has none.
 
     Looked for in order: ``config.json`` (either format), a standalone
-    ``quantization_config.json``, an AutoGPTQ ``quantize_config.json``.
+    ``quantization_config.json``, an AutoGPTQ ``quantize_config.json``, an AutoAWQ
+    ``quant_config.json``.
 
     Raises:
         QuantizationConfigError subclasses: a config exists but is malformed.
@@ -265,7 +266,22 @@ def find_quantization_config(directory: str | os.PathLike) -> QuantizationConfig
     if autogptq.is_file():
         section = _parse_json_object(autogptq.read_bytes(), str(autogptq))
         return _from_hf({"quant_method": "gptq", **section}, str(autogptq), "")
+    autoawq = directory / "quant_config.json"  # AutoAWQ's own export
+    if autoawq.is_file():
+        section = _parse_json_object(autoawq.read_bytes(), str(autoawq))
+        return _from_hf(_from_autoawq_names(section), str(autoawq), "")
     return None
+
+
+def _from_autoawq_names(section: dict) -> dict:
+    """AutoAWQ's ``quant_config.json`` (``w_bit``, ``q_group_size``) in Hugging Face's names;
+    without those keys it is taken for GPTQ, as GPTQModel reads that file name too."""
+    if "quant_method" in section:
+        return section
+    if not {"w_bit", "q_group_size"} & section.keys():
+        return {"quant_method": "gptq", **section}
+    renamed = {"w_bit": "bits", "q_group_size": "group_size"}
+    return {"quant_method": "awq", **{renamed.get(k, k): v for k, v in section.items()}}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -460,16 +476,37 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
             "mxfp8, compressed-tensors"
         )
     bits, group_size = _hf_bits_and_group(section, method, (4, 128), src, where)
-    version = section.get("version")
-    if method == "awq" and isinstance(version, str) and version.lower() not in ("gemm", ""):
+    layout_key, layout = _hf_layout(section, method)
+    version = layout if method == "awq" else None
+    fmt = layout if method == "gptq" else None
+    if isinstance(fmt, str):
+        fmt = fmt.lower()
+    if method == "awq":
+        backend = section.get("backend")
+        if isinstance(backend, str) and backend.lower().replace("_", "-") == "llm-awq":
+            raise UnsupportedQuantMethodError(
+                f"{src}: key '{where}backend' is {backend!r}: llm-awq packs its weights in "
+                "another layout; only AutoAWQ's 'gemm' packing is supported"
+            )
+        if isinstance(layout, str) and layout.lower() not in ("gemm", ""):
+            raise UnsupportedQuantMethodError(
+                f"{src}: key '{where}{layout_key}' is {layout!r}; only AutoAWQ's 'gemm' "
+                "packing is supported"
+            )
+    else:
+        if section.get("is_marlin_format") is True:
+            raise UnsupportedQuantMethodError(
+                f"{src}: key '{where}is_marlin_format' is true: the weights are in the Marlin "
+                "kernel's layout; supported GPTQ formats: gptq, gptq_v2"
+            )
+        if fmt is not None and fmt not in ("gptq", "gptq_v2"):
+            raise UnsupportedQuantMethodError(
+                f"{src}: key '{where}{layout_key}' is {fmt!r}; supported: gptq, gptq_v2"
+            )
+    pack_dtype = section.get("pack_dtype")
+    if pack_dtype is not None and str(pack_dtype).removeprefix("torch.") != "int32":
         raise UnsupportedQuantMethodError(
-            f"{src}: key '{where}version' is {version!r}; only AutoAWQ's 'gemm' packing "
-            "is supported"
-        )
-    fmt = section.get("checkpoint_format")
-    if fmt is not None and fmt not in ("gptq", "gptq_v2"):
-        raise UnsupportedQuantMethodError(
-            f"{src}: key '{where}checkpoint_format' is {fmt!r}; supported: gptq, gptq_v2"
+            f"{src}: key '{where}pack_dtype' is {pack_dtype!r}; only int32 packing is supported"
         )
     return QuantizationConfig(
         bits,
@@ -484,6 +521,20 @@ def _from_hf(section: dict, src: str, key: str) -> QuantizationConfig:
         dynamic=_hf_dynamic(section, method, (bits, group_size), src, where),
         source=src,
     )
+
+
+def _hf_layout(section: Mapping[str, Any], method: str) -> tuple[str, Any]:
+    """The key naming an AWQ/GPTQ checkpoint's packing, and its value (None when absent).
+
+    ``format`` is the current key in GPTQModel and transformers; ``checkpoint_format`` (GPTQ)
+    and ``version`` (AWQ) are its older names, read only without it. A ``format`` saying
+    ``gptq_v2`` must not be missed: read as ``gptq`` every zero point would be off by one.
+    """
+    legacy = "version" if method == "awq" else "checkpoint_format"
+    for key in ("format", legacy):
+        if section.get(key) is not None:
+            return key, section[key]
+    return legacy, None
 
 
 def _hf_bits_and_group(

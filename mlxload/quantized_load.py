@@ -60,7 +60,7 @@ def load_quantized_weights(
             already opened checkpoint.
         config: Use this config instead of the one found next to the checkpoint
             (``config.json`` ``quantization`` / ``quantization_config``, then
-            ``quantization_config.json``, then ``quantize_config.json``).
+            ``quantization_config.json``, ``quantize_config.json``, then ``quant_config.json``).
 
     Returns:
         ``{module_path: QuantizedWeight}``, e.g. ``"model.layers.0.mlp.down_proj"``; empty for a

@@ -83,18 +83,28 @@ def test_awq_model_matches_mlx_lm(float_checkpoint, tmp_path):
     assert greedy(ours, ids) == greedy(theirs, ids)
 
 
-def test_gptq_three_bit_model_loads_exactly(float_checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    ("format_fields", "stored_offset"),
+    [
+        ({}, -1),  # original GPTQ stores zero - 1
+        ({"format": "gptq_v2"}, 0),  # GPTQModel's v2, named by the key it and transformers read
+        ({"checkpoint_format": "gptq_v2"}, 0),  # ... or by the older key
+    ],
+)
+def test_gptq_three_bit_model_loads_exactly(
+    float_checkpoint, tmp_path, format_fields, stored_offset
+):
     """mlx-lm's converter only takes 4 bits; mlxload repacks 3-bit GPTQ exactly."""
     saved = {}
 
     def gptq_layer(rng, in_f, out_f):
         q = rng.integers(0, 8, size=(in_f, out_f))
-        zeros = rng.integers(1, 9, size=(in_f // GROUP, out_f))
+        zeros = rng.integers(1, 8, size=(in_f // GROUP, out_f))  # stored as 0-6 or 1-7
         scales = dyadic_scales((in_f // GROUP, out_f)) / 64
         saved[len(saved)] = (q, zeros, scales)
         return {
             "qweight": gptq_pack_rows(q, 3),
-            "qzeros": gptq_pack_zeros(zeros - 1, 3),  # original GPTQ stores zero - 1
+            "qzeros": gptq_pack_zeros(zeros + stored_offset, 3),
             "scales": scales,
             "g_idx": (np.arange(in_f) // GROUP).astype(np.int32),
         }
@@ -102,7 +112,7 @@ def test_gptq_three_bit_model_loads_exactly(float_checkpoint, tmp_path):
     path = _convert(
         float_checkpoint,
         tmp_path / "gptq",
-        {"quant_method": "gptq", "bits": 3, "group_size": GROUP, "sym": False},
+        {"quant_method": "gptq", "bits": 3, "group_size": GROUP, "sym": False, **format_fields},
         gptq_layer,
     )
     model, _, _ = load_model(path, dtype="float32")

@@ -264,6 +264,69 @@ def test_autogptq_quantize_config_json_is_found(tmp_path):
     assert (cfg.quant_method, cfg.bits, cfg.group_size, cfg.sym) == ("gptq", 4, 128, True)
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"format": "gptq_v2"}, "gptq_v2"),  # GPTQModel and transformers 5: the current key
+        ({"format": "gptq_v2", "checkpoint_format": "gptq"}, "gptq_v2"),  # it wins
+        ({"format": "GPTQ"}, "gptq"),
+        ({"checkpoint_format": "gptq_v2"}, "gptq_v2"),  # the older name, alone
+        ({}, None),
+    ],
+)
+def test_gptq_format_is_read_from_format_then_checkpoint_format(fields, expected):
+    """Read as "gptq" (stored zero z - 1), a v2 checkpoint is off by one step everywhere."""
+    section = {"quant_method": "gptq", "bits": 4, "group_size": 128, **fields}
+    cfg = QuantizationConfig.from_model_config({"quantization_config": section})
+    assert cfg.checkpoint_format == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"quant_method": "gptq", "format": "marlin"},
+            "key 'quantization_config.format' is 'marlin'; supported: gptq, gptq_v2",
+        ),
+        (
+            {"quant_method": "gptq", "is_marlin_format": True},
+            "key 'quantization_config.is_marlin_format' is true: the weights are in the Marlin",
+        ),
+        (
+            {"quant_method": "gptq", "pack_dtype": "int16"},
+            "key 'quantization_config.pack_dtype' is 'int16'; only int32 packing is supported",
+        ),
+        (
+            {"quant_method": "awq", "format": "gemv", "version": "gemm"},
+            "key 'quantization_config.format' is 'gemv'; only AutoAWQ's 'gemm' packing",
+        ),
+        (
+            {"quant_method": "awq", "backend": "llm-awq"},
+            "key 'quantization_config.backend' is 'llm-awq': llm-awq packs its weights in "
+            "another layout",
+        ),
+    ],
+)
+def test_awq_gptq_layouts_without_a_repack_are_refused_by_name(fields, message):
+    with pytest.raises(UnsupportedQuantMethodError) as e:
+        QuantizationConfig.from_model_config({"quantization_config": fields}, source="c.json")
+    assert str(e.value).startswith(f"c.json: {message}")
+
+
+def test_pack_dtype_int32_is_accepted():
+    section = {"quant_method": "gptq", "pack_dtype": "torch.int32"}
+    assert QuantizationConfig.from_model_config({"quantization_config": section}).bits == 4
+
+
+def test_autoawq_quant_config_json_is_found(tmp_path):
+    (tmp_path / "quant_config.json").write_text(
+        json.dumps({"zero_point": True, "q_group_size": 64, "w_bit": 4, "version": "GEMM"})
+    )
+    cfg = find_quantization_config(tmp_path)
+    assert (cfg.quant_method, cfg.bits, cfg.group_size, cfg.zero_point) == ("awq", 4, 64, True)
+    assert cfg.source == str(tmp_path / "quant_config.json")
+
+
 def test_find_prefers_config_json_and_returns_none_without_any(tmp_path):
     assert find_quantization_config(tmp_path) is None
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
