@@ -245,7 +245,14 @@ _OTHER_FORMATS = {
 
 
 def _other_formats_hint(directory: Path) -> str:
-    """What else the directory holds, when it is weights in a format we don't read."""
+    """What else the directory holds: weights in a format we don't read, or the unfinished
+    output of an interrupted mlxload write."""
+    unfinished = sorted(directory.glob(".*.mlxload-partial"))
+    if unfinished:
+        return (
+            f" (it holds {unfinished[0].name}, unfinished output of an mlxload merge, split "
+            "or align that was interrupted: run the same command again to finish it)"
+        )
     for pattern, hint in _OTHER_FORMATS.items():
         found = visible_files(directory, pattern)
         if found:

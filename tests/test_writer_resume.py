@@ -160,7 +160,7 @@ def test_ctrl_c_between_the_two_progress_counters_keeps_the_journal_consistent(t
     assert out.read_bytes() == reference.read_bytes()
 
 
-def test_killed_split_resumes_across_committed_shards(tmp_path):
+def test_killed_split_resumes_across_finished_shards(tmp_path):
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
     ref = split(src, tmp_path / "ref", max_shard_size="20KiB")
     assert len(ref.outputs) >= 3
@@ -171,7 +171,9 @@ def test_killed_split_resumes_across_committed_shards(tmp_path):
     second = out / ref.outputs[1].name
     _wait_for_journal(journal_path(second), 1, proc)
     _kill(proc)
-    assert (out / ref.outputs[0].name).exists()  # complete shard already in place
+    first = out / ref.outputs[0].name  # complete, but renamed only once every shard is
+    assert temp_path(first).exists() and not first.exists()
+    assert json.loads(journal_path(first).read_bytes())["complete"] is True
     assert not second.exists() and not (out / "model.safetensors.index.json").exists()
     result = split(src, out, max_shard_size="20KiB")  # no force needed: it is our own work
     assert result.resumed_tensors == pause
@@ -285,32 +287,64 @@ def test_a_split_redone_with_other_settings_removes_the_abandoned_work(tmp_path)
     busy = out / "model-00009-of-00009.safetensors"  # another run's live work: kept
     temp_path(busy).write_bytes(b"partial")
     with lock_outputs([busy]):
-        result = split(src, out, max_shard_size="1MB", force=True)
+        result = split(src, out, max_shard_size="1MB")
     assert [p.name for p in result.outputs] == ["model.safetensors"]
-    assert result.removed == [out / ref.outputs[0].name]  # the committed shard it replaced
+    assert result.removed == []  # the killed run had put nothing in place
     hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     assert hidden == [temp_path(busy).name]
 
 
 def test_a_split_stopped_part_way_does_not_load_as_a_model(tmp_path):
-    """Finished shards have their final names before the index is written: the partial set
-    must be refused, not read as a model with tensors missing; rerunning finishes it."""
+    """Shards get their final names only once all are written: a stopped split leaves no
+    partial set that could be read as a model with tensors missing; rerunning finishes it."""
     import mlxload
-    from mlxload.errors import MissingShardError
+    from mlxload.errors import CheckpointError
 
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=30), 2)
     out = tmp_path / "out"
 
     def stop_in_the_second_shard(done, total, name):
-        if len(list(out.glob("model-*.safetensors"))) == 1:
+        if temp_path(out / "model-00002-of-00002.safetensors").exists():
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         split(src, out, max_shard_size="40KiB", progress=stop_in_the_second_shard)
-    assert not (out / "model.safetensors.index.json").exists()
-    with pytest.raises(MissingShardError, match="and no index; model-00002-of-"):
+    assert temp_path(out / "model-00001-of-00002.safetensors").exists()
+    assert not any(p.name.startswith("model") for p in out.iterdir())
+    with pytest.raises(CheckpointError, match="was interrupted: run the same command again"):
         mlxload.load(out)
     split(src, out, max_shard_size="40KiB")
     assert checkpoint_bytes(sorted(out.glob("model-*.safetensors"))) == checkpoint_bytes(
         sorted(src.glob("model-*.safetensors"))
     )
+
+
+def test_a_merge_stopped_while_copying_the_config_and_tokenizer_finishes_on_rerun(
+    tmp_path, monkeypatch
+):
+    """The weights were in place and their journals gone, so the rerun refused ("already
+    exists; pass --force") and the tokenizer was never copied."""
+    from mlxload.writer import companions
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=10), 2)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (src / name).write_text(json.dumps({"name": name}))
+    out = tmp_path / "out"
+    real, copied = companions.shutil.copyfile, []
+
+    def stop_at_the_second(a, b):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(real(a, b))
+
+    monkeypatch.setattr(companions.shutil, "copyfile", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        merge(src, f"{out}/")
+    monkeypatch.undo()
+    assert (out / "model.safetensors").exists() and not (out / "tokenizer.json").exists()
+    result = merge(src, f"{out}/")
+    assert result.resumed_tensors == len(mixed_tensors(scale=10))
+    assert sorted(p.name for p in result.companions) == ["tokenizer.json", "tokenizer_config.json"]
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (src / name).read_bytes()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -208,7 +208,9 @@ def test_os_error_messages_have_no_errno_prefix(tmp_path, monkeypatch):
     assert info.value.errno == errno.ENOSPC
 
 
-def test_failed_run_leaves_no_journal_of_the_outputs_it_finished(tmp_path, monkeypatch):
+def test_a_failed_split_leaves_nothing_and_its_rerun_needs_no_force(tmp_path, monkeypatch):
+    """The shards written before the failure were never renamed into place: nothing is left
+    that a rerun would have to be told to replace."""
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
     out = tmp_path / "out"
     real = execute_mod._Run._write_temp
@@ -223,16 +225,46 @@ def test_failed_run_leaves_no_journal_of_the_outputs_it_finished(tmp_path, monke
     monkeypatch.setattr(execute_mod._Run, "_write_temp", fail_in_second_output)
     with pytest.raises(WriteFailedError, match="an I/O error occurred"):
         split(src, out, max_shard_size="20KiB")
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["model-00001-of-00004.safetensors"], names  # the one it completed
+    assert sorted(p.name for p in out.iterdir()) == []
     monkeypatch.undo()
-    with pytest.raises(OutputExistsError, match=r"model-00001-of-00004\.safetensors"):
-        split(src, out, max_shard_size="20KiB")
-    result = split(src, out, max_shard_size="20KiB", force=True)
+    result = split(src, out, max_shard_size="20KiB")
     assert [p.name for p in result.outputs] == [
         f"model-0000{i}-of-00004.safetensors" for i in (1, 2, 3, 4)
     ]
     assert checkpoint_bytes(result.outputs) == checkpoint_bytes(sorted(src.glob("*.safetensors")))
+
+
+@pytest.mark.parametrize("stop", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
+def test_a_forced_split_that_stops_leaves_the_checkpoint_it_replaces_whole(
+    tmp_path, monkeypatch, stop
+):
+    """Renaming each shard as it was done left the new first shard beside the old second one
+    and the old index: a checkpoint that loaded, silently mixing the two models' weights."""
+    out = tmp_path / "out"
+    old = split(write_sharded(tmp_path / "a", mixed_tensors(1, scale=50), 2), out,
+                max_shard_size="20KiB")  # fmt: skip
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    new_src = write_sharded(tmp_path / "b", mixed_tensors(2, scale=50), 2)
+    real = execute_mod._Run._write_temp
+    calls = []
+
+    def stop_in_the_second_output(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise stop
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(execute_mod._Run, "_write_temp", stop_in_the_second_output)
+    with pytest.raises(type(stop)):
+        split(new_src, out, max_shard_size="20KiB", force=True)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert after == before
+    assert checkpoint_bytes(old.outputs) == checkpoint_bytes(sorted(out.glob("model-*")))
+    monkeypatch.undo()
+    result = split(new_src, out, max_shard_size="20KiB", force=True)
+    assert checkpoint_bytes(result.outputs) == checkpoint_bytes(
+        sorted(new_src.glob("*.safetensors"))
+    )
 
 
 # --- align: what OUT means ---------------------------------------------------------------

@@ -7,6 +7,7 @@ aligned outputs (see :mod:`mlxload.writer.execute`): bounded memory, atomic, res
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mlxload.errors import CheckpointError
@@ -70,12 +71,14 @@ def merge(
         require_safetensors_name(out)
     require_directory(out.parent)  # before a Hub download
     source = open_source(src, progress=download_progress)
-    result = execute(
-        plan_merge(source, out, on_conflict=on_conflict), force=force, progress=progress
+    plan = plan_merge(source, out, on_conflict=on_conflict)
+    companions = into_dir and _whole_model(src, source)  # a model directory: loadable as it is
+    return execute(
+        plan,
+        force=force,
+        progress=progress,
+        finish=_companions(source, out.parent, force) if companions else None,
     )
-    if into_dir and _whole_model(src, source):  # a model directory: loadable as it is
-        result.companions = copy_companions(source.files.root, out.parent, replace=force)
-    return result
 
 
 def split(
@@ -117,10 +120,13 @@ def split(
     require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
-    result = execute(plan, force=force, progress=progress)
-    if _whole_model(src, source):
-        result.companions = copy_companions(source.files.root, Path(out_dir), replace=force)
-    return result
+    companions = _companions(source, Path(out_dir), force) if _whole_model(src, source) else None
+    return execute(plan, force=force, progress=progress, finish=companions)
+
+
+def _companions(source, out_dir: Path, force: bool) -> Callable[[], list[Path]]:
+    """The step copying ``source``'s config and tokenizer beside the written shards."""
+    return lambda: copy_companions(source.files.root, out_dir, replace=force)
 
 
 def _one_file(src: str | os.PathLike, source) -> bool:
@@ -187,12 +193,13 @@ def align(
     plan = plan_align(source, out)
     if plan.in_place and (plan.outputs or plan.index) and in_hf_cache(source.files.root):
         raise refusal  # a snapshot given by its local path: the same cache
-    result = execute(plan, force=force, progress=progress)
     copies = _whole_model(src, source) and (into_dir or not _one_file(src, source))
+    finish = None
     if not plan.in_place and copies and plan.outputs:  # a file written as a file: nothing
-        out_dir = result.index.parent if result.index else plan.outputs[0].path.parent
-        result.companions = copy_companions(source.files.root, out_dir, replace=force)
-    return result
+        indexed = plan.index is not None and plan.index_path is not None
+        written_in = plan.index_path if indexed else plan.outputs[0].path
+        finish = _companions(source, written_in.parent, force)
+    return execute(plan, force=force, progress=progress, finish=finish)
 
 
 def _require_named(out: str | os.PathLike) -> None:

@@ -97,14 +97,27 @@ def journal_path(final: Path) -> Path:
 
 
 def execute(
-    plan: WritePlan, *, force: bool = False, progress: Progress | None = None
+    plan: WritePlan,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    finish: Callable[[], list[Path]] | None = None,
 ) -> WriteResult:
     """Write the plan's outputs and index.
+
+    The outputs are written under hidden work names and only then renamed into place, all
+    together (an in-place align swaps in each file as it is done: mixing its old and new
+    files is harmless, and it needs room for one file only). So a run that fails or is
+    interrupted never leaves a directory where part of a new checkpoint stands beside part of
+    the one it replaces.
 
     Args:
         plan: From :mod:`~.plan`.
         force: Replace outputs that already exist.
         progress: Called after each tensor with (done bytes, total bytes, tensor name).
+        finish: Called once the outputs and index are in place, before the resume journals
+            are dropped (so a rerun after an interrupt there does it again); its result is
+            ``WriteResult.companions``.
 
     Returns:
         A :class:`WriteResult`.
@@ -127,7 +140,7 @@ def execute(
     _preflight(plan, force)  # refuse before creating any directory for the lock files
     with lock_outputs(locked):
         # Again under the lock: another run may have finished or progressed meanwhile.
-        return _execute_locked(plan, _preflight(plan, force, again=True), progress)
+        return _execute_locked(plan, _preflight(plan, force, again=True), progress, finish)
 
 
 def _remove_abandoned_work(finals: list[Path]) -> None:
@@ -151,7 +164,10 @@ def _preflight(
 
 
 def _execute_locked(
-    plan: WritePlan, states: dict[Path, tuple[str, JournalState | None]], progress: Progress | None
+    plan: WritePlan,
+    states: dict[Path, tuple[str, JournalState | None]],
+    progress: Progress | None,
+    finish: Callable[[], list[Path]] | None,
 ) -> WriteResult:
     result = WriteResult(
         tensors=sum(len(o.tensors) for o in plan.outputs),
@@ -159,6 +175,8 @@ def _execute_locked(
         unchanged=list(plan.unchanged),
     )
     run = _Run(plan, progress, result)
+    written: list[OutputPlan] = []  # complete under their work names, not yet renamed
+    committed: list[Path] = []
     try:
         # Every source is opened before the first write and read through these descriptors
         # only, so the data always comes from the files as they were planned.
@@ -168,8 +186,13 @@ def _execute_locked(
                 output.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 _reraise(e, output.path)
-            run.write(output, states[output.path])
-            result.outputs.append(output.path)
+            if run.write(output, states[output.path]):
+                written.append(output)
+            else:
+                committed.append(output.path)  # by an earlier run that was interrupted
+            if plan.in_place:
+                _commit(written, committed)
+        _commit(written, committed)
         if plan.index is not None and plan.index_path is not None:
             _write_small_atomically(plan.index_path, plan.index)
             result.index = plan.index_path
@@ -177,17 +200,40 @@ def _execute_locked(
             remove_quietly(stale)
             result.removed.append(stale)
         _remove_abandoned_work(plan.abandoned)
+        if finish is not None:
+            result.companions = finish()
     except KeyboardInterrupt:
-        raise  # journals stay: rerunning continues (and skips the outputs already committed)
+        raise  # work files and journals stay: rerunning continues where this run stopped
     except BaseException:
-        # A failed run is not resumed: drop the journals of the outputs it did commit.
-        remove_quietly(*(journal_path(p) for p in result.outputs))
+        # A failed run is not resumed: drop its work files, and the journals of the outputs
+        # it did commit (so a rerun doesn't take them for its own).
+        remove_quietly(*(journal_path(p) for p in committed))
+        remove_quietly(*(f(o.path) for o in written for f in (temp_path, journal_path)))
         raise
     finally:
         run.close()
+    result.outputs = [o.path for o in plan.outputs]
     # Unchanged files too: an earlier, killed in-place align may have left their journals.
-    remove_quietly(*(journal_path(p) for p in [o.path for o in plan.outputs] + plan.unchanged))
+    remove_quietly(*(journal_path(p) for p in result.outputs + plan.unchanged))
     return result
+
+
+def _commit(written: list[OutputPlan], committed: list[Path]) -> None:
+    """Rename the written outputs into place (emptying ``written``), then make that durable."""
+    directories = set()
+    while written:
+        output = written[0]
+        tmp = temp_path(output.path)
+        try:
+            _keep_mode(tmp, output.path)
+            os.replace(tmp, output.path)
+        except OSError as e:
+            _reraise(e, output.path)
+        written.pop(0)
+        committed.append(output.path)
+        directories.add(output.path.parent)
+    for directory in directories:
+        _fsync_dir(directory)
 
 
 def _check_sources(plan: WritePlan) -> None:
@@ -345,11 +391,16 @@ class _Run:
     def source_fd(self, path: Path) -> int:
         return self.fds[path]  # opened up front by open_sources
 
-    def write(self, output: OutputPlan, digest_state: tuple[str, JournalState | None]) -> None:
+    def write(self, output: OutputPlan, digest_state: tuple[str, JournalState | None]) -> bool:
+        """Write ``output`` completely under its work name (see :func:`_commit`).
+
+        Returns:
+            False when an earlier run already put it in place.
+        """
         digest, state = digest_state
         if _is_done(output, state):
             self._skip(output, len(output.tensors), output.data_size)
-            return
+            return False
         tmp, jpath = temp_path(output.path), journal_path(output.path)
         try:
             if state is None or not _temp_holds(tmp, output, state):
@@ -361,9 +412,6 @@ class _Run:
             self._write_temp(output, tmp, jpath, state)
             state.complete = True  # all flushed: after a kill from here on the file is done
             save_journal(jpath, state)
-            _keep_mode(tmp, output.path)
-            os.replace(tmp, output.path)
-            _fsync_dir(output.path.parent)
         except KeyboardInterrupt as e:
             # Temp file and journal stay: rerunning continues from the journal.
             if tmp.exists():
@@ -376,6 +424,7 @@ class _Run:
         except BaseException as e:
             remove_quietly(tmp, jpath)
             _reraise(e, output.path)
+        return True
 
     def _skip(self, output: OutputPlan, tensors: int, nbytes: int) -> None:
         self.result.resumed_tensors += tensors
