@@ -190,6 +190,9 @@ def test_source_truncated_during_copy(tmp_path, monkeypatch):
             f.truncate(shard.stat().st_size - 40)
 
     monkeypatch.setattr(run_class, "open_sources", open_then_truncate)
-    with pytest.raises(FileChangedError, match="truncated or replaced during the copy"):
+    with pytest.raises(FileChangedError) as e:
         execute_mod.execute(plan)
+    assert str(e.value).startswith(f"{shard}: tensor '")
+    assert "source ended at byte" in str(e.value)
+    assert "truncated during the copy: restore it, then run the command again" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

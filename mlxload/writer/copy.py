@@ -68,10 +68,7 @@ class _Unsupported(Exception):
 
 
 def _short(src_fd: int, offset: int) -> FileChangedError:
-    return FileChangedError(
-        f"source ended at byte {offset} while copying (fd {src_fd}); it was truncated or "
-        "replaced during the copy"
-    )
+    return FileChangedError(f"source ended at byte {offset}, before the bytes to copy did")
 
 
 def _copy_file_range(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) -> None:

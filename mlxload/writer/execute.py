@@ -477,7 +477,14 @@ class _Run:
         dst = output.data_start + tensor.begin
         for start in range(0, tensor.nbytes, WRITEBACK_CHUNK):
             n = min(WRITEBACK_CHUNK, tensor.nbytes - start)
-            copy_range(src_fd, fd, tensor.src_offset + start, dst + start, n)
+            try:
+                copy_range(src_fd, fd, tensor.src_offset + start, dst + start, n)
+            except FileChangedError as e:
+                raise FileChangedError(
+                    f"{output.sources[tensor.name]}: tensor {tensor.name!r}: {e}; the file was "
+                    "truncated during the copy: restore it, then run the "
+                    "command again"
+                ) from None
             self.unflushed += n
             if self.unflushed >= WRITEBACK_CHUNK:
                 start_writeback(fd, dst + start + n - self.unflushed, self.unflushed)
