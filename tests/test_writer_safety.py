@@ -322,23 +322,30 @@ def test_align_onto_another_name_of_the_same_file_is_in_place(tmp_path):
 
 
 @pytest.mark.parametrize("verb", ["merge", "align"])
-@pytest.mark.parametrize("name", ["outnoext", "out.bin"])
-def test_a_new_output_file_must_be_named_safetensors(tmp_path, verb, name):
-    """`mlxload merge sp outnoext` wrote a file mx.load and mlx-lm would never read."""
+@pytest.mark.parametrize("name", ["outnoext", "out.bin", "config.json"])
+def test_an_output_file_must_be_named_safetensors(tmp_path, verb, name):
+    """`mlxload merge sp outnoext` wrote a file mx.load and mlx-lm would never read, and with
+    --force, `merge sp config.json` turned the model's config into one."""
     from mlxload.writer import OutputNameError
 
     src = tmp_path / "src"
     src.mkdir()
     one = src / "model.safetensors"
     mx.save_safetensors(str(one), mixed_tensors())
+    existing = {"config.json": b'{"model_type": "llama"}'}.get(name)
+    if existing:
+        (tmp_path / name).write_bytes(existing)
     with pytest.raises(OutputNameError) as e:
-        merge(src, tmp_path / name) if verb == "merge" else align(one, tmp_path / name)
+        kw = {"force": True}
+        merge(src, tmp_path / name, **kw) if verb == "merge" else align(one, tmp_path / name, **kw)
     assert str(e.value) == (
         f"{tmp_path / name}: an output file must end with .safetensors (mx.load and mlx-lm "
         f"read no other name); name it {name}.safetensors, or end the path with / to write "
         "into a directory"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", *([name] * bool(existing))])
+    if existing:
+        assert (tmp_path / name).read_bytes() == existing
 
 
 def test_align_of_a_link_onto_its_target_is_not_in_place(tmp_path):

@@ -67,8 +67,7 @@ def merge(
     out = Path(out)
     if into_dir:
         out = out / "model.safetensors"
-    if not out.exists():  # (an existing file: --force decides)
-        require_safetensors_name(out)
+    require_safetensors_name(out)  # existing ones too: --force must not turn config.json into one
     require_directory(out.parent)  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_merge(source, out, on_conflict=on_conflict)

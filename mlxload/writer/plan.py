@@ -408,7 +408,7 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
         out_dir = target.parent
         targets = {files.files[0]: target}
         in_place = _same_entry(target, files.files[0])
-        if not in_place and not target.exists():  # (an existing file: --force decides)
+        if not in_place:
             require_safetensors_name(target)
     else:
         out_dir = Path(out)
