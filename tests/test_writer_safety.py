@@ -349,14 +349,23 @@ def test_an_output_file_must_be_named_safetensors(tmp_path, verb, name):
 
 
 def test_align_of_a_link_onto_its_target_is_not_in_place(tmp_path):
-    # A Hugging Face snapshot entry links to its blob; writing the blob needs --force.
+    # A Hugging Face snapshot entry links to its blob: writing the blob, an existing file not
+    # named .safetensors, is refused (with --force too); a .safetensors target needs --force.
+    from mlxload.writer import OutputNameError
+
     (tmp_path / "blobs").mkdir()
     blob = write_numpy_file(tmp_path / "blobs" / "0123abcd")
     link = tmp_path / "snapshots" / "model.safetensors"
     link.parent.mkdir()
     link.symlink_to(blob)
+    for force in (False, True):
+        with pytest.raises(OutputNameError):
+            align(link, blob, force=force)
+    named = write_numpy_file(tmp_path / "blobs" / "named.safetensors")
+    link.unlink()
+    link.symlink_to(named)
     with pytest.raises(OutputExistsError):
-        align(link, blob)
+        align(link, named)
 
 
 def test_source_replaced_between_planning_and_copying_is_refused(tmp_path, monkeypatch):
