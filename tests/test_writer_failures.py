@@ -196,3 +196,20 @@ def test_source_truncated_during_copy(tmp_path, monkeypatch):
     assert "source ended at byte" in str(e.value)
     assert "truncated during the copy: restore it, then run the command again" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_the_free_space_margin_grows_with_the_output(tmp_path, monkeypatch):
+    """A fixed 16 MiB margin refused a ~20 KB merge onto a disk with 5 MB free."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    free = {"bytes": 5 << 20}
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: _Usage(10**9, 10**9, free["bytes"]))
+    monkeypatch.setattr(free_space, "_free_space_leaves_out_purgeable", lambda: False)
+    merge(src, tmp_path / "small.safetensors")
+    free["bytes"] = 1 << 20  # under the smallest margin, 1 MiB
+    with pytest.raises(InsufficientSpaceError, match=r"\(\+1\.0 MiB margin\)"):
+        merge(src, tmp_path / "other.safetensors")
+    from mlxload.writer.execute import _space_margin
+
+    assert _space_margin(0) == 1 << 20
+    assert _space_margin(64 << 20) == 3 << 20
+    assert _space_margin(100 << 30) == 16 << 20

@@ -56,6 +56,7 @@ PAUSE_ENV = "MLXLOAD_WRITER_PAUSE_AFTER"
 _CHECKPOINT_BYTES = 1 << 30
 _CHECKPOINT_SECONDS = 5.0
 _SPACE_MARGIN = 16 << 20
+"""Free space kept beyond an output's bytes (journals, index, block rounding), at most."""
 
 
 @dataclass
@@ -327,17 +328,24 @@ def _check_space(plan: WritePlan, states: dict, *, warn: bool = True) -> None:
         entry = needed.setdefault(os.stat(anchor).st_dev, [anchor, 0])
         entry[1] += output.size - resumable
     for anchor, need in needed.values():
+        margin = _space_margin(need)
         check_free_space(
             anchor,
-            need + _SPACE_MARGIN,
-            lambda free, anchor=anchor, need=need: InsufficientSpaceError(
+            need + margin,
+            lambda free, anchor=anchor, need=need, margin=margin: InsufficientSpaceError(
                 errno.ENOSPC,
                 f"not enough free space in {anchor}: the output needs {human_bytes(need)} "
-                f"(+{human_bytes(_SPACE_MARGIN)} margin) but only {human_bytes(free)} is free; "
+                f"(+{human_bytes(margin)} margin) but only {human_bytes(free)} is free; "
                 "free some space or write elsewhere",
             ),
             warn=warn,
         )
+
+
+def _space_margin(need: int) -> int:
+    """1 MiB plus 1/32 of the output, up to :data:`_SPACE_MARGIN`: a fixed 16 MiB refused a
+    20 KB merge onto a disk with 5 MB free."""
+    return min(_SPACE_MARGIN, (1 << 20) + need // 32)
 
 
 def _existing_ancestor(path: Path) -> Path:
