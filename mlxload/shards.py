@@ -226,6 +226,7 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
         return read_index(indexes[0])
     preferred = visible_files(path, prefer) if prefer else []
     files = preferred or visible_files(path, "*.safetensors")
+    _check_no_dangling_links(path, prefer if preferred else "*.safetensors")
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
@@ -233,6 +234,21 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
         )
     _check_numbered_set(path, files)
     return CheckpointFiles(root=path, files=files)
+
+
+def _check_no_dangling_links(directory: Path, pattern: str) -> None:
+    """A weights file that is a link to nothing (a Hugging Face cache whose blob was deleted)
+    would otherwise be left out silently, and the checkpoint read with its tensors missing.
+
+    Raises:
+        MissingShardError: naming the link and where it points.
+    """
+    for p in sorted(directory.glob(pattern)):
+        if not p.name.startswith(".") and p.is_symlink() and not p.exists():
+            raise MissingShardError(
+                f"{p} is a link to {os.readlink(p)}, which does not exist (a Hugging Face "
+                "cache whose blob was deleted?); restore the file, or remove the link"
+            )
 
 
 _OTHER_FORMATS = {

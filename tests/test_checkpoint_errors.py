@@ -504,3 +504,21 @@ def test_a_misspelt_keyword_to_load_is_an_error_for_a_local_path_too(tmp_path):
     with pytest.raises(TypeError, match="unexpected keyword argument 'evict_pagecache'; it takes"):
         mlxload.load(path, evict_pagecache=True)
     assert mlxload.load(path, revision="main")["w"].shape == (2, 3)  # a Hub option: unused here
+
+
+@pytest.mark.parametrize("prefer", [None, "model*.safetensors"])
+def test_a_weights_file_linking_to_nothing_is_named_not_skipped(tmp_path, prefer):
+    """It was left out silently: the checkpoint loaded with that file's tensors missing."""
+    from mlxload.shards import checkpoint_files
+
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), {"m": mx.ones(2)})
+    (tmp_path / "model-extra.safetensors").symlink_to(tmp_path / "gone")
+    with pytest.raises(errors.MissingShardError) as e:
+        checkpoint_files(tmp_path, prefer=prefer)
+    assert str(e.value) == (
+        f"{tmp_path / 'model-extra.safetensors'} is a link to {tmp_path / 'gone'}, which does "
+        "not exist (a Hugging Face cache whose blob was deleted?); restore the file, or remove "
+        "the link"
+    )
+    (tmp_path / "model-extra.safetensors").unlink()
+    assert checkpoint_files(tmp_path, prefer=prefer).files == [tmp_path / "model.safetensors"]
