@@ -25,11 +25,13 @@ a permuted ``g_idx``, :class:`~mlxload.quant_errors.RepackError` is raised rathe
 different numbers.
 
 What is exact: the integer codes, their groups and the zero points are carried over unchanged.
-What is not always exact: MLX evaluates ``q * scale + bias`` with ``bias = -z * s`` (computed in
-float32, rounded once to the scales' dtype), so a dequantized value can differ from the
-definition's single-rounding ``(q - z) * s`` by an ulp or two — in float32 as well, since
-``z * s`` and ``q * s + bias`` each round. (mlx-lm's own AWQ conversion does the same.) Values
-whose products are exactly representable, e.g. power-of-two scales, match bit for bit.
+The bias ``-z * s`` is computed in float32 and rounded once, to ``dtype``: with ``dtype`` float32
+(``load_model``'s default on the CPU) every dequantized value ``q * s + bias`` equals the
+definition's ``(q - z) * s`` exactly (codes and zeros have at most 9 bits, float16/bfloat16
+scales at most 11, so the products fit float32's 24). In the scales' own float16/bfloat16 the
+rounded bias makes a value differ from the once-rounded ``(q - z) * s`` by up to a few ulps of
+the largest value in its group (mlx-lm's own AWQ conversion does the same); power-of-two
+scales match bit for bit.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def awq_to_mlx(
     group_size: int,
     bits: int = 4,
     name: str = "",
+    dtype: mx.Dtype | None = None,
 ) -> QuantizedWeight:
     """Convert one AutoAWQ (GEMM) layer to a :class:`QuantizedWeight`.
 
@@ -114,6 +117,8 @@ def awq_to_mlx(
         group_size: The AWQ group size (``-1``: one group per row).
         bits: Must be 4 (the only width AutoAWQ defines a packing for).
         name: Module path, for messages.
+        dtype: Float dtype of the returned scales and biases (default: the scales' own);
+            float32 makes every dequantized value exact (see the module's docs).
 
     Returns:
         The weight in MLX's layout, shape ``(out, in)``.
@@ -144,7 +149,7 @@ def awq_to_mlx(
             )
         zeros = _unpack_awq(qz)
     packed = pack_stream(np.ascontiguousarray(q.T), bits)
-    return _assemble(packed, zeros, scales, groups, bits, name)
+    return _assemble(packed, zeros, scales, groups, bits, name, dtype)
 
 
 def gptq_to_mlx(
@@ -157,6 +162,7 @@ def gptq_to_mlx(
     group_size: int,
     checkpoint_format: str | None = "gptq",
     name: str = "",
+    dtype: mx.Dtype | None = None,
 ) -> QuantizedWeight:
     """Convert one GPTQ layer to a :class:`QuantizedWeight`.
 
@@ -170,6 +176,7 @@ def gptq_to_mlx(
         group_size: Source group size (``-1``: one group per row).
         checkpoint_format: ``"gptq"`` (stored zero = z - 1; also for None) or ``"gptq_v2"``.
         name: Module path, for messages.
+        dtype: As for :func:`awq_to_mlx`.
 
     Returns:
         The weight in MLX's layout, shape ``(out, in)``.
@@ -214,7 +221,7 @@ def gptq_to_mlx(
             zeros += 1  # original GPTQ stores z - 1; the sum is not wrapped to `bits` bits
     # Both are one little-endian stream per output along the inputs: only the axes swap.
     packed = np.ascontiguousarray(qw.T)
-    return _assemble(packed, zeros, scales, groups, bits, name)
+    return _assemble(packed, zeros, scales, groups, bits, name, dtype)
 
 
 # ---------------------------------------------------------------------- shared steps
@@ -227,6 +234,7 @@ def _assemble(
     groups: np.ndarray,
     bits: int,
     name: str,
+    dtype: mx.Dtype | None,
 ) -> QuantizedWeight:
     """packed: (out, words) in MLX order; zeros, scales: (groups, out); groups: (in,)."""
     n_groups = scales.shape[0]
@@ -239,7 +247,9 @@ def _assemble(
     idx = mx.array(block_groups.astype(np.int32))
     s = mx.contiguous(mx.take(scales, idx, axis=0).T)  # (out, in / mlx_group)
     z = mx.array(np.ascontiguousarray(zeros[block_groups].T).astype(np.float32))
-    b = (-(z * s.astype(mx.float32))).astype(s.dtype)
+    dtype = dtype or s.dtype
+    b = (-(z * s.astype(mx.float32))).astype(dtype)
+    s = s.astype(dtype)
     return QuantizedWeight(
         mx.array(packed.astype(np.uint32)), s, b, bits=bits, group_size=mlx_group, name=name
     )

@@ -171,9 +171,11 @@ def load_model(
     t2 = time.perf_counter()
     timings["read"] = t2 - t1
 
+    stored = stored_float_dtype(weights)  # (before the repack may convert scales)
+    compute = resolve_compute_dtype(dtype)
     repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
-    if repacked:
-        weights = repack_to_mlx(weights, qconfig, str(root))  # AWQ/GPTQ -> MLX layout
+    if repacked:  # AWQ/GPTQ -> MLX layout, biases rounded once, to the compute dtype
+        weights = repack_to_mlx(weights, qconfig, str(root), dtype=compute)
     # Taken before sanitize: some models' sanitize pops lm_head from the dict it is given.
     head, embed = weights.get("lm_head.weight"), weights.get("model.embed_tokens.weight")
     weights = sanitize_weights(model, weights, root)
@@ -188,8 +190,6 @@ def load_model(
     check_raw_bytes(model, weights, raw, root)
     check_fit(model, weights, root, files, unindexed, repacked)
     del raw
-    stored = stored_float_dtype(weights)
-    compute = resolve_compute_dtype(dtype)
     weights = convert_floats(weights, compute)
     _load_weights(model, weights, root)
     del weights

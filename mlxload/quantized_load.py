@@ -96,18 +96,24 @@ def load_quantized_weights(
 
 
 def repack_to_mlx(
-    tensors: Mapping[str, mx.array], config: QuantizationConfig, where: str = "checkpoint"
+    tensors: Mapping[str, mx.array],
+    config: QuantizationConfig,
+    where: str = "checkpoint",
+    *,
+    dtype: mx.Dtype | None = None,
 ) -> dict[str, mx.array]:
     """An AWQ/GPTQ checkpoint's tensors with every quantized layer in MLX's layout.
 
     ``<module>.qweight/.qzeros/.scales/.g_idx`` become ``<module>.weight/.scales/.biases``
     (what ``nn.QuantizedLinear`` holds); every other tensor is passed through unchanged.
+    ``dtype`` is that of the new scales and biases (default: the stored scales'); the biases
+    are rounded to it once (see :mod:`mlxload.awq_gptq`).
 
     Raises:
         QuantizedCheckpointError, RepackError: as :func:`load_quantized_weights`.
     """
     names = set(tensors)
-    repacked = _load_awq_gptq(tensors, names, config, where)
+    repacked = _load_awq_gptq(tensors, names, config, where, dtype)
     out = {
         n: a
         for n, a in tensors.items()
@@ -187,7 +193,11 @@ def _load_mlx(
 
 
 def _load_awq_gptq(
-    ckpt: TensorSource, names: set[str], config: QuantizationConfig, where: str
+    ckpt: TensorSource,
+    names: set[str],
+    config: QuantizationConfig,
+    where: str,
+    dtype: mx.Dtype | None = None,
 ) -> dict[str, QuantizedWeight]:
     method = config.quant_method
     modules = {n.removesuffix(".qweight") for n in names if n.endswith(".qweight")}
@@ -225,6 +235,7 @@ def _load_awq_gptq(
                 group_size=spec.group_size,
                 bits=spec.bits,
                 name=module,
+                dtype=dtype,
             )
         else:
             g_idx = ckpt[f"{module}.g_idx"] if f"{module}.g_idx" in names else None
@@ -237,6 +248,7 @@ def _load_awq_gptq(
                 group_size=spec.group_size,
                 checkpoint_format=config.checkpoint_format,
                 name=module,
+                dtype=dtype,
             )
     return out
 

@@ -134,6 +134,43 @@ def test_gptq_three_bit_model_loads_exactly(
     assert bool(mx.all(mx.isfinite(logits)))
 
 
+@pytest.mark.parametrize("scales_dtype", [np.float16, "bfloat16"])
+def test_float32_loads_of_gptq_are_exact_with_any_scales(float_checkpoint, tmp_path, scales_dtype):
+    """The bias -z*s was rounded to the scales' dtype before the float32 conversion: 8-bit
+    weights were off by up to 0.1 of a quantization step, though (q - z) * s fits float32."""
+    saved = []
+
+    def gptq8(rng, in_f, out_f):
+        q = rng.integers(0, 256, size=(in_f, out_f))
+        zeros = rng.integers(0, 255, size=(in_f // GROUP, out_f))  # stored as zero - 1
+        scales = mx.array(rng.uniform(1e-3, 2e-2, (in_f // GROUP, out_f)).astype(np.float32))
+        scales = scales.astype(mx.float16 if scales_dtype is np.float16 else mx.bfloat16)
+        saved.append((q, zeros + 1, np.array(scales.astype(mx.float32))))
+        return {
+            "qweight": gptq_pack_rows(q, 8),
+            "qzeros": gptq_pack_zeros(zeros, 8),
+            "scales": scales,
+        }
+
+    path = _convert(
+        float_checkpoint,
+        tmp_path / "gptq8",
+        {"quant_method": "gptq", "bits": 8, "group_size": GROUP, "sym": False},
+        gptq8,
+    )
+    model, _, _ = load_model(path, dtype="float32")
+    modules = dict(model.named_modules())
+    layers = sorted(f"model.layers.{i}" for i in range(len(model.model.layers)))  # _convert's
+    names = [f"{prefix}.{linear}" for prefix in layers for linear in LINEARS]
+    for name, (q, zeros, scales) in zip(names, saved, strict=True):
+        layer = modules[name]
+        groups = np.arange(q.shape[0]) // GROUP
+        want = ((q - zeros[groups]).astype(np.float64) * scales[groups]).T
+        got = mx.dequantize(layer.weight, layer.scales, layer.biases, GROUP, 8)
+        assert got.dtype == mx.float32
+        np.testing.assert_array_equal(np.array(got).astype(np.float64), want, err_msg=name)
+
+
 # GPTQModel's per-module rules: o_proj left float, down_proj at 8 bits in groups of 32, the
 # rest at the section's 4 bits in groups of 64. The first matching rule decides.
 DYNAMIC = {
