@@ -277,14 +277,17 @@ def _mlx_groups(groups: np.ndarray, name: str) -> tuple[int, np.ndarray]:
 
 
 def _default_groups(n_in: int, group_size: int, n_groups: int, name: str) -> np.ndarray:
+    """Input ``i`` in group ``i // group_size``; the last group may be partial, as GPTQ's
+    quantizer makes it (``g_idx`` says the same when the checkpoint has one)."""
     if group_size == -1:
         group_size = n_in
-    if group_size <= 0 or n_in % group_size:
-        raise RepackError(f"{name}: {n_in} inputs is not a multiple of group_size {group_size}")
-    if n_in // group_size != n_groups:
+    if group_size <= 0:
+        raise RepackError(f"{name}: group_size {group_size}; it must be positive or -1")
+    made = -(-n_in // group_size)
+    if made != n_groups:
         raise RepackError(
             f"{name}: scales have {n_groups} groups; {n_in} inputs in groups of {group_size} "
-            f"make {n_in // group_size}"
+            f"make {made}"
         )
     return np.arange(n_in) // group_size
 

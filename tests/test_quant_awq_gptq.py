@@ -358,3 +358,24 @@ def test_gptq_errors(kwargs, message):
             **args,
         )
     assert message in str(e.value)
+
+
+def test_gptq_without_g_idx_takes_a_partial_last_group():
+    """320 inputs in groups of 128 (128 + 128 + 64), as GPTQ's quantizer groups them: refused
+    without g_idx ("not a multiple of group_size"), though with g_idx it loaded exactly."""
+    q = RNG.integers(0, 16, size=(320, 32))
+    zeros = RNG.integers(1, 16, size=(3, 32))
+    scales = dyadic_scales((3, 32))
+    groups = np.arange(320) // 128
+    args = (gptq_pack_rows(q, 4), gptq_pack_zeros(zeros, 4), scales)
+    without = gptq_to_mlx(*args, bits=4, group_size=128, checkpoint_format="gptq_v2")
+    with_g_idx = gptq_to_mlx(
+        *args, groups.astype(np.int32), bits=4, group_size=128, checkpoint_format="gptq_v2"
+    )
+    assert without.group_size == with_g_idx.group_size == 64
+    np.testing.assert_array_equal(dequant32(without), reference(q, zeros, scales, groups))
+    np.testing.assert_array_equal(dequant32(without), dequant32(with_g_idx))
+    with pytest.raises(
+        RepackError, match="m: scales have 2 groups; 320 inputs in groups of 128 make 3"
+    ):
+        gptq_to_mlx(*args[:2], scales[:2], bits=4, group_size=128, name="m")
