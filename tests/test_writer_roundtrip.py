@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlx.core as mx
 import numpy as np
@@ -660,3 +661,22 @@ def test_a_dangling_symlink_at_the_output_needs_force_like_any_file(tmp_path):
     assert out.is_symlink()
     merge(src, out, force=True)
     assert not out.is_symlink() and checkpoint_bytes([out]) == checkpoint_bytes([src])
+
+
+def test_split_limit_the_metadata_alone_fills_is_refused(tmp_path):
+    """Every shard's header repeats __metadata__: with 30 KB of it and a 20 KB limit, split
+    wrote one tensor per 32 KB shard, each over the limit, without a word."""
+    src = tmp_path / "meta.safetensors"
+    mx.save_safetensors(
+        str(src), {f"t{i}": mx.ones(25, mx.float32) for i in range(5)}, {"big": "x" * 30000}
+    )
+    with pytest.raises(InvalidSizeError) as e:
+        split(src, tmp_path / "sp", max_shard_size=20000)
+    assert re.fullmatch(
+        r"the checkpoint's __metadata__ takes 300\d\d bytes, which every shard's header "
+        r"repeats: a max shard size of 20000 bytes leaves no room for tensor data; give more "
+        r"than 32768 \(e\.g\. 5GB\)",
+        str(e.value),
+    )
+    assert not (tmp_path / "sp").exists()
+    assert len(split(src, tmp_path / "sp", max_shard_size=40000).outputs) == 1

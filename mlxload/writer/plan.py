@@ -303,8 +303,9 @@ def plan_split(
     Raises:
         EmptySourceError: ``source`` has no tensors (an index would name no shard, and a
             loader reading it would see no file at all).
-        InvalidSizeError: ``max_shard_size`` is not larger than one header page, so no shard
-            could hold any tensor data within it.
+        InvalidSizeError: ``max_shard_size`` is not larger than one header page (or than the
+            ``__metadata__`` every shard's header repeats), so no shard could hold any tensor
+            data within it.
         OutputNotADirectoryError: ``out_dir`` is a file.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
@@ -323,6 +324,12 @@ def plan_split(
     metadata = merge_metadata(source.headers, on_conflict)
     digits = len(str(max_shard_size))
     meta_bytes = len(orjson.dumps({"__metadata__": metadata})) if metadata else 2
+    if _padded(meta_bytes) >= max_shard_size:
+        raise InvalidSizeError(
+            f"the checkpoint's __metadata__ takes {meta_bytes} bytes, which every shard's "
+            f"header repeats: a max shard size of {max_shard_size} bytes leaves no room for "
+            f"tensor data; give more than {_padded(meta_bytes)} (e.g. 5GB)"
+        )
     groups: list[list[TensorInfo]] = []
     current: list[TensorInfo] = []
     data = header_raw = 0
