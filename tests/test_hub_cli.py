@@ -211,3 +211,14 @@ def test_an_index_naming_a_missing_shard_is_named(tmp_path, monkeypatch):
         fetch.close()
     finally:
         server.stop()
+
+
+def test_warnings_print_as_one_line_of_the_verb(hub, capsys):  # noqa: F811
+    """They printed as Python's 'FILE:LINE: UserWarning: ...' plus a line of mlxload's code."""
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(REPO, "model-00001-of-00003.safetensors")
+    assert cli_download.main([REPO, "--offline"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlxload download: warning: hf://{REPO}@main (commit ")
+    assert err.count("\n") == 1 and "UserWarning" not in err

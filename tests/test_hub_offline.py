@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hub_fixtures import REPO, hub  # noqa: F401  (fixture)
 from hub_server import hub_env
@@ -165,3 +167,47 @@ def test_offline_a_shard_cut_short_is_missing_not_served(hub):  # noqa: F811
         download(REPO, local_files_only=True)
     path = download(REPO, progress=False)  # online: fetched again
     assert (path / SHARD2).read_bytes() == repo.files[SHARD2]
+
+
+def test_offline_a_snapshot_fetched_file_by_file_is_used_with_a_warning(hub, monkeypatch):  # noqa: F811
+    """huggingface_hub's hf_hub_download saves no file listing: with one shard of three and no
+    index, the snapshot was taken for the whole model, silently."""
+    from huggingface_hub import hf_hub_download
+
+    server, repo, _ = hub
+    for name in ("config.json", "model-00001-of-00003.safetensors"):
+        hf_hub_download(REPO, name)
+    server.clear_log()
+    with pytest.warns(UserWarning) as caught:
+        path = download(REPO, local_files_only=True)
+    assert path.name == repo.commit
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(
+        f"hf://{REPO}@main (commit {repo.commit[:12]}): the cache holds no file listing for "
+        "this snapshot (its files were fetched one by one, e.g. with hf_hub_download), so "
+        "whether it is the whole model can't be checked while --offline"
+    )
+    assert "using the 1 weights file(s) there (model-00001-of-00003.safetensors)" in message
+    assert message.endswith(f"`mlxload download {REPO}` with network access completes it")
+    assert server.requests == []
+
+
+def test_offline_a_lone_model_safetensors_needs_no_listing(hub):  # noqa: F811
+    import warnings
+
+    from huggingface_hub import hf_hub_download
+
+    _, repo, _ = hub
+    snapshot = Path(hf_hub_download(REPO, "config.json")).parent
+    (snapshot / "model.safetensors").write_bytes(repo.files["model-00001-of-00003.safetensors"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert download(REPO, local_files_only=True) == snapshot
+
+
+def test_the_offline_hint_names_the_revision_and_cache_it_needs(hub, tmp_path):  # noqa: F811
+    with pytest.raises(OfflineError) as e:
+        download(f"{REPO}@v1", local_files_only=True, cache_dir=tmp_path / "c")
+    assert f"run `mlxload download {REPO}@v1 --cache-dir {tmp_path / 'c'}` with network" in str(
+        e.value
+    )

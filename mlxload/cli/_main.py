@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from mlxload.cli._text import printable
@@ -30,7 +31,7 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     (SIGTERM) stops it as Ctrl-C does, so its work is kept for a rerun too, and returns 143.
     """
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _warnings_as_lines(verb):
             code = int(run(args) or 0)
         sys.stdout.flush()  # output that fit in the buffer meets a closed pipe only here
         return code
@@ -58,6 +59,19 @@ def _os_error_line(e: OSError) -> str:
     if isinstance(e, PermissionError):
         line += " (check the permissions of the file and its directories)"
     return printable(line)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(verb: str) -> Iterator[None]:
+    """Warnings print as ``mlxload VERB: warning: MESSAGE``, not as Python's
+    ``FILE:LINE: UserWarning: ...`` followed by a line of mlxload's source."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"mlxload {verb}: warning: {printable(str(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 class Terminated(KeyboardInterrupt):

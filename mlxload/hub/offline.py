@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlxload.hub.cache import RepoCache, files_in
+from mlxload.hub.cache import RepoCache, cache_root, files_in
 from mlxload.hub.errors import HubError, OfflineError
 from mlxload.hub.listing import RemoteFile
 from mlxload.hub.select import index_files, match_patterns, select_files, shards_from_index
+from mlxload.hub.spec import DEFAULT_REVISION
 
 __all__ = ["cached_snapshot", "missing_files", "offline_mode"]
 
@@ -68,7 +70,15 @@ def missing_files(cache: RepoCache, commit: str, allow_patterns: Sequence[str] |
     Returns:
         The missing paths, empty when the snapshot is complete.
     """
-    files = _listing(cache, commit)
+    return _missing(cache, commit, allow_patterns, _listing(cache, commit))
+
+
+def _missing(
+    cache: RepoCache,
+    commit: str,
+    allow_patterns: Sequence[str] | None,
+    files: list[RemoteFile] | None,
+) -> list[str]:
     snap = cache.snapshot(commit)
     if files is not None:
         if allow_patterns is not None:
@@ -119,15 +129,47 @@ def cached_snapshot(
     if commit is None or not cache.snapshot(commit).is_dir():
         raise OfflineError(
             f"{where} is not in the cache ({cache.root}) and {reason}: run "
-            f"`mlxload download {cache.repo_id}` with network access first"
+            f"{download_command(cache, revision)} with network access first"
         )
-    missing = missing_files(cache, commit, allow_patterns)
+    listing = _listing(cache, commit)
+    missing = _missing(cache, commit, allow_patterns, listing)
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         shown = ", ".join(missing[:5]) + more
         raise OfflineError(
             f"{where} (commit {commit[:12]}) is only partly cached in {cache.storage} and "
-            f"{reason}: missing {len(missing)} file(s): {shown}. Run `mlxload download "
-            f"{cache.repo_id}` with network access to complete it"
+            f"{reason}: missing {len(missing)} file(s): {shown}. Run "
+            f"{download_command(cache, revision)} with network access to complete it"
         )
-    return cache.snapshot(commit)
+    snapshot = cache.snapshot(commit)
+    if listing is None and not _whole_without_listing(snapshot, allow_patterns):
+        weights = sorted(p for p in files_in(snapshot) if p.endswith(".safetensors"))
+        warnings.warn(
+            f"{where} (commit {commit[:12]}): the cache holds no file listing for this snapshot "
+            "(its files were fetched one by one, e.g. with hf_hub_download), so whether it is "
+            f"the whole model can't be checked while {reason}; using the {len(weights)} "
+            f"weights file(s) there ({', '.join(weights[:3])}{' ...' * (len(weights) > 3)}). "
+            f"{download_command(cache, revision)} with network access completes it",
+            stacklevel=3,
+        )
+    return snapshot
+
+
+def _whole_without_listing(snapshot: Path, allow_patterns: Sequence[str] | None) -> bool:
+    """Whether a snapshot is known whole without the repository's file listing: its index
+    names every shard (checked by the caller), or it is the one standard weights file."""
+    if allow_patterns is not None:
+        return False
+    root = [p for p in files_in(snapshot) if "/" not in p]
+    if any(p.endswith(".safetensors.index.json") for p in root):
+        return True
+    return [p for p in root if p.endswith(".safetensors")] == ["model.safetensors"]
+
+
+def download_command(cache: RepoCache, revision: str) -> str:
+    """The ``mlxload download`` command that fills this cache with ``revision``."""
+    spec = cache.repo_id if revision == DEFAULT_REVISION else f"{cache.repo_id}@{revision}"
+    command = f"`mlxload download {spec}"
+    if Path(cache.root) != Path(cache_root(None)):
+        command += f" --cache-dir {cache.root}"
+    return command + "`"

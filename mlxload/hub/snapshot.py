@@ -23,13 +23,12 @@ from mlxload.hub.offline import cached_snapshot, offline_mode
 from mlxload.hub.progress import ByteProgress, progress_enabled
 from mlxload.hub.remote import Remote, is_connection_error, translate
 from mlxload.hub.select import default_selection, index_files, select_files
-from mlxload.hub.spec import HubSpec, check_revision, parse_spec
+from mlxload.hub.spec import DEFAULT_REVISION, HubSpec, check_revision, parse_spec
 from mlxload.hub.stop import Cancelled, StopSignal, run_all
 from mlxload.hub.transfer import READ_TIMEOUT_S, fetch_blob
 
 __all__ = ["download"]
 
-DEFAULT_REVISION = "main"
 LOCK_NOTICE_S = 10.0  # how often a wait for another process's download is reported
 
 

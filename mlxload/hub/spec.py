@@ -8,7 +8,17 @@ from pathlib import Path
 
 from mlxload.hub.errors import HubSpecError
 
-__all__ = ["HF_SCHEME", "HubSpec", "check_revision", "is_hub_spec", "parse_spec"]
+__all__ = [
+    "DEFAULT_REVISION",
+    "HF_SCHEME",
+    "HubSpec",
+    "check_revision",
+    "is_hub_spec",
+    "parse_spec",
+]
+
+DEFAULT_REVISION = "main"
+"""The revision a spec without ``@revision`` names."""
 
 HF_SCHEME = "hf://"
 
