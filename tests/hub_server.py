@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["TREE", "FakeRepo", "Fault", "HubServer", "LoggedRequest", "hub_env"]
+__all__ = ["REVISION", "TREE", "FakeRepo", "Fault", "HubServer", "LoggedRequest", "hub_env"]
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".onnx", ".h5", ".msgpack")
 
@@ -37,8 +37,11 @@ def git_sha1(data: bytes) -> str:
 
 
 TREE = "@tree"
-"""The ``path`` of faults for a repository's tree listing (``stall``, ``status`` and ``slow``
-apply)."""
+"""The ``path`` of faults for a repository's tree listing (``stall``, ``status``, ``slow`` and
+``body`` apply)."""
+
+REVISION = "@revision"
+"""The ``path`` of faults for the commit lookup (``status`` and ``body`` apply)."""
 
 
 @dataclass
@@ -51,8 +54,9 @@ class Fault:
             16 KiB if 0), ``"status"`` (answer
             ``status`` with ``error_code`` in ``X-Error-Code``), ``"short"`` (serve the file
             without its last ``after`` bytes, as if the mirror's copy were truncated), or
-            ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds), or ``"redirect"``
-            (a 302 to ``location``, the request's own URL if empty: a loop).
+            ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds), ``"redirect"``
+            (a 302 to ``location``, the request's own URL if empty: a loop), or ``"body"``
+            (for :data:`TREE` and :data:`REVISION`: answer 200 with ``location`` as the body).
         times: How many requests it applies to; -1 for all of them.
         ignore_range: Answer a ranged request with 200 and the whole file.
         delay: Seconds to say nothing before answering a file request, whatever the kind.
@@ -228,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rest = parts[2:]
         if not rest or rest[0] == "revision":
+            fault = self.server.owner.take_fault(repo.repo_id, REVISION)
+            if self._api_fault(fault):
+                return
             rev = rest[1] if len(rest) > 1 else "main"
             commit = repo.resolve(rev)
             if commit is None:
@@ -248,10 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.server.owner.take_fault(repo.repo_id, TREE)
             if fault is not None and fault.kind == "stall":
                 time.sleep(fault.rate)  # say nothing for that long
-            if fault is not None and fault.kind == "status":
-                self._send(
-                    fault.status, b"{}", {"Retry-After": "1000000000"}
-                )  # a Retry-After no client should honour in full
+            if self._api_fault(fault):
                 return
             if repo.resolve(rest[1]) is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rest[1]}")
@@ -268,6 +272,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, doc)
         else:
             self._error(404, None, "no such route")
+
+    def _api_fault(self, fault: Fault | None) -> bool:
+        """Answer an API request as ``fault`` says (True), if it is one of its kinds."""
+        if fault is not None and fault.kind == "status":
+            # a Retry-After no client should honour in full
+            self._send(fault.status, b"{}", {"Retry-After": "1000000000"})
+            return True
+        if fault is not None and fault.kind == "body":
+            self._send(200, fault.location.encode(), {"Content-Type": "text/html"})
+            return True
+        return False
 
     def _resolve(self, org: str, name: str, rev: str, path: str, body: bool) -> None:
         repo = self._repo(org, name)

@@ -492,3 +492,38 @@ def test_ctrl_c_stops_transfers_waiting_on_a_stalled_server_at_once(hub):  # noq
     blobs = server_home(hub) / "hub" / "models--acme--tiny-3shard" / "blobs"
     kept = sorted(p.stat().st_size for p in blobs.glob("*.mlxload-partial"))
     assert kept == [16, 16, 16]  # what arrived is kept: the next run resumes there
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_commit_lookup_is_asked_again(hub, monkeypatch, status):  # noqa: F811
+    """One 429/503 from the commit lookup failed the download at once (HfApi.model_info)."""
+    from hub_server import REVISION
+
+    server, repo, _ = hub
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    server.add_fault(REPO, REVISION, Fault("status", status=status))
+    assert download(REPO, progress=False).name == repo.commit
+    assert len([r for r in server.requests if "/revision/" in r.path]) == 2
+
+
+@pytest.mark.parametrize(
+    ("where", "body", "words"),
+    [
+        ("@revision", "<html>Sign in to the Wi-Fi</html>", "the answer is not the Hub API's JSON"),
+        ("@revision", '{"id": "x"}', "the Hub did not return a commit hash (got None)"),
+        ("@tree", '{"error": "nope"}', "the answer is not the Hub API's JSON"),
+        ("@tree", '[{"type": "file", "path": "a"}]', "a tree listing entry without a valid path"),
+        ("@tree", '[{"type": "file", "path": "a", "size": -5}]', "without a valid path and size"),
+    ],
+)
+def test_an_answer_that_is_not_the_hub_api_is_said_so(hub, where, body, words):  # noqa: F811
+    """A captive portal's page read as 'JSONDecodeError: Expecting value', an entry without
+    a size as "KeyError: 'size'", a negative size as a missing .mlxload-partial file."""
+    from mlxload.hub import HubError
+
+    server, _, _ = hub
+    server.add_fault(REPO, where, Fault("body", location=body, times=-1))
+    with pytest.raises(HubError) as e:
+        download(REPO, progress=False)
+    assert words in str(e.value)
+    assert "HF_ENDPOINT" in str(e.value)

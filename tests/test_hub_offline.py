@@ -211,3 +211,17 @@ def test_the_offline_hint_names_the_revision_and_cache_it_needs(hub, tmp_path): 
     assert f"run `mlxload download {REPO}@v1 --cache-dir {tmp_path / 'c'}` with network" in str(
         e.value
     )
+
+
+def test_a_rate_limited_hub_lets_the_complete_cache_stand_in(hub, monkeypatch):  # noqa: F811
+    """A 429 from the commit lookup failed a load whose files were all cached."""
+    from hub_server import REVISION, Fault
+
+    from mlxload.hub import transfer as transfer_mod
+
+    server, _, _ = hub
+    path = download(REPO, progress=False)
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    server.add_fault(REPO, REVISION, Fault("status", status=429, times=-1))
+    with pytest.warns(UserWarning, match="HTTP 429.*using the cached snapshot"):
+        assert download(REPO, progress=False) == path

@@ -58,8 +58,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
     if isinstance(exc, httpx2.TransportError):
         return True
-    status = _status(exc)
-    return status is not None and status >= 500
+    status = _status(exc)  # a rate limit counts: the cached copy may stand in meanwhile
+    return status is not None and (status >= 500 or status == 429)
 
 
 def translate(
@@ -149,6 +149,42 @@ def translate(
     return HubError(f"{where}: {type(exc).__name__}: {exc}")
 
 
+RESOLVE_TIMEOUT_S = 10.0
+RESOLVE_RETRIES = 2
+"""The commit lookup's read timeout and retries: when the Hub can't answer, a cached
+snapshot stands in, so it is not waited for as long as a file download."""
+
+
+def _api_json(body: bytes, url: str, kind: type) -> Any:
+    """The JSON ``kind`` (dict or list) of an API answer; anything else is no Hub answer."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        value = None
+    if not isinstance(value, kind):
+        raise HubError(
+            f"{url}: the answer is not the Hub API's JSON (got {body[:60]!r}); check "
+            "HF_ENDPOINT and any proxy or captive portal"
+        )
+    return value
+
+
+def _file_entry(entry: Any, url: str) -> dict:
+    """A tree listing's file entry, checked: a path and a size the download can trust."""
+    ok = (
+        isinstance(entry, dict)
+        and isinstance(entry.get("path"), str)
+        and type(entry.get("size")) is int
+        and entry["size"] >= 0
+    )
+    if not ok:
+        raise HubError(
+            f"{url}: a tree listing entry without a valid path and size ({str(entry)[:120]}); "
+            "this is not the Hub's API (check HF_ENDPOINT)"
+        )
+    return entry
+
+
 MAX_LISTING_PAGE = 256 << 20
 """Largest tree-listing page read (the Hub's pages hold 1,000 entries, well under 1 MiB)."""
 
@@ -207,24 +243,34 @@ class Remote:
                 raise translate(e, repo_id=self.repo_id, endpoint=self.endpoint) from e
         return self._headers
 
-    def resolve_commit(self, revision: str, *, timeout: float = 10.0) -> str:
+    def resolve_commit(self, revision: str) -> str:
         """The commit hash ``revision`` points at now.
+
+        Asked directly, as the tree listing is, rather than through ``HfApi.model_info``: that
+        waits for a trickling answer without limit (minutes) and gives up on the first 429 or
+        503. Here a busy answer is retried (:data:`RESOLVE_RETRIES` times: an unreachable Hub
+        should soon let a cached copy stand in) and a slow one ends at the minimum pace.
 
         Raises:
             HubError: (subclass) repository/revision missing, no access, or Hub unreachable.
         """
+        url = f"{self.endpoint}/api/models/{self.repo_id}/revision/{quote(revision, safe='')}"
         try:
-            info = self._api().model_info(self.repo_id, revision=revision, timeout=timeout)
+            _, body = self._get_with_retries(
+                url, None, read_timeout=RESOLVE_TIMEOUT_S, retries=RESOLVE_RETRIES
+            )
+            info = _api_json(body, url, dict)
         except Exception as e:
             raise translate(
                 e, repo_id=self.repo_id, revision=revision, endpoint=self.endpoint
             ) from e
-        if not info.sha or not COMMIT_RE.match(str(info.sha)):
+        sha = info.get("sha")
+        if not isinstance(sha, str) or not COMMIT_RE.match(sha):
             raise HubError(
                 f"hf://{self.repo_id}@{revision}: the Hub did not return a commit hash "
-                f"(got {info.sha!r})"
+                f"(got {sha!r}); check HF_ENDPOINT and any proxy"
             )
-        return str(info.sha)
+        return sha
 
     def list_files(self, commit: str) -> list[RemoteFile]:
         """Every file of the repository at ``commit`` (recursive tree listing, page by page).
@@ -242,18 +288,31 @@ class Remote:
         url: str | None = f"{self.endpoint}/api/models/{self.repo_id}/tree/{quote(commit, safe='')}"
         params: dict | None = {"recursive": True, "expand": False}
         entries: list[dict] = []
+        listing = url
         try:
             while url is not None:
                 response, body = self._get_with_retries(url, params)
-                entries += json.loads(body)
+                entries += _api_json(body, url, list)
                 url, params = response.links.get("next", {}).get("url"), None
-            return [RemoteFile.from_hf(RepoFile(**e)) for e in entries if e.get("type") == "file"]
+            return [
+                RemoteFile.from_hf(RepoFile(**_file_entry(e, listing)))
+                for e in entries
+                if not isinstance(e, dict) or e.get("type") == "file"
+            ]
         except Exception as e:
             raise translate(e, repo_id=self.repo_id, revision=commit, endpoint=self.endpoint) from e
 
-    def _get_with_retries(self, url: str, params: dict | None) -> tuple[Any, bytes]:
+    def _get_with_retries(
+        self,
+        url: str,
+        params: dict | None,
+        *,
+        read_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> tuple[Any, bytes]:
         """A GET with a read timeout and a minimum pace (a trickle of a byte a second never
-        trips a read timeout), retried on transport errors and busy statuses.
+        trips a read timeout), retried on transport errors and busy statuses (by default
+        with the file downloads' timeout and retries).
 
         Returns:
             ``(response, body)``; the body at most :data:`MAX_LISTING_PAGE` bytes.
@@ -272,7 +331,8 @@ class Remote:
             status_error,
         )
 
-        timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=10.0)
+        timeout = httpx2.Timeout(read_timeout or READ_TIMEOUT_S, connect=10.0)
+        retries = RETRIES if retries is None else retries
         failures = 0
         while True:
             try:
@@ -290,7 +350,7 @@ class Remote:
             except httpx2.TransportError as e:
                 error = e
             failures += 1
-            if failures > RETRIES:
+            if failures > retries:
                 raise error
             time.sleep(backoff_delay(failures))
 
