@@ -53,13 +53,39 @@ def test_a_download_the_disk_has_no_room_for_is_refused_first(hub, monkeypatch, 
         free_space, "_free_space_leaves_out_purgeable", lambda: platform == "darwin"
     )
     if platform == "linux":
-        with pytest.raises(DownloadError, match=r"GB to download but only 0\.00 GB free"):
+        with pytest.raises(DownloadError, match=r" KiB to download but only 100 B free in "):
             download(f"hf://{REPO}", progress=False)
         assert not server.gets(".safetensors")
     else:  # macOS frees purgeable space as the disk fills: warn and go on
         with pytest.warns(UserWarning, match=" free; continuing, as macOS frees purgeable space"):
             path = download(f"hf://{REPO}", progress=False)
         assert snapshot_files(path) == DEFAULT
+
+
+def test_after_a_full_disk_the_rerun_needs_room_for_the_rest_only(hub, monkeypatch):  # noqa: F811
+    """The rerun was refused until there was room for every file whole again."""
+    import collections
+    import shutil
+
+    from mlxload import free_space
+    from mlxload.hub.cache import RepoCache, cache_root
+    from mlxload.hub.remote import Remote
+    from mlxload.hub.snapshot import _check_space
+
+    _, repo, _ = hub
+    cache = RepoCache(cache_root(None), REPO)
+    files = [f for f in Remote(REPO).list_files(repo.commit) if f.path in SHARDS]
+    half = sum(f.size for f in files) // 2
+    (cache.storage / "blobs").mkdir(parents=True)
+    cache.partial(files[0].blob_name).write_bytes(repo.files[files[0].path][: files[0].size - 10])
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, half + files[0].size))
+    monkeypatch.setattr(free_space, "_free_space_leaves_out_purgeable", lambda: False)
+    _check_space(cache, files)  # the rest fits: no error
+    cache.partial(files[0].blob_name).unlink()
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, half))
+    with pytest.raises(DownloadError, match="to download but only"):
+        _check_space(cache, files)
 
 
 def test_parallel_download_of_sharded_checkpoint(hub):  # noqa: F811

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlxload.free_space import check_free_space
+from mlxload.free_space import check_free_space, human_bytes
 from mlxload.hub.cache import COMMIT_RE, RepoCache, cache_root
 from mlxload.hub.errors import DownloadError, EntryNotFoundError, HubError, HubSpecError
 from mlxload.hub.listing import RemoteFile
@@ -161,17 +161,27 @@ def _holder(lock_path: Path) -> str:
 
 
 def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
-    need = sum(f.size for f in files)
+    """Refuse a download the disk can't hold, counting what interrupted ones already have
+    (a rerun after a full disk needs room for the rest only)."""
+    need = sum(max(0, f.size - _partial_size(cache, f)) for f in files)
     blobs = cache.storage / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
     check_free_space(
         blobs,
         need,
         lambda free: DownloadError(
-            f"hf://{cache.repo_id}: {need / 1e9:.2f} GB to download but only {free / 1e9:.2f} GB "
-            f"free in {cache.root}; free some space or set HF_HUB_CACHE to a larger disk"
+            f"hf://{cache.repo_id}: {human_bytes(need)} to download but only "
+            f"{human_bytes(free)} free in {cache.root}; free some space or set HF_HUB_CACHE "
+            "to a larger disk"
         ),
     )
+
+
+def _partial_size(cache: RepoCache, file: RemoteFile) -> int:
+    try:
+        return cache.partial(file.blob_name).stat().st_size
+    except OSError:
+        return 0
 
 
 def _online(
