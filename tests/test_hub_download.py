@@ -443,6 +443,28 @@ def test_a_cache_that_cant_be_written_says_what_to_do(hub, monkeypatch):  # noqa
     assert "set HF_HUB_CACHE to a writable directory, or use only what is cached" in str(e.value)
 
 
+def test_a_cache_that_cant_hold_a_new_snapshot_says_what_to_do(hub, monkeypatch):  # noqa: F811
+    """A branch that moved, with a read-only cache: 'OSError: [Errno 30] ... snapshots/...'."""
+    import errno
+    import pathlib
+
+    _, repo, _ = hub
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self.name == repo.commit:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    with pytest.raises(DownloadError) as e:
+        download(f"hf://{REPO}", progress=False, workers=1)
+    assert str(e.value).startswith(
+        f"hf://{REPO}: commit {repo.commit[:12]} (main) is not in the cache and the cache "
+    )
+    assert "can't be written (Read-only file system: " in str(e.value)
+
+
 def test_ctrl_c_does_not_wait_for_a_server_silent_before_its_headers(hub):  # noqa: F811
     """No connection can be shut before a response exists, so those transfers are left to end
     on their own (daemon threads): the download stops a grace period after Ctrl-C, not when

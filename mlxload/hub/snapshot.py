@@ -77,12 +77,7 @@ class _Job:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             lock_path.touch(exist_ok=True)  # filelock's own error names only the lock's hash
         except OSError as e:
-            raise DownloadError(
-                f"hf://{self.remote.repo_id}: {f.path} is not in the cache and the cache "
-                f"{self.cache.root} can't be written ({e.strerror}: {e.filename}); set "
-                "HF_HUB_CACHE to a writable directory, or use only what is cached "
-                "(--offline / HF_HUB_OFFLINE=1)"
-            ) from e
+            raise _unwritable(self.cache, f"{f.path} is not in the cache", e) from e
         lock = filelock.FileLock(str(lock_path))
         waited, said = 0.0, 0.0
         while True:  # another process may be fetching the same blob: wait, but stay cancellable
@@ -160,6 +155,14 @@ def _holder(lock_path: Path) -> str:
     return "another download in this process"
 
 
+def _unwritable(cache: RepoCache, what: str, e: OSError) -> DownloadError:
+    return DownloadError(
+        f"hf://{cache.repo_id}: {what} and the cache {cache.root} can't be written "
+        f"({e.strerror}: {e.filename}); set HF_HUB_CACHE to a writable directory, or use only "
+        "what is cached (--offline / HF_HUB_OFFLINE=1)"
+    )
+
+
 def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
     """Refuse a download the disk can't hold, counting what interrupted ones already have
     (a rerun after a full disk needs room for the rest only)."""
@@ -195,7 +198,10 @@ def _online(
 ) -> Path:
     files = cache.read_manifest(commit) or remote.list_files(commit)
     snapshot = cache.snapshot(commit)
-    snapshot.mkdir(parents=True, exist_ok=True)
+    try:
+        snapshot.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(cache, f"commit {commit[:12]} ({revision}) is not in the cache", e) from e
     cache.write_ref(revision, commit)
     cache.write_manifest(commit, files)
     bar = ByteProgress(total=0, desc=f"hf://{remote.repo_id}", enabled=bar_enabled)
