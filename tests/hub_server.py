@@ -16,6 +16,7 @@ at most ``max_requests`` requests and shuts itself down after ``lifetime_s`` sec
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -54,6 +55,7 @@ class Fault:
             16 KiB if 0), ``"status"`` (answer
             ``status`` with ``error_code`` in ``X-Error-Code``), ``"short"`` (serve the file
             without its last ``after`` bytes, as if the mirror's copy were truncated), or
+            ``"gzip"`` (send the body gzip-compressed, with ``Content-Encoding: gzip``),
             ``"stall"`` (for :data:`TREE`: say nothing for ``rate`` seconds), ``"redirect"``
             (a 302 to ``location``, the request's own URL if empty: a loop), or ``"body"``
             (for :data:`TREE` and :data:`REVISION`: answer 200 with ``location`` as the body).
@@ -331,6 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         payload = data[start : end + 1]
+        if fault is not None and fault.kind == "gzip":  # whatever the request asked for
+            payload = gzip.compress(payload)
+            headers["Content-Encoding"] = "gzip"
         if fault is not None and fault.kind == "corrupt" and payload:
             i = len(payload) // 2
             payload = payload[:i] + bytes([payload[i] ^ 0xFF]) + payload[i + 1 :]

@@ -575,3 +575,21 @@ def test_an_answer_that_is_not_the_hub_api_is_said_so(hub, where, body, words): 
         download(REPO, progress=False)
     assert words in str(e.value)
     assert "HF_ENDPOINT" in str(e.value)
+
+
+def test_a_body_sent_compressed_is_refused_not_kept(hub, monkeypatch):  # noqa: F811
+    """Compressed bytes were kept as the file's prefix: six attempts later 'running again
+    resumes' promised a resume that could only end in a hash mismatch."""
+    server, _, _ = hub
+    shard = SHARDS[0]
+    server.add_fault(REPO, shard, Fault("gzip", times=-1))
+    with pytest.raises(DownloadError) as e:
+        download(REPO, progress=False, workers=1)
+    assert f"{shard}: the server sent it encoded (gzip) though asked for the plain bytes" in str(
+        e.value
+    )
+    assert len(server.gets(shard)) == 1  # no retry: asking again gets the same
+    from mlxload.hub.cache import RepoCache, cache_root
+
+    blobs = RepoCache(cache_root(None), REPO).storage / "blobs"
+    assert not [p for p in blobs.iterdir() if p.name.endswith(".mlxload-partial")]

@@ -38,7 +38,8 @@ def _spec(repo: str | HubSpec, revision: str | None) -> HubSpec:
         check_revision(revision, f"hf://{spec.repo_id}")
     if revision is not None and spec.revision is not None and revision != spec.revision:
         raise HubSpecError(
-            f"{repo!s} names revision {spec.revision!r} but revision={revision!r} was also given"
+            f"{repo!s} names revision {spec.revision!r} but another, {revision!r}, was also "
+            "given (--revision / revision=): give one"
         )
     return HubSpec(spec.repo_id, revision or spec.revision)
 

@@ -274,10 +274,14 @@ def fetch_blob(
         failures += 1
         if failures > RETRIES:
             err = describe(e) if describe else DownloadError(str(e))
+            kept = (
+                f"{have} of {file.size} bytes kept in {partial.name}; running again resumes"
+                if have
+                else "nothing received was kept"
+            )
             raise DownloadError(
                 f"{file.path}: gave up after {RETRIES + 1} attempts in a row without progress "
-                f"({have} of {file.size} bytes kept in {partial.name}; running again resumes). "
-                f"{err}"
+                f"({kept}). {err}"
             ) from e
         delay = backoff_delay(failures)
         if stop is not None:
@@ -314,6 +318,13 @@ def fetch_blob(
                         fail(status_error(response))
                         continue
                     hf_raise_for_status(response)
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):  # its bytes aren't the file's
+                    raise DownloadError(
+                        f"{file.path}: the server sent it encoded ({encoding}) though asked for "
+                        "the plain bytes; nothing of that answer was kept. A proxy may be "
+                        "recompressing downloads: check HTTPS_PROXY / HF_ENDPOINT"
+                    )
                 served = _served_size(response)
                 if served is not None and served != file.size:
                     restart()  # delete the partial, take its bytes back from the progress
