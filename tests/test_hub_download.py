@@ -580,7 +580,7 @@ def test_an_answer_that_is_not_the_hub_api_is_said_so(hub, where, body, words): 
 def test_a_body_sent_compressed_is_refused_not_kept(hub, monkeypatch):  # noqa: F811
     """Compressed bytes were kept as the file's prefix: six attempts later 'running again
     resumes' promised a resume that could only end in a hash mismatch."""
-    server, _, _ = hub
+    server, repo, _ = hub
     shard = SHARDS[0]
     server.add_fault(REPO, shard, Fault("gzip", times=-1))
     with pytest.raises(DownloadError) as e:
@@ -591,5 +591,6 @@ def test_a_body_sent_compressed_is_refused_not_kept(hub, monkeypatch):  # noqa: 
     assert len(server.gets(shard)) == 1  # no retry: asking again gets the same
     from mlxload.hub.cache import RepoCache, cache_root
 
-    blobs = RepoCache(cache_root(None), REPO).storage / "blobs"
-    assert not [p for p in blobs.iterdir() if p.name.endswith(".mlxload-partial")]
+    cache = RepoCache(cache_root(None), REPO)
+    assert not cache.partial(repo.sha256(shard)).exists()  # (another shard's may: stopped)
+    assert not cache.blob(repo.sha256(shard)).exists()
