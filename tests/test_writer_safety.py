@@ -402,3 +402,59 @@ def test_an_empty_output_path_is_refused(tmp_path, monkeypatch, verb):
     with pytest.raises(WriterError, match="the output path is empty"):
         call(src, "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("renamed", [0, 1, 2, 3])  # of the 4 new shards, before the stop
+@pytest.mark.parametrize("old_limit", ["20KiB", "40KiB"])  # the same shard names, or others
+def test_a_forced_split_stopped_between_its_renames_never_loads_as_a_mix(
+    tmp_path, monkeypatch, old_limit, renamed
+):
+    """The new shards were renamed over the old ones one by one, under the old index: a stop
+    between two renames left a checkpoint that loaded, mixing the two models' weights."""
+    import mlxload
+    from mlxload.errors import MlxloadError
+
+    old_src = write_sharded(tmp_path / "a", mixed_tensors(1, scale=50), 2)
+    new_src = write_sharded(tmp_path / "b", mixed_tensors(2, scale=50), 2)
+    out = tmp_path / "out"
+    split(old_src, out, max_shard_size=old_limit)
+    for shard in out.glob("model*.safetensors"):
+        shard.chmod(0o600)
+    real, renames = os.replace, []
+
+    def stop_at_a_rename(src, dst, *args, **kwargs):
+        if str(src).endswith(".mlxload-partial") and str(dst).endswith(".safetensors"):
+            renames.append(dst)
+            if len(renames) > renamed:
+                raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", stop_at_a_rename)
+    with pytest.raises(KeyboardInterrupt):
+        split(new_src, out, max_shard_size="20KiB", force=True)
+    monkeypatch.undo()
+    try:
+        ckpt = mlxload.load(out)
+        loaded = {name: bytes(memoryview(ckpt[name])) for name in ckpt}
+    except MlxloadError:
+        loaded = None  # refused, naming what is missing: fine
+    if loaded is not None:
+        new = checkpoint_bytes(sorted(new_src.glob("*.safetensors")))
+        old = checkpoint_bytes(sorted(old_src.glob("*.safetensors")))
+        assert loaded in (old, new), sorted(loaded)
+    result = split(new_src, out, max_shard_size="20KiB", force=True)
+    assert checkpoint_bytes(result.outputs) == checkpoint_bytes(
+        sorted(new_src.glob("*.safetensors"))
+    )
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_forced_split_keeps_the_modes_of_the_files_it_replaces(tmp_path):
+    out = tmp_path / "out"
+    split(write_sharded(tmp_path / "a", mixed_tensors(1, scale=50), 2), out,
+          max_shard_size="20KiB")  # fmt: skip
+    for path in out.iterdir():
+        path.chmod(0o600)
+    result = split(write_sharded(tmp_path / "b", mixed_tensors(2, scale=50), 2), out,
+                   max_shard_size="20KiB", force=True)  # fmt: skip
+    assert {oct(p.stat().st_mode & 0o777) for p in [*result.outputs, result.index]} == {"0o600"}

@@ -193,9 +193,12 @@ def _execute_locked(
                 committed.append(output.path)  # by an earlier run that was interrupted
             if plan.in_place:
                 _commit(written, committed)
-        _commit(written, committed)
+        modes: dict[Path, int] = {}  # of the files replaced, for their successors
+        if written and not plan.in_place and _could_mix(plan):
+            modes = _clear_old_checkpoint(plan, written)
+        _commit(written, committed, modes)
         if plan.index is not None and plan.index_path is not None:
-            _write_small_atomically(plan.index_path, plan.index)
+            _write_small_atomically(plan.index_path, plan.index, modes.get(plan.index_path))
             result.index = plan.index_path
         for stale in plan.replaces:  # only with force: _check_overwrite refuses otherwise
             remove_quietly(stale)
@@ -219,14 +222,48 @@ def _execute_locked(
     return result
 
 
-def _commit(written: list[OutputPlan], committed: list[Path]) -> None:
-    """Rename the written outputs into place (emptying ``written``), then make that durable."""
+def _could_mix(plan: WritePlan) -> bool:
+    """Whether the directory could show a loader old and new files side by side while the
+    outputs are renamed: a set of several files, an index, or another checkpoint's files.
+    (One file replacing one file is a single atomic rename.)"""
+    return len(plan.outputs) > 1 or plan.index_path is not None or bool(plan.replaces)
+
+
+def _clear_old_checkpoint(plan: WritePlan, written: list[OutputPlan]) -> dict[Path, int]:
+    """Remove what the new files replace before the first of them is renamed into place.
+
+    They are complete and flushed by now, so nothing is lost; and however a kill interrupts
+    the renames that follow, the directory holds no mix: the old files or the new ones
+    (missing some, which the loader refuses, naming them) and no index that spans both.
+    The index goes first, so that the old set is never left indexed but incomplete.
+
+    Returns:
+        The permissions of the files removed, for the files taking their names (a kill
+        before those renames loses them: the rerun's files get the default mode).
+    """
+    old = [plan.index_path] if plan.index_path is not None else []
+    old += [o.path for o in written] + list(plan.replaces)
+    modes = {}
+    for path in old:
+        with contextlib.suppress(OSError):
+            modes[path] = stat.S_IMODE(os.stat(path).st_mode)
+    remove_quietly(*(p for p in old if os.path.lexists(p)))
+    for directory in {p.parent for p in old}:
+        _fsync_dir(directory)
+    return modes
+
+
+def _commit(
+    written: list[OutputPlan], committed: list[Path], modes: dict[Path, int] | None = None
+) -> None:
+    """Rename the written outputs into place (emptying ``written``), then make that durable.
+    Each takes the permissions of the file it replaces (``modes``: of one removed already)."""
     directories = set()
     while written:
         output = written[0]
         tmp = temp_path(output.path)
         try:
-            _keep_mode(tmp, output.path)
+            _keep_mode(tmp, output.path, (modes or {}).get(output.path))
             os.replace(tmp, output.path)
         except OSError as e:
             _reraise(e, output.path)
@@ -526,14 +563,16 @@ def _temp_holds(tmp: Path, output: OutputPlan, state: JournalState) -> bool:
     return size >= output.data_start + state.bytes_done
 
 
-def _keep_mode(tmp: Path, final: Path) -> None:
+def _keep_mode(tmp: Path, final: Path, mode: int | None = None) -> None:
     """Give ``tmp`` the permissions of the ``final`` it is about to replace (a private 0600
-    checkpoint rewritten in place must not become world-readable). Done at the rename, not
-    at creation: a read-only mode on the temporary file would stop a rerun from resuming it."""
-    try:
-        mode = stat.S_IMODE(os.stat(final).st_mode)
-    except FileNotFoundError:
-        return
+    checkpoint rewritten in place must not become world-readable), or ``mode`` when given.
+    Done at the rename, not at creation: a read-only mode on the temporary file would stop a
+    rerun from resuming it."""
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(os.stat(final).st_mode)
+        except FileNotFoundError:
+            return
     os.chmod(tmp, mode)
 
 
@@ -557,7 +596,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_small_atomically(path: Path, data: bytes) -> None:
+def _write_small_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -567,7 +606,7 @@ def _write_small_atomically(path: Path, data: bytes) -> None:
             full_fsync(fd)
         finally:
             os.close(fd)
-        _keep_mode(tmp, path)
+        _keep_mode(tmp, path, mode)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
