@@ -39,16 +39,25 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. QuantizationConfig: the default spec and the per-module overrides.
     config = find_quantization_config(ckpt.root)
-    if config is None:
+    if config is None and not any(n.endswith((".scales", ".qweight")) for n in ckpt):
         print("2. this checkpoint is not quantized; nothing more to show")
         return 0
-    print(f"2. default {config.default}; overrides: {config.per_tensor or 'none'}")
-    print(f"   lm_head.weight -> {config.for_tensor('lm_head.weight')}")
+    if config is not None:  # (without one, step 3 says what is wrong)
+        overrides = config.per_tensor
+        shown = ", ".join(f"{k}: {v}" for k, v in list(overrides.items())[:2])
+        more = f" (and {len(overrides) - 2} more)" if len(overrides) > 2 else ""
+        print(f"2. default {config.default}; {len(overrides)} per-module overrides{more}")
+        if shown:
+            print(f"   e.g. {shown}")
 
     # 3. QuantizedWeight: one per quantized module, validated against the config.
     weights = load_quantized_weights(ckpt, config=config)
-    name, qw = next((n, w) for n, w in weights.items() if "q_proj" in n)
+    name, qw = next(
+        ((n, w) for n, w in weights.items() if "q_proj" in n), next(iter(weights.items()))
+    )
     print(f"3. {len(weights)} quantized modules; {name}: {qw!r}")
+    if config is not None:
+        print(f"   the config's spec for it: {config.for_tensor(name)}")
     x = mx.random.normal((1, qw.shape[-1]), key=mx.random.key(0)).astype(qw.dtype)
     y = x @ qw.dequantize().T  # the same product as qw.matmul(x), via the dense weight
     layer = qw.to_module()  # an nn.QuantizedLinear (nn.QuantizedEmbedding for embeddings)
@@ -56,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   max |dense matmul - quantized layer| = {mx.abs(y - layer(x)).max().item():.2e}")
 
     # 4. dequantize: bit-exact with mx.dequantize, whichever path runs here.
-    dense = dequantize(qw.weight, qw.scales, qw.biases, qw.group_size, qw.bits)
-    oracle = mx.dequantize(qw.weight, qw.scales, qw.biases, group_size=qw.group_size, bits=qw.bits)
+    dense = dequantize(qw.weight, qw.scales, qw.biases, qw.group_size, qw.bits, mode=qw.mode)
+    oracle = mx.dequantize(
+        qw.weight, qw.scales, qw.biases, group_size=qw.group_size, bits=qw.bits, mode=qw.mode
+    )
     same = bool(mx.array_equal(dense, oracle))
     print(
         f"4. dequantize ({last_path()}): {list(dense.shape)} {dense.dtype}, "

@@ -18,6 +18,7 @@ from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES
 
 __all__ = [
     "FLOAT_DTYPES",
+    "FLOAT_MODES",
     "PATH_CPU",
     "PATH_EMPTY",
     "PATH_METAL",
@@ -61,6 +62,35 @@ class QuantizedDtypeError(DequantizeError):
     """A wrong dtype: packed weights not uint32, or scales, biases or output not a float."""
 
 
+FLOAT_MODES = ("mxfp4", "mxfp8", "nvfp4")
+"""The quantization modes without biases, dequantized by ``mx.dequantize``."""
+
+
+def _dequantize_float_mode(
+    w: mx.array,
+    scales: mx.array,
+    biases: mx.array | None,
+    group_size: int,
+    bits: int,
+    dtype: mx.Dtype | None,
+    mode: str,
+) -> mx.array:
+    if mode not in FLOAT_MODES:
+        raise UnsupportedQuantizationError(
+            f"unsupported mode={mode!r}; valid: affine, {', '.join(FLOAT_MODES)}"
+        )
+    if biases is not None:
+        raise DequantizeError(f"{mode} weights have no biases; pass biases=None")
+    try:
+        return mx.dequantize(
+            w, scales, None, group_size=group_size, bits=bits, mode=mode, dtype=dtype
+        )
+    except ValueError as e:
+        raise DequantizeError(
+            f"{mode} dequantization (bits={bits}, group_size={group_size}): {e}"
+        ) from None
+
+
 def _float_names() -> str:
     return ", ".join(dtype_name(d) for d in FLOAT_DTYPES)
 
@@ -83,7 +113,10 @@ def _validate(
             f"valid: {list(SUPPORTED_GROUP_SIZES)}"
         )
     if biases is None:
-        raise DequantizeError("affine dequantization needs biases (got biases=None)")
+        raise DequantizeError(
+            "affine dequantization needs biases (got biases=None); for mxfp4, mxfp8 or nvfp4 "
+            "weights, pass mode= (QuantizedWeight.mode)"
+        )
     if w.dtype != mx.uint32:
         raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
     for what, arr in (("scales", scales), ("biases", biases)):
@@ -143,16 +176,22 @@ def dequantize(
     group_size: int = 64,
     bits: int = 4,
     dtype: mx.Dtype | None = None,
+    *,
+    mode: str = "affine",
 ) -> mx.array:
-    """Dequantize MLX affine-quantized weights, bit-exact with ``mx.dequantize``.
+    """Dequantize MLX-quantized weights, bit-exact with ``mx.dequantize``.
+
+    Affine weights go through mlxload's own kernels; the float modes (``mxfp4``, ``mxfp8``,
+    ``nvfp4``) through ``mx.dequantize``, so one call serves every ``QuantizedWeight``.
 
     Args:
         w: Packed uint32 weights, shape ``(..., K * bits / 32)``, at least 2-D.
         scales: Per-group scales (float16, bfloat16 or float32), shape ``(..., K / group_size)``.
-        biases: Per-group biases, same shape as ``scales``.
-        group_size: 32, 64 or 128.
+        biases: Per-group biases, same shape as ``scales`` (None for the float modes).
+        group_size: 32, 64 or 128 (the float modes: their own, e.g. 32 or 16).
         bits: 1, 2, 3, 4, 5, 6 or 8 (1-bit needs no particular MLX version here).
         dtype: Output dtype; ``None`` means the result type of scales and biases.
+        mode: ``"affine"`` (default), ``"mxfp4"``, ``"mxfp8"`` or ``"nvfp4"``.
 
     Returns:
         The dequantized ``(..., K)`` array (lazy, like any MLX op).
@@ -164,6 +203,10 @@ def dequantize(
         DequantizeError: ``biases`` is None.
     """
     global _last_path
+    if mode != "affine":
+        out = _dequantize_float_mode(w, scales, biases, group_size, bits, dtype, mode)
+        _last_path = PATH_MLX
+        return out
     out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
     path = which_path() if w.size > 0 else PATH_EMPTY
     if path == PATH_EMPTY:

@@ -217,3 +217,31 @@ def test_native_path_on_arbitrary_words(bits, group_size, rows, groups, dtype, s
     b = mx.array(rng.standard_normal((rows, groups)).astype(np.float32)).astype(dtype)
     got = dequantize(w, s, b, group_size=group_size, bits=bits)
     _assert_exact(got, mx.dequantize(w, s, b, group_size=group_size, bits=bits))
+
+
+@pytest.mark.parametrize(
+    ("mode", "bits", "group_size"), [("mxfp4", 4, 32), ("mxfp8", 8, 32), ("nvfp4", 4, 16)]
+)
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_float_modes_match_mx_dequantize(mode, bits, group_size, dtype):
+    """mlxload.dequantize took affine weights only: the README's call failed on mxfp4/nvfp4
+    QuantizedWeights with 'affine dequantization needs biases'."""
+    x = mx.random.normal((8, 128), key=mx.random.key(2)).astype(dtype)
+    w, s, *_ = mx.quantize(x, group_size=group_size, bits=bits, mode=mode)
+    ref = mx.dequantize(w, s, None, group_size=group_size, bits=bits, mode=mode, dtype=dtype)
+    got = dequantize(w, s, None, group_size=group_size, bits=bits, dtype=dtype, mode=mode)
+    _assert_exact(got, ref)
+    assert dequant.last_path() == dequant.PATH_MLX
+
+
+def test_float_mode_errors_are_ours():
+    x = mx.random.normal((8, 128), key=mx.random.key(2))
+    w, s, *_ = mx.quantize(x, group_size=32, bits=4, mode="mxfp4")
+    with pytest.raises(UnsupportedQuantizationError, match=r"unsupported mode='fp3'; valid: "):
+        dequantize(w, s, None, group_size=32, bits=4, mode="fp3")
+    with pytest.raises(DequantizeError, match=r"mxfp4 weights have no biases; pass biases=None"):
+        dequantize(w, s, s, group_size=32, bits=4, mode="mxfp4")
+    with pytest.raises(DequantizeError, match=r"^mxfp4 dequantization \(bits=4, group_size=64\)"):
+        dequantize(w, s, None, group_size=64, bits=4, mode="mxfp4")
+    with pytest.raises(DequantizeError, match=r"for mxfp4, mxfp8 or nvfp4 weights, pass mode="):
+        dequantize(w, s, None, group_size=32, bits=4)

@@ -61,9 +61,39 @@ def test_load_quantized_walkthrough(model):
     proc = _run("load_quantized.py", "--model", str(model))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "lm_head.weight -> QuantSpec(bits=8, group_size=64, mode='affine')" in out
+    assert "1 per-module overrides" in out
+    assert "e.g. lm_head: QuantSpec(bits=8, group_size=64, mode='affine')" in out
     assert "16 quantized modules" in out and "as a layer: QuantizedLinear" in out
     assert "equal to mx.dequantize: True" in out
+
+
+@pytest.mark.parametrize(("mode", "group_size"), [("mxfp4", 32), ("nvfp4", 16)])
+def test_load_quantized_walkthrough_of_a_float_mode_checkpoint(tmp_path, mode, group_size):
+    """Step 4 failed: 'affine dequantization needs biases (got biases=None)'."""
+    from mlx_lm.convert import convert
+
+    out = tmp_path / mode
+    convert(str(tiny_checkpoint(tmp_path / "cache", bits=None)), str(out), quantize=True,
+            q_group_size=group_size, q_bits=4, q_mode=mode)  # fmt: skip
+    proc = _run("load_quantized.py", "--model", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"mode='{mode}'" in proc.stdout
+    assert "4. dequantize (mx.dequantize)" in proc.stdout
+    assert "equal to mx.dequantize: True" in proc.stdout
+
+
+def test_load_quantized_walkthrough_of_a_checkpoint_that_lost_its_config(model, tmp_path):
+    """It said 'this checkpoint is not quantized' of packed weights with no config."""
+    bare = tmp_path / "bare"
+    shutil.copytree(model, bare)
+    config = json.loads((bare / "config.json").read_text())
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    (bare / "config.json").write_text(json.dumps(config))
+    proc = _run("load_quantized.py", "--model", str(bare))
+    assert proc.returncode == 1
+    assert "not quantized" not in proc.stdout
+    assert "so it is quantized, but the checkpoint has no quantization config" in proc.stderr
 
 
 def test_chat_without_a_chat_template_sends_the_raw_message(model, tmp_path):
