@@ -50,7 +50,7 @@ class TensorSource(Protocol):
 def load_quantized_weights(
     source: str | os.PathLike | TensorSource,
     *,
-    config: QuantizationConfig | None = None,
+    config: QuantizationConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, QuantizedWeight]:
     """Every quantized module of a checkpoint, keyed by module path.
 
@@ -58,7 +58,9 @@ def load_quantized_weights(
         source: A checkpoint directory/file/index (opened with :func:`mlxload.load`; of a
             directory, its ``model*.safetensors`` when it has any, as mlx-lm reads it) or an
             already opened checkpoint.
-        config: Use this config instead of the one found next to the checkpoint
+        config: Use this config instead of the one found next to the checkpoint: a
+            :class:`QuantizationConfig`, a parsed ``config.json``, or its ``quantization``
+            section as a dict (``{"bits": 4, "group_size": 64}``). Found by default in
             (``config.json`` ``quantization`` / ``quantization_config``, then
             ``quantization_config.json``, ``quantize_config.json``, then ``quant_config.json``).
 
@@ -77,6 +79,7 @@ def load_quantized_weights(
         RepackError: an AWQ/GPTQ layer that can't be converted exactly.
         QuantizationConfigError: the config file is malformed.
     """
+    config = _as_config(config)
     ckpt = _open(source)
     try:
         root = getattr(ckpt, "root", None)
@@ -127,6 +130,20 @@ def repack_to_mlx(
     return out
 
 
+def _as_config(config: object) -> QuantizationConfig | None:
+    """``config=`` as given: a config, a parsed config.json, or its quantization section."""
+    if config is None or isinstance(config, QuantizationConfig):
+        return config
+    if isinstance(config, Mapping):
+        sections = ("quantization", "quantization_config", "text_config")
+        model_config = config if any(k in config for k in sections) else {"quantization": config}
+        return QuantizationConfig.from_model_config(model_config, source="the config= argument")
+    raise TypeError(
+        "config= takes a QuantizationConfig, a parsed config.json or its quantization section "
+        f"(a dict), or None; got {type(config).__name__}"
+    )
+
+
 def _open(source: str | os.PathLike | TensorSource) -> TensorSource:
     if isinstance(source, (str, os.PathLike)):
         from mlxload.checkpoint import load  # imported late: the reader is heavier
@@ -162,7 +179,8 @@ def _load_mlx(
                 f"{where}: tensor {weight_name!r} ({ckpt.info(weight_name).dtype}) has "
                 f"{scales_name!r}, so it is quantized, but the checkpoint has no quantization "
                 "config (config.json 'quantization' / 'quantization_config', or "
-                "quantization_config.json)"
+                "quantization_config.json); put one beside it, or pass config= (e.g. "
+                '{"bits": 4, "group_size": 64})'
             )
         # The weight's own name matches overrides keyed by tensor name and by module path.
         spec = config.for_tensor(weight_name)
@@ -187,7 +205,9 @@ def _load_mlx(
         except QuantizedWeightError as e:
             raise QuantizedWeightError(
                 f"{where}: {e} (bits={spec.bits}, group_size={spec.group_size}, "
-                f"mode={spec.mode} from {config.source})"
+                f"mode={spec.mode} from {config.source}); if these tensors were quantized "
+                "otherwise, fix the config (a per-module override may be missing), or pass "
+                "config="
             ) from None
     return out
 

@@ -157,7 +157,7 @@ class QuantizedWeight:
             raise self._fail(
                 f"scales shape {tuple(s.shape)} != expected {want}: packed weight "
                 f"{tuple(w.shape)} holds {k} {bits}-bit values per row = "
-                f"{k // group_size} groups of {group_size}"
+                f"{k // group_size} group{'s' * (k // group_size != 1)} of {group_size}"
             )
         if mode == "affine":
             if s.dtype not in _FLOAT_DTYPES:

@@ -359,3 +359,38 @@ def test_global_scale_without_scales_is_an_incomplete_module(tmp_path):
         f"{tmp_path}: tensor 'e.global_scale' has no 'e.scales': the quantized module is "
         "incomplete (a shard or tensor is missing)"
     )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"bits": 4, "group_size": 64}, {"quantization": {"bits": 4, "group_size": 64}}],
+    ids=["section", "config.json"],
+)
+def test_config_may_be_given_as_a_dict(tmp_path, config):
+    """A dict raised AttributeError: 'dict' object has no attribute 'quant_method'."""
+    w, s, b = mx.quantize(mx.random.normal((8, 128), key=mx.random.key(0)), 64, 4)
+    path = tmp_path / "q.safetensors"
+    mx.save_safetensors(str(path), {"m.weight": w, "m.scales": s, "m.biases": b})
+    with pytest.raises(QuantizedCheckpointError, match=r"or pass config= \(e\.g\."):
+        load_quantized_weights(path)
+    (q,) = load_quantized_weights(path, config=config).values()
+    assert (q.bits, q.group_size) == (4, 64)
+    assert mx.array_equal(q.dequantize(), mx.dequantize(w, s, b, 64, 4))
+    with pytest.raises(
+        TypeError, match=r"config= takes a QuantizationConfig, a parsed config\.json"
+    ):
+        load_quantized_weights(path, config=4)
+
+
+def test_a_config_the_tensors_contradict_says_to_fix_it(tmp_path):
+    w, s, b = mx.quantize(mx.random.normal((8, 128), key=mx.random.key(0)), 64, 4)
+    path = tmp_path / "q.safetensors"
+    mx.save_safetensors(str(path), {"m.weight": w, "m.scales": s, "m.biases": b})
+    with pytest.raises(QuantizedWeightError) as e:
+        load_quantized_weights(path, config={"bits": 8, "group_size": 64})
+    assert "holds 64 8-bit values per row = 1 group of 64" in str(e.value)
+    assert str(e.value).endswith(
+        "(bits=8, group_size=64, mode=affine from the config= argument); if these tensors were "
+        "quantized otherwise, fix the config (a per-module override may be missing), or pass "
+        "config="
+    )
