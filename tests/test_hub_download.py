@@ -594,3 +594,24 @@ def test_a_body_sent_compressed_is_refused_not_kept(hub, monkeypatch):  # noqa: 
     cache = RepoCache(cache_root(None), REPO)
     assert not cache.partial(repo.sha256(shard)).exists()  # (another shard's may: stopped)
     assert not cache.blob(repo.sha256(shard)).exists()
+
+
+def test_by_default_bars_are_drawn_on_a_terminal_only(monkeypatch):
+    """A log file or a pipe got every redraw of every bar ('^Mhf://...: 0%|...')."""
+    import io
+
+    from mlxload.hub.progress import progress_enabled
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr("huggingface_hub.utils.are_progress_bars_disabled", lambda: False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert progress_enabled(None) is False
+    assert progress_enabled(True) is True  # asked for: drawn anyway
+    monkeypatch.setattr("sys.stderr", Tty())
+    assert progress_enabled(None) is True
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    assert progress_enabled(None) is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -12,7 +13,8 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 def progress_enabled(progress: bool | None) -> bool:
-    """Whether to draw bars: ``progress`` if given, else not when huggingface_hub's are disabled.
+    """Whether to draw bars: ``progress`` if given; else only on a terminal (a log file or a
+    pipe would get every redraw), and not when huggingface_hub's bars are disabled.
 
     ``HF_HUB_DISABLE_PROGRESS_BARS`` is read now (not only at import), and
     ``huggingface_hub.utils.disable_progress_bars()`` is honoured too.
@@ -20,11 +22,22 @@ def progress_enabled(progress: bool | None) -> bool:
     if progress is not None:
         return progress
     env = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    if env is not None and env.strip().lower() in _TRUE:
+        return False
+    if not _stderr_is_a_terminal():
+        return False
     if env is not None:
-        return env.strip().lower() not in _TRUE
+        return True
     from huggingface_hub.utils import are_progress_bars_disabled
 
     return not are_progress_bars_disabled()
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 class ByteProgress:
