@@ -263,6 +263,27 @@ _VOCABULARY = (
 )
 
 
+def has_tokenizer_files(root: Path) -> bool:
+    """Whether ``root`` holds any file a tokenizer is built from (not whether it loads)."""
+    return any(next(root.glob(pattern), None) for pattern in _VOCABULARY)
+
+
+def no_tokenizer_message(root: Path) -> str:
+    """What to say of a model directory without tokenizer files."""
+    from mlxload.hub.cache import in_hf_cache
+
+    if in_hf_cache(root):  # a snapshot: the repository itself has none
+        return (
+            f"{root}: the repository has no tokenizer files (tokenizer.json, tokenizer.model, "
+            "vocab.json, ...), which a model needs to run; use mlxload.load for its weights "
+            "alone, or a repository that ships its tokenizer"
+        )
+    return (
+        f"{root}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.json, ...); "
+        "copy them from the model's repository next to config.json"
+    )
+
+
 def load_tokenizer(
     utils: Any, root: Path, tokenizer_config: dict[str, Any] | None, eos_token_ids: Any
 ) -> Any:
@@ -293,11 +314,8 @@ def _tokenizer_error(root: Path, e: Exception) -> ModelLoadError:
                 f"{root}/{name}: not valid JSON ({detail}); copy it again from the model's "
                 "repository"
             )
-    if not any(next(root.glob(pattern), None) for pattern in _VOCABULARY):
-        return ModelLoadError(
-            f"{root}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.json, ...); "
-            "copy them from the model's repository next to config.json"
-        )
+    if not has_tokenizer_files(root):
+        return ModelLoadError(no_tokenizer_message(root))
     lines = [line for line in str(e).splitlines() if line.strip()]
     first = " ".join(lines[0].split())[:200] if lines else type(e).__name__
     return ModelLoadError(

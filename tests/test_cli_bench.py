@@ -54,6 +54,7 @@ def test_directory_without_config_stops_before_the_workers(tmp_path, capsys, no_
         ("no weights", "no *.safetensors files"),
         ("truncated", "data section is 3 bytes, shorter than the 8 bytes"),
         ("config not JSON", "config.json: not valid JSON"),
+        ("no tokenizer", "no tokenizer files (tokenizer.json, tokenizer.model, vocab.json"),
     ],
 )
 def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, words):
@@ -67,7 +68,7 @@ def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, 
     elif what != "missing":
         model.mkdir()
         (model / "config.json").write_text("{" if what == "config not JSON" else "{}")
-    if what in ("truncated", "config not JSON"):
+    if what in ("truncated", "config not JSON", "no tokenizer"):
         mx.save_safetensors(str(model / "model.safetensors"), {"w": mx.ones((2,))})
     if what == "truncated":
         data = (model / "model.safetensors").read_bytes()
@@ -84,6 +85,14 @@ def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, 
         (["--timeout", "0"], "--timeout must be a positive number of seconds"),
         (["--timeout", "-5"], "--timeout must be a positive number of seconds"),
         (["--prompt", " "], "--prompt is empty; give some text (or leave it out)"),
+        (
+            ["some/model", "--size", "tiny"],
+            "--size and --bits describe the synthetic model; they don't apply to MODEL",
+        ),
+        (
+            ["some/model", "--bits", "8"],
+            "--size and --bits describe the synthetic model; they don't apply to MODEL",
+        ),
     ],
 )
 def test_values_a_run_cant_use_are_refused(capsys, no_workers, argv, message):
@@ -99,3 +108,20 @@ def test_the_help_states_the_default_prompt_the_bench_uses(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert f"(default: '{DEFAULT_PROMPT}')" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_hub_snapshot_without_tokenizer_is_not_told_to_copy_files_into_the_cache(tmp_path):
+    from mlxload.model_recipe import no_tokenizer_message
+
+    snapshot = tmp_path / "hub" / "models--me--notok" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hub" / "models--me--notok" / "blobs").mkdir()
+    assert no_tokenizer_message(snapshot) == (
+        f"{snapshot}: the repository has no tokenizer files (tokenizer.json, tokenizer.model, "
+        "vocab.json, ...), which a model needs to run; use mlxload.load for its weights alone, "
+        "or a repository that ships its tokenizer"
+    )
+    plain = tmp_path / "model"
+    plain.mkdir()
+    assert no_tokenizer_message(plain).endswith("copy them from the model's repository next to "
+                                                "config.json")  # fmt: skip

@@ -32,16 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         choices=list(SIZES),
-        default=DEFAULT_SIZE,
+        default=None,
         help=f"synthetic model size (default {DEFAULT_SIZE}, about 3 minutes on 2 CPU cores; "
-        "tiny takes seconds)",
+        "tiny takes seconds); not with MODEL",
     )
     parser.add_argument(
         "--bits",
         type=int,
         choices=bits,
-        default=4,
-        help="synthetic model quantization bits (default 4)",
+        default=None,
+        help="synthetic model quantization bits (default 4); not with MODEL",
     )
     parser.add_argument(
         "--prompt",
@@ -74,11 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
     if args.model is None:
-        from mlxload.synthetic import spec_for, synthetic_checkpoint
+        from mlxload.synthetic import DEFAULT_SIZE, spec_for, synthetic_checkpoint
 
-        spec = spec_for(args.size, bits=args.bits)
+        bits = 4 if args.bits is None else args.bits
+        spec = spec_for(args.size or DEFAULT_SIZE, bits=bits)
         print(
-            f"synthetic {spec.name} model, {args.bits}-bit (generated on first use, then cached)",
+            f"synthetic {spec.name} model, {bits}-bit (generated on first use, then cached)",
             file=sys.stderr,
         )
         return synthetic_checkpoint(spec), asdict(spec)
@@ -116,12 +117,16 @@ def _check_model(model: Path) -> None:
         raise MlxloadError(f"{model / 'config.json'}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise MlxloadError(f"{model / 'config.json'}: not a JSON object")
+    from mlxload.model_recipe import has_tokenizer_files, no_tokenizer_message
+
     try:
         files = checkpoint_files(model)
     except FileNotFoundError as e:
         raise MlxloadError(str(e)) from None
     for shard in files.files:  # every header, so a damaged shard is one line, not N workers'
         read_header(shard)
+    if not has_tokenizer_files(model):  # else every loader fails after its weights are read
+        raise MlxloadError(no_tokenizer_message(model))
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
@@ -132,6 +137,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return "--timeout must be a positive number of seconds"
     if args.prompt is not None and not args.prompt.strip():
         return "--prompt is empty; give some text (or leave it out)"
+    if args.model is not None and (args.size is not None or args.bits is not None):
+        return "--size and --bits describe the synthetic model; they don't apply to MODEL"
     return None
 
 
