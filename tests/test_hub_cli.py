@@ -122,6 +122,17 @@ def test_inspect_of_a_hub_repo_fetches_headers_only(hub, capsys, monkeypatch):  
     assert "layers.1.weight" in out and "fetched for the headers; the weights were not" in out
 
 
+def test_inspect_of_a_repo_of_small_files_says_it_took_them_whole(hub, capsys):  # noqa: F811
+    """It said 'fetched for the headers; the weights were not' of files a header read took
+    whole (the test shards are smaller than the first read of a header)."""
+    from mlxload.cli import main
+
+    assert main(["inspect", f"hf://{REPO}"]) == 0
+    out = capsys.readouterr().out
+    assert "the whole files: they are that small)" in out
+    assert "the weights were not" not in out
+
+
 def _one_file_repo(tmp_path, *extra: str) -> dict[str, bytes]:
     """model.safetensors (tensors a, b) and config.json, plus copies under ``extra`` names."""
     import mlx.core as mx

@@ -155,9 +155,15 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         items = [f"{printable(k)}={_short(printable(v))}" for k, v in shown_meta]
         more = f", ... {len(ckpt.metadata) - 8} more" if len(ckpt.metadata) > 8 else ""
         print(f"metadata: {', '.join(items)}{more}")
+    headers = ckpt.headers()
     if fetched is not None:
-        print(f"(from the Hub: {_human(fetched)} fetched for the headers; the weights were not)")
-    report = alignment_report(ckpt.headers())
+        if fetched >= sum(h.file_size for h in headers):  # each under one header read
+            print(f"(from the Hub: {_human(fetched)}, the whole files: they are that small)")
+        else:
+            print(
+                f"(from the Hub: {_human(fetched)} fetched for the headers; the weights were not)"
+            )
+    report = alignment_report(headers)
     print(report.verdict(_align_command(args.path, fetched is not None)))
     if not report.ready and not zero_copy_supported():
         print(
