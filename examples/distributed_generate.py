@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             print(response.text, end="", flush=True)
     if rank == 0:
         print()
+    # mlx-lm has already started one more step on every rank; a rank leaving before the others
+    # finish it breaks their connections ("[ring] connection to a peer was lost"). Wait here.
+    mx.eval(mx.distributed.all_sum(mx.array(1), group=group))
     return 0
 
 
