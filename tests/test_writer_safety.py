@@ -458,3 +458,64 @@ def test_a_forced_split_keeps_the_modes_of_the_files_it_replaces(tmp_path):
     result = split(write_sharded(tmp_path / "b", mixed_tensors(2, scale=50), 2), out,
                    max_shard_size="20KiB", force=True)  # fmt: skip
     assert {oct(p.stat().st_mode & 0o777) for p in [*result.outputs, result.index]} == {"0o600"}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_rename_that_fails_keeps_the_finished_outputs_for_the_rerun(tmp_path, monkeypatch, force):
+    """Once the old checkpoint is removed, a failed rename deleted the new, complete files too
+    (leaving neither model) and said nothing was written; a fresh split left its renamed
+    shards without journals, so the rerun was refused ('already exists; pass --force')."""
+    import errno as errno_mod
+
+    import mlxload
+
+    out = tmp_path / "out"
+    if force:
+        split(write_sharded(tmp_path / "a", mixed_tensors(1, scale=50), 2), out,
+              max_shard_size="20KiB")  # fmt: skip
+    new_src = write_sharded(tmp_path / "b", mixed_tensors(2, scale=50), 2)
+    real, renames = os.replace, []
+
+    def second_rename_fails(src, dst, *args, **kwargs):
+        if str(src).endswith(".mlxload-partial") and str(dst).endswith(".safetensors"):
+            renames.append(dst)
+            if len(renames) == 2:
+                raise OSError(errno_mod.EIO, "Input/output error", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", second_rename_fails)
+    with pytest.raises(WriteFailedError) as e:
+        split(new_src, out, max_shard_size="20KiB", force=force)
+    monkeypatch.undo()
+    assert str(e.value).startswith(f"putting {renames[1]} in place failed: an I/O error")
+    assert "its complete copy is kept under a hidden work name beside it" in str(e.value)
+    assert "run the same command again to finish" in e.value.__notes__[0]
+    result = split(new_src, out, max_shard_size="20KiB", force=force)
+    assert result.resumed_tensors == result.tensors  # nothing copied again
+    assert checkpoint_bytes(result.outputs) == checkpoint_bytes(
+        sorted(new_src.glob("*.safetensors"))
+    )
+    assert len(mlxload.load(out)) == len(mixed_tensors(2, scale=50))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_ctrl_c_while_the_finished_run_tidies_up_changes_nothing(tmp_path, monkeypatch):
+    """It said 'run the same command again to resume', and the rerun was refused."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    out = tmp_path / "out"
+    real, calls = execute_mod.remove_quietly, []
+
+    def interrupted_once(*paths):
+        done = (out / "model.safetensors.index.json").exists()
+        if done and paths and all(p.name.endswith(".mlxload-journal") for p in paths):
+            calls.append(paths)
+            if len(calls) == 1:
+                real(*paths[:1])
+                raise KeyboardInterrupt
+        return real(*paths)
+
+    monkeypatch.setattr(execute_mod, "remove_quietly", interrupted_once)
+    result = split(src, out, max_shard_size="20KiB")
+    assert len(calls) == 2
+    assert checkpoint_bytes(result.outputs) == checkpoint_bytes(sorted(src.glob("*.safetensors")))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".mlxload-journal")]

@@ -99,8 +99,9 @@ _CAUSES = {
 _NO_PERMISSION = (errno.EACCES, errno.EPERM)
 
 
-def write_failed(e: OSError, path: object) -> WriteFailedError:
-    """The :class:`WriteFailedError` for an OS error met while writing ``path``."""
+def write_failed(e: OSError, path: object, *, kept: bool = False) -> WriteFailedError:
+    """The :class:`WriteFailedError` for an OS error met while writing ``path``; ``kept``:
+    its complete copy stays under its hidden work name (the rename failed)."""
     said = e.strerror or str(e)
     if e.errno in _NO_PERMISSION:
         where = e.filename if e.filename is not None else path
@@ -109,6 +110,12 @@ def write_failed(e: OSError, path: object) -> WriteFailedError:
         cause = f"{_CAUSES[e.errno]} ({said})"
     else:
         cause = said
+    if kept:
+        return WriteFailedError(
+            e.errno or errno.EIO,
+            f"putting {path} in place failed: {cause}; its complete copy is kept under a "
+            "hidden work name beside it",
+        )
     return WriteFailedError(
         e.errno or errno.EIO,
         f"writing {path} failed: {cause}; no partial output is left, and nothing was written "

@@ -107,10 +107,10 @@ def execute(
     """Write the plan's outputs and index.
 
     The outputs are written under hidden work names and only then renamed into place, all
-    together (an in-place align swaps in each file as it is done: mixing its old and new
-    files is harmless, and it needs room for one file only). So a run that fails or is
+    together, once the files they replace are removed (an in-place align swaps in each file as
+    it is done: its old and new files hold the same tensors). So a run that fails or is
     interrupted never leaves a directory where part of a new checkpoint stands beside part of
-    the one it replaces.
+    the one it replaces; once every output is complete, a failure keeps them for the rerun.
 
     Args:
         plan: From :mod:`~.plan`.
@@ -178,6 +178,7 @@ def _execute_locked(
     run = _Run(plan, progress, result)
     written: list[OutputPlan] = []  # complete under their work names, not yet renamed
     committed: list[Path] = []
+    finishing = False  # every output is complete: from here on, a failure keeps them
     try:
         # Every source is opened before the first write and read through these descriptors
         # only, so the data always comes from the files as they were planned.
@@ -193,10 +194,11 @@ def _execute_locked(
                 committed.append(output.path)  # by an earlier run that was interrupted
             if plan.in_place:
                 _commit(written, committed)
+        finishing = True
         modes: dict[Path, int] = {}  # of the files replaced, for their successors
         if written and not plan.in_place and _could_mix(plan):
             modes = _clear_old_checkpoint(plan, written)
-        _commit(written, committed, modes)
+        _commit(written, committed, modes, kept=True)
         if plan.index is not None and plan.index_path is not None:
             _write_small_atomically(plan.index_path, plan.index, modes.get(plan.index_path))
             result.index = plan.index_path
@@ -208,9 +210,18 @@ def _execute_locked(
             result.companions = finish()
     except KeyboardInterrupt:
         raise  # work files and journals stay: rerunning continues where this run stopped
-    except BaseException:
+    except BaseException as e:
+        if finishing:
+            # The old checkpoint may be gone already: the new one, complete, must stay (work
+            # files and journals too), so that the rerun puts the rest in place.
+            add_note(
+                e,
+                f"the {plan.kind}'s outputs are complete and kept (renamed into place, or under "
+                "hidden work names beside them): run the same command again to finish",
+            )
+            raise
         # A failed run is not resumed: drop its work files, and the journals of the outputs
-        # it did commit (so a rerun doesn't take them for its own).
+        # an earlier run committed (so a rerun doesn't take them for its own).
         remove_quietly(*(journal_path(p) for p in committed))
         remove_quietly(*(f(o.path) for o in written for f in (temp_path, journal_path)))
         raise
@@ -218,7 +229,11 @@ def _execute_locked(
         run.close()
     result.outputs = [o.path for o in plan.outputs]
     # Unchanged files too: an earlier, killed in-place align may have left their journals.
-    remove_quietly(*(journal_path(p) for p in result.outputs + plan.unchanged))
+    journals = [journal_path(p) for p in result.outputs + plan.unchanged]
+    try:
+        remove_quietly(*journals)
+    except KeyboardInterrupt:  # the work is done: a Ctrl-C now must not leave it half tidied
+        remove_quietly(*journals)
     return result
 
 
@@ -254,10 +269,15 @@ def _clear_old_checkpoint(plan: WritePlan, written: list[OutputPlan]) -> dict[Pa
 
 
 def _commit(
-    written: list[OutputPlan], committed: list[Path], modes: dict[Path, int] | None = None
+    written: list[OutputPlan],
+    committed: list[Path],
+    modes: dict[Path, int] | None = None,
+    *,
+    kept: bool = False,
 ) -> None:
     """Rename the written outputs into place (emptying ``written``), then make that durable.
-    Each takes the permissions of the file it replaces (``modes``: of one removed already)."""
+    Each takes the permissions of the file it replaces (``modes``: of one removed already).
+    ``kept``: a failure leaves the output's work file for a rerun (the error says so)."""
     directories = set()
     while written:
         output = written[0]
@@ -266,6 +286,8 @@ def _commit(
             _keep_mode(tmp, output.path, (modes or {}).get(output.path))
             os.replace(tmp, output.path)
         except OSError as e:
+            if kept:
+                raise write_failed(e, output.path, kept=True) from e
             _reraise(e, output.path)
         written.pop(0)
         committed.append(output.path)
