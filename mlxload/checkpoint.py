@@ -29,6 +29,7 @@ from mlxload.byte_ranges import ByteRanges
 from mlxload.errors import (
     CheckpointError,
     DuplicateTensorError,
+    FileChangedError,
     MlxloadError,
     TensorNotFoundError,
     TensorNotInShardError,
@@ -107,6 +108,15 @@ class Checkpoint(Mapping[str, mx.array]):
                         evict_page_cache=self._evict,
                         header=self._validated.pop(path, None),
                         readable=self._readable.get(path),
+                    )
+                # (A shard fetched range by range grows as it is read: not checked.)
+                planned = None if path in self._readable else self._files.identities.get(path)
+                if planned is not None and tf.header.identity not in (None, planned):
+                    tf.close()
+                    raise FileChangedError(
+                        f"{path}: replaced since the checkpoint was opened (its index "
+                        f"{self._files.index_path} was read before): the checkpoint was "
+                        "rewritten meanwhile; open it again"
                     )
                 self._open[path] = tf
                 if self._where is not None:

@@ -56,6 +56,9 @@ class CheckpointFiles:
         weight_map: tensor name -> shard path, when an index says so; else None.
         index_path: The index file, if any.
         index_metadata: The index's ``metadata`` object (``total_size`` etc.).
+        identities: Shard path -> ``(st_dev, st_ino, st_size, st_mtime_ns)`` when the
+            checkpoint was listed: a shard opened later that is another file (the checkpoint
+            was rewritten meanwhile) is refused rather than read under this listing.
     """
 
     root: Path
@@ -63,6 +66,7 @@ class CheckpointFiles:
     weight_map: dict[str, Path] | None = None
     index_path: Path | None = None
     index_metadata: dict = field(default_factory=dict)
+    identities: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> CheckpointFiles:
@@ -117,12 +121,15 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         )
     _one_path_per_file(files, stats, weight_map)
     metadata = index.get("metadata") or {}
+    from mlxload.header import file_identity
+
     return CheckpointFiles(
         root=root,
         files=list(files.values()),
         weight_map=weight_map,
         index_path=index_path,
         index_metadata=metadata if type(metadata) is dict else {},
+        identities={p: file_identity(stats[k]) for k, p in files.items() if stats.get(k)},
     )
 
 

@@ -522,3 +522,24 @@ def test_a_weights_file_linking_to_nothing_is_named_not_skipped(tmp_path, prefer
     )
     (tmp_path / "model-extra.safetensors").unlink()
     assert checkpoint_files(tmp_path, prefer=prefer).files == [tmp_path / "model.safetensors"]
+
+
+def test_a_shard_rewritten_after_the_index_was_read_is_refused(tmp_path):
+    """A Checkpoint opened before a split --force rewrote its directory read the shards it
+    opened afterwards under the old index, silently returning the new model's tensors."""
+    from mlxload.writer import split
+
+    old_model = tmp_path / "a.safetensors"
+    new_model = tmp_path / "b.safetensors"
+    names = [f"w{i}" for i in range(6)]
+    mx.save_safetensors(str(old_model), {n: mx.full((2048,), 1.0) for n in names})
+    mx.save_safetensors(str(new_model), {n: mx.full((2048,), 2.0) for n in names})
+    out = tmp_path / "out"
+    split(old_model, out, max_shard_size="20KiB")
+    where = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    ckpt = mlxload.load(out)
+    assert ckpt[names[0]][0].item() == 1.0  # its shard is open now; the others are not
+    split(new_model, out, max_shard_size="20KiB", force=True)
+    later = next(n for n in names if where[n] != where[names[0]])
+    with pytest.raises(errors.FileChangedError, match="replaced since the checkpoint was opened"):
+        ckpt[later]
