@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,8 +207,10 @@ def test_the_free_space_margin_grows_with_the_output(tmp_path, monkeypatch):
     monkeypatch.setattr(free_space, "_free_space_leaves_out_purgeable", lambda: False)
     merge(src, tmp_path / "small.safetensors")
     free["bytes"] = 1 << 20  # under the smallest margin, 1 MiB
-    with pytest.raises(InsufficientSpaceError, match=r"\(\+1\.0 MiB margin\)"):
+    with pytest.raises(InsufficientSpaceError, match=r"\(\+1\.0 MiB margin\)") as e:
         merge(src, tmp_path / "other.safetensors")
+    # the output's ~20 KiB over the margin: "1.0 MiB (+1.0 MiB margin)... 1.0 MiB" said nothing
+    assert re.search(r" is free \(\d+\.\d KiB short\); free some space", str(e.value))
     from mlxload.writer.execute import _space_margin
 
     assert _space_margin(0) == 1 << 20

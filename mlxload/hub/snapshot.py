@@ -175,8 +175,8 @@ def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
         need,
         lambda free: DownloadError(
             f"hf://{cache.repo_id}: {human_bytes(need)} to download but only "
-            f"{human_bytes(free)} free in {cache.root}; free some space or set HF_HUB_CACHE "
-            "to a larger disk"
+            f"{human_bytes(free)} free in {cache.root} ({human_bytes(need - free)} short); "
+            "free some space or set HF_HUB_CACHE to a larger disk"
         ),
     )
 

@@ -394,8 +394,9 @@ def _check_space(plan: WritePlan, states: dict, *, warn: bool = True) -> None:
             lambda free, anchor=anchor, need=need, margin=margin: InsufficientSpaceError(
                 errno.ENOSPC,
                 f"not enough free space in {anchor}: the output needs {human_bytes(need)} "
-                f"(+{human_bytes(margin)} margin) but only {human_bytes(free)} is free; "
-                "free some space or write elsewhere",
+                f"(+{human_bytes(margin)} margin) but only {human_bytes(free)} is free "
+                f"({human_bytes(need + margin - free)} short); free some space or write "
+                "elsewhere",
             ),
             warn=warn,
         )
