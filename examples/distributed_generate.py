@@ -46,10 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     split = {"pipeline_group" if args.pipeline else "tensor_group": group}
     model, tokenizer, _ = load_model(model_path(args), fetch=args.fetch, **split)
     report = model.load_report
+    fetched = (
+        f"fetched {report.bytes_fetched / 2**20:.1f} MiB as ranges, "
+        if report.bytes_fetched
+        else ""
+    )
     print(
         f"[rank {rank}/{group.size()}] read {report.bytes_read / 2**20:.1f} MiB "
-        f"({100 * report.fraction_read:.0f}% of the model), fetched "
-        f"{report.bytes_fetched / 2**20:.1f} MiB as ranges, peak RSS "
+        f"({100 * report.fraction_read:.0f}% of the model), {fetched}peak RSS "
         f"{report.peak_rss_bytes / 2**20:.0f} MiB, {report.timings['total']:.2f} s",
         file=sys.stderr,
         flush=True,

@@ -103,7 +103,9 @@ def check_zero_copy() -> Check:
             "update MLX (pip install -U mlx); loads fall back to one copy until then",
         )
     return Check(
-        "zero-copy", INFO, f"not on this backend ({detail}); tensors are copied once instead"
+        "zero-copy",
+        INFO,
+        f"not on this backend (MLX's probe answer: {detail}); tensors are copied once instead",
     )
 
 

@@ -181,6 +181,6 @@ def test_the_distributed_example_generates_on_rank_zero(ring, cache, split):
         found = [x for x in lines if x.startswith(f"[rank {rank}/2] read ")]
         assert len(found) == 1, f"rc {result.returncode}:\n{result.stderr[-3000:]}"
         (line,) = found
-        assert "% of the model), fetched 0.0 MiB as ranges, peak RSS" in line, line
+        assert "% of the model), peak RSS" in line, line  # (no "fetched": a local model)
     assert result.stdout.strip(), result.stderr[-3000:]  # rank 0's text; rank 1 prints none
     assert "Traceback" not in result.stderr

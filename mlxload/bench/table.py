@@ -33,7 +33,8 @@ def format_result(result: dict[str, Any]) -> str:
     env, model = result["environment"], result["model"]
     loaders = list(result["results"])
     lines = [
-        f"model: {model['path']} ({model['files']} files, {_size(model['bytes'])})",
+        f"model: {model['path']} ({model['files']} file{'s' * (model['files'] != 1)}, "
+        f"{_size(model['bytes'])})",
         f"MLX {env['mlx']} ({env['backend']}), mlx-lm {env['mlx_lm']}, mlxload {env['mlxload']}, "
         f"Python {env['python']}, {env['platform']}",
         f"zero-copy: {'yes' if env['zero_copy'] else 'no (copy once)'}; "
