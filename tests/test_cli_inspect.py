@@ -145,3 +145,47 @@ def test_a_long_metadata_value_is_cut_to_one_line(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("metadata: "))
     assert line == f"metadata: chat_template={'x' * 57}..."
+
+
+def test_inspect_summarizes_the_quantization(tmp_path, capsys):
+    """It showed packed U32 storage only: no bits, group size or mode per module."""
+    from model_fixtures import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "cache", overrides=(("lm_head", 8),))
+    assert main(["inspect", str(model)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("quantized:"))
+    assert line.startswith(
+        "quantized: 16 modules (4-bit, group 64, affine: 15; 8-bit, group 64, affine: 1), "
+    )
+    import mlxload
+
+    ckpt = mlxload.load(model)
+    stored = weights = 0
+    for name in ckpt:
+        if name.endswith(".scales"):
+            module = name.removesuffix(".scales")
+            bits = 8 if module == "lm_head" else 4
+            parts = [ckpt.info(f"{module}.{s}") for s in ("weight", "scales", "biases")]
+            stored += 8 * sum(p.nbytes for p in parts)
+            weights += int(np.prod(parts[0].shape)) * 32 // bits
+    assert line.endswith(f", {stored / weights:.2f} bits per quantized weight")
+    assert main(["inspect", str(model), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["quantization"]
+    assert summary["modules"] == 16 and summary["config"] == str(model / "config.json")
+
+    config = json.loads((model / "config.json").read_text())
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["inspect", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "quantized: 16 modules; no quantization config found" in out
+
+
+def test_inspect_of_a_float_checkpoint_has_no_quantization_line(tmp_path, capsys):
+    path = tmp_path / "f.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones((4, 4)), "w.scales": mx.ones((4, 1))})
+    assert main(["inspect", str(path)]) == 0
+    assert "quantized:" not in capsys.readouterr().out
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quantization"] is None

@@ -96,6 +96,19 @@ def _inspect_hub(args: argparse.Namespace) -> int:
         source.close()
 
 
+def _quantization(ckpt: Any, infos: list) -> Any:
+    """The checkpoint's :class:`~mlxload.quant_summary.QuantSummary`, or None."""
+    from mlxload.errors import MlxloadError
+    from mlxload.quant_config import find_quantization_config
+    from mlxload.quant_summary import summarize
+
+    try:
+        config = find_quantization_config(ckpt.root)
+    except MlxloadError:
+        config = None  # a malformed config: inspect lists the tensors anyway
+    return summarize({i.name: i for i in infos}, config)
+
+
 def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int | None) -> int:
     from mlxload.tensor_file import zero_copy_supported
     from mlxload.writer import alignment_report
@@ -107,6 +120,7 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
     for i in infos:
         by_dtype[i.dtype] = by_dtype.get(i.dtype, 0) + i.nbytes
     shown = infos if args.limit is None else infos[: args.limit]
+    quantization = _quantization(ckpt, infos)
     if args.json:
         file_names = dict(zip(ckpt.files, files, strict=True))
         tensors = []
@@ -124,6 +138,7 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
                     "bytes_by_dtype": by_dtype,
                     "bytes_needing_copy": misaligned,
                     "metadata": ckpt.metadata,
+                    "quantization": quantization.as_dict() if quantization else None,
                     **({} if fetched is None else {"fetched_bytes": fetched}),
                 },
                 option=orjson.OPT_INDENT_2,
@@ -150,6 +165,8 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         f"\n{_count(len(infos), 'tensor')} in {_count(len(ckpt.files), 'file')}, "
         f"{_human(total)}" + (f" ({by})" if by else "")
     )
+    if quantization is not None:
+        print(quantization.line())
     if ckpt.metadata:
         shown_meta = list(ckpt.metadata.items())[:8]
         items = [f"{printable(k)}={_short(printable(v))}" for k, v in shown_meta]
