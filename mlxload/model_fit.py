@@ -36,6 +36,17 @@ _CONFIG_HINT = (
 )
 
 
+def _config_hint(model: object) -> str:
+    """:data:`_CONFIG_HINT`, naming the architecture config.json chose (a config.json of
+    another model is a common cause, and its model_type the first thing to compare)."""
+    model_type = getattr(model, "model_type", None)
+    if not isinstance(model_type, str):
+        return _CONFIG_HINT
+    return _CONFIG_HINT.replace(
+        "(num_hidden_layers", f"(model_type {model_type!r}, num_hidden_layers"
+    )
+
+
 def sanitize_weights(
     model: nn.Module, weights: dict[str, mx.array], root: Path
 ) -> dict[str, mx.array]:
@@ -92,7 +103,7 @@ def check_fit(
             )
         raise ModelLoadError(
             f"{root}: the checkpoint lacks {len(missing)} tensor(s) the model needs: "
-            f"{_names(missing)}; is a shard missing? {_CONFIG_HINT}"
+            f"{_names(missing)}; is a shard missing? {_config_hint(model)}"
         )
     extra = sorted(weights.keys() - params.keys())
     if extra and repacked and any(_PER_EXPERT.search(n) for n in extra):
@@ -103,27 +114,33 @@ def check_fit(
             "AWQ/GPTQ mixture-of-experts checkpoints with per-expert tensors can't be built "
             "into this model: mlxload.load_quantized_weights reads their layers"
         )
-    refuse_unknown(extra, root, files)
+    refuse_unknown(extra, root, files, hint=_config_hint(model))
     for name in sorted(weights):
         want, got = params[name].shape, weights[name].shape
         if want != got:
             raise ModelLoadError(
                 f"{root}: tensor {_names([name], files)} has shape {tuple(got)} where the model "
-                f"has {tuple(want)}; {_CONFIG_HINT}"
+                f"has {tuple(want)}; {_config_hint(model)}"
             )
 
 
-def refuse_unknown(extra: list[str], root: Path, files: Mapping[str, Path] | None = None) -> None:
+def refuse_unknown(
+    extra: list[str],
+    root: Path,
+    files: Mapping[str, Path] | None = None,
+    *,
+    hint: str = _CONFIG_HINT,
+) -> None:
     """Refuse checkpoint tensors that fit no parameter (after ``sanitize``), as mlx-lm does.
 
     Raises:
-        ModelLoadError: naming them (and their files, where known).
+        ModelLoadError: naming them (and their files, where known), with ``hint``.
     """
     if extra:
         raise ModelLoadError(
             f"{root}: {len(extra)} tensor(s) fit no parameter of the model: "
             f"{_names(sorted(extra), files)}; a file of another model or an adapter in the "
-            f"folder? {_CONFIG_HINT}"
+            f"folder? {hint}"
         )
 
 

@@ -162,8 +162,8 @@ def test_tensors_that_do_not_fit(cache, tmp_path):
     assert str(e.value) == (
         f"{d}: 1 tensor(s) fit no parameter of the model: 'model.stray.weight' (in "
         "extra.safetensors); a file of another model or an adapter in the folder? does "
-        "config.json describe these weights (num_hidden_layers, hidden_size, intermediate_size, "
-        "tie_word_embeddings)?"
+        "config.json describe these weights (model_type 'llama', num_hidden_layers, hidden_size, "
+        "intermediate_size, tie_word_embeddings)?"
     )
 
 
