@@ -43,3 +43,20 @@ def test_exit_right_after_a_load_is_clean(tmp_path):
         results = list(pool.map(run, range(16)))
     failed = [r for r in results if r[0] != 0]
     assert not failed, f"{len(failed)} of 16 runs failed, e.g. {failed[0]}"
+
+
+def test_an_errors_notes_are_printed_under_it(capsys):
+    """A failed rename's 'run the same command again to finish' never reached the terminal."""
+    from mlxload.cli._main import run_verb
+    from mlxload.errors import MlxloadError
+
+    def fail(args):
+        e = MlxloadError("writing x failed")
+        e.add_note("the outputs are kept: run the same command again to finish")
+        raise e
+
+    assert run_verb("split", fail, None) == 1
+    assert capsys.readouterr().err == (
+        "mlxload split: error: writing x failed\n"
+        "  the outputs are kept: run the same command again to finish\n"
+    )

@@ -40,6 +40,8 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     except (MlxloadError, OSError) as e:
         line = printable(e) if isinstance(e, MlxloadError) else _os_error_line(e)
         print(f"mlxload {verb}: error: {line}", file=sys.stderr)
+        for note in getattr(e, "__notes__", ()):  # e.g. what a rerun will do
+            print(f"  {printable(note)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         hint = " (run the same command again to resume)" if verb in RESUMABLE else ""
