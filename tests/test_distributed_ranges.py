@@ -9,6 +9,7 @@ whole checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def _served_bytes(server, sizes) -> int:
 
 
 def _ranges_temp_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("mlxload-ranges-*"))
+    """This process's range-fetch directories (another process may be fetching meanwhile)."""
+    return set(Path(tempfile.gettempdir()).glob(f"mlxload-ranges-{os.getpid()}-*"))
 
 
 @pytest.mark.parametrize("rank", [0, 1])
