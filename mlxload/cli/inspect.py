@@ -103,10 +103,10 @@ def _quantization(ckpt: Any, infos: list) -> Any:
     from mlxload.quant_summary import summarize
 
     try:
-        config = find_quantization_config(ckpt.root)
-    except MlxloadError:
-        config = None  # a malformed config: inspect lists the tensors anyway
-    return summarize({i.name: i for i in infos}, config)
+        config, error = find_quantization_config(ckpt.root), None
+    except MlxloadError as e:  # inspect lists the tensors anyway, and says what is wrong
+        config, error = None, str(e)
+    return summarize({i.name: i for i in infos}, config, config_error=error)
 
 
 def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int | None) -> int:
