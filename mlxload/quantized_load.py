@@ -130,13 +130,22 @@ def repack_to_mlx(
     return out
 
 
+_SECTION_KEYS = frozenset({"bits", "group_size", "mode", "quant_method"})
+"""Keys that make a dict a quantization section rather than a whole config.json."""
+
+
 def _as_config(config: object) -> QuantizationConfig | None:
     """``config=`` as given: a config, a parsed config.json, or its quantization section."""
     if config is None or isinstance(config, QuantizationConfig):
         return config
     if isinstance(config, Mapping):
         sections = ("quantization", "quantization_config", "text_config")
-        model_config = config if any(k in config for k in sections) else {"quantization": config}
+        if any(k in config for k in sections) or not config.keys() & _SECTION_KEYS:
+            model_config = config  # a config.json (one without a section is refused)
+        elif "quant_method" in config:  # Hugging Face's section: AWQ, GPTQ, ...
+            model_config = {"quantization_config": config}
+        else:  # mlx-lm's section
+            model_config = {"quantization": config}
         return QuantizationConfig.from_model_config(model_config, source="the config= argument")
     raise TypeError(
         "config= takes a QuantizationConfig, a parsed config.json or its quantization section "

@@ -394,3 +394,18 @@ def test_a_config_the_tensors_contradict_says_to_fix_it(tmp_path):
         "quantized otherwise, fix the config (a per-module override may be missing), or pass "
         "config="
     )
+
+
+def test_a_dict_config_is_read_as_what_it_is(tmp_path):
+    """A Hugging Face section lost its quant_method (AWQ/GPTQ read as MLX); a config.json
+    without a quantization section loaded as 4-bit/64 by default."""
+    from mlxload.quant_errors import MissingQuantizationConfigError
+
+    w, s, b = mx.quantize(mx.random.normal((8, 128), key=mx.random.key(0)), 64, 4)
+    path = tmp_path / "q.safetensors"
+    mx.save_safetensors(str(path), {"m.weight": w, "m.scales": s, "m.biases": b})
+    for config in ({}, {"model_type": "llama", "hidden_size": 64}):
+        with pytest.raises(MissingQuantizationConfigError):
+            load_quantized_weights(path, config=config)
+    with pytest.raises(QuantizedCheckpointError, match=r"has no packed weight 'm\.qweight'"):
+        load_quantized_weights(path, config={"quant_method": "gptq", "bits": 4, "group_size": 64})
