@@ -111,10 +111,12 @@ class Checkpoint(Mapping[str, mx.array]):
                     )
                 # (A shard fetched range by range grows as it is read: not checked.)
                 planned = None if path in self._readable else self._files.identities.get(path)
-                if planned is not None and tf.header.identity not in (None, planned):
+                now = tf.header.identity
+                if planned is not None and now not in (None, planned):
                     tf.close()
+                    how = "replaced" if now[:2] != planned[:2] else "modified (size or time)"
                     raise FileChangedError(
-                        f"{path}: replaced since the checkpoint was opened (its index "
+                        f"{path}: {how} since the checkpoint was opened (its index "
                         f"{self._files.index_path} was read before): the checkpoint was "
                         "rewritten meanwhile; open it again"
                     )

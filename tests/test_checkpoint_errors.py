@@ -543,3 +543,18 @@ def test_a_shard_rewritten_after_the_index_was_read_is_refused(tmp_path):
     later = next(n for n in names if where[n] != where[names[0]])
     with pytest.raises(errors.FileChangedError, match="replaced since the checkpoint was opened"):
         ckpt[later]
+
+
+def test_a_shard_touched_after_the_index_was_read_is_called_modified(tmp_path):
+    """Same inode, a new modification time: it said "replaced"."""
+    from mlxload.writer import split
+
+    src = tmp_path / "a.safetensors"
+    mx.save_safetensors(str(src), {f"w{i}": mx.full((2048,), 1.0) for i in range(4)})
+    split(src, tmp_path / "out", max_shard_size="20KiB")
+    ckpt = mlxload.load(tmp_path / "out")
+    shard = ckpt.files[-1]
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(errors.FileChangedError, match=r": modified \(size or time\) since the"):
+        ckpt.materialize()
