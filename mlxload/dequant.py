@@ -62,16 +62,17 @@ class QuantizedDtypeError(DequantizeError):
     """A wrong dtype: packed weights not uint32, or scales, biases or output not a float."""
 
 
-FLOAT_MODES = ("mxfp4", "mxfp8", "nvfp4")
-"""The quantization modes without biases, dequantized by ``mx.dequantize``."""
+FLOAT_MODES = {"mxfp4": (32, 4), "mxfp8": (32, 8), "nvfp4": (16, 4)}
+"""The quantization modes without biases, dequantized by ``mx.dequantize``: their default
+``(group_size, bits)``."""
 
 
 def _dequantize_float_mode(
     w: mx.array,
     scales: mx.array,
     biases: mx.array | None,
-    group_size: int,
-    bits: int,
+    group_size: int | None,
+    bits: int | None,
     dtype: mx.Dtype | None,
     mode: str,
 ) -> mx.array:
@@ -79,8 +80,19 @@ def _dequantize_float_mode(
         raise UnsupportedQuantizationError(
             f"unsupported mode={mode!r}; valid: affine, {', '.join(FLOAT_MODES)}"
         )
+    default_group, default_bits = FLOAT_MODES[mode]
+    group_size = default_group if group_size is None else group_size
+    bits = default_bits if bits is None else bits
     if biases is not None:
         raise DequantizeError(f"{mode} weights have no biases; pass biases=None")
+    if w.dtype != mx.uint32:
+        raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise QuantizedDtypeError(
+            f"output dtype must be one of {_float_names()}, got {dtype_name(dtype)}"
+        )
+    if w.size == 0:  # mx.dequantize can't reshape an empty array; nothing to compute anyway
+        return mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=dtype or mx.bfloat16)
     try:
         return mx.dequantize(
             w, scales, None, group_size=group_size, bits=bits, mode=mode, dtype=dtype
@@ -173,8 +185,8 @@ def dequantize(
     w: mx.array,
     scales: mx.array,
     biases: mx.array | None,
-    group_size: int = 64,
-    bits: int = 4,
+    group_size: int | None = None,
+    bits: int | None = None,
     dtype: mx.Dtype | None = None,
     *,
     mode: str = "affine",
@@ -188,9 +200,12 @@ def dequantize(
         w: Packed uint32 weights, shape ``(..., K * bits / 32)``, at least 2-D.
         scales: Per-group scales (float16, bfloat16 or float32), shape ``(..., K / group_size)``.
         biases: Per-group biases, same shape as ``scales`` (None for the float modes).
-        group_size: 32, 64 or 128 (the float modes: their own, e.g. 32 or 16).
-        bits: 1, 2, 3, 4, 5, 6 or 8 (1-bit needs no particular MLX version here).
-        dtype: Output dtype; ``None`` means the result type of scales and biases.
+        group_size: 32, 64 or 128 (default 64); the float modes' own by default (mxfp4 and
+            mxfp8: 32, nvfp4: 16).
+        bits: 1, 2, 3, 4, 5, 6 or 8 (default 4; 1-bit needs no particular MLX version here);
+            the float modes' own by default (mxfp8: 8, else 4).
+        dtype: Output dtype; ``None`` means the result type of scales and biases (for the
+            float modes, ``mx.dequantize``'s default, bfloat16).
         mode: ``"affine"`` (default), ``"mxfp4"``, ``"mxfp8"`` or ``"nvfp4"``.
 
     Returns:
@@ -205,8 +220,10 @@ def dequantize(
     global _last_path
     if mode != "affine":
         out = _dequantize_float_mode(w, scales, biases, group_size, bits, dtype, mode)
-        _last_path = PATH_MLX
+        _last_path = PATH_MLX if w.size else PATH_EMPTY
         return out
+    group_size = 64 if group_size is None else group_size
+    bits = 4 if bits is None else bits
     out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
     path = which_path() if w.size > 0 else PATH_EMPTY
     if path == PATH_EMPTY:

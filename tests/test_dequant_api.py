@@ -245,3 +245,19 @@ def test_float_mode_errors_are_ours():
         dequantize(w, s, None, group_size=64, bits=4, mode="mxfp4")
     with pytest.raises(DequantizeError, match=r"for mxfp4, mxfp8 or nvfp4 weights, pass mode="):
         dequantize(w, s, None, group_size=32, bits=4)
+
+
+@pytest.mark.parametrize(("mode", "bits", "group_size"), [("mxfp4", 4, 32), ("mxfp8", 8, 32),
+                                                         ("nvfp4", 4, 16)])  # fmt: skip
+def test_float_modes_default_to_their_own_bits_and_group_size(mode, bits, group_size):
+    """The affine defaults (64, 4) made dequantize(w, s, None, mode='mxfp4') fail."""
+    x = mx.random.normal((4, 128), key=mx.random.key(3))
+    w, s, *_ = mx.quantize(x, group_size=group_size, bits=bits, mode=mode)
+    ref = mx.dequantize(w, s, None, group_size=group_size, bits=bits, mode=mode)
+    _assert_exact(dequantize(w, s, None, mode=mode), ref)
+    empty = dequantize(w[:0], s[:0], None, mode=mode)
+    assert empty.shape == (0, 128) and empty.dtype == ref.dtype
+    with pytest.raises(QuantizedDtypeError, match="output dtype must be one of"):
+        dequantize(w, s, None, dtype=mx.int32, mode=mode)
+    with pytest.raises(QuantizedDtypeError, match="packed weights must be uint32"):
+        dequantize(w.astype(mx.int32), s, None, mode=mode)
