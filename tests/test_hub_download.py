@@ -615,3 +615,15 @@ def test_by_default_bars_are_drawn_on_a_terminal_only(monkeypatch):
     assert progress_enabled(None) is True
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     assert progress_enabled(None) is False
+
+
+def test_a_rate_limited_commit_lookup_says_nothing_of_kept_files(hub, monkeypatch):  # noqa: F811
+    """'(finished files are kept, interrupted ones resume)' when no transfer had started."""
+    from hub_server import REVISION
+
+    server, _, _ = hub
+    monkeypatch.setattr(transfer_mod, "BACKOFF_S", 0.01)
+    server.add_fault(REPO, REVISION, Fault("status", status=429, times=-1))
+    with pytest.raises(DownloadError) as e:
+        download(REPO, progress=False)
+    assert str(e.value) == f"hf://{REPO}@main: the Hub answered HTTP 429; try again later"

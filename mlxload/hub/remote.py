@@ -141,10 +141,10 @@ def translate(
         )
     if status is not None:
         target = f" for {filename!r}" if filename else ""
+        kept = " (finished files are kept, interrupted ones resume)" if filename else ""
         return DownloadError(
             f"{where}: {f'the download server {cdn}' if cdn else 'the Hub'} answered HTTP "
-            f"{status}{target}; try again later "
-            "(finished files are kept, interrupted ones resume)"
+            f"{status}{target}; try again later{kept}"
         )
     return HubError(f"{where}: {type(exc).__name__}: {exc}")
 
