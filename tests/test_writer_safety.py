@@ -519,3 +519,29 @@ def test_a_ctrl_c_while_the_finished_run_tidies_up_changes_nothing(tmp_path, mon
     assert len(calls) == 2
     assert checkpoint_bytes(result.outputs) == checkpoint_bytes(sorted(src.glob("*.safetensors")))
     assert not [p.name for p in out.iterdir() if p.name.endswith(".mlxload-journal")]
+
+
+def test_a_ctrl_c_while_the_finished_run_lets_go_of_its_locks_changes_nothing(
+    tmp_path, monkeypatch
+):
+    """It said 'interrupted (run the same command again to resume)', left lock files, and the
+    rerun was refused (the outputs existed)."""
+    from pathlib import Path as P
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    out = tmp_path / "out"
+    real, hits = P.unlink, []
+
+    def interrupted_once(self, *args, **kwargs):
+        if self.name.endswith(".mlxload-lock") and not hits:
+            hits.append(self)
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(P, "unlink", interrupted_once)
+    result = split(src, out, max_shard_size="20KiB")
+    monkeypatch.undo()
+    assert hits and checkpoint_bytes(result.outputs) == checkpoint_bytes(
+        sorted(src.glob("*.safetensors"))
+    )
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

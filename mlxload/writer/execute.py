@@ -139,9 +139,17 @@ def execute(
     # are unchanged now, so taking (and so removing) their locks is the only way to sweep them.
     locked += [p for p in plan.unchanged if lock_path(p).exists()]
     _preflight(plan, force)  # refuse before creating any directory for the lock files
-    with lock_outputs(locked):
-        # Again under the lock: another run may have finished or progressed meanwhile.
-        return _execute_locked(plan, _preflight(plan, force, again=True), progress, finish)
+    result = None
+    try:
+        with lock_outputs(locked):
+            # Again under the lock: another run may have finished or progressed meanwhile.
+            result = _execute_locked(plan, _preflight(plan, force, again=True), progress, finish)
+    except KeyboardInterrupt:
+        if result is None:
+            raise
+        # The work is done: a Ctrl-C while the locks were let go changes nothing (the rerun it
+        # would ask for is refused: the outputs exist).
+    return result
 
 
 def _remove_abandoned_work(finals: list[Path]) -> None:

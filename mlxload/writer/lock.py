@@ -47,10 +47,26 @@ def lock_outputs(paths: Iterable[Path]) -> Iterator[None]:
                 held.append((lock_path(final), fd))
         yield
     finally:
-        for path, fd in reversed(held):
+        _release(held)
+
+
+def _release(held: list[tuple[Path, int]]) -> None:
+    """Remove and unlock every lock file, even if Ctrl-C comes meanwhile (then raised after:
+    a lock file left behind would be taken by the next run anyway, but must not be)."""
+    interrupted: KeyboardInterrupt | None = None
+    for path, fd in reversed(held):
+        try:
             with contextlib.suppress(OSError):
                 path.unlink()  # while still locked, so nobody can be holding this inode
-            os.close(fd)
+        except KeyboardInterrupt as e:
+            interrupted = e
+            with contextlib.suppress(OSError):
+                path.unlink()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _lock(path: Path, final: Path) -> int | None:
