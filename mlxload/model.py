@@ -50,9 +50,11 @@ from mlxload.model_recipe import (
     REPACKED_METHODS,
     MissingDependencyError,
     ModelLoadError,
+    has_tokenizer_files,
     load_tokenizer,
     mlx_lm_utils,
     model_recipe,
+    no_tokenizer_message,
 )
 from mlxload.quantized_load import repack_to_mlx
 from mlxload.shards import MODEL_SHARDS
@@ -145,6 +147,7 @@ def load_model(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
+    _check_hub_model_first(path_or_hf, model_config)
     # Without an index, mlx-lm reads model*.safetensors only: not an adapter or a consolidated
     # copy in the same folder.
     ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False, prefer=MODEL_SHARDS)
@@ -223,6 +226,27 @@ def _raw_dtypes(ckpt: Any, names: Any) -> list[tuple[str, str]]:
         if DTYPES[dtype].mlx is None:
             out.append((name, dtype))
     return out
+
+
+def _check_hub_model_first(spec: Any, model_config: dict[str, Any] | None) -> None:
+    """For a Hub repo, fetch its config and tokenizer files first and check them, so that a
+    repo mlx-lm can't run (no tokenizer, an unknown model_type) fails before gigabytes of
+    weights are downloaded. (Offline, nothing is downloaded anyway.)"""
+    if not isinstance(spec, (str, os.PathLike)) or not is_hub_spec(os.fspath(spec)):
+        return
+    from mlxload.hub.offline import offline_mode
+    from mlxload.hub.select import TOKENIZER_PATTERNS
+
+    if offline_mode():
+        return
+    from mlxload.hub.locate import resolve
+
+    snapshot = resolve(os.fspath(spec), allow_patterns=["*.json", *TOKENIZER_PATTERNS])
+    if snapshot is None:
+        return
+    model_recipe(snapshot, model_config)  # config.json: present, a known model_type
+    if not has_tokenizer_files(snapshot):
+        raise ModelLoadError(no_tokenizer_message(snapshot))
 
 
 def _directory_of_config(path_or_hf: Any) -> Any:

@@ -627,3 +627,30 @@ def test_a_rate_limited_commit_lookup_says_nothing_of_kept_files(hub, monkeypatc
     with pytest.raises(DownloadError) as e:
         download(REPO, progress=False)
     assert str(e.value) == f"hf://{REPO}@main: the Hub answered HTTP 429; try again later"
+
+
+def test_load_model_checks_a_hub_repos_tokenizer_before_its_weights(tmp_path, monkeypatch):
+    """A repo without tokenizer files failed only after its weights were downloaded, and was
+    told to copy them into the Hugging Face cache."""
+    import huggingface_hub
+    from hub_fixtures import serve
+    from hub_server import FakeRepo
+    from model_fixtures import tiny_checkpoint
+
+    from mlxload.model import load_model
+    from mlxload.model_recipe import ModelLoadError
+
+    model = tiny_checkpoint(tmp_path / "cache")
+    files = {
+        p.name: p.read_bytes()
+        for p in model.iterdir()
+        if p.is_file() and not p.name.startswith("tokenizer")
+    }
+    server, _ = serve(monkeypatch, tmp_path, FakeRepo("me/notok", files))
+    try:
+        with pytest.raises(ModelLoadError, match="the repository has no tokenizer files"):
+            load_model("hf://me/notok")
+        assert not server.gets(".safetensors")  # no weight was fetched
+    finally:
+        server.stop()
+        huggingface_hub.close_session()
