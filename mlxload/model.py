@@ -147,7 +147,7 @@ def load_model(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    _check_hub_model_first(path_or_hf, model_config)
+    path_or_hf = _check_hub_model_first(path_or_hf, model_config)
     # Without an index, mlx-lm reads model*.safetensors only: not an adapter or a consolidated
     # copy in the same folder.
     ckpt = load(path_or_hf, zero_copy=zero_copy, cache=False, prefer=MODEL_SHARDS)
@@ -228,25 +228,35 @@ def _raw_dtypes(ckpt: Any, names: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _check_hub_model_first(spec: Any, model_config: dict[str, Any] | None) -> None:
+def _check_hub_model_first(spec: Any, model_config: dict[str, Any] | None) -> Any:
     """For a Hub repo, fetch its config and tokenizer files first and check them, so that a
     repo mlx-lm can't run (no tokenizer, an unknown model_type) fails before gigabytes of
-    weights are downloaded. (Offline, nothing is downloaded anyway.)"""
+    weights are downloaded. (Offline, nothing is downloaded anyway.)
+
+    Returns:
+        The spec to load: for a Hub repo, pinned to the commit just resolved (the weights
+        then come from that commit, and its branch isn't looked up twice).
+    """
     if not isinstance(spec, (str, os.PathLike)) or not is_hub_spec(os.fspath(spec)):
-        return
+        return spec
     from mlxload.hub.offline import offline_mode
     from mlxload.hub.select import TOKENIZER_PATTERNS
 
     if offline_mode():
-        return
+        return spec
+    from mlxload.hub.cache import COMMIT_RE
     from mlxload.hub.locate import resolve
+    from mlxload.hub.spec import parse_spec
 
     snapshot = resolve(os.fspath(spec), allow_patterns=["*.json", *TOKENIZER_PATTERNS])
     if snapshot is None:
-        return
+        return spec
     model_recipe(snapshot, model_config)  # config.json: present, a known model_type
     if not has_tokenizer_files(snapshot):
         raise ModelLoadError(no_tokenizer_message(snapshot))
+    if not COMMIT_RE.match(snapshot.name):
+        return spec
+    return f"hf://{parse_spec(os.fspath(spec)).repo_id}@{snapshot.name}"
 
 
 def _directory_of_config(path_or_hf: Any) -> Any:

@@ -629,6 +629,30 @@ def test_a_rate_limited_commit_lookup_says_nothing_of_kept_files(hub, monkeypatc
     assert str(e.value) == f"hf://{REPO}@main: the Hub answered HTTP 429; try again later"
 
 
+def test_load_model_of_a_hub_repo_looks_its_branch_up_once(tmp_path, monkeypatch):
+    """The config/tokenizer check first, then the weights: from the one commit resolved."""
+    import huggingface_hub
+    from hub_fixtures import serve
+    from hub_server import FakeRepo
+    from model_fixtures import tiny_checkpoint
+
+    from mlxload.model import load_model
+
+    model = tiny_checkpoint(tmp_path / "cache")
+    files = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+    server, _ = serve(monkeypatch, tmp_path, FakeRepo("me/ok", files))
+    try:
+        loaded, tokenizer, _ = load_model("hf://me/ok")
+        assert loaded.load_report.bytes_read > 0
+        lookups = [r for r in server.requests if "/revision/" in r.path]
+        listings = [r for r in server.requests if "/tree/" in r.path]
+        assert len(lookups) == 1 and len(listings) == 1
+        assert server.gets(".safetensors") and tokenizer is not None
+    finally:
+        server.stop()
+        huggingface_hub.close_session()
+
+
 def test_load_model_checks_a_hub_repos_tokenizer_before_its_weights(tmp_path, monkeypatch):
     """A repo without tokenizer files failed only after its weights were downloaded, and was
     told to copy them into the Hugging Face cache."""
