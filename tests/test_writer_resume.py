@@ -348,3 +348,32 @@ def test_a_merge_stopped_while_copying_the_config_and_tokenizer_finishes_on_reru
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).read_bytes() == (src / name).read_bytes()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_split_killed_while_dropping_its_journals_is_finished_by_the_rerun(tmp_path, monkeypatch):
+    """Killed (here: stopped by SystemExit) after dropping some journals of a complete split:
+    the rerun was refused ('already exists; pass --force')."""
+    import mlxload.writer.execute as execute_mod
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=50), 2)
+    out = tmp_path / "out"
+    real = execute_mod.remove_quietly
+
+    def killed_after_the_first(*paths):
+        journals = [p for p in paths if p.name.endswith(".mlxload-journal")]
+        if len(journals) > 1 and (out / "model.safetensors.index.json").exists():
+            real(journals[0])
+            raise SystemExit(137)
+        return real(*paths)
+
+    monkeypatch.setattr(execute_mod, "remove_quietly", killed_after_the_first)
+    with pytest.raises(SystemExit):
+        split(src, out, max_shard_size="20KiB")
+    monkeypatch.undo()
+    left = [p for p in out.iterdir() if p.name.endswith(".mlxload-journal")]
+    assert left and len(left) < 4
+    result = split(src, out, max_shard_size="20KiB")
+    assert result.resumed_tensors == result.tensors  # nothing copied again
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    with pytest.raises(OutputExistsError, match="already exist"):
+        split(src, out, max_shard_size="20KiB")  # finished: a rerun needs --force again

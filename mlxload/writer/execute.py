@@ -167,6 +167,11 @@ def _preflight(
     plan: WritePlan, force: bool, *, again: bool = False
 ) -> dict[Path, tuple[str, JournalState | None]]:
     states = _journal_states(plan)
+    if _finished_earlier(plan, states):  # every output counts as done, journal or not
+        states = {
+            o.path: (d, JournalState(d, len(o.tensors), o.data_size, complete=True))
+            for o, (d, _) in ((o, states[o.path]) for o in plan.outputs)
+        }
     _check_overwrite(plan, states, force or plan.in_place)
     _check_space(plan, states, warn=not again)
     return states
@@ -354,6 +359,28 @@ def _is_done(output: OutputPlan, state: JournalState | None) -> bool:
         and not temp_path(output.path).exists()
         and output.path.is_file()
         and output.path.stat().st_size == output.size
+    )
+
+
+def _finished_earlier(plan: WritePlan, states: dict) -> bool:
+    """Whether an earlier run of this very command put every output and the index in place and
+    was killed while it dropped its journals (the rerun was refused: "already exists").
+
+    One journal of this plan is left (its digest names these sources and this layout), and the
+    index on disk is the one this plan writes: it is written only once every output is in place.
+    """
+    if plan.index is None or plan.index_path is None or plan.in_place:
+        return False
+    if not any(_is_done(o, states[o.path][1]) for o in plan.outputs):
+        return False
+    try:
+        if plan.index_path.read_bytes() != plan.index:
+            return False
+    except OSError:
+        return False
+    return all(
+        o.path.is_file() and o.path.stat().st_size == o.size and not temp_path(o.path).exists()
+        for o in plan.outputs
     )
 
 
