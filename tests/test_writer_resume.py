@@ -377,3 +377,17 @@ def test_a_split_killed_while_dropping_its_journals_is_finished_by_the_rerun(tmp
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     with pytest.raises(OutputExistsError, match="already exist"):
         split(src, out, max_shard_size="20KiB")  # finished: a rerun needs --force again
+
+
+def test_force_does_not_remove_files_another_run_is_writing(tmp_path):
+    """merge --force into a directory whose split was still running deleted the shards and
+    index that split held the locks of."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=10), 2)
+    out = tmp_path / "out"
+    split(src, out, max_shard_size="20KiB")
+    shard = sorted(out.glob("model-*.safetensors"))[0]
+    before = shard.read_bytes()
+    with lock_outputs([shard]), pytest.raises(OutputBusyError, match="another mlxload process"):
+        merge(src, f"{out}/", force=True)
+    assert shard.read_bytes() == before
+    assert merge(src, f"{out}/", force=True).removed  # free again: replaced as asked

@@ -135,6 +135,7 @@ def execute(
     """
     _check_sources(plan)
     locked = [o.path for o in plan.outputs] + [p for p in (plan.index_path,) if p is not None]
+    locked += plan.replaces  # another run may be writing them: never removed under it
     # A run killed after finishing some files of an in-place align left their lock files; they
     # are unchanged now, so taking (and so removing) their locks is the only way to sweep them.
     locked += [p for p in plan.unchanged if lock_path(p).exists()]
