@@ -14,11 +14,10 @@ from mlxload.backend import dtype_name, mlx_quantizes_bits
 from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.dtypes import add_dtype
 from mlxload.errors import MlxloadError
-from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES
+from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, FP_MODES
 
 __all__ = [
     "FLOAT_DTYPES",
-    "FLOAT_MODES",
     "PATH_CPU",
     "PATH_EMPTY",
     "PATH_METAL",
@@ -62,11 +61,6 @@ class QuantizedDtypeError(DequantizeError):
     """A wrong dtype: packed weights not uint32, or scales, biases or output not a float."""
 
 
-FLOAT_MODES = {"mxfp4": (32, 4), "mxfp8": (32, 8), "nvfp4": (16, 4)}
-"""The quantization modes without biases, dequantized by ``mx.dequantize``: their default
-``(group_size, bits)``."""
-
-
 def _dequantize_float_mode(
     w: mx.array,
     scales: mx.array,
@@ -76,23 +70,20 @@ def _dequantize_float_mode(
     dtype: mx.Dtype | None,
     mode: str,
 ) -> mx.array:
-    if mode not in FLOAT_MODES:
+    """The float modes (mxfp4, mxfp8, nvfp4: no biases), through ``mx.dequantize``."""
+    if mode not in FP_MODES:
         raise UnsupportedQuantizationError(
-            f"unsupported mode={mode!r}; valid: affine, {', '.join(FLOAT_MODES)}"
+            f"unsupported mode={mode!r}; valid: affine, {', '.join(FP_MODES)}"
         )
-    default_group, default_bits = FLOAT_MODES[mode]
+    default_bits, default_group = FP_MODES[mode]
     group_size = default_group if group_size is None else group_size
     bits = default_bits if bits is None else bits
     if biases is not None:
         raise DequantizeError(f"{mode} weights have no biases; pass biases=None")
-    if w.dtype != mx.uint32:
-        raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
-    if dtype is not None and dtype not in FLOAT_DTYPES:
-        raise QuantizedDtypeError(
-            f"output dtype must be one of {_float_names()}, got {dtype_name(dtype)}"
-        )
-    if w.size == 0:  # mx.dequantize can't reshape an empty array; nothing to compute anyway
-        return mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=dtype or mx.bfloat16)
+    _check_packed(w)
+    _check_output(dtype)
+    if w.size == 0:
+        return _empty(w, bits, dtype or mx.bfloat16)
     try:
         return mx.dequantize(
             w, scales, None, group_size=group_size, bits=bits, mode=mode, dtype=dtype
@@ -105,6 +96,24 @@ def _dequantize_float_mode(
 
 def _float_names() -> str:
     return ", ".join(dtype_name(d) for d in FLOAT_DTYPES)
+
+
+def _check_packed(w: mx.array) -> None:
+    if w.dtype != mx.uint32:
+        raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
+
+
+def _check_output(dtype: mx.Dtype | None) -> None:
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise QuantizedDtypeError(
+            f"output dtype must be one of {_float_names()}, got {dtype_name(dtype)}"
+        )
+
+
+def _empty(w: mx.array, bits: int, dtype: mx.Dtype) -> mx.array:
+    """The result for packed weights with no rows: ``mx.dequantize`` can't reshape an empty
+    array, and there is nothing to compute anyway."""
+    return mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=dtype)
 
 
 def _validate(
@@ -129,17 +138,13 @@ def _validate(
             "affine dequantization needs biases (got biases=None); for mxfp4, mxfp8 or nvfp4 "
             "weights, pass mode= (QuantizedWeight.mode)"
         )
-    if w.dtype != mx.uint32:
-        raise QuantizedDtypeError(f"packed weights must be uint32, got {dtype_name(w.dtype)}")
+    _check_packed(w)
     for what, arr in (("scales", scales), ("biases", biases)):
         if arr.dtype not in FLOAT_DTYPES:
             raise QuantizedDtypeError(
                 f"{what} must be one of {_float_names()}, got {dtype_name(arr.dtype)}"
             )
-    if dtype is not None and dtype not in FLOAT_DTYPES:
-        raise QuantizedDtypeError(
-            f"output dtype must be one of {_float_names()}, got {dtype_name(dtype)}"
-        )
+    _check_output(dtype)
     if w.ndim < 2:
         raise QuantizedShapeError(
             f"packed weights need at least 2 dimensions, got shape {tuple(w.shape)}"
@@ -227,8 +232,7 @@ def dequantize(
     out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
     path = which_path() if w.size > 0 else PATH_EMPTY
     if path == PATH_EMPTY:
-        # mx.dequantize can't reshape an empty array; nothing to compute anyway.
-        out = mx.zeros((*w.shape[:-1], w.shape[-1] * 32 // bits), dtype=out_dtype)
+        out = _empty(w, bits, out_dtype)
     elif path == PATH_METAL:
         from mlxload import metal_dequant
 

@@ -496,7 +496,8 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     if int(ends.max()) > data_size:
         return None
     ndims_i64 = np.fromiter(ndims, np.int64, n)
-    counts = _element_counts(dims_u64, ndims_i64, dtypes, kinds)
+    dims_end = np.cumsum(ndims_i64)  # where each shape ends in dims
+    counts = _element_counts(dims_u64, ndims_i64, dims_end, dtypes, kinds)
     if counts is None:
         return None
     elements, itemsizes = counts
@@ -507,7 +508,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     ):
         return None
     names = list(obj)
-    shapes = _FlatShapes(dims, [0, *np.cumsum(ndims_i64).tolist()])
+    shapes = _FlatShapes(dims, [0, *dims_end.tolist()])
     if np.array_equal(begins[1:], ends[:-1]):  # already in offset order (the reference's writer)
         if begins[0] != 0 or ends[-1] != data_size:
             return None
@@ -550,7 +551,7 @@ def _holds_bool(ints: list, as_u64: np.ndarray) -> bool:
 
 
 def _element_counts(
-    dims: np.ndarray, ndims: np.ndarray, dtypes: list[str], kinds: set[str]
+    dims: np.ndarray, ndims: np.ndarray, dims_end: np.ndarray, dtypes: list[str], kinds: set[str]
 ) -> tuple[np.ndarray, np.ndarray | np.uint64] | None:
     """Each tensor's element count and item size (uint64); None when a byte size might pass
     ``_FAST_SIZE_LIMIT``: products are taken in float64 too, so a wrapped uint64 product is
@@ -559,7 +560,7 @@ def _element_counts(
     elements = np.ones(len(ndims), np.uint64)
     with_dims = ndims > 0
     if dims.size:
-        starts = (np.cumsum(ndims) - ndims)[with_dims]
+        starts = (dims_end - ndims)[with_dims]
         with np.errstate(all="ignore"):  # inf and 0 * inf (nan) are expected on bad shapes
             approx = np.multiply.reduceat(dims.astype(np.float64), starts)
         elements[with_dims] = np.multiply.reduceat(dims, starts)

@@ -30,21 +30,21 @@ __all__ = [
 
 _SHOWN = 5  # names listed in a message before "..."
 _PER_EXPERT = re.compile(r"\.experts\.\d+\.\w+\.(scales|biases)$")
-_CONFIG_HINT = (
-    "does config.json describe these weights (num_hidden_layers, hidden_size, "
-    "intermediate_size, tie_word_embeddings)?"
-)
 
 
-def _config_hint(model: object) -> str:
-    """:data:`_CONFIG_HINT`, naming the architecture config.json chose (a config.json of
-    another model is a common cause, and its model_type the first thing to compare)."""
+def _config_hint(model: object = None) -> str:
+    """The question to ask of config.json, naming the architecture it chose when ``model`` is
+    given (a config.json of another model is a common cause, and its model_type the first
+    thing to compare)."""
     model_type = getattr(model, "model_type", None)
-    if not isinstance(model_type, str):
-        return _CONFIG_HINT
-    return _CONFIG_HINT.replace(
-        "(num_hidden_layers", f"(model_type {model_type!r}, num_hidden_layers"
+    named = f"model_type {model_type!r}, " if isinstance(model_type, str) else ""
+    return (
+        f"does config.json describe these weights ({named}num_hidden_layers, hidden_size, "
+        "intermediate_size, tie_word_embeddings)?"
     )
+
+
+_CONFIG_HINT = _config_hint()
 
 
 def sanitize_weights(

@@ -28,7 +28,7 @@ from mlxload.errors import (
     MissingShardError,
     NotARegularFileError,
 )
-from mlxload.header import open_regular
+from mlxload.header import file_identity, open_regular
 
 __all__ = [
     "INDEX_NAME",
@@ -121,8 +121,6 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         )
     _one_path_per_file(files, stats, weight_map)
     metadata = index.get("metadata") or {}
-    from mlxload.header import file_identity
-
     return CheckpointFiles(
         root=root,
         files=list(files.values()),
@@ -231,9 +229,8 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     indexes = visible_files(path, "*.safetensors.index.json")
     if len(indexes) == 1:
         return read_index(indexes[0])
-    preferred = visible_files(path, prefer) if prefer else []
-    files = preferred or visible_files(path, "*.safetensors")
-    _check_no_dangling_links(path, prefer if preferred else "*.safetensors")
+    preferred = _weight_files(path, prefer) if prefer else []
+    files = preferred or _weight_files(path, "*.safetensors")
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
@@ -243,19 +240,26 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     return CheckpointFiles(root=path, files=files)
 
 
-def _check_no_dangling_links(directory: Path, pattern: str) -> None:
-    """A weights file that is a link to nothing (a Hugging Face cache whose blob was deleted)
-    would otherwise be left out silently, and the checkpoint read with its tensors missing.
+def _weight_files(directory: Path, pattern: str) -> list[Path]:
+    """:func:`visible_files` for weights: a link to nothing among them (a Hugging Face cache
+    whose blob was deleted) would otherwise be left out silently, and the checkpoint read
+    with its tensors missing.
 
     Raises:
         MissingShardError: naming the link and where it points.
     """
+    files = []
     for p in sorted(directory.glob(pattern)):
-        if not p.name.startswith(".") and p.is_symlink() and not p.exists():
+        if p.name.startswith("."):
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink() and not p.exists():
             raise MissingShardError(
                 f"{p} is a link to {os.readlink(p)}, which does not exist (a Hugging Face "
                 "cache whose blob was deleted?); restore the file, or remove the link"
             )
+    return files
 
 
 _OTHER_FORMATS = {

@@ -169,10 +169,12 @@ def _preflight(
 ) -> dict[Path, tuple[str, JournalState | None]]:
     states = _journal_states(plan)
     if _finished_earlier(plan, states):  # every output counts as done, journal or not
-        states = {
-            o.path: (d, JournalState(d, len(o.tensors), o.data_size, complete=True))
-            for o, (d, _) in ((o, states[o.path]) for o in plan.outputs)
-        }
+        for o in plan.outputs:
+            digest = states[o.path][0]
+            states[o.path] = (
+                digest,
+                JournalState(digest, len(o.tensors), o.data_size, complete=True),
+            )
     _check_overwrite(plan, states, force or plan.in_place)
     _check_space(plan, states, warn=not again)
     return states
