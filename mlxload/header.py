@@ -480,7 +480,8 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         if not kinds <= _BYTE_DTYPES:  # unknown, unhashable, or sub-byte (checked slowly)
             return None
         ndims = list(map(len, shapes))
-        if set(map(len, offsets)) != {2} or max(ndims) > _FAST_MAX_NDIM:
+        max_ndim = max(ndims)
+        if set(map(len, offsets)) != {2} or max_ndim > _FAST_MAX_NDIM:
             return None
         dims = reduce(iadd, shapes, [])  # (faster than chain.from_iterable)
         flat_offsets = reduce(iadd, offsets, [])
@@ -497,7 +498,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
         return None
     ndims_i64 = np.fromiter(ndims, np.int64, n)
     dims_end = np.cumsum(ndims_i64)  # where each shape ends in dims
-    counts = _element_counts(dims_u64, ndims_i64, dims_end, dtypes, kinds)
+    counts = _element_counts(dims_u64, ndims_i64, dims_end, max_ndim, dtypes, kinds)
     if counts is None:
         return None
     elements, itemsizes = counts
@@ -508,7 +509,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     ):
         return None
     names = list(obj)
-    shapes = _FlatShapes(dims, [0, *dims_end.tolist()])
+    shapes = _FlatShapes(dims, dims_end)
     if np.array_equal(begins[1:], ends[:-1]):  # already in offset order (the reference's writer)
         if begins[0] != 0 or ends[-1] != data_size:
             return None
@@ -523,7 +524,7 @@ def _fast_validate(obj: dict, data_size: int) -> _Table | None:
     first, last = begins[order], ends[order]
     if first[0] != 0 or last[-1] != data_size or not np.array_equal(first[1:], last[:-1]):
         return None
-    in_order = list(itemgetter(*order.tolist())(names))  # n >= 2 here: a tuple
+    in_order = np.array(names, dtype=object)[order].tolist()
     return in_order, dtypes, shapes, flat_offsets[0::2], flat_offsets[1::2], names
 
 
@@ -531,17 +532,21 @@ class _FlatShapes(Sequence[tuple[int, ...]]):
     """Every shape in one flat list, cut on demand: a list per tensor kept for the file's
     lifetime would be 5,000 more objects for the garbage collector to walk again and again."""
 
-    __slots__ = ("_bounds", "_dims")
+    __slots__ = ("_bounds", "_dims", "_ends")
 
-    def __init__(self, dims: list[int], bounds: list[int]) -> None:
+    def __init__(self, dims: list[int], ends: np.ndarray) -> None:
         self._dims = dims
-        self._bounds = bounds
+        self._ends = ends  # where each shape ends in dims
+        self._bounds: list[int] | None = None  # made on first use: an open needs none
 
     def __getitem__(self, i: int) -> tuple[int, ...]:  # type: ignore[override]
-        return tuple(self._dims[self._bounds[i] : self._bounds[i + 1]])
+        bounds = self._bounds
+        if bounds is None:
+            bounds = self._bounds = [0, *self._ends.tolist()]
+        return tuple(self._dims[bounds[i] : bounds[i + 1]])
 
     def __len__(self) -> int:
-        return len(self._bounds) - 1
+        return len(self._ends)
 
 
 def _holds_bool(ints: list, as_u64: np.ndarray) -> bool:
@@ -551,7 +556,12 @@ def _holds_bool(ints: list, as_u64: np.ndarray) -> bool:
 
 
 def _element_counts(
-    dims: np.ndarray, ndims: np.ndarray, dims_end: np.ndarray, dtypes: list[str], kinds: set[str]
+    dims: np.ndarray,
+    ndims: np.ndarray,
+    dims_end: np.ndarray,
+    max_ndim: int,
+    dtypes: list[str],
+    kinds: set[str],
 ) -> tuple[np.ndarray, np.ndarray | np.uint64] | None:
     """Each tensor's element count and item size (uint64); None when a byte size might pass
     ``_FAST_SIZE_LIMIT``: products are taken in float64 too, so a wrapped uint64 product is
@@ -559,13 +569,13 @@ def _element_counts(
     shapes with the reference's overflow rule.)"""
     elements = np.ones(len(ndims), np.uint64)
     with_dims = ndims > 0
+    approx = np.ones(1)
     if dims.size:
         starts = (dims_end - ndims)[with_dims]
-        with np.errstate(all="ignore"):  # inf and 0 * inf (nan) are expected on bad shapes
-            approx = np.multiply.reduceat(dims.astype(np.float64), starts)
+        if int(dims.max()) ** max_ndim * _MAX_ITEMSIZE > _FAST_SIZE_LIMIT:
+            with np.errstate(all="ignore"):  # inf and 0 * inf (nan) are expected on bad shapes
+                approx = np.multiply.reduceat(dims.astype(np.float64), starts)
         elements[with_dims] = np.multiply.reduceat(dims, starts)
-    else:
-        approx = np.ones(1)
     if len(kinds) == 1:
         itemsizes = np.uint64(_BYTES[dtypes[0]])
     else:
