@@ -243,7 +243,27 @@ def check_hub() -> Check:
             detail + f"; {probe} is not writable",
             "set HF_HOME (or HF_HUB_CACHE) to a writable directory",
         )
-    return Check("hub", OK, detail)
+    return _unfinished_downloads_check(cache, detail)
+
+
+def _unfinished_downloads_check(cache: Path, detail: str) -> Check:
+    from mlxload.free_space import human_bytes
+    from mlxload.hub.cache import PARTIAL_SUFFIX, unfinished_downloads
+
+    unfinished = unfinished_downloads(cache) if cache.is_dir() else {}
+    if not unfinished:
+        return Check("hub", OK, detail)
+    held = ", ".join(f"{repo} ({human_bytes(size)})" for repo, size in unfinished.items())
+    first = next(iter(unfinished))
+    folder = "--".join(["models", *first.split("/")])
+    return Check(
+        "hub",
+        WARN,
+        detail + f"; unfinished downloads hold space: {held}",
+        f"run `mlxload download REPO` again to finish one (e.g. `mlxload download {first}`, "
+        f"with the same revision), or delete its partial files to free the space "
+        f"(e.g. {cache / folder / 'blobs'}/*{PARTIAL_SUFFIX})",
+    )
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (

@@ -114,3 +114,34 @@ def test_an_mlx_lm_that_does_not_import_fails_the_check(monkeypatch):
     assert check.status == "fail"
     assert check.detail.endswith("is installed but does not import: ImportError: boom")
     assert check.fix == "reinstall it: pip install --force-reinstall 'mlxload[lm]'"
+
+
+def test_unfinished_downloads_are_named_with_their_space(monkeypatch, tmp_path):
+    from mlxload.hub.cache import RepoCache
+
+    cache = tmp_path / "hub"
+    for repo, name, size in [("org/a", "b1", 3000), ("org/a", "b2", 2000), ("other/b", "c", 7)]:
+        partial = RepoCache(cache, repo).partial(name)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"x" * size)
+    done = RepoCache(cache, "org/done").blob("finished")
+    done.parent.mkdir(parents=True)
+    done.write_bytes(b"y" * 10)
+    monkeypatch.setattr("mlxload.hub.cache.default_cache_dir", lambda: cache)
+    monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: False)
+    check = doctor_checks.check_hub()
+    assert check.status == "warn"
+    assert check.detail.endswith("unfinished downloads hold space: org/a (4.9 KiB), other/b (7 B)")
+    assert "`mlxload download org/a`" in check.fix
+    assert f"{cache}/models--org--a/blobs/*.mlxload-partial" in check.fix
+
+
+def test_a_cache_with_finished_downloads_only_is_ok(monkeypatch, tmp_path):
+    from mlxload.hub.cache import RepoCache
+
+    blob = RepoCache(tmp_path, "org/a").blob("finished")
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"y")
+    monkeypatch.setattr("mlxload.hub.cache.default_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr("mlxload.hub.offline.offline_mode", lambda: False)
+    assert doctor_checks.check_hub().status == "ok"

@@ -31,6 +31,7 @@ __all__ = [
     "default_cache_dir",
     "files_in",
     "in_hf_cache",
+    "unfinished_downloads",
 ]
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -53,6 +54,28 @@ def in_hf_cache(path: Path) -> bool:
         if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
             return True
     return False
+
+
+def unfinished_downloads(root: Path) -> dict[str, int]:
+    """Bytes held by mlxload's unfinished downloads in a hub cache, per repository.
+
+    An interrupted download stays resumable for as long as its partial blob is kept; one that
+    is never run again (or whose file changed upstream, giving it another blob name) would
+    hold its space for ever, so ``mlxload doctor`` names them.
+
+    Args:
+        root: The hub cache directory.
+
+    Returns:
+        ``{"org/name": bytes}`` for each model repository with partial blobs, sorted by name.
+    """
+    found: dict[str, int] = {}
+    for partial in sorted(root.glob(f"models--*/blobs/*{PARTIAL_SUFFIX}")):
+        with contextlib.suppress(OSError):  # finished or removed meanwhile
+            size = partial.stat().st_size
+            repo_id = "/".join(partial.parent.parent.name.split("--")[1:])
+            found[repo_id] = found.get(repo_id, 0) + size
+    return found
 
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:
