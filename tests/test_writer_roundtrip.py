@@ -680,3 +680,40 @@ def test_split_limit_the_metadata_alone_fills_is_refused(tmp_path):
     )
     assert not (tmp_path / "sp").exists()
     assert len(split(src, tmp_path / "sp", max_shard_size=40000).outputs) == 1
+
+
+@pytest.mark.parametrize("verb", ["split", "align", "merge"])
+def test_an_adapter_beside_an_unindexed_model_is_left_out_with_a_warning(tmp_path, verb):
+    """A model directory without an index is read as loading it as a model reads it (mlx-lm's
+    ``model*.safetensors``): an ``adapters.safetensors`` beside it written into the shards would
+    make them unloadable."""
+    src = tmp_path / "src"
+    src.mkdir()
+    model = mixed_tensors()
+    mx.save_safetensors(str(src / "model.safetensors"), model)
+    mx.save_safetensors(str(src / "adapters.safetensors"), {"lora_a": mx.zeros((4, 2))})
+    out = tmp_path / "out"
+    write = {
+        "split": lambda: split(src, out, max_shard_size="1MB"),
+        "align": lambda: align(src, out),
+        "merge": lambda: merge(src, out / "model.safetensors"),
+    }
+    with pytest.warns(
+        UserWarning, match=r"left out adapters\.safetensors \(give a file as its own"
+    ):
+        write[verb]()
+    written = mlxload_load_all(out)
+    assert sorted(written) == sorted(model)
+
+
+def test_an_adapter_file_given_as_the_source_is_written(tmp_path):
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), mixed_tensors())
+    mx.save_safetensors(str(tmp_path / "adapters.safetensors"), {"lora_a": mx.zeros((4, 2))})
+    merge(tmp_path / "adapters.safetensors", tmp_path / "out.safetensors")
+    assert list(mx.load(str(tmp_path / "out.safetensors"))) == ["lora_a"]
+
+
+def mlxload_load_all(path) -> dict[str, mx.array]:
+    import mlxload
+
+    return dict(mlxload.load(path).items())

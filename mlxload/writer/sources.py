@@ -7,12 +7,19 @@ absolute offset (straight from the source header, never recomputed from the shap
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxload.errors import CheckpointError, DuplicateTensorError
 from mlxload.header import FileHeader, TensorInfo, read_header
-from mlxload.shards import CheckpointFiles, checkpoint_files, require_path
+from mlxload.shards import (
+    MODEL_SHARDS,
+    CheckpointFiles,
+    checkpoint_files,
+    require_path,
+    visible_files,
+)
 from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
 
 __all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source", "same_file"]
@@ -99,9 +106,10 @@ def open_source(src: str | os.PathLike, *, progress: bool | None = None) -> Sour
     """
     path, remote = resolve_source(src, progress=progress)
     try:
-        files = checkpoint_files(path)
+        files = checkpoint_files(path, prefer=MODEL_SHARDS)  # what loading it as a model reads
     except FileNotFoundError as e:
         raise SourceNotFoundError(str(e)) from None
+    _warn_left_out(path, files)
     headers = [read_header(f) for f in files.files]
     source = Source(files=files, headers=headers, remote=remote, path=path)
     for header in headers:
@@ -115,6 +123,22 @@ def open_source(src: str | os.PathLike, *, progress: bool | None = None) -> Sour
             source.shard_of[name] = header.path
     _check_weight_map(source)
     return source
+
+
+def _warn_left_out(path: Path, files: CheckpointFiles) -> None:
+    """Say which ``*.safetensors`` of an unindexed model directory were not read: an
+    ``adapters.safetensors`` beside ``model*.safetensors`` is not part of the model (mlx-lm
+    leaves it out too), and written into its shards it would make them unloadable."""
+    if files.index_path is not None or not path.is_dir():
+        return
+    taken = {p.name for p in files.files}
+    left = [p.name for p in visible_files(path, "*.safetensors") if p.name not in taken]
+    if left:
+        warnings.warn(
+            f"{path}: read the {MODEL_SHARDS} files, as loading the directory as a model does; "
+            f"left out {', '.join(left)} (give a file as its own source to write it)",
+            stacklevel=3,
+        )
 
 
 def _check_weight_map(source: Source) -> None:
