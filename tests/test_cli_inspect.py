@@ -55,6 +55,21 @@ def test_inspect_reports_misaligned_bytes(tmp_path, capsys):
         assert "(zero-copy is for Apple silicon: on this backend every tensor is copied" in out
 
 
+def test_inspect_of_a_link_to_a_hub_snapshot_advises_an_aligned_copy(tmp_path, capsys):
+    """The cache is never rewritten: a link to a snapshot is the snapshot."""
+    header = {"a": entry("U8", [1], 0, 1), "b": entry("F32", [1], 1, 5)}
+    body = json.dumps(header).encode()
+    body += b" " * (-(8 + len(body)) % 8)
+    snapshot = tmp_path / "hub" / "models--org--m" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "blobs").mkdir()
+    write_raw(snapshot / "model.safetensors", body, bytes(5))
+    link = tmp_path / "mymodel"
+    link.symlink_to(snapshot)
+    assert main(["inspect", str(link)]) == 0
+    assert f"run `mlxload align {link} OUTDIR`" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage!garbage!"])
 def test_inspect_bad_file_is_a_clean_error(tmp_path, content):
     path = tmp_path / "bad.safetensors"

@@ -79,15 +79,20 @@ def test_true_rewrites_on_any_backend(tmp_path):
     assert all(mx.array_equal(ckpt[n], a).item() for n, a in tensors.items())
 
 
-def test_hf_cache_is_never_rewritten(tmp_path):
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_hf_cache_is_never_rewritten(tmp_path, through_a_link):
     repo = tmp_path / "models--org--name"
     (repo / "blobs").mkdir(parents=True)
     snap = repo / "snapshots" / "abc123"
     snap.mkdir(parents=True)
     _misaligned_dir(snap)
     before = (snap / "model.safetensors").read_bytes()
+    given = snap
+    if through_a_link:  # ln -s <snapshot> mymodel: still the cache
+        given = tmp_path / "mymodel"
+        given.symlink_to(snap)
     with pytest.raises(mlxload.CheckpointError, match=r"Hugging Face cache.*mlxload align"):
-        mlxload.load(snap, align=True)
+        mlxload.load(given, align=True)
     assert (snap / "model.safetensors").read_bytes() == before
 
 

@@ -236,7 +236,10 @@ def test_missing_source_and_hub_spec_errors(tmp_path):
     assert isinstance(SourceNotFoundError("x"), WriterError)
 
 
-def test_a_snapshot_in_the_hub_cache_given_by_its_path_is_not_aligned_in_place(tmp_path):
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_snapshot_in_the_hub_cache_given_by_its_path_is_not_aligned_in_place(
+    tmp_path, through_a_link
+):
     # Its files link to content-addressed blobs: rewriting one breaks the cache (the hf://
     # form and load(align=True) refused this already).
     repo = tmp_path / "hub" / "models--org--m"
@@ -245,8 +248,12 @@ def test_a_snapshot_in_the_hub_cache_given_by_its_path_is_not_aligned_in_place(t
     snapshot.mkdir(parents=True)
     for f in sorted(blobs.iterdir()):
         (snapshot / f.name).symlink_to(f)
+    given = snapshot
+    if through_a_link:  # ln -s <snapshot> mymodel: still the cache
+        given = tmp_path / "mymodel"
+        given.symlink_to(snapshot)
     with pytest.raises(WriterError, match="refusing to align the Hugging Face cache in place"):
-        align(snapshot)
+        align(given)
     assert all(p.is_symlink() for p in snapshot.iterdir())
     out = align(snapshot, tmp_path / "aligned")  # a copy elsewhere is fine
     assert alignment_report(out.index.parent).ready

@@ -202,7 +202,7 @@ def _align_command(path: str, remote: bool) -> str:
     from mlxload.hub.spec import is_hub_spec
 
     quoted = shlex.quote(path)
-    local = not remote and not is_hub_spec(path) and not in_hf_cache(Path(path).absolute())
+    local = not remote and not is_hub_spec(path) and not in_hf_cache(Path(path))
     return f"mlxload align {quoted}" if local else f"mlxload align {quoted} OUTDIR"
 
 

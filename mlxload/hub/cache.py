@@ -49,8 +49,8 @@ def files_in(snapshot: Path) -> list[str]:
 def in_hf_cache(path: Path) -> bool:
     """Whether ``path`` lies in a Hugging Face cache repo (``models--org--name/snapshots/...``),
     whichever cache directory that is: its files are links into content-addressed blobs that
-    must never be rewritten."""
-    for parent in Path(path).absolute().parents:
+    must never be rewritten. Links are followed: a link to a snapshot is the snapshot."""
+    for parent in Path(path).resolve().parents:
         if parent.name.startswith(("models--", "datasets--")) and (parent / "blobs").is_dir():
             return True
     return False
