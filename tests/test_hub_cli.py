@@ -233,3 +233,34 @@ def test_warnings_print_as_one_line_of_the_verb(hub, capsys):  # noqa: F811
     err = capsys.readouterr().err
     assert err.startswith(f"mlxload download: warning: hf://{REPO}@main (commit ")
     assert err.count("\n") == 1 and "UserWarning" not in err
+
+
+@pytest.mark.parametrize("flag", ["--local-dir", "--cache-dir"])
+def test_an_empty_directory_option_is_a_usage_error_not_the_current_directory(
+    hub,  # noqa: F811
+    capsys,
+    tmp_path,
+    monkeypatch,
+    flag,
+):
+    """``--local-dir "$DEST"`` with DEST unset overwrote the current directory's config.json."""
+    server, _, _ = hub
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    (project / "config.json").write_text("mine")
+    assert cli_download.main([REPO, flag, "", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"mlxload download: error: {flag} is empty; give a directory" in err
+    assert sorted(p.name for p in project.iterdir()) == ["config.json"]
+    assert (project / "config.json").read_text() == "mine"
+    assert server.gets() == []
+
+
+def test_local_dir_with_a_tilde_is_the_home_directory(hub, capsys, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert (
+        cli_download.main([REPO, "--include", "*.json", "--local-dir", "~/m", "--no-progress"]) == 0
+    )
+    assert capsys.readouterr().out.strip() == str(tmp_path / "m")
+    assert (tmp_path / "m" / "config.json").is_file()

@@ -32,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="use only the local cache; no network request"
     )
-    parser.add_argument("--cache-dir", type=Path, help="Hub cache (default: HF_HUB_CACHE)")
+    parser.add_argument("--cache-dir", help="Hub cache (default: HF_HUB_CACHE)")
     parser.add_argument(
         "--local-dir",
-        type=Path,
-        help="also copy the files into this directory (plain files, not cache symlinks)",
+        help="also copy the files into this directory (plain files, not cache symlinks); "
+        "files of the same name already there are replaced",
     )
 
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.local_dir is not None:
         from mlxload.hub.local_dir import export_snapshot
 
-        path = export_snapshot(path, args.local_dir, patterns)
+        path = export_snapshot(path, Path(args.local_dir).expanduser(), patterns)
     print(path)
     return 0
 
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
 def _usage_error(args: argparse.Namespace, patterns: list[str] | None) -> str | None:
     if args.workers < 1:
         return f"--workers must be at least 1, got {args.workers}"
+    for flag, value in (("--cache-dir", args.cache_dir), ("--local-dir", args.local_dir)):
+        if value == "":
+            # Path("") is the current directory: an unset $DEST would fill (or overwrite) it.
+            return f"{flag} is empty; give a directory (is the variable you meant unset?)"
     if args.repo is None:
         hint = (
             f" (--include took every value after it: {patterns}); put REPO first, "
