@@ -84,6 +84,9 @@ def test_unusable_models_are_one_error_line(tmp_path, capsys, no_workers, what, 
     [
         (["--timeout", "0"], "--timeout must be a positive number of seconds"),
         (["--timeout", "-5"], "--timeout must be a positive number of seconds"),
+        (["--timeout", "nan"], "--timeout must be a positive number of seconds"),
+        (["--timeout", "inf"], "--timeout must be a positive number of seconds"),
+        ([""], "MODEL is empty; give a model directory or hf://org/repo (or leave it out)"),
         (["--prompt", " "], "--prompt is empty; give some text (or leave it out)"),
         (
             ["some/model", "--size", "tiny"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -133,8 +134,10 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     """What is wrong with option values no run could use, or None."""
     if args.reps < 1:
         return "--reps must be at least 1"
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not 0 < args.timeout < math.inf:  # (nan fails it too)
         return "--timeout must be a positive number of seconds"
+    if args.model == "":  # Path("") is the current directory: an unset $MODEL
+        return "MODEL is empty; give a model directory or hf://org/repo (or leave it out)"
     if args.prompt is not None and not args.prompt.strip():
         return "--prompt is empty; give some text (or leave it out)"
     if args.model is not None and (args.size is not None or args.bits is not None):
