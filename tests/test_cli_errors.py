@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -180,6 +181,39 @@ def test_closed_stdout_pipe_ends_quietly_with_141(tmp_path, tensors):
     )
     os.close(writer)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["table", "json"])
+def test_a_reader_that_goes_away_midway_ends_it_with_141(tmp_path, json_out):
+    """As ``mlxload inspect --json | head -c 10``: the JSON used to be one large write, which
+    the closed pipe cut short, and CPython dropped the BrokenPipeError of a short write: exit 0."""
+    path = tmp_path / "t.safetensors"
+    mx.save_safetensors(str(path), {f"t{i:05d}_{'x' * 40}": mx.zeros((2,)) for i in range(20000)})
+    argv = [
+        sys.executable,
+        "-m",
+        "mlxload",
+        "inspect",
+        str(path),
+        *(["--json"] if json_out else []),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
+
+
+def test_a_closed_stdout_is_no_traceback(tmp_path):
+    """``mlxload merge A B >&-``: Python starts with sys.stdout None; the merge's work is done."""
+    src = tmp_path / "a.safetensors"
+    mx.save_safetensors(str(src), {"w": mx.ones((4,))})
+    out = tmp_path / "b.safetensors"
+    command = f"{shlex.quote(sys.executable)} -m mlxload merge {src} {out} >&-"
+    proc = subprocess.run(command, shell=True, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert mx.array_equal(mx.load(str(out))["w"], mx.ones((4,))).item()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from mlxload.cli._text import printable
 from mlxload.errors import MlxloadError
 
-__all__ = ["RESUMABLE", "SIGPIPE_EXIT", "Terminated", "run_verb", "verb_main"]
+__all__ = ["RESUMABLE", "SIGPIPE_EXIT", "Terminated", "run_verb", "verb_main", "write_out"]
 
 RESUMABLE = frozenset({"merge", "split", "align", "download"})
 """Verbs whose interrupted work a rerun of the same command continues."""
@@ -30,6 +30,8 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
     the output pipe early (``mlxload inspect X | head``) ends it quietly with 141. ``kill``
     (SIGTERM) stops it as Ctrl-C does, so its work is kept for a rerun too, and returns 143.
     """
+    if sys.stdout is None:  # started with stdout closed (`cmd >&-`): its output goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
     try:
         with _sigterm_as_interrupt(), _warnings_as_lines(verb):
             code = int(run(args) or 0)
@@ -51,6 +53,14 @@ def run_verb(verb: str, run: Callable[[argparse.Namespace], int | None], args) -
         for note in getattr(e, "__notes__", ()):  # e.g. where the partial output is
             print(f"  {printable(note)}", file=sys.stderr)
         return 128 + signal.SIGTERM if terminated else 130
+
+
+def write_out(text: str, chunk: int = 1 << 16) -> None:
+    """Write ``text`` to stdout in pieces: one large write that a closed pipe cuts short is
+    reported as a short write and its ``BrokenPipeError`` lost (CPython's buffered writer), so
+    ``mlxload inspect --json | head`` exited 0 instead of :data:`SIGPIPE_EXIT`."""
+    for start in range(0, len(text), chunk):
+        sys.stdout.write(text[start : start + chunk])
 
 
 def _os_error_line(e: OSError) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from mlxload.cli._main import write_out
 from mlxload.cli._text import printable
 
 __all__ = ["add_arguments", "main", "run"]
@@ -127,7 +127,7 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         for i in shown:
             path = ckpt.file_of(i.name)
             tensors.append({**i.as_dict(), "file": file_names.get(path, str(path))})
-        sys.stdout.write(
+        write_out(
             orjson.dumps(
                 {
                     "path": str(args.path),
