@@ -204,3 +204,20 @@ def test_inspect_of_a_float_checkpoint_has_no_quantization_line(tmp_path, capsys
     assert "quantized:" not in capsys.readouterr().out
     assert main(["inspect", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["quantization"] is None
+
+
+def test_inspect_warns_of_tensors_a_stale_index_leaves_out(tmp_path, capsys):
+    import mlx.core as mx
+
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), {"x": mx.ones((2,)), "y": mx.ones((3,))})
+    mx.save_safetensors(str(tmp_path / "b.safetensors"), {"z": mx.ones((4,))})
+    weight_map = {"x": "a.safetensors", "z": "b.safetensors"}  # no "y"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert main(["inspect", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "2 tensors in 2 files" in captured.out
+    assert captured.err == (
+        f"mlxload inspect: warning: {tmp_path}: the index doesn't list 1 tensor(s) its shards "
+        "hold, e.g. 'y' in a.safetensors (a stale index?); they are not counted here, and "
+        "loading through the index won't see them\n"
+    )

@@ -114,6 +114,7 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
     from mlxload.writer import alignment_report
 
     infos = [ckpt.info(name) for name in ckpt]
+    _warn_unindexed(ckpt)
     total = sum(i.nbytes for i in infos)
     misaligned = sum(i.nbytes for i in infos if not i.zero_copy_ready)
     by_dtype: dict[str, int] = {}
@@ -193,6 +194,22 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
 def _short(text: str, limit: int = 60) -> str:
     """A metadata value cut to one table line (a chat template can be kilobytes)."""
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _warn_unindexed(ckpt: Any) -> None:
+    """Name the tensors a stale index leaves out: they are in no figure of the report, and
+    loading through the index won't see them (``merge`` and ``split`` refuse such a source)."""
+    import warnings
+
+    unindexed = ckpt.unindexed()
+    if unindexed:
+        name, shard = next(iter(unindexed.items()))
+        warnings.warn(
+            f"{ckpt.root}: the index doesn't list {len(unindexed)} tensor(s) "
+            f"its shards hold, e.g. {name!r} in {Path(shard).name} (a stale index?); they are "
+            "not counted here, and loading through the index won't see them",
+            stacklevel=2,
+        )
 
 
 def _align_command(path: str, remote: bool) -> str:
