@@ -39,11 +39,13 @@ __all__ = [
     "SizeOverflowError",
     "SubByteAlignmentError",
     "TensorEntryError",
+    "TensorIndexError",
     "TensorNotFoundError",
     "TensorNotInShardError",
     "TensorSizeMismatchError",
     "TooManyOpenFilesError",
     "UnknownDtypeError",
+    "UnsupportedIndexError",
     "UnsupportedShapeError",
 ]
 
@@ -156,6 +158,16 @@ class TooManyOpenFilesError(MlxloadError, OSError):
 
 class UnsupportedShapeError(MlxloadError, ValueError):
     """A valid tensor whose shape MLX can't hold: an ``mx.array`` dimension is 32-bit."""
+
+
+class TensorIndexError(MlxloadError, IndexError):
+    """An index that doesn't fit the tensor (out of bounds, too many indices, a float...), as
+    numpy would refuse it; an ``IndexError`` too."""
+
+
+class UnsupportedIndexError(MlxloadError, ValueError):
+    """A valid index that the tensor's storage can't serve as asked: rows or columns of a
+    sub-byte dtype that don't end on whole bytes, or a slice of a scalar."""
 
 
 class TensorNotFoundError(MlxloadError, KeyError):

@@ -80,15 +80,20 @@ def _check_slice(item: slice, fail: Fail) -> None:
 
 
 def _check_bounds(index: list, shape: tuple[int, ...], axes: int, fail: Fail) -> None:
-    """Every int and index array within the axis it indexes."""
+    """Every int and index array within the axis it indexes; every slice made the same
+    selection with bounds inside the axis (in place)."""
     axis = 0
-    for item in index:
+    for position, item in enumerate(index):
         if item is None:
             continue
         if item is Ellipsis:
             axis += len(shape) - axes
             continue
         size = shape[axis]
+        if isinstance(item, slice):
+            index[position] = _bounded_slice(item, size)
+            axis += 1
+            continue
         if isinstance(item, int):
             low = high = item
         elif isinstance(item, mx.array) and item.size:
@@ -100,6 +105,25 @@ def _check_bounds(index: list, shape: tuple[int, ...], axes: int, fail: Fail) ->
             bad = low if low < -size else high
             fail(f"index {bad} is out of bounds for axis {axis} with size {size}")
         axis += 1
+
+
+def _bounded_slice(item: slice, size: int) -> slice:
+    """``item``'s selection on an axis of ``size`` with every bound and step inside the axis.
+
+    MLX takes only 32-bit slice bounds and gets larger steps wrong (``[:, ::-2**31]`` came
+    back empty, numpy gives one column); a step at least the axis size selects one element
+    at most, so it becomes a step of 1.
+    """
+    start, stop, step = item.indices(size)
+    count = len(range(start, stop, step))
+    if count == size and step == 1:
+        return slice(None)  # the whole axis, however it was spelled (``0:``, ``:n``, ``::1``)
+    if count <= 1:
+        return slice(start, start + count)
+    last = start + (count - 1) * step
+    if step > 0:
+        return slice(start, last + 1, step)
+    return slice(start, last - 1 if last > 0 else None, step)  # -1 would mean the end
 
 
 def _integer_array(item: list | np.ndarray | mx.array, fail: Fail) -> mx.array:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import mlx.core as mx
 
 from mlxload.dtypes import DTYPES
+from mlxload.errors import TensorIndexError, UnsupportedIndexError
 from mlxload.header import TensorInfo
 from mlxload.index_check import checked_index
 from mlxload.tensor_file import TensorFile
@@ -51,9 +52,12 @@ class TensorSlice:
         if not isinstance(index, tuple):
             index = (index,)
         index = checked_index(index, self._info.shape, self._index_error)
-        if DTYPES[self._info.dtype].bits < 8:
+        whole = all(_is_whole(i) for i in index)  # (true of an empty index too)
+        if DTYPES[self._info.dtype].bits < 8 and not whole:
             self._check_packed_index(index)
-        if not index or not self._info.shape:
+        if whole:
+            return self._file.read([self._info.name])[self._info.name]
+        if not self._info.shape:
             return self._apply(self._file.read([self._info.name])[self._info.name], index)
         first, rest = index[0], index[1:]
         rows = self._info.shape[0]
@@ -81,7 +85,7 @@ class TensorSlice:
             self._index_error(str(e))
 
     def _index_error(self, problem: str) -> NoReturn:
-        raise IndexError(
+        raise TensorIndexError(
             f"{self._file.path}: tensor {self._info.name!r} of shape {list(self._info.shape)}: "
             f"{problem}"
         )
@@ -90,11 +94,9 @@ class TensorSlice:
         """Sub-byte tensors come back as packed bytes, whose axes past the first aren't the
         tensor's: only a leading-axis int or slice (of a tensor with 2+ dims) means the same
         thing on both."""
-        if all(_is_whole(i) for i in index):
-            return  # the whole tensor
         leading_only = isinstance(index[0], (int, slice)) and all(_is_whole(i) for i in index[1:])
         if not leading_only or len(self._info.shape) < 2:
-            raise ValueError(
+            raise UnsupportedIndexError(
                 f"{self._file.path}: tensor {self._info.name!r} is {self._info.dtype}, handed "
                 "back as packed uint8 bytes: index only the leading axis of a tensor with 2 or "
                 "more dims, then unpack"

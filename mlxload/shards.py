@@ -230,7 +230,7 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     if len(indexes) == 1:
         return read_index(indexes[0])
     preferred = _weight_files(path, prefer) if prefer else []
-    files = preferred or _weight_files(path, "*.safetensors")
+    files = _distinct(preferred or _weight_files(path, "*.safetensors"))
     if not files:
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
@@ -238,6 +238,19 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
         )
     _check_numbered_set(path, files)
     return CheckpointFiles(root=path, files=files)
+
+
+def _distinct(files: list[Path]) -> list[Path]:
+    """``files`` with each file once: a link or second name of a file (``model.safetensors``
+    linked to ``weights.safetensors``) would make every tensor a duplicate of itself."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for path in files:
+        st = path.stat()
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(path)
+    return out
 
 
 def _weight_files(directory: Path, pattern: str) -> list[Path]:

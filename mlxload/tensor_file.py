@@ -33,6 +33,7 @@ from mlxload.errors import (
     MlxloadError,
     RangeNotFetchedError,
     TensorNotFoundError,
+    UnsupportedIndexError,
     UnsupportedShapeError,
 )
 from mlxload.header import (
@@ -360,11 +361,12 @@ class TensorFile:
         """Rows ``start:stop`` of the leading axis (clipped to the tensor), reading only them.
 
         Raises:
-            ValueError: the tensor has no leading axis, or its rows don't end on whole bytes.
+            UnsupportedIndexError: (a ValueError) the tensor has no leading axis, or its rows
+                don't end on whole bytes.
         """
         info = self.info(name)
         if not info.shape:
-            raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
         rows = info.shape[0]
         start, stop = max(0, min(start, rows)), max(0, min(stop, rows))
         return self.read_block(name, rows=(start, max(start, stop)))
@@ -384,7 +386,8 @@ class TensorFile:
             cols: ``(start, stop)`` on the last axis, default all.
 
         Raises:
-            ValueError: out-of-range bounds, or a dtype whose rows/columns aren't whole bytes.
+            UnsupportedIndexError: (a ValueError) out-of-range bounds, or a dtype whose
+                rows/columns aren't whole bytes.
         """
         return self.read_blocks([(name, name, rows, cols)])[name]
 
@@ -415,21 +418,21 @@ class TensorFile:
         info = self.info(name)
         shape = info.shape
         if not shape:
-            raise ValueError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
         bits = DTYPES[info.dtype].bits
         r0, r1 = rows if rows is not None else (0, shape[0])
         c0, c1 = cols if cols is not None else (0, shape[-1])
         if cols is not None and len(shape) < 2:
-            raise ValueError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
+            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
         if not (0 <= r0 <= r1 <= shape[0] and 0 <= c0 <= c1 <= shape[-1]):
-            raise ValueError(
+            raise UnsupportedIndexError(
                 f"{self.path}: tensor {name!r} of shape {shape}: block rows {r0}:{r1}, "
                 f"columns {c0}:{c1} is out of range"
             )
         row_bits = math.prod(shape[1:]) * bits
         if cols is None or ((c0, c1) == (0, shape[-1]) and len(shape) > 1):
             if row_bits % 8:
-                raise ValueError(
+                raise UnsupportedIndexError(
                     f"{self.path}: tensor {name!r}: rows of {info.dtype} are {row_bits} bits and "
                     "don't end on whole bytes; read the whole tensor instead"
                 )
@@ -438,7 +441,7 @@ class TensorFile:
             block_shape = (r1 - r0, *shape[1:])
         else:
             if (c0 * bits) % 8 or (c1 * bits) % 8 or (shape[-1] * bits) % 8:
-                raise ValueError(
+                raise UnsupportedIndexError(
                     f"{self.path}: tensor {name!r}: {info.dtype} columns {c0}:{c1} don't start "
                     "and end on whole bytes"
                 )

@@ -558,3 +558,17 @@ def test_a_shard_touched_after_the_index_was_read_is_called_modified(tmp_path):
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(errors.FileChangedError, match=r": modified \(size or time\) since the"):
         ckpt.materialize()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_two_names_of_one_file_in_a_directory_are_one_shard(tmp_path, kind):
+    """``model.safetensors`` linked to ``weights.safetensors``: not a tensor stored twice."""
+    mx.save_safetensors(str(tmp_path / "weights.safetensors"), {"a": mx.ones((3,))})
+    link = tmp_path / "model.safetensors"
+    if kind == "symlink":
+        link.symlink_to("weights.safetensors")
+    else:
+        os.link(tmp_path / "weights.safetensors", link)
+    ckpt = mlxload.load(tmp_path)
+    assert [p.name for p in ckpt.files] == ["model.safetensors"]
+    assert mx.array_equal(ckpt["a"], mx.ones((3,))).item()

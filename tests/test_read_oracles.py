@@ -171,8 +171,36 @@ def test_sub_byte_rows_slice_by_rows_not_bytes(tmp_path):
         assert bytes(memoryview(x[2])) == rows[2]
         assert bytes(memoryview(x[:])) == data
         for index in [(slice(None), 1), np.array([0, 1]), (np.array([0]), slice(None))]:
-            with pytest.raises(ValueError, match="packed uint8 bytes: index only the leading"):
+            with pytest.raises(
+                mlxload.UnsupportedIndexError, match="packed uint8 bytes: index only the leading"
+            ):
                 x[index]
+
+
+@pytest.mark.parametrize("shape", [[4, 3], [2, 4, 1], [8]])
+@pytest.mark.parametrize(
+    "index",
+    [
+        (Ellipsis,),
+        (slice(None),),
+        (slice(0, None),),
+        (slice(None), slice(None)),
+        (slice(None),) * 3,
+    ],
+    ids=repr,
+)
+def test_every_spelling_of_the_whole_sub_byte_tensor_is_its_packed_bytes(tmp_path, shape, index):
+    """F4 rows of 3 values are 12 bits: no row can be cut, but the whole tensor can be read."""
+    if len(index) > len(shape):
+        pytest.skip("more indices than dims")
+    nbytes = int(np.prod(shape)) // 2
+    data = bytes(range(0x20, 0x20 + nbytes))
+    path = write_raw(tmp_path / "r.safetensors", {"x": entry("F4", shape, 0, nbytes)}, data)
+    with mlxload.safe_open(path) as f:
+        assert bytes(memoryview(f.get_slice("x")[index])) == data
+        if shape == [4, 3]:
+            with pytest.raises(mlxload.UnsupportedIndexError, match="rows of F4 are 12 bits"):
+                f.get_slice("x")[1:]
 
 
 def test_shape_mlx_cannot_hold_is_a_clear_error(tmp_path):

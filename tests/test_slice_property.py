@@ -54,3 +54,30 @@ def test_any_index_reads_what_mlx_indexing_the_whole_tensor_gives(sliced, items)
             sliced[index]
         return
     np.testing.assert_array_equal(np.array(sliced[index]), expected, err_msg=repr(index))
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        slice(None, None, 2**31),
+        slice(None, None, -(2**31)),
+        slice(None, None, 2**40),
+        (slice(None), slice(None, None, -(2**31))),  # MLX alone gives 0 columns, not 1
+        (slice(None), slice(None, None, 2**31)),
+        (slice(None), slice(-(2**40), 2**40)),
+        (slice(None), slice(2**40, None, -1)),
+        (Ellipsis, slice(1, 2**35, 2)),
+        slice(-(2**63), 2**63),
+    ],
+    ids=repr,
+)
+def test_slice_bounds_and_steps_past_32_bits_select_what_numpy_does(sliced, index):
+    """MLX takes only 32-bit slice bounds (a bare ValueError past them) and gets larger steps
+    wrong; every slice reaches it with bounds inside its axis."""
+    np.testing.assert_array_equal(np.array(sliced[index]), ARRAY[index])
+
+
+def test_a_bad_index_is_mlxloads_own_index_error(sliced):
+    with pytest.raises(mlxload.TensorIndexError, match="index 9 is out of bounds for axis 0") as e:
+        sliced[9]
+    assert isinstance(e.value, IndexError) and isinstance(e.value, mlxload.MlxloadError)
