@@ -366,7 +366,9 @@ class TensorFile:
         """
         info = self.info(name)
         if not info.shape:
-            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+            raise UnsupportedIndexError(
+                f"{self.path}: tensor {name!r} is a scalar and can't be sliced"
+            )
         rows = info.shape[0]
         start, stop = max(0, min(start, rows)), max(0, min(stop, rows))
         return self.read_block(name, rows=(start, max(start, stop)))
@@ -418,12 +420,16 @@ class TensorFile:
         info = self.info(name)
         shape = info.shape
         if not shape:
-            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is a scalar and can't be sliced")
+            raise UnsupportedIndexError(
+                f"{self.path}: tensor {name!r} is a scalar and can't be sliced"
+            )
         bits = DTYPES[info.dtype].bits
         r0, r1 = rows if rows is not None else (0, shape[0])
         c0, c1 = cols if cols is not None else (0, shape[-1])
         if cols is not None and len(shape) < 2:
-            raise UnsupportedIndexError(f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead")
+            raise UnsupportedIndexError(
+                f"{self.path}: tensor {name!r} is 1-D; cut it by rows instead"
+            )
         if not (0 <= r0 <= r1 <= shape[0] and 0 <= c0 <= c1 <= shape[-1]):
             raise UnsupportedIndexError(
                 f"{self.path}: tensor {name!r} of shape {shape}: block rows {r0}:{r1}, "

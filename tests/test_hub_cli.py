@@ -133,6 +133,18 @@ def test_inspect_of_a_repo_of_small_files_says_it_took_them_whole(hub, capsys): 
     assert "the weights were not" not in out
 
 
+def test_inspect_from_a_filled_cache_says_nothing_was_fetched(hub, capsys, monkeypatch):  # noqa: F811
+    from mlxload.cli import main
+
+    assert cli_download.main([REPO, "--no-progress"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["inspect", f"hf://{REPO}"]) == 0
+    out = capsys.readouterr().out
+    assert "(read from the local Hub cache: nothing fetched)" in out
+    assert "from the Hub:" not in out
+
+
 def _one_file_repo(tmp_path, *extra: str) -> dict[str, bytes]:
     """model.safetensors (tensors a, b) and config.json, plus copies under ``extra`` names."""
     import mlx.core as mx
@@ -264,3 +276,14 @@ def test_local_dir_with_a_tilde_is_the_home_directory(hub, capsys, tmp_path, mon
     )
     assert capsys.readouterr().out.strip() == str(tmp_path / "m")
     assert (tmp_path / "m" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--local-dir", "--cache-dir"])
+def test_a_file_for_a_directory_option_is_a_usage_error(hub, capsys, tmp_path, flag):  # noqa: F811
+    server, _, _ = hub
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert cli_download.main([REPO, flag, str(afile), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mlxload download: error: {flag} {afile} is a file; give a directory\n"
+    assert afile.read_text() == "mine" and server.gets() == []

@@ -440,7 +440,10 @@ def test_a_cache_that_cant_be_written_says_what_to_do(hub, monkeypatch):  # noqa
         download(f"hf://{REPO}", progress=False, workers=1)
     assert "is not in the cache and the cache " in str(e.value)
     assert "can't be written (Read-only file system: " in str(e.value)
-    assert "set HF_HUB_CACHE to a writable directory, or use only what is cached" in str(e.value)
+    assert (
+        "set HF_HUB_CACHE (or --cache-dir) to a writable directory, or use only what is cached"
+        in str(e.value)
+    )
 
 
 def test_a_cache_that_cant_hold_a_new_snapshot_says_what_to_do(hub, monkeypatch):  # noqa: F811

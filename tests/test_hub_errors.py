@@ -220,3 +220,21 @@ def test_redirects_that_fail_say_where_and_what_to_do(hub, monkeypatch, where): 
             "expired; run the same command again"
         ) in str(e.value)
         assert len(seen) == transfer_mod.RETRIES + 1  # a fresh link is asked for each time
+
+
+def test_a_repo_without_safetensors_weights_says_what_to_do(tmp_path, monkeypatch):
+    from hub_server import FakeRepo
+
+    repo = FakeRepo("acme/binonly", {"config.json": b"{}", "pytorch_model.bin": b"\x80\x04"})
+    server, _ = serve(monkeypatch, tmp_path, repo)
+    try:
+        with pytest.raises(EntryNotFoundError) as e:
+            download("acme/binonly", progress=False)
+    finally:
+        server.stop()
+    assert str(e.value) == (
+        "hf://acme/binonly@main has no safetensors weights (files: config.json, "
+        "pytorch_model.bin); mlxload reads safetensors only: convert the weights to "
+        "safetensors, or use a repository that has them (to download other files anyway: "
+        "mlxload download acme/binonly --include PATTERN)"
+    )

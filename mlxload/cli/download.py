@@ -74,6 +74,8 @@ def _usage_error(args: argparse.Namespace, patterns: list[str] | None) -> str | 
         if value == "":
             # Path("") is the current directory: an unset $DEST would fill (or overwrite) it.
             return f"{flag} is empty; give a directory (is the variable you meant unset?)"
+        if value is not None and Path(value).expanduser().is_file():
+            return f"{flag} {value} is a file; give a directory"
     if args.repo is None:
         hint = (
             f" (--include took every value after it: {patterns}); put REPO first, "

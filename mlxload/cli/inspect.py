@@ -175,7 +175,9 @@ def _report(args: argparse.Namespace, ckpt: Any, files: list[str], fetched: int 
         print(f"metadata: {', '.join(items)}{more}")
     headers = ckpt.headers()
     if fetched is not None:
-        if fetched >= sum(h.file_size for h in headers):  # each under one header read
+        if fetched == 0:  # every header was in the local cache already (offline, say)
+            print("(read from the local Hub cache: nothing fetched)")
+        elif fetched >= sum(h.file_size for h in headers):  # each under one header read
             print(f"(from the Hub: {_human(fetched)}, the whole files: they are that small)")
         else:
             print(

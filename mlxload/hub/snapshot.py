@@ -159,7 +159,8 @@ def _holder(lock_path: Path) -> str:
 def _unwritable(cache: RepoCache, what: str, e: OSError) -> DownloadError:
     return DownloadError(
         f"hf://{cache.repo_id}: {what} and the cache {cache.root} can't be written "
-        f"({e.strerror}: {e.filename}); set HF_HUB_CACHE to a writable directory, or use only "
+        f"({e.strerror}: {e.filename}); set HF_HUB_CACHE (or --cache-dir) to a writable "
+        "directory, or use only "
         "what is cached (--offline / HF_HUB_OFFLINE=1)"
     )
 
@@ -176,7 +177,7 @@ def _check_space(cache: RepoCache, files: Sequence[RemoteFile]) -> None:
         lambda free: DownloadError(
             f"hf://{cache.repo_id}: {human_bytes(need)} to download but only "
             f"{human_bytes(free)} free in {cache.root} ({human_bytes(need - free)} short); "
-            "free some space or set HF_HUB_CACHE to a larger disk"
+            "free some space or set HF_HUB_CACHE (or --cache-dir) to a larger disk"
         ),
     )
 
@@ -219,8 +220,9 @@ def _online(
                 raise EntryNotFoundError(
                     f"hf://{remote.repo_id}@{revision} has no safetensors weights "
                     f"(files: {names}); "
-                    "mlxload loads safetensors only (pass allow_patterns / --include to fetch "
-                    "other files)"
+                    "mlxload reads safetensors only: convert the weights to safetensors, or "
+                    "use a repository that has them (to download other files anyway: "
+                    f"mlxload download {remote.repo_id} --include PATTERN)"
                 )
         else:
             chosen = select_files(files, allow_patterns=patterns)

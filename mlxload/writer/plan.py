@@ -231,7 +231,8 @@ def _other_checkpoint(
     if own:
         raise OutputIsSourceError(
             f"{out_dir} holds this {kind}'s own source shard(s) ({', '.join(p.name for p in own)}"
-            "): the new shards would sit beside them, and a loader that globs "
+            f"): the new {'file' if kind == 'merge' else 'shards'} would sit beside them, and "
+            "a loader that globs "
             f"model*.safetensors would mix the two; {kind} into another directory"
         )
     if not writes_index and out_dir.is_dir():
