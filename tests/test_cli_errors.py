@@ -77,6 +77,56 @@ def test_ctrl_c_or_kill_during_merge_exits_and_the_rerun_resumes(tmp_path, signu
     assert result.resumed_tensors == 3
 
 
+def test_ctrl_c_during_a_split_names_every_output_it_keeps(tmp_path):
+    """Outputs are put in place only once all are complete: the shards finished before the
+    Ctrl-C wait under work names too, and starting over means deleting them as well."""
+    from mlxload.shards import checkpoint_files
+
+    src = write_sharded(tmp_path / "src", mixed_tensors(scale=2000), 1)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "mlxload", "split", str(src), str(out), "--no-progress"]
+    proc = subprocess.Popen(
+        [*argv, "--max-shard-size", "200KB"],
+        env={**os.environ, PAUSE_ENV: "6", "PYTHONFAULTHANDLER": "1"},
+        preexec_fn=_sigint_default,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not sorted(out.glob(".*.mlxload-journal")) or len(list(out.glob(".*partial"))) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the split never reached its pause"
+        time.sleep(0.05)
+    time.sleep(0.5)  # (the pause hook flushes the journal, then sleeps)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = _communicate_or_dump_stacks(proc, timeout=60)
+    assert proc.returncode == 130, stderr
+    staged = sorted(out.glob(".*.mlxload-partial"))
+    assert len(staged) >= 2 and not list(out.glob("model*.safetensors"))
+    current = stderr.split("kept as ")[1].split(";")[0]  # the output being written
+    finished = [p for p in staged if str(p) != current]
+    assert len(finished) == len(staged) - 1
+    lines = stderr.splitlines()
+    assert lines[0] == "mlxload split: interrupted (run the same command again to resume)"
+    assert "the partial output is kept as" in lines[1]
+    first = sorted(finished)[0].name
+    assert (
+        f"finished output(s) wait under hidden work names in {out} (" in lines[2]
+        and first in lines[2]
+        and lines[2].endswith(
+            "for the rerun to put in place; to start over instead, delete those too, with "
+            "their .mlxload-journal files"
+        )
+    ), stderr
+    result = subprocess.run(
+        [*argv, "--max-shard-size", "200KB"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert not list(out.glob(".*mlxload*"))
+    assert len(checkpoint_files(out).files) > 2
+
+
 def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -224,8 +224,18 @@ def _execute_locked(
         _remove_abandoned_work(plan.abandoned)
         if finish is not None:
             result.companions = finish()
-    except KeyboardInterrupt:
-        raise  # work files and journals stay: rerunning continues where this run stopped
+    except KeyboardInterrupt as e:
+        # Work files and journals stay: rerunning continues where this run stopped.
+        staged = [] if plan.in_place or finishing else [temp_path(o.path) for o in written]
+        if staged:
+            names = ", ".join(p.name for p in staged[:3]) + (", ..." if len(staged) > 3 else "")
+            add_note(
+                e,
+                f"{len(staged)} finished output(s) wait under hidden work names in "
+                f"{staged[0].parent} ({names}) for the rerun to put in place; to start over "
+                "instead, delete those too, with their .mlxload-journal files",
+            )
+        raise
     except BaseException as e:
         if finishing:
             # The old checkpoint may be gone already: the new one, complete, must stay (work
