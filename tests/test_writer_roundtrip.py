@@ -318,8 +318,11 @@ def test_cli_merge_split_align(tmp_path, capsys):
     assert "already exists; pass --force (force=True)" in capsys.readouterr().err
     assert cli_main(["split", str(out), str(tmp_path / "sp"), "--max-shard-size", "17KiB"]) == 0
     assert "model-00001-of-" in capsys.readouterr().out
-    assert cli_main(["split", str(out), str(tmp_path / "x"), "--max-shard-size", "5XB"]) == 1
-    assert "cannot parse size '5XB'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error, as argparse's own
+        cli_main(["split", str(out), str(tmp_path / "x"), "--max-shard-size", "5XB"])
+    assert usage.value.code == 2
+    assert "error: argument --max-shard-size: cannot parse size '5XB'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     assert cli_main(["align", str(src), str(tmp_path / "al")]) == 0
     assert capsys.readouterr().out.rstrip().endswith("zero-copy ready: 100% of bytes")
     from mlxload.cli import align as align_verb

@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-shard-size",
         default="5GB",
+        type=_size,
         help="largest shard file, e.g. 5GB, 500MB, 1.5GiB (default 5GB); a tensor that doesn't "
         "fit beside the 16 KiB header gets a shard of its own, larger",
     )
@@ -48,3 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+def _size(text: str) -> str:
+    """``--max-shard-size`` checked while parsing, so a bad value is a usage error (exit 2)."""
+    from mlxload.writer.errors import InvalidSizeError
+    from mlxload.writer.sizes import parse_size
+
+    try:
+        parse_size(text)
+    except InvalidSizeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
