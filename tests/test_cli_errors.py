@@ -41,17 +41,7 @@ def test_ctrl_c_or_kill_during_merge_exits_and_the_rerun_resumes(tmp_path, signu
     as Ctrl-C does."""
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=20), 2)
     out = tmp_path / "m.safetensors"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlxload", "merge", str(src), str(out), "--no-progress"],
-        env={**os.environ, PAUSE_ENV: "3", "PYTHONFAULTHANDLER": "1"},
-        # A pytest started as a background job (``cmd &``) passes SIGINT on as ignored, and a
-        # Python started so leaves it ignored (as a nohup'ed merge should): give the child
-        # what an interactive terminal gives it.
-        preexec_fn=_sigint_default,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _paused_writer(["merge", str(src), str(out), "--no-progress"], pause_after=3)
     deadline = time.monotonic() + 60
     while True:  # the pause hook flushes the journal, then sleeps
         assert proc.poll() is None, proc.communicate()
@@ -84,15 +74,8 @@ def test_ctrl_c_during_a_split_names_every_output_it_keeps(tmp_path):
 
     src = write_sharded(tmp_path / "src", mixed_tensors(scale=2000), 1)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "mlxload", "split", str(src), str(out), "--no-progress"]
-    proc = subprocess.Popen(
-        [*argv, "--max-shard-size", "200KB"],
-        env={**os.environ, PAUSE_ENV: "6", "PYTHONFAULTHANDLER": "1"},
-        preexec_fn=_sigint_default,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = ["split", str(src), str(out), "--no-progress", "--max-shard-size", "200KB"]
+    proc = _paused_writer(argv, pause_after=6)
     deadline = time.monotonic() + 60
     while not sorted(out.glob(".*.mlxload-journal")) or len(list(out.glob(".*partial"))) < 2:
         assert proc.poll() is None, proc.communicate()
@@ -119,12 +102,25 @@ def test_ctrl_c_during_a_split_names_every_output_it_keeps(tmp_path):
             "their .mlxload-journal files"
         )
     ), stderr
-    result = subprocess.run(
-        [*argv, "--max-shard-size", "200KB"], capture_output=True, text=True, timeout=120
-    )
+    result = _entry_point(*argv)
     assert result.returncode == 0, result.stderr
     assert not list(out.glob(".*mlxload*"))
     assert len(checkpoint_files(out).files) > 2
+
+
+def _paused_writer(argv: list[str], pause_after: int) -> subprocess.Popen:
+    """``mlxload ARGV`` in a child that pauses (journal flushed) after ``pause_after`` tensors."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlxload", *argv],
+        env={**os.environ, PAUSE_ENV: str(pause_after), "PYTHONFAULTHANDLER": "1"},
+        # A pytest started as a background job (``cmd &``) passes SIGINT on as ignored, and a
+        # Python started so leaves it ignored (as a nohup'ed merge should): give the child
+        # what an interactive terminal gives it.
+        preexec_fn=_sigint_default,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _sigint_default() -> None:
