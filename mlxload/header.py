@@ -564,7 +564,8 @@ def _element_counts(
     kinds: set[str],
 ) -> tuple[np.ndarray, np.ndarray | np.uint64] | None:
     """Each tensor's element count and item size (uint64); None when a byte size might pass
-    ``_FAST_SIZE_LIMIT``: products are taken in float64 too, so a wrapped uint64 product is
+    ``_FAST_SIZE_LIMIT``: unless the largest dim to the most dims stays under it (then no
+    product can wrap), products are taken in float64 too, so a wrapped uint64 product is
     never trusted. (A zero dim makes the product 0 however it wrapped; the caller checks those
     shapes with the reference's overflow rule.)"""
     elements = np.ones(len(ndims), np.uint64)

@@ -24,6 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, on_conflict=True)
 
 
+def _size(text: str) -> str:
+    """``--max-shard-size`` checked while parsing, so a bad value is a usage error (exit 2)."""
+    from mlxload.writer.errors import InvalidSizeError
+    from mlxload.writer.sizes import parse_size
+
+    try:
+        parse_size(text)
+    except InvalidSizeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Split; returns the exit code."""
     from mlxload.writer import split
@@ -49,15 +61,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
-
-
-def _size(text: str) -> str:
-    """``--max-shard-size`` checked while parsing, so a bad value is a usage error (exit 2)."""
-    from mlxload.writer.errors import InvalidSizeError
-    from mlxload.writer.sizes import parse_size
-
-    try:
-        parse_size(text)
-    except InvalidSizeError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
