@@ -178,6 +178,8 @@ def load_model(
     compute = resolve_compute_dtype(dtype)
     repacked = qconfig is not None and qconfig.quant_method in REPACKED_METHODS
     if repacked:  # AWQ/GPTQ -> MLX layout, biases rounded once, to the compute dtype
+        if compute is None:  # as mlx-lm converts them: every float tensor in the scales' dtype
+            compute = _scales_dtype(weights)
         weights = repack_to_mlx(weights, qconfig, str(root), dtype=compute)
     # Taken before sanitize: some models' sanitize pops lm_head from the dict it is given.
     head, embed = weights.get("lm_head.weight"), weights.get("model.embed_tokens.weight")
@@ -216,6 +218,17 @@ def load_model(
         timings=timings,
     )
     return model, tokenizer, config
+
+
+def _scales_dtype(weights: dict[str, mx.array]) -> mx.Dtype | None:
+    """The dtype mlx-lm gives an AWQ/GPTQ model's float tensors: its scales' (the last
+    packed layer's, as mlx-lm takes it)."""
+    dtype = None
+    for name in weights:
+        if name.endswith(".qweight"):
+            scales = weights.get(f"{name.removesuffix('.qweight')}.scales")
+            dtype = scales.dtype if scales is not None else dtype
+    return dtype
 
 
 def _raw_dtypes(ckpt: Any, names: Any) -> list[tuple[str, str]]:

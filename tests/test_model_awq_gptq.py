@@ -83,6 +83,31 @@ def test_awq_model_matches_mlx_lm(float_checkpoint, tmp_path):
     assert greedy(ours, ids) == greedy(theirs, ids)
 
 
+def test_awq_model_on_a_gpu_takes_the_scales_dtype_as_mlx_lm_does(
+    float_checkpoint, tmp_path, monkeypatch
+):
+    """With no dtype asked, a GPU keeps each tensor as stored, as mlx-lm does; but mlx-lm's AWQ
+    conversion casts every float tensor to the scales' dtype (float32 scales here, float16
+    norms and embeddings): different parameters and logits, before."""
+
+    def float32_scales(rng, in_f, out_f):
+        layer = _awq_layer(rng, in_f, out_f)
+        return {**layer, "scales": layer["scales"].astype(np.float32)}
+
+    path = _convert(
+        float_checkpoint,
+        tmp_path / "awq",
+        {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True},
+        float32_scales,
+    )
+    monkeypatch.setattr(mlxload.backend, "backend", lambda: "cuda")  # a GPU's default
+    ours, _, _ = load_model(path)
+    theirs, _ = mlx_lm.load(str(path))
+    assert ours.model.norm.weight.dtype == mx.float32
+    _assert_same_model(ours, theirs)
+    assert ours.load_report.compute_dtype == "float32"
+
+
 @pytest.mark.parametrize(
     ("format_fields", "stored_offset"),
     [
