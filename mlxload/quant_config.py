@@ -25,14 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from mlxload.quant_errors import (
     MissingQuantizationConfigError,
@@ -321,9 +320,11 @@ def _quant_section(root: Mapping[str, Any]) -> tuple[str, Any] | None:
 
 
 def _parse_json_object(text: str | bytes, src: str) -> dict:
+    """A config file's object, read as mlx-lm and transformers read it, with Python's ``json``
+    (it takes the ``NaN`` and ``Infinity`` that ``json.dump`` writes; orjson refuses them)."""
     try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise QuantConfigJSONError(f"{src}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise QuantConfigJSONError(f"{src}: top level must be a JSON object, got {_kind(obj)}")

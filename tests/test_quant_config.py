@@ -526,6 +526,25 @@ def test_malformed_config_json_file_names_it(tmp_path):
         find_quantization_config(tmp_path)
 
 
+def test_a_config_with_the_non_finite_numbers_json_dump_writes_is_read(tmp_path):
+    """Python's json.dump writes inf as a bare Infinity, which mlx-lm (json.load) reads and
+    orjson refuses: an unrelated key made every load fail with 'not valid JSON'."""
+    config = {"quantization": {"group_size": 64, "bits": 4}, "cap": float("inf"), "x": float("nan")}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert "Infinity" in (tmp_path / "config.json").read_text()
+    assert find_quantization_config(tmp_path).for_tensor("a.weight") == QuantSpec(4, 64)
+
+
+def test_an_integer_past_64_bits_stays_an_integer(tmp_path):
+    """orjson turns 2**64 into the float 1.8e19: the error named the wrong type."""
+    (tmp_path / "config.json").write_text(
+        '{"quantization": {"group_size": 64, "bits": %d}}' % 2**64
+    )
+    with pytest.raises(QuantizationConfigError) as e:
+        find_quantization_config(tmp_path)
+    assert "float" not in str(e.value) and "18446744073709551616" in str(e.value)
+
+
 def test_a_string_note_in_mlx_lms_section_is_not_an_override(tmp_path):
     """Objects and booleans are overrides; a string (a tool's note) is ignored, as by mlx-lm."""
     section = {"group_size": 64, "bits": 4, "desc": "dwq", "lm_head": {"bits": 8}, "e": None}

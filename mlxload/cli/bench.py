@@ -94,7 +94,6 @@ def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
 
 def _check_model(model: Path) -> None:
     """Fail before any worker runs when ``model`` is no mlx-lm checkpoint directory."""
-    import orjson
 
     from mlxload.errors import MlxloadError
     from mlxload.header import read_header
@@ -113,8 +112,8 @@ def _check_model(model: Path) -> None:
             "(config.json, weights, tokenizer)"
         )
     try:
-        config = orjson.loads((model / "config.json").read_bytes())
-    except orjson.JSONDecodeError as e:
+        config = json.loads((model / "config.json").read_bytes())  # as mlx-lm reads it
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MlxloadError(f"{model / 'config.json'}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise MlxloadError(f"{model / 'config.json'}: not a JSON object")
