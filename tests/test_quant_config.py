@@ -538,7 +538,7 @@ def test_a_config_with_the_non_finite_numbers_json_dump_writes_is_read(tmp_path)
 def test_an_integer_past_64_bits_stays_an_integer(tmp_path):
     """orjson turns 2**64 into the float 1.8e19: the error named the wrong type."""
     (tmp_path / "config.json").write_text(
-        '{"quantization": {"group_size": 64, "bits": %d}}' % 2**64
+        '{"quantization": {"group_size": 64, "bits": ' + str(2**64) + "}}"
     )
     with pytest.raises(QuantizationConfigError) as e:
         find_quantization_config(tmp_path)
