@@ -34,7 +34,7 @@ from mlxload.errors import (
     TensorNotFoundError,
     TensorNotInShardError,
 )
-from mlxload.header import FileHeader, TensorInfo, read_header
+from mlxload.header import FileHeader, TensorInfo, identity_change, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.shards import CheckpointFiles, checkpoint_files, require_path, visible_files
@@ -79,6 +79,7 @@ class Checkpoint(Mapping[str, mx.array]):
         self._evict = evict_page_cache
         self._readable = readable or {}
         self._files = files
+        self._identities = dict(files.identities)  # shard -> the file it must still be
         self.root: Path = files.root
         self.files: list[Path] = list(files.files)
         self._zero_copy = zero_copy
@@ -110,16 +111,24 @@ class Checkpoint(Mapping[str, mx.array]):
                         readable=self._readable.get(path),
                     )
                 # (A shard fetched range by range grows as it is read: not checked.)
-                planned = None if path in self._readable else self._files.identities.get(path)
+                planned = None if path in self._readable else self._identities.get(path)
                 now = tf.header.identity
                 if planned is not None and now not in (None, planned):
                     tf.close()
-                    how = "replaced" if now[:2] != planned[:2] else "modified (size or time)"
-                    raise FileChangedError(
-                        f"{path}: {how} since the checkpoint was opened (its index "
-                        f"{self._files.index_path} was read before): the checkpoint was "
-                        "rewritten meanwhile; open it again"
+                    since = (
+                        f"the checkpoint was opened (its index {self._files.index_path} was "
+                        "read before)"
+                        if path in self._files.identities
+                        else "the checkpoint first read it (and was closed)"
                     )
+                    raise FileChangedError(
+                        f"{path}: {identity_change(planned, now)} since {since}: the checkpoint "
+                        "was rewritten meanwhile; open it again"
+                    )
+                if planned is None and now is not None and path not in self._readable:
+                    # Reopened after close(), it must be the same file, or the tensors read
+                    # before and after would come from two versions of the checkpoint.
+                    self._identities[path] = now
                 self._open[path] = tf
                 if self._where is not None:
                     try:

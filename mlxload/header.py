@@ -65,6 +65,7 @@ __all__ = [
     "TensorInfo",
     "TensorTable",
     "file_identity",
+    "identity_change",
     "open_regular",
     "parse_header",
     "read_header",
@@ -244,7 +245,7 @@ class FileHeader:
         metadata: ``__metadata__`` (empty when absent).
         has_metadata: Whether the header holds a ``__metadata__`` map (``null`` counts as
             absent, as in the reference), so an empty map can be told from none.
-        identity: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the file the header was read
+        identity: :func:`file_identity` of the file the header was read
             from (None for bytes parsed without a file): whoever reads tensor bytes later
             checks it, so one file's header is never paired with another file's data.
     """
@@ -254,7 +255,7 @@ class FileHeader:
     file_size: int
     tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
-    identity: tuple[int, int, int, int] | None = None
+    identity: tuple[int, int, int, int, int] | None = None
     has_metadata: bool = False
 
     @property
@@ -333,9 +334,22 @@ def read_header_fd(fd: int, path: Path) -> FileHeader:
     return header
 
 
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells two versions of a file apart: device, inode, size, modification time."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells two versions of a file apart: device, inode, size, modification time, and
+    status-change time (a rewrite in place that puts the old modification time back, as
+    ``rsync --inplace -t`` or ``cp -p`` do, still changes it; no user can set it)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def identity_change(before: tuple[int, ...], now: tuple[int, ...]) -> str:
+    """How a file changed between two :func:`file_identity` values, in a few words."""
+    if before[:2] != now[:2]:
+        return "replaced"
+    if before[2] != now[2]:
+        return f"modified (size {before[2]} -> {now[2]})"
+    if before[3] != now[3]:
+        return "modified (written again, same size)"
+    return "modified (written again with its time put back, or its permissions or links changed)"
 
 
 def _check_header_length(path: Path, n: int, file_size: int) -> None:

@@ -56,7 +56,7 @@ class CheckpointFiles:
         weight_map: tensor name -> shard path, when an index says so; else None.
         index_path: The index file, if any.
         index_metadata: The index's ``metadata`` object (``total_size`` etc.).
-        identities: Shard path -> ``(st_dev, st_ino, st_size, st_mtime_ns)`` when the
+        identities: Shard path -> :func:`~mlxload.header.file_identity` when the
             checkpoint was listed: a shard opened later that is another file (the checkpoint
             was rewritten meanwhile) is refused rather than read under this listing.
     """
@@ -66,7 +66,7 @@ class CheckpointFiles:
     weight_map: dict[str, Path] | None = None
     index_path: Path | None = None
     index_metadata: dict = field(default_factory=dict)
-    identities: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
+    identities: dict[Path, tuple[int, int, int, int, int]] = field(default_factory=dict)
 
 
 def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> CheckpointFiles:

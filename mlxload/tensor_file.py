@@ -40,6 +40,7 @@ from mlxload.header import (
     FileHeader,
     TensorInfo,
     file_identity,
+    identity_change,
     open_regular,
     read_header_fd,
 )
@@ -235,12 +236,12 @@ class TensorFile:
         try:
             on_disk = os.stat(self.path)
             replaced = (on_disk.st_dev, on_disk.st_ino) != now[:2]
-        except FileNotFoundError:
+        except OSError:  # gone, or its directory moved, unreadable, a loop of links now
             replaced = True
         if now != self._identity or replaced:
             raise FileChangedError(
                 f"{self.path}: file was "
-                + ("replaced" if replaced else f"modified (size {self._identity[2]} -> {now[2]})")
+                + ("replaced" if replaced else identity_change(self._identity, now))
                 + " after it was opened; its tensors can't be trusted — open it again"
             )
 

@@ -221,7 +221,7 @@ def test_modified_in_place_after_open(tmp_path):
             raw.seek(-4, os.SEEK_END)
             raw.write(b"\x00\x00\x80\x7f")
         os.utime(path, ns=(1, 1))  # make sure the mtime differs even on coarse clocks
-        with pytest.raises(errors.FileChangedError, match=r"file was modified \(size 4184 -> "):
+        with pytest.raises(errors.FileChangedError, match=r"file was modified \(written again, "):
             f.get_tensor("b")
 
 
@@ -244,6 +244,58 @@ def test_rewritten_while_being_read_is_an_error_not_wrong_data(tmp_path, monkeyp
     reader = mlxload.safe_open(path, zero_copy=False)
     with reader as f, pytest.raises(errors.FileChangedError, match="modified"):
         f.get_tensor("a")
+
+
+def test_rewritten_in_place_with_its_time_put_back_is_still_changed(tmp_path):
+    """``rsync --inplace -t``, ``cp -p``: same inode, size and mtime, other bytes."""
+    path = _one_file(tmp_path)
+    st = path.stat()
+    with mlxload.safe_open(path) as f:
+        f.get_tensor("a")
+        with open(path, "r+b") as raw:
+            raw.seek(-4, os.SEEK_END)
+            raw.write(b"\x00\x00\x80\x7f")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+        with pytest.raises(errors.FileChangedError, match=r"written again with its time put back"):
+            f.get_tensor("b")
+
+
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_a_checkpoint_reopened_after_close_refuses_a_replaced_file(tmp_path, layout):
+    """close() and read again: the tensor cached before and the one read after would come from
+    two versions of the checkpoint (an index recorded the files already; these had none)."""
+    path = _one_file(tmp_path)
+    ckpt = mlxload.load(path if layout == "file" else tmp_path)
+    assert ckpt["a"][1].item() == 1.0
+    ckpt.close()
+    other = tmp_path / "elsewhere" / "m.safetensors"
+    other.parent.mkdir()
+    mx.save_safetensors(str(other), {"a": mx.zeros((1000,)), "b": mx.zeros((10,))})
+    os.replace(other, path)
+    with pytest.raises(
+        errors.FileChangedError, match=r"replaced since the checkpoint first read it"
+    ):
+        ckpt["b"]
+
+
+def test_a_checkpoint_reopened_after_close_reads_the_same_file_again(tmp_path):
+    path = _one_file(tmp_path)
+    ckpt = mlxload.load(path, cache=False)
+    assert ckpt["a"][1].item() == 1.0
+    ckpt.close()
+    assert ckpt["b"][0].item() == 1.0 and ckpt["a"][2].item() == 2.0
+
+
+def test_a_moved_directory_with_a_file_in_its_place_is_a_change_not_an_os_error(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = _one_file(folder)
+    with mlxload.safe_open(path) as f:
+        folder.rename(tmp_path / "moved")
+        folder.write_text("now a file")  # model/m.safetensors: ENOTDIR
+        with pytest.raises(errors.FileChangedError, match="replaced"):
+            f.get_tensor("a")
 
 
 def test_relative_path_survives_a_chdir(tmp_path, monkeypatch):
@@ -556,7 +608,9 @@ def test_a_shard_touched_after_the_index_was_read_is_called_modified(tmp_path):
     shard = ckpt.files[-1]
     st = shard.stat()
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with pytest.raises(errors.FileChangedError, match=r": modified \(size or time\) since the"):
+    with pytest.raises(
+        errors.FileChangedError, match=r": modified \(written again, same size\) since the"
+    ):
         ckpt.materialize()
 
 
