@@ -28,6 +28,7 @@ __all__ = [
     "InvalidDataOffsetsError",
     "InvalidMetadataError",
     "InvalidShapeError",
+    "MemoryLimitError",
     "MissingFieldError",
     "MissingShardError",
     "MlxloadError",
@@ -158,6 +159,11 @@ class TooManyOpenFilesError(MlxloadError, OSError):
 
 class UnsupportedShapeError(MlxloadError, ValueError):
     """A valid tensor whose shape MLX can't hold: an ``mx.array`` dimension is 32-bit."""
+
+
+class MemoryLimitError(MlxloadError, MemoryError):
+    """A tensor (or block) to copy that is larger than MLX may allocate at once here
+    (``mx.get_memory_limit()``): refused before MLX is asked for the memory."""
 
 
 class TensorIndexError(MlxloadError, IndexError):

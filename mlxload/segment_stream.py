@@ -13,6 +13,7 @@ large ranges are split across threads (``preadv`` releases the GIL).
 from __future__ import annotations
 
 import bisect
+import ctypes
 import os
 import struct
 import threading
@@ -222,6 +223,10 @@ class SegmentStream:
         view = memoryview(buffer).cast("B")
         pos = self._pos
         n = len(view)
+        if n and ctypes.addressof(ctypes.c_char.from_buffer(view)) == 0:  # (numpy hides NULL)
+            # MLX's allocation failed and it asks for a read into no memory at all: a read
+            # there would write wherever the offsets land.
+            raise MemoryError(f"MLX gave no memory to read {n} bytes into (out of memory?)")
         done = 0
         prefix = self._prefix
         if pos < len(prefix):

@@ -21,6 +21,7 @@ import mmap
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
 from pathlib import Path
 
 import mlx.core as mx
@@ -30,12 +31,14 @@ from mlxload.byte_ranges import ByteRanges
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
     FileChangedError,
+    MemoryLimitError,
     MlxloadError,
     RangeNotFetchedError,
     TensorNotFoundError,
     UnsupportedIndexError,
     UnsupportedShapeError,
 )
+from mlxload.free_space import human_bytes
 from mlxload.header import (
     FileHeader,
     TensorInfo,
@@ -270,6 +273,7 @@ class TensorFile:
                         self.paths[info.name] = ZERO_COPY
             else:
                 to_copy = infos
+            self._check_allocatable([(i.name, i.nbytes) for i in to_copy])
             lazy = list(out.values())
             small, large = _split_by_size(to_copy)
             if small:
@@ -401,6 +405,7 @@ class TensorFile:
         for all of them, which matters when a tensor-parallel rank needs hundreds of blocks.
         """
         plans = [(key, *self._plan_block(name, rows, cols)) for key, name, rows, cols in requests]
+        self._check_allocatable([(block.name, block.nbytes) for _, _, block in plans])
         with self._reading():
             self.check_unchanged()
             raw = self._copy_ranges(
@@ -485,6 +490,24 @@ class TensorFile:
                         "mlxload: please report it, and load with fetch='files' meanwhile"
                     )
 
+    def _check_allocatable(self, copies: list[tuple[str, int]]) -> None:
+        """Refuse a copy (``(name, nbytes)``) larger than MLX may allocate at once: past its
+        limit MLX 0.32's CPU allocator hands the reader no memory at all (a NULL buffer).
+
+        Raises:
+            MemoryLimitError: naming the tensor, its size and the limit.
+        """
+        if not copies:
+            return
+        name, nbytes = max(copies, key=itemgetter(1))
+        limit = mx.get_memory_limit()
+        if 0 < limit < nbytes:
+            raise MemoryLimitError(
+                f"{self.path}: tensor {name!r} is {human_bytes(nbytes)}, more than MLX may "
+                f"allocate at once here ({human_bytes(limit)}, mx.get_memory_limit()); read it "
+                "in parts (get_slice(name)[start:stop]), or on a machine with more memory"
+            )
+
     def _copy_ranges(
         self, segments: list[tuple], row_bytes: dict[str, int] | None = None
     ) -> dict[str, mx.array]:
@@ -501,7 +524,9 @@ class TensorFile:
             self.check_unchanged()
             if stream.short_read:
                 raise self._ended_early() from None
-            raise MlxloadError(f"{self.path}: reading tensor data failed: {e}") from e
+            # MLX passes on an error raised in our reader as its traceback: keep its last line.
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise MlxloadError(f"{self.path}: reading tensor data failed: {reason}") from e
         # Checked before reading too; checking again after catches a file rewritten (same
         # size) while it was being read, whose bytes would otherwise be silently wrong.
         self.check_unchanged()

@@ -4,6 +4,7 @@ as ``[n, d]`` uint8 blocks and views them back (no copy)."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import mlx.core as mx
@@ -102,3 +103,41 @@ def test_reads_are_asked_for_in_pieces_no_larger_than_max_read(tmp_path, monkeyp
     got = mlxload.load_file(path, zero_copy=False)["w"]
     assert mx.array_equal(got, mx.load(str(path))["w"]).item()
     assert asked and max(asked) == 64 * 1024 and sum(asked) >= got.nbytes
+
+
+@pytest.fixture
+def memory_limit_of_1_mib():
+    before = mx.set_memory_limit(1 << 20)
+    yield
+    mx.set_memory_limit(before)
+
+
+def test_a_tensor_larger_than_mlx_may_allocate_is_refused_by_name(tmp_path, memory_limit_of_1_mib):
+    path = tmp_path / "big.safetensors"
+    mx.save_safetensors(str(path), {"small": mx.ones((16,)), "big": mx.ones((1 << 19,))})  # 2 MiB
+    message = r"tensor 'big' is 2\.0 MiB, more than MLX may allocate at once here \(1\.0 MiB, "
+    with pytest.raises(mlxload.MemoryLimitError, match=message) as e:
+        mlxload.load_file(path)
+    assert isinstance(e.value, MemoryError)
+    with mlxload.safe_open(path) as f:
+        assert f.get_tensor("small").sum().item() == 16
+        assert f.get_slice("big")[: 1 << 17].sum().item() == 1 << 17  # 512 KiB: in parts
+        with pytest.raises(mlxload.MemoryLimitError, match=r"tensor 'big' is 2\.0 MiB"):
+            f.get_slice("big")[:]
+
+
+def test_a_read_into_memory_mlx_failed_to_allocate_is_refused_not_made(tmp_path):
+    """Past its limit, MLX 0.32's CPU allocator gives the reader a NULL buffer of the size
+    asked; reading into it wrote wherever the offsets landed (EFAULT at best)."""
+    size = (mx.get_memory_limit() >> 20) * 2 + 1 << 20  # twice the limit, in MiB
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as f:
+        f.truncate(size)  # a hole: nothing is written to disk
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stream = segment_stream.SegmentStream(fd, [("a", 0, size)], row_bytes={"a": 1 << 20})
+        with pytest.raises(Exception, match=r"(?i)memory") as e:
+            mx.eval(list(mx.load(stream, format="safetensors").values()))
+        assert "Bad address" not in str(e.value)
+    finally:
+        os.close(fd)
