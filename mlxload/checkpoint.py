@@ -20,8 +20,9 @@ import os
 import shlex
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import mlx.core as mx
 
@@ -30,6 +31,7 @@ from mlxload.errors import (
     CheckpointError,
     DuplicateTensorError,
     FileChangedError,
+    FileClosedError,
     MlxloadError,
     TensorNotFoundError,
     TensorNotInShardError,
@@ -41,6 +43,9 @@ from mlxload.shards import CheckpointFiles, checkpoint_files, require_path, visi
 from mlxload.tensor_file import TensorFile, check_zero_copy, zero_copy_supported
 
 __all__ = ["Checkpoint", "load"]
+
+
+T = TypeVar("T")
 
 
 class Checkpoint(Mapping[str, mx.array]):
@@ -138,6 +143,19 @@ class Checkpoint(Mapping[str, mx.array]):
                         tf.close()
                         raise
             return tf
+
+    def _on_shard(self, path: Path, read: Callable[[TensorFile], T]) -> T:
+        """``read(shard)``, with the shard opened again if another thread's :meth:`close`
+        closed it between taking it and reading (closing doesn't end the checkpoint)."""
+        for _ in range(3):
+            tf = self._shard(path)
+            try:
+                return read(tf)
+            except FileClosedError:
+                with self._lock:
+                    if self._open.get(path) is tf:  # closed otherwise: not close()'s doing
+                        raise
+        return read(self._shard(path))
 
     def _check_shard_against_index(self, tf: TensorFile) -> None:
         """A tensor this shard holds but the index places elsewhere is a duplicate only if the
@@ -251,7 +269,7 @@ class Checkpoint(Mapping[str, mx.array]):
             by_file.setdefault(self._file_of(name).path, []).append(name)
         out: dict[str, mx.array] = {}
         for path, wanted in by_file.items():
-            arrays = self._shard(path).read(wanted)
+            arrays = self._on_shard(path, lambda tf, wanted=wanted: tf.read(wanted))
             if self._cache_enabled:
                 with self._lock:
                     self._cache.update(arrays)
@@ -265,7 +283,8 @@ class Checkpoint(Mapping[str, mx.array]):
 
         See :meth:`mlxload.tensor_file.TensorFile.read_block`.
         """
-        return self._file_of(name).read_block(name, rows, cols)
+        path = self._file_of(name).path
+        return self._on_shard(path, lambda tf: tf.read_block(name, rows, cols))
 
     def block_ranges(
         self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None
@@ -291,7 +310,7 @@ class Checkpoint(Mapping[str, mx.array]):
             by_file.setdefault(self._file_of(request[1]).path, []).append(request)
         out: dict = {}
         for path, wanted in by_file.items():
-            out.update(self._shard(path).read_blocks(wanted))
+            out.update(self._on_shard(path, lambda tf, wanted=wanted: tf.read_blocks(wanted)))
         return out
 
     def info(self, name: str) -> TensorInfo:
@@ -349,8 +368,9 @@ class Checkpoint(Mapping[str, mx.array]):
     def paths(self) -> dict[str, str]:
         """Tensor name -> ``"zero-copy"`` / ``"copy"`` for each tensor read so far."""
         out: dict[str, str] = {}
-        for tf in self._open.values():
-            out.update(tf.paths)
+        with self._lock:  # (another thread may be opening a shard)
+            for tf in self._open.values():
+                out.update(tf.paths)
         return out
 
     def release(self, names: Iterable[str] | None = None) -> None:

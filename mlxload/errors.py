@@ -18,6 +18,7 @@ __all__ = [
     "DuplicateFieldError",
     "DuplicateTensorError",
     "FileChangedError",
+    "FileClosedError",
     "FileTooSmallError",
     "HeaderEncodingError",
     "HeaderJSONError",
@@ -138,6 +139,10 @@ class InvalidMetadataError(SafetensorsError):
 
 class NotARegularFileError(MlxloadError, OSError):
     """The path is a directory, FIFO, device or socket where a safetensors file is expected."""
+
+
+class FileClosedError(MlxloadError, ValueError):
+    """A read from a file that was closed (as Python's "I/O operation on closed file")."""
 
 
 class FileChangedError(MlxloadError, OSError):

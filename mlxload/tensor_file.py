@@ -31,6 +31,7 @@ from mlxload.byte_ranges import ByteRanges
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
     FileChangedError,
+    FileClosedError,
     MemoryLimitError,
     MlxloadError,
     RangeNotFetchedError,
@@ -198,7 +199,7 @@ class TensorFile:
         """Keep the descriptor open for the duration of a read (``close`` waits for it)."""
         with self._lock:
             if self._fd < 0:
-                raise MlxloadError(f"{self.path}: file is closed")
+                raise FileClosedError(f"{self.path}: file is closed")
             self._readers += 1
         try:
             yield
@@ -234,7 +235,7 @@ class TensorFile:
         wrong numbers (or SIGBUS on a shrunken mapping).
         """
         if self._fd < 0:
-            raise MlxloadError(f"{self.path}: file is closed")
+            raise FileClosedError(f"{self.path}: file is closed")
         now = file_identity(os.fstat(self._fd))
         try:
             on_disk = os.stat(self.path)

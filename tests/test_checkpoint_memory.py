@@ -6,6 +6,7 @@ import gc
 import threading
 
 import mlx.core as mx
+import pytest
 
 import mlxload
 from mlxload import tensor_file
@@ -126,3 +127,70 @@ def test_uncached_checkpoint_keeps_nothing_but_what_the_caller_keeps(tmp_path):
     del keep
     gc.collect()
     assert mx.get_active_memory() == base
+
+
+def test_a_read_whose_shard_another_thread_closed_opens_it_again(tmp_path, monkeypatch):
+    """close() from another thread between taking a shard and reading it: the read failed
+    with 'file is closed', though close() doesn't end the checkpoint."""
+    from mlxload.tensor_file import TensorFile
+
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"a": mx.ones((4,)), "b": mx.full((4,), 2.0)})
+    ckpt = mlxload.load(path, cache=False)
+    assert ckpt["a"].sum().item() == 4
+    real_read = TensorFile.read
+    closes = []
+
+    def closed_first(self, names):
+        if not closes:
+            closes.append(1)
+            ckpt.close()  # what the other thread does, just then
+        return real_read(self, names)
+
+    monkeypatch.setattr(TensorFile, "read", closed_first)
+    assert ckpt["b"].sum().item() == 8 and closes == [1]
+    with mlxload.safe_open(path) as f:
+        pass
+    with pytest.raises(mlxload.FileClosedError, match="file is closed"):
+        f.get_tensor("a")  # a closed safe_open stays closed
+
+
+def test_paths_can_be_read_while_another_thread_opens_shards(tmp_path):
+    import json
+    import sys
+    import threading
+
+    weight_map = {}
+    for s in range(100):
+        mx.save_safetensors(str(tmp_path / f"m{s:03d}.safetensors"), {f"s{s}": mx.ones((4,))})
+        weight_map[f"s{s}"] = f"m{s:03d}.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    errors_seen = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            ckpt = mlxload.load(tmp_path)
+            done = threading.Event()
+
+            def reader(ckpt=ckpt, done=done):
+                for s in range(100):
+                    ckpt[f"s{s}"]
+                done.set()
+
+            def watcher(ckpt=ckpt, done=done):
+                while not done.is_set():
+                    try:
+                        assert isinstance(ckpt.paths, dict)
+                    except Exception as e:  # any error is the failure
+                        errors_seen.append(e)
+
+            threads = [threading.Thread(target=reader), threading.Thread(target=watcher)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ckpt.close()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors_seen == []
