@@ -7,6 +7,8 @@ Example:
     ([(0, 150), (300, 400)], 250)
     >>> have.covers(10, 150), have.covers(140, 310)
     (True, False)
+    >>> have.around(120), have.around(200)
+    ((0, 150), None)
     >>> have.missing([(0, 500)])
     [(150, 300), (400, 500)]
     >>> coalesce([(0, 10), (12, 20), (100, 110)], gap=4)
@@ -52,6 +54,14 @@ class ByteRanges:
         with self._lock:
             i = bisect.bisect_right(self._starts, start) - 1
             return i >= 0 and self._ends[i] >= end
+
+    def around(self, pos: int) -> tuple[int, int] | None:
+        """The interval holding byte ``pos``, or None."""
+        with self._lock:
+            i = bisect.bisect_right(self._starts, pos) - 1
+            if i >= 0 and pos < self._ends[i]:
+                return self._starts[i], self._ends[i]
+            return None
 
     def missing(self, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The parts of ``ranges`` not in the set, sorted and merged."""
