@@ -236,6 +236,7 @@ class Checkpoint(Mapping[str, mx.array]):
         result: dict[str, mx.array] = {}
         mine: list[str] = []
         theirs: dict[str, threading.Event] = {}
+        done = threading.Event()  # one for every name this call reads (not one per name)
         with self._lock:  # claim what nobody is reading yet; wait for the rest below
             for name in dict.fromkeys(names):
                 cached = self._cache.get(name)
@@ -246,15 +247,15 @@ class Checkpoint(Mapping[str, mx.array]):
                 else:
                     mine.append(name)
                     if self._cache_enabled:
-                        self._inflight[name] = threading.Event()
+                        self._inflight[name] = done
         try:
             result.update(self._read(mine))
         finally:
             with self._lock:
                 for name in mine:
-                    event = self._inflight.pop(name, None)
-                    if event is not None:
-                        event.set()
+                    if self._inflight.get(name) is done:
+                        del self._inflight[name]
+            done.set()
         for name, event in theirs.items():
             event.wait()
             cached = self._cache.get(name)

@@ -194,3 +194,23 @@ def test_paths_can_be_read_while_another_thread_opens_shards(tmp_path):
     finally:
         sys.setswitchinterval(interval)
     assert errors_seen == []
+
+
+def test_a_read_of_many_tensors_claims_them_with_one_event(tmp_path, monkeypatch):
+    """An Event per name (about 1.2 KiB each) took materialize() of 65,536 small tensors from
+    1.34x to 1.64x the file's size at peak."""
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {f"t{i}": mx.ones((2,)) for i in range(500)})
+    ckpt = mlxload.load(path)
+    seen = []
+    real_read = ckpt._read
+
+    def looking(names):
+        seen.append({id(event) for event in ckpt._inflight.values()})
+        seen.append(len(ckpt._inflight))
+        return real_read(names)
+
+    monkeypatch.setattr(ckpt, "_read", looking)
+    assert len(ckpt.materialize()) == 500
+    assert seen == [seen[0], 500] and len(seen[0]) == 1
+    assert ckpt._inflight == {}
