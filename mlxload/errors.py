@@ -19,6 +19,7 @@ __all__ = [
     "DuplicateTensorError",
     "FileChangedError",
     "FileClosedError",
+    "FilePermissionError",
     "FileTooSmallError",
     "HeaderEncodingError",
     "HeaderJSONError",
@@ -152,6 +153,14 @@ class FileChangedError(MlxloadError, OSError):
 class RangeNotFetchedError(MlxloadError, OSError):
     """A read of bytes that a partly fetched file doesn't hold (only a Hub file fetched range
     by range is partial): it would have returned zeros instead of the model's numbers."""
+
+
+class FilePermissionError(MlxloadError, PermissionError):
+    """The OS refused to open or list a checkpoint's file or directory (a ``PermissionError``
+    too)."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()
 
 
 class TooManyOpenFilesError(MlxloadError, OSError):

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -39,6 +40,7 @@ from mlxload.errors import (
     CheckpointNotFoundError,
     DataSizeMismatchError,
     DuplicateFieldError,
+    FilePermissionError,
     FileTooSmallError,
     HeaderEncodingError,
     HeaderJSONError,
@@ -58,6 +60,7 @@ from mlxload.errors import (
     TensorSizeMismatchError,
     UnknownDtypeError,
 )
+from mlxload.open_files import with_room_to_open
 
 __all__ = [
     "MAX_HEADER_SIZE",
@@ -296,15 +299,26 @@ def open_regular(path: Path) -> int:
     Raises:
         NotARegularFileError: a directory, FIFO, device or socket.
         CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
-        PermissionError: the OS refused to open it.
+        TooManyOpenFilesError: the process has no file descriptor left.
+        FilePermissionError: the OS refused to open it (a ``PermissionError`` too).
     """
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)
+        fd = with_room_to_open(lambda: os.open(path, flags), str(path))
     except IsADirectoryError:
         raise NotARegularFileError(f"{path}: is a directory, not a safetensors file") from None
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: no such file or directory", path) from None
+    except PermissionError as e:
+        raise FilePermissionError(
+            e.errno,
+            f"{path}: permission denied; check the permissions of the file and its directories",
+            str(path),
+        ) from None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise NotARegularFileError(f"{path}: is a loop of symbolic links") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

@@ -14,11 +14,14 @@ import errno
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from mlxload.errors import TooManyOpenFilesError
 
-__all__ = ["ensure_open_files", "opening_shard"]
+__all__ = ["ensure_open_files", "opening_shard", "with_room_to_open"]
+
+T = TypeVar("T")
 
 _MARGIN = 64  # for everything else the process has open
 _lock = threading.Lock()
@@ -37,7 +40,10 @@ def ensure_open_files(count: int) -> None:
         return
     with _lock:  # read-then-raise: another thread's raise must not be undone
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = _open_now() + count + _MARGIN
+        now = _open_now()
+        if now is None:  # not even a directory listing fits: every descriptor is taken
+            now = soft if soft != resource.RLIM_INFINITY else 0
+        want = now + count + _MARGIN
         if soft == resource.RLIM_INFINITY or soft >= want:
             return
         cap = _DARWIN_MAX if sys.platform == "darwin" else want
@@ -47,12 +53,37 @@ def ensure_open_files(count: int) -> None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
-def _open_now() -> int:
-    """Descriptors open in this process now (0 where that can't be listed)."""
+def _open_now() -> int | None:
+    """Descriptors open in this process now (None where that can't be listed)."""
     for where in ("/proc/self/fd", "/dev/fd"):
         with contextlib.suppress(OSError):
             return len(os.listdir(where))
-    return 0
+    return None
+
+
+def with_room_to_open(action: Callable[[], T], what: str) -> T:
+    """``action()`` (which opens ``what``); when the process has no descriptor left
+    (``EMFILE``), the soft limit is raised if the hard one allows and it is tried once more.
+
+    Raises:
+        TooManyOpenFilesError: still no descriptor; says to raise ``ulimit -n``.
+    """
+    try:
+        return action()
+    except OSError as e:
+        if e.errno != errno.EMFILE:
+            raise
+    ensure_open_files(_MARGIN)
+    try:
+        return action()
+    except OSError as e:
+        if e.errno != errno.EMFILE:
+            raise
+        raise TooManyOpenFilesError(
+            errno.EMFILE,
+            f"{what}: too many open files in this process; raise the limit (`ulimit -n "
+            "4096`) and run again, or close files no longer used",
+        ) from e
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ shard. Checking that tensors are where the index says happens when shards are op
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -24,11 +25,13 @@ import orjson
 from mlxload.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    FilePermissionError,
     IndexFileError,
     MissingShardError,
     NotARegularFileError,
 )
 from mlxload.header import file_identity, open_regular
+from mlxload.open_files import with_room_to_open
 
 __all__ = [
     "INDEX_NAME",
@@ -113,6 +116,12 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         weight_map[name] = path
     stats = {key: _file_stat(path) for key, path in files.items()}
     missing = [files[k].name for k, st in stats.items() if st is None] if require_all else []
+    odd = [files[k] for k in stats if stats[k] is None and os.path.lexists(files[k])]
+    if require_all and odd:  # there, but not a file to read
+        raise NotARegularFileError(
+            f"{index_path} names {odd[0].name}, which is {_what_is(odd[0])}; a shard must be a "
+            "regular file"
+        )
     if missing:
         raise MissingShardError(
             f"{index_path}: {len(missing)} shard(s) named by the index are missing from {root}: "
@@ -150,6 +159,25 @@ def _one_path_per_file(
     if alias:
         for name, path in weight_map.items():
             weight_map[name] = alias.get(path, path)
+
+
+def _what_is(path: Path) -> str:
+    """What a path that isn't a regular file is, in a few words."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        if path.is_symlink():
+            return f"a link to {os.readlink(path)}, which does not exist"
+        return f"unreadable ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device"
+    return "not a regular file"
 
 
 def _file_stat(path: Path) -> os.stat_result | None:
@@ -218,11 +246,20 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     require_path(path)
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            if _what_is(path) == "a loop of symbolic links":
+                raise NotARegularFileError(f"{path}: is a loop of symbolic links")
+            raise CheckpointNotFoundError(f"{path}: {_what_is(path)}", path)
         raise CheckpointNotFoundError(f"{path}: no such file or directory", path)
     if not path.is_dir():
         if path.name.endswith(".index.json"):
             return read_index(path)
         return CheckpointFiles(root=path.parent, files=[path])  # opening checks it's a file
+    return with_room_to_open(lambda: _directory_files(path, prefer), str(path))
+
+
+def _directory_files(path: Path, prefer: str | None) -> CheckpointFiles:
+    """:func:`checkpoint_files` of a directory."""
     index = path / INDEX_NAME
     if index.is_file():
         return read_index(index)
@@ -232,6 +269,14 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     preferred = _weight_files(path, prefer) if prefer else []
     files = _distinct(preferred or _weight_files(path, "*.safetensors"))
     if not files:
+        try:
+            os.listdir(path)  # Path.glob says nothing of a directory it may not list
+        except PermissionError as e:
+            raise FilePermissionError(
+                e.errno,
+                f"{path}: permission denied listing the directory; check its permissions",
+                str(path),
+            ) from None
         raise CheckpointError(
             f"{path}: no *.safetensors files and no {INDEX_NAME} in this directory"
             + _other_formats_hint(path)
@@ -268,9 +313,16 @@ def _weight_files(directory: Path, pattern: str) -> list[Path]:
         if p.is_file():
             files.append(p)
         elif p.is_symlink() and not p.exists():
+            if _what_is(p) == "a loop of symbolic links":
+                raise NotARegularFileError(f"{p}: is a loop of symbolic links; remove the link")
             raise MissingShardError(
                 f"{p} is a link to {os.readlink(p)}, which does not exist (a Hugging Face "
                 "cache whose blob was deleted?); restore the file, or remove the link"
+            )
+        elif not p.is_dir():  # (a directory named like a shard is no shard: left alone)
+            raise NotARegularFileError(
+                f"{p}: is {_what_is(p)}, named like a weights file; a shard must be a regular "
+                "file: remove or rename it"
             )
     return files
 

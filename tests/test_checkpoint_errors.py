@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import shlex
 
 import mlx.core as mx
 import pytest
@@ -626,3 +627,111 @@ def test_two_names_of_one_file_in_a_directory_are_one_shard(tmp_path, kind):
     ckpt = mlxload.load(tmp_path)
     assert [p.name for p in ckpt.files] == ["model.safetensors"]
     assert mx.array_equal(ckpt["a"], mx.ones((3,))).item()
+
+
+def _run_without_root_overrides(code: str) -> str:
+    """``code`` in a child Python that the file permissions bind (root drops its overrides)."""
+    import shutil
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        capsh = shutil.which("capsh")
+        if capsh is None:
+            pytest.skip("running as root without capsh: permissions can't be enforced")
+        quoted = " ".join(shlex.quote(a) for a in argv)
+        argv = [capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", quoted]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_unreadable_files_and_unlistable_directories_are_named_permission_errors(tmp_path):
+    """A bare PermissionError before; and a directory it may not list was 'no *.safetensors
+    files' (Path.glob says nothing of EACCES)."""
+    os.chmod(tmp_path, 0o755)
+    noread = tmp_path / "noread.safetensors"
+    mx.save_safetensors(str(noread), {"a": mx.ones((3,))})
+    unlistable = tmp_path / "unlistable"
+    unlistable.mkdir()
+    mx.save_safetensors(str(unlistable / "model.safetensors"), {"a": mx.ones((3,))})
+    os.chmod(noread, 0)
+    os.chmod(unlistable, 0o311)
+    try:
+        out = _run_without_root_overrides(
+            "import mlxload\n"
+            f"for f in (lambda: mlxload.load_file({str(noread)!r}),\n"
+            f"          lambda: mlxload.load({str(unlistable)!r})):\n"
+            "    try:\n"
+            "        f()\n"
+            "    except mlxload.FilePermissionError as e:\n"
+            "        print(isinstance(e, PermissionError), e)\n"
+        )
+    finally:
+        os.chmod(unlistable, 0o755)
+    assert out.splitlines() == [
+        f"True {noread}: permission denied; check the permissions of the file and its directories",
+        f"True {unlistable}: permission denied listing the directory; check its permissions",
+    ]
+
+
+def test_no_descriptor_left_raises_the_soft_limit_or_says_so(tmp_path):
+    """At the soft limit, opening a file or index, or listing a directory, was a bare
+    OSError EMFILE; now the soft limit is raised where the hard one allows."""
+    import subprocess
+    import sys
+
+    path = _one_file(tmp_path)
+    code = f"""
+import os, resource, mlxload
+def fill():
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        return held
+mlxload.load_file({str(path)!r}), mlxload.load({str(tmp_path)!r})  # (imports need files too)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+held = fill()
+print(sorted(mlxload.load_file({str(path)!r})), sorted(mlxload.load({str(tmp_path)!r})))
+soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft))  # now nothing more to raise
+held += fill()
+try:
+    mlxload.load_file({str(path)!r})
+except mlxload.TooManyOpenFilesError as e:
+    print(e)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "['a', 'b'] ['a', 'b']",
+        f"{path}: too many open files in this process; raise the limit (`ulimit -n 4096`) and "
+        "run again, or close files no longer used",
+    ]
+
+
+@pytest.mark.parametrize("layout", ["directory", "index"])
+def test_a_fifo_named_like_a_shard_is_named_not_missing(tmp_path, layout):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    os.mkfifo(folder / "model.safetensors")
+    if layout == "index":
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"a": "model.safetensors"}})
+        )
+        words = "names model.safetensors, which is a FIFO (named pipe); a shard must be a"
+    else:
+        words = "model.safetensors: is a FIFO (named pipe), named like a weights file"
+    with pytest.raises(errors.NotARegularFileError, match=re.escape(words)):
+        mlxload.load(folder)
+
+
+def test_a_loop_of_links_is_named_as_such(tmp_path):
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop)
+    for call in (mlxload.load_file, mlxload.load, mlxload.safe_open):
+        with pytest.raises(errors.NotARegularFileError, match="is a loop of symbolic links"):
+            call(loop)

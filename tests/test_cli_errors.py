@@ -298,6 +298,6 @@ def test_a_file_it_may_not_read_is_named_with_the_reason_not_an_errno(
     monkeypatch.setattr(os, "open", refuse)
     assert cli_main(["inspect", str(path)]) == 1
     assert capsys.readouterr().err == (
-        f"mlxload inspect: error: {path}: Permission denied (check the permissions of the file "
-        "and its directories)\n"
+        f"mlxload inspect: error: {path}: permission denied; check the permissions of the file "
+        "and its directories\n"
     )
