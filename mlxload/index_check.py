@@ -116,8 +116,9 @@ def _bounded_slice(item: slice, size: int) -> slice:
     """
     start, stop, step = item.indices(size)
     count = len(range(start, stop, step))
-    if count == size and step == 1:
-        return slice(None)  # the whole axis, however it was spelled (``0:``, ``:n``, ``::1``)
+    if count == size and (step == 1 or count <= 1):
+        return slice(None)  # the whole axis, however it was spelled (``0:``, ``:n``, ``::-1``
+        # of one element)
     if count <= 1:
         return slice(start, start + count)
     last = start + (count - 1) * step

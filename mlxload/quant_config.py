@@ -324,7 +324,7 @@ def _parse_json_object(text: str | bytes, src: str) -> dict:
     (it takes the ``NaN`` and ``Infinity`` that ``json.dump`` writes; orjson refuses them)."""
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise QuantConfigJSONError(f"{src}: not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise QuantConfigJSONError(f"{src}: top level must be a JSON object, got {_kind(obj)}")

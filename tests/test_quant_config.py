@@ -535,6 +535,12 @@ def test_a_config_with_the_non_finite_numbers_json_dump_writes_is_read(tmp_path)
     assert find_quantization_config(tmp_path).for_tensor("a.weight") == QuantSpec(4, 64)
 
 
+def test_a_config_nested_too_deep_for_python_is_a_config_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"x": ' + "[" * 5000 + "]" * 5000 + "}")
+    with pytest.raises(QuantConfigJSONError, match=r"config\.json: not valid JSON: maximum recur"):
+        find_quantization_config(tmp_path)
+
+
 def test_an_integer_past_64_bits_stays_an_integer(tmp_path):
     """orjson turns 2**64 into the float 1.8e19: the error named the wrong type."""
     (tmp_path / "config.json").write_text(

@@ -488,3 +488,19 @@ def test_evict_page_cache_leaves_nothing_cached_when_tensors_are_read_one_by_one
     weights = dict(ckpt.items())  # one read per tensor, as model.load_weights(ckpt.items())
     assert len(weights) == 256
     assert _cached_bytes(path) <= size * 0.05
+
+
+@pytest.mark.parametrize(
+    ("shape", "index"),
+    [([4, 1], (slice(None), slice(None, None, -1))), ([4, 1], (slice(None), slice(None, None, 2))),
+     ([0, 3], (slice(None, None, -1),))],
+    ids=repr,
+)  # fmt: skip
+def test_a_step_over_an_axis_of_one_element_or_none_still_reads_the_whole_tensor(
+    tmp_path, shape, index
+):
+    nbytes = int(np.prod(shape)) // 2
+    data = bytes(range(0x20, 0x20 + nbytes))
+    path = write_raw(tmp_path / "r.safetensors", {"x": entry("F4", shape, 0, nbytes)}, data)
+    with mlxload.safe_open(path) as f:
+        assert bytes(memoryview(f.get_slice("x")[index])) == data

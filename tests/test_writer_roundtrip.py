@@ -693,7 +693,7 @@ def test_split_limit_the_metadata_alone_fills_is_refused(tmp_path):
     assert len(split(src, tmp_path / "sp", max_shard_size=40000).outputs) == 1
 
 
-@pytest.mark.parametrize("verb", ["split", "align", "merge"])
+@pytest.mark.parametrize("verb", ["split", "merge"])
 def test_an_adapter_beside_an_unindexed_model_is_left_out_with_a_warning(tmp_path, verb):
     """A model directory without an index is read as loading it as a model reads it (mlx-lm's
     ``model*.safetensors``): an ``adapters.safetensors`` beside it written into the shards would
@@ -706,7 +706,6 @@ def test_an_adapter_beside_an_unindexed_model_is_left_out_with_a_warning(tmp_pat
     out = tmp_path / "out"
     write = {
         "split": lambda: split(src, out, max_shard_size="1MB"),
-        "align": lambda: align(src, out),
         "merge": lambda: merge(src, out / "model.safetensors"),
     }
     with pytest.warns(
@@ -715,6 +714,27 @@ def test_an_adapter_beside_an_unindexed_model_is_left_out_with_a_warning(tmp_pat
         write[verb]()
     written = mlxload_load_all(out)
     assert sorted(written) == sorted(model)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_align_of_a_directory_aligns_every_file_it_holds(tmp_path, in_place):
+    """align keeps each file apart: an adapters.safetensors beside the model is aligned too,
+    as load(align=True) and inspect's verdict count it."""
+    import warnings
+
+    src = tmp_path / "src"
+    src.mkdir()
+    mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors())
+    mx.save_safetensors(str(src / "adapters.safetensors"), {"a": mx.ones((3,)), "b": mx.ones(3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        align(src) if in_place else align(src, tmp_path / "out")
+    out = src if in_place else tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "adapters.safetensors",
+        "model.safetensors",
+    ]
+    assert alignment_report(checkpoint_files(out)).ready
 
 
 def test_an_adapter_file_given_as_the_source_is_written(tmp_path):

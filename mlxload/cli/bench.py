@@ -113,7 +113,7 @@ def _check_model(model: Path) -> None:
         )
     try:
         config = json.loads((model / "config.json").read_bytes())  # as mlx-lm reads it
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise MlxloadError(f"{model / 'config.json'}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise MlxloadError(f"{model / 'config.json'}: not a JSON object")

@@ -186,7 +186,7 @@ def align(
     if out is None and isinstance(src, str) and is_hub_spec(src):
         raise refusal  # before downloading anything (hf://org/repo, or org/repo not on disk)
     into_dir = out is not None and names_directory(out)  # (before the write may create it)
-    source = open_source(src, progress=download_progress)
+    source = open_source(src, progress=download_progress, as_model=False)
     if out is None and source.remote:
         raise refusal
     plan = plan_align(source, out)

@@ -93,10 +93,15 @@ def resolve_source(src: str | os.PathLike, *, progress: bool | None = None) -> t
     return Path(resolved), True
 
 
-def open_source(src: str | os.PathLike, *, progress: bool | None = None) -> Source:
+def open_source(
+    src: str | os.PathLike, *, progress: bool | None = None, as_model: bool = True
+) -> Source:
     """Resolve ``src``, read every shard header and check the shards agree with the index.
 
     ``progress`` is passed to :func:`resolve_source` (the Hub download's progress bar).
+    ``as_model``: an unindexed directory is read as loading it as a model reads it (its
+    ``model*.safetensors`` when it has any), for a merge or split, whose shards hold tensors
+    of several files; else every ``*.safetensors`` (an align keeps each file apart).
 
     Raises:
         SourceNotFoundError: see :func:`resolve_source`.
@@ -106,7 +111,7 @@ def open_source(src: str | os.PathLike, *, progress: bool | None = None) -> Sour
     """
     path, remote = resolve_source(src, progress=progress)
     try:
-        files = checkpoint_files(path, prefer=MODEL_SHARDS)  # what loading it as a model reads
+        files = checkpoint_files(path, prefer=MODEL_SHARDS if as_model else None)
     except FileNotFoundError as e:
         raise SourceNotFoundError(str(e)) from None
     _warn_left_out(path, files)
