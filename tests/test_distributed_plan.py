@@ -417,3 +417,73 @@ def test_a_rank_that_fails_shows_its_own_error_even_if_telling_the_others_fails(
     group = mx.distributed.init()  # one process: a real group of size 1
     with pytest.raises(mlxload.CheckpointNotFoundError, match="no such file or directory"):
         load_model_sharded(tmp_path / "missing", tensor_group=group)
+
+
+def test_a_relative_model_path_loads_as_the_absolute_one(cache, monkeypatch):
+    """Shard paths built on a relative root met the absolute ones of the opened files: every
+    rank failed with 'tensor ... is stored in both model-00001... and model-00001...'."""
+    path = llama_checkpoint(cache)
+    monkeypatch.chdir(path.parent)
+    model, _, _ = load_model_sharded(path.name, tensor_group=FakeGroup(1, 2), dtype="float32")
+    ref, _, _ = load_model_sharded(path, tensor_group=FakeGroup(1, 2), dtype="float32")
+    _assert_same(model, ref)
+
+
+def test_a_pipeline_of_more_ranks_than_layers_is_a_sharding_error(cache):
+    path = qwen2_checkpoint(cache)  # 4 layers
+    with pytest.raises(
+        ShardingError, match="the model has 4 layers: it can't be split across 5 pipeline ranks"
+    ):
+        load_model_sharded(path, pipeline_group=FakeGroup(0, 5))
+
+
+def test_any_refusal_of_the_architectures_own_shard_is_a_sharding_error(cache):
+    """gpt_oss on 4 ranks divides by zero in its shard(): that escaped as ZeroDivisionError."""
+    with pytest.raises(ShardingError, match=r"can't shard model\.layers\.0 across 4 ranks"):
+        load_model_sharded(gpt_oss_checkpoint(cache), tensor_group=FakeGroup(0, 4))
+
+
+def test_a_failure_anywhere_in_a_grid_of_groups_reaches_every_rank(monkeypatch):
+    """Tensor groups {0,1},{2,3} and pipeline groups {0,2},{1,3}: one all-sum per group carried
+    rank 0's failure to ranks 1 and 2 only, and rank 3 then waited for rank 2 for ever. The
+    collective is simulated (the ring backend can't split groups): an all-sum that blocks
+    until every member of its group has given its value."""
+    import threading
+    import types
+
+    import mlxload.distributed.api as api
+
+    class SubGroup:
+        def __init__(self, members, me):
+            self.members, self.me = tuple(members), me
+
+    pending: dict = {}
+    lock = threading.Condition()
+
+    def all_sum(x, group=None):
+        with lock:
+            slot = pending.setdefault(group.members, {"values": {}, "read": set()})
+            slot["values"][group.me] = int(x.item())
+            lock.notify_all()
+            lock.wait_for(lambda: len(slot["values"]) == len(group.members), timeout=10)
+            total = sum(slot["values"].values())
+            slot["read"].add(group.me)
+            if len(slot["read"]) == len(group.members):
+                del pending[group.members]
+        return mx.array(total)
+
+    shim = types.SimpleNamespace(Group=SubGroup, all_sum=all_sum)
+    monkeypatch.setattr(api, "mx", types.SimpleNamespace(distributed=shim, array=mx.array,
+                                                         int32=mx.int32))  # fmt: skip
+    seen = {}
+
+    def rank(r):
+        groups = [SubGroup([0, 1] if r < 2 else [2, 3], r), SubGroup([r % 2, r % 2 + 2], r)]
+        seen[r] = api._failed_ranks(groups, failed=r == 0)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(seen) == 4 and all(seen[r] > 0 for r in range(4)), seen

@@ -156,17 +156,20 @@ def load_model_sharded(
 
 
 def _failed_ranks(groups: list[Any], failed: bool) -> int:
-    """How many ranks of ``groups`` failed to load, this one included (one all-sum each).
+    """Nonzero when any rank of ``groups`` failed to load, this one included.
 
     A refusal can depend on the rank (a pipeline stage's layers, a block that won't split):
     without this, the ranks that loaded would wait for the failed one for ever.
     """
-    total = 0
-    for group in groups:
-        if not isinstance(group, mx.distributed.Group):
-            continue  # a stand-in with rank() and size() only (planning a rank in one process)
-        count = mx.distributed.all_sum(mx.array(int(failed), dtype=mx.int32), group=group)
-        total = max(total, int(count.item()))
+    real = [g for g in groups if isinstance(g, mx.distributed.Group)]  # (not a stand-in)
+    # One all-sum per group carries the news one hop only: with a tensor and a pipeline group
+    # (a grid), a failure in another row and column reached neither of this rank's groups.
+    # So every group sums what the previous sums told it, and the first group once more.
+    rounds = real + real[:1] if len(real) > 1 else real
+    total = int(failed)
+    for group in rounds:
+        count = mx.distributed.all_sum(mx.array(total, dtype=mx.int32), group=group)
+        total = int(count.item())
     return total
 
 

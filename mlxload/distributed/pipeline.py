@@ -41,7 +41,17 @@ def pipeline_range(
             "mlx-lm; use tensor parallelism (tensor_group=...) instead"
         )
     num_layers = len(inner.layers)
-    inner.pipeline(group)
+    if group.size() > num_layers:
+        raise ShardingError(
+            f"the model has {num_layers} layers: it can't be split across {group.size()} "
+            "pipeline ranks (each needs a layer at least); use fewer ranks"
+        )
+    try:
+        inner.pipeline(group)
+    except (ValueError, AssertionError, ZeroDivisionError) as e:  # mlx-lm's own refusals
+        raise ShardingError(
+            f"mlx-lm can't split the {num_layers} layers across {group.size()} pipeline ranks: {e}"
+        ) from e
     return inner.start_idx, inner.end_idx, num_layers
 
 

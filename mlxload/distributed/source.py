@@ -237,7 +237,7 @@ def open_source(
         spec = os.fspath(path_or_hf)
         root = resolve(spec, allow_patterns=METADATA_PATTERNS, **hub_kwargs)
         return RankSource(Path(root), spec, fetch=fetch, **hub_kwargs)
-    root = Path(path_or_hf)
+    root = Path(path_or_hf).absolute()  # shard paths are compared with absolute ones
     if not root.exists():
         raise CheckpointNotFoundError(f"{root}: no such file or directory", root)
     if root.is_file():

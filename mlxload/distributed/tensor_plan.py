@@ -224,7 +224,8 @@ def _shard_traced(
     try:
         with _note_in_place(trace.changed):
             model.shard(group)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, AssertionError, ZeroDivisionError, IndexError) as e:
+        # (The architecture's own shard(): a dimension that won't divide shows as any of these.)
         where = _module_in_traceback(sys.exc_info()[2], paths)
         if where is None:
             raise ShardingError(f"{type(model).__module__}.shard failed: {e}") from e
