@@ -176,8 +176,8 @@ class UnsupportedShapeError(MlxloadError, ValueError):
 
 
 class MemoryLimitError(MlxloadError, MemoryError):
-    """A tensor (or block) to copy that is larger than MLX may allocate at once here
-    (``mx.get_memory_limit()``): refused before MLX is asked for the memory."""
+    """A tensor (or block) to copy that is larger than this machine's memory: refused before
+    MLX is asked for it."""
 
 
 class TensorIndexError(MlxloadError, IndexError):

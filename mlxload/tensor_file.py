@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import math
 import mmap
 import os
@@ -120,6 +121,15 @@ def _check_mlx_shape(path: Path, info: TensorInfo) -> None:
             f"{path}: tensor {info.name!r} has shape {info.shape}; MLX array dimensions are "
             f"32-bit (at most {MAX_DIM}), so it can't be loaded as an mx.array"
         )
+
+
+@functools.cache
+def physical_memory() -> int:
+    """Bytes of RAM in this machine (0 where the OS doesn't say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 _EVICT_REACH = 4 << 20
@@ -498,21 +508,22 @@ class TensorFile:
                     )
 
     def _check_allocatable(self, copies: list[tuple[str, int]]) -> None:
-        """Refuse a copy (``(name, nbytes)``) larger than MLX may allocate at once: past its
-        limit MLX 0.32's CPU allocator hands the reader no memory at all (a NULL buffer).
+        """Refuse a copy (``(name, nbytes)``) larger than this machine's memory: MLX 0.32's
+        CPU allocator answers a failed allocation with a NULL buffer, not an error (the reader
+        refuses that too; this says why, by name, before anything is asked of MLX).
 
         Raises:
-            MemoryLimitError: naming the tensor, its size and the limit.
+            MemoryLimitError: naming the tensor, its size and the machine's memory.
         """
         if not copies:
             return
         name, nbytes = max(copies, key=itemgetter(1))
-        limit = mx.get_memory_limit()
-        if 0 < limit < nbytes:
+        memory = physical_memory()
+        if 0 < memory < nbytes:
             raise MemoryLimitError(
-                f"{self.path}: tensor {name!r} is {human_bytes(nbytes)}, more than MLX may "
-                f"allocate at once here ({human_bytes(limit)}, mx.get_memory_limit()); read it "
-                "in parts (get_slice(name)[start:stop]), or on a machine with more memory"
+                f"{self.path}: tensor {name!r} is {human_bytes(nbytes)}, more than this "
+                f"machine's memory ({human_bytes(memory)}); read it in parts "
+                "(get_slice(name)[start:stop]), or on a machine with more memory"
             )
 
     def _copy_ranges(
