@@ -118,7 +118,8 @@ class Checkpoint(Mapping[str, mx.array]):
                 # (A shard fetched range by range grows as it is read: not checked.)
                 planned = None if path in self._readable else self._identities.get(path)
                 now = tf.header.identity
-                if planned is not None and now not in (None, planned):
+                change = None if planned is None or now is None else identity_change(planned, now)
+                if change is not None:
                     tf.close()
                     since = (
                         f"the checkpoint was opened (its index {self._files.index_path} was "
@@ -127,7 +128,7 @@ class Checkpoint(Mapping[str, mx.array]):
                         else "the checkpoint first read it (and was closed)"
                     )
                     raise FileChangedError(
-                        f"{path}: {identity_change(planned, now)} since {since}: the checkpoint "
+                        f"{path}: {change} since {since}: the checkpoint "
                         "was rewritten meanwhile; open it again"
                     )
                 if planned is None and now is not None and path not in self._readable:

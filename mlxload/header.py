@@ -258,7 +258,7 @@ class FileHeader:
     file_size: int
     tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
-    identity: tuple[int, int, int, int, int] | None = None
+    identity: tuple[int, ...] | None = None
     has_metadata: bool = False
 
     @property
@@ -348,22 +348,38 @@ def read_header_fd(fd: int, path: Path) -> FileHeader:
     return header
 
 
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What tells two versions of a file apart: device, inode, size, modification time, and
-    status-change time (a rewrite in place that puts the old modification time back, as
-    ``rsync --inplace -t`` or ``cp -p`` do, still changes it; no user can set it)."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells two versions of a file apart (see :func:`identity_change`): device, inode,
+    size, modification time, status-change time, link count and mode."""
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_nlink,
+        st.st_mode,
+    )
 
 
-def identity_change(before: tuple[int, ...], now: tuple[int, ...]) -> str:
-    """How a file changed between two :func:`file_identity` values, in a few words."""
+def identity_change(before: tuple[int, ...], now: tuple[int, ...]) -> str | None:
+    """How a file's content may have changed between two :func:`file_identity` values, in a
+    few words; None when it can't have.
+
+    A rewrite in place that puts the old modification time back (``rsync --inplace -t``,
+    ``cp -p``) changes the status-change time only, which no user can set. So do ``chmod`` and
+    a new hard link (a backup's ``cp -al``): a status change that comes with a new mode or link
+    count is taken for one of those, and not for a change of content.
+    """
     if before[:2] != now[:2]:
         return "replaced"
     if before[2] != now[2]:
         return f"modified (size {before[2]} -> {now[2]})"
     if before[3] != now[3]:
         return "modified (written again, same size)"
-    return "modified (written again with its time put back, or its permissions or links changed)"
+    if before[4] != now[4] and before[5:] == now[5:]:
+        return "modified (written again with its time put back, or its times set)"
+    return None
 
 
 def _check_header_length(path: Path, n: int, file_size: int) -> None:

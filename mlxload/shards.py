@@ -69,7 +69,7 @@ class CheckpointFiles:
     weight_map: dict[str, Path] | None = None
     index_path: Path | None = None
     index_metadata: dict = field(default_factory=dict)
-    identities: dict[Path, tuple[int, int, int, int, int]] = field(default_factory=dict)
+    identities: dict[Path, tuple[int, ...]] = field(default_factory=dict)
 
 
 def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> CheckpointFiles:

@@ -175,7 +175,11 @@ class TensorFile:
         # we open it can't pair one file's header with another file's bytes.
         self._fd = open_regular(self.path)
         try:
-            if header is None or file_identity(os.fstat(self._fd)) != header.identity:
+            if (
+                header is None
+                or header.identity is None
+                or identity_change(header.identity, file_identity(os.fstat(self._fd)))
+            ):
                 header = read_header_fd(self._fd, self.path)
             self.header: FileHeader = header
             self._identity = self.header.identity
@@ -257,12 +261,13 @@ class TensorFile:
             replaced = (on_disk.st_dev, on_disk.st_ino) != now[:2]
         except OSError:  # gone, or its directory moved, unreadable, a loop of links now
             replaced = True
-        if now != self._identity or replaced:
+        change = "replaced" if replaced else identity_change(self._identity, now)
+        if change is not None:
             raise FileChangedError(
-                f"{self.path}: file was "
-                + ("replaced" if replaced else identity_change(self._identity, now))
-                + " after it was opened; its tensors can't be trusted — open it again"
+                f"{self.path}: file was {change} after it was opened; its tensors can't be "
+                "trusted — open it again"
             )
+        self._identity = now  # (a chmod or new link: the content is still the one opened)
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, names: Iterable[str]) -> dict[str, mx.array]:

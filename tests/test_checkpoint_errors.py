@@ -262,6 +262,28 @@ def test_rewritten_in_place_with_its_time_put_back_is_still_changed(tmp_path):
             f.get_tensor("b")
 
 
+@pytest.mark.parametrize("change", ["chmod", "hard link"])
+def test_a_new_mode_or_link_is_no_change_of_content(tmp_path, change):
+    """Both move the status-change time, as a rewrite with its time put back does; they come
+    with a new mode or link count, which such a rewrite doesn't."""
+    from mlxload.writer import split
+
+    src = _one_file(tmp_path)
+    split(src, tmp_path / "out", max_shard_size="17KiB")
+    ckpt = mlxload.load(tmp_path / "out")
+    first, last = ckpt.files[0], ckpt.files[-1]
+    with mlxload.safe_open(first) as f:
+        names = f.keys()
+        f.get_tensor(names[0])
+        for shard in (first, last):  # one open, one not opened yet
+            if change == "chmod":
+                os.chmod(shard, 0o600)
+            else:
+                os.link(shard, shard.with_name(shard.name + ".backup"))
+        assert all(f.get_tensor(n).size for n in names)
+    assert sorted(ckpt.materialize()) == ["a", "b"]
+
+
 @pytest.mark.parametrize("layout", ["file", "directory"])
 def test_a_checkpoint_reopened_after_close_refuses_a_replaced_file(tmp_path, layout):
     """close() and read again: the tensor cached before and the one read after would come from

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mlxload.errors import FileChangedError
 from mlxload.free_space import check_free_space, human_bytes
-from mlxload.header import file_identity
+from mlxload.header import file_identity, identity_change
 from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.work_names import work_path
 from mlxload.writer.copy import copy_range
@@ -493,7 +493,7 @@ class _Run:
                 with opening_shard(str(path), count):
                     self.fds[path] = fd = os.open(path, os.O_RDONLY)
                 planned = output.source_identity.get(path)
-                if planned is not None and file_identity(os.fstat(fd)) != planned:
+                if planned is not None and identity_change(planned, file_identity(os.fstat(fd))):
                     raise FileChangedError(
                         f"{path}: source changed after its header was read (replaced or "
                         "modified); nothing was written — run the command again"
