@@ -132,6 +132,9 @@ def physical_memory() -> int:
         return 0
 
 
+_EVICT_RANGES = 64
+"""Reads of more ranges than this (a block of columns: one per row) skip the reach: advising
+each again cost 2.5-3.7x the read."""
 _EVICT_REACH = 4 << 20
 """How far into bytes copied before an eviction reaches (see :meth:`TensorFile._evict_copied`)."""
 
@@ -566,8 +569,8 @@ class TensorFile:
         folios wholly inside an advised range: a folio (up to a few MiB) straddling two tensors
         read one at a time stayed cached, 243 of 256 MiB for 64 KiB tensors.
         """
-        if not self._evict:
-            return
+        if not self._evict or len(ranges) > _EVICT_RANGES:
+            return  # (a column block: a piece per row, each advised as read, is left so)
         for offset, nbytes in ranges:
             self._copied.add(offset, offset + nbytes)
         for offset, nbytes in ranges:
