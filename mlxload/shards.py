@@ -116,7 +116,13 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         weight_map[name] = path
     stats = {key: _file_stat(path) for key, path in files.items()}
     missing = [files[k].name for k, st in stats.items() if st is None] if require_all else []
-    odd = [files[k] for k in stats if stats[k] is None and os.path.lexists(files[k])]
+    odd = [  # there but no file (a dangling link is missing, as its blob is: download again)
+        files[k]
+        for k in stats
+        if stats[k] is None
+        and os.path.lexists(files[k])
+        and (os.path.exists(files[k]) or _what_is(files[k]) == "a loop of symbolic links")
+    ]
     if require_all and odd:  # there, but not a file to read
         raise NotARegularFileError(
             f"{index_path} names {odd[0].name}, which is {_what_is(odd[0])}; a shard must be a "
@@ -288,13 +294,18 @@ def _directory_files(path: Path, prefer: str | None) -> CheckpointFiles:
 def _distinct(files: list[Path]) -> list[Path]:
     """``files`` with each file once: a link or second name of a file (``model.safetensors``
     linked to ``weights.safetensors``) would make every tensor a duplicate of itself."""
-    seen: set[tuple[int, int]] = set()
+    seen: dict[tuple[int, int], Path] = {}
     out = []
     for path in files:
         st = path.stat()
-        if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first is path:
             out.append(path)
+        elif _NUMBERED.fullmatch(first.name) and _NUMBERED.fullmatch(path.name):
+            raise CheckpointError(
+                f"{path.parent}: {first.name} and {path.name} are the same file (links to "
+                "one another); each shard of a numbered set must be its own file"
+            )
     return out
 
 

@@ -757,3 +757,28 @@ def test_a_loop_of_links_is_named_as_such(tmp_path):
     for call in (mlxload.load_file, mlxload.load, mlxload.safe_open):
         with pytest.raises(errors.NotARegularFileError, match="is a loop of symbolic links"):
             call(loop)
+
+
+def test_an_index_naming_a_link_to_a_deleted_blob_calls_the_shard_missing(tmp_path):
+    """A Hugging Face cache whose blob was deleted: download it again (not 'a shard must be a
+    regular file')."""
+    mx.save_safetensors(str(tmp_path / "model-00001-of-00002.safetensors"), {"a": mx.ones(2)})
+    (tmp_path / "model-00002-of-00002.safetensors").symlink_to("../blobs/deadbeef")
+    weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(errors.MissingShardError, match=r"missing from .*download them again"):
+        mlxload.load(tmp_path)
+
+
+def test_two_numbered_shards_that_are_one_file_are_named_as_such(tmp_path):
+    mx.save_safetensors(str(tmp_path / "model-00001-of-00002.safetensors"), {"a": mx.ones(2)})
+    os.link(
+        tmp_path / "model-00001-of-00002.safetensors", tmp_path / "model-00002-of-00002.safetensors"
+    )
+    with pytest.raises(
+        errors.CheckpointError,
+        match=re.escape(
+            "model-00001-of-00002.safetensors and model-00002-of-00002.safetensors are the same"
+        ),
+    ):
+        mlxload.load(tmp_path)
