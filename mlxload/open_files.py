@@ -74,29 +74,31 @@ def with_room_to_open(action: Callable[[], T], what: str) -> T:
         if e.errno != errno.EMFILE:
             raise
     ensure_open_files(_MARGIN)
-    try:
+    with _emfile_as(
+        f"{what}: too many open files in this process; raise the limit (`ulimit -n 4096`) and "
+        "run again, or close files no longer used"
+    ):
         return action()
-    except OSError as e:
-        if e.errno != errno.EMFILE:
-            raise
-        raise TooManyOpenFilesError(
-            errno.EMFILE,
-            f"{what}: too many open files in this process; raise the limit (`ulimit -n "
-            "4096`) and run again, or close files no longer used",
-        ) from e
 
 
 @contextlib.contextmanager
 def opening_shard(what: str, count: int) -> Iterator[None]:
     """Turn an ``EMFILE`` raised in the block (opening ``what``, one of ``count`` shards) into
     :class:`~mlxload.errors.TooManyOpenFilesError`; other errors pass through unchanged."""
+    with _emfile_as(
+        f"{what}: too many open files ({count} shards need one each); raise the limit "
+        "(`ulimit -n 4096`) and run again"
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _emfile_as(message: str) -> Iterator[None]:
+    """An ``EMFILE`` raised in the block as :class:`~mlxload.errors.TooManyOpenFilesError`
+    saying ``message``; other errors pass through unchanged."""
     try:
         yield
     except OSError as e:
         if e.errno != errno.EMFILE:
             raise
-        raise TooManyOpenFilesError(
-            errno.EMFILE,
-            f"{what}: too many open files ({count} shards need one each); raise the limit "
-            "(`ulimit -n 4096`) and run again",
-        ) from e
+        raise TooManyOpenFilesError(errno.EMFILE, message) from e
