@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from mlxload.backend import dtype_name, mlx_quantizes_bits
+from mlxload.backend import backend, dtype_name, mlx_quantizes_bits
 from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.dtypes import add_dtype
 from mlxload.errors import MlxloadError
@@ -178,7 +178,9 @@ def which_path() -> str:
         ``mx.dequantize`` on CPU; see :mod:`mlxload.cpu_dequant`). On Metal a call still
         takes ``PATH_MLX`` for dtypes whose kernel probe failed (see :func:`last_path`).
     """
-    return PATH_METAL if mx.metal.is_available() else PATH_CPU
+    # The default device, not only whether Metal exists: a Mac told to compute on the CPU
+    # (mx.set_default_device(mx.cpu), with mx.stream(mx.cpu)) can't run a Metal kernel.
+    return PATH_METAL if backend() == "metal" else PATH_CPU
 
 
 def last_path() -> str | None:
@@ -236,10 +238,16 @@ def dequantize(
     elif path == PATH_METAL:
         from mlxload import metal_dequant
 
-        mode = metal_dequant.rounding(out_dtype, scales.dtype, biases.dtype)
+        dtypes = (out_dtype, scales.dtype, biases.dtype)
+        mode = metal_dequant.rounding(*dtypes)
         if mode is None and not mlx_quantizes_bits(bits):
-            mode = metal_dequant.TWO_STEP  # no MLX result to match: round as its CPU does
-        if mode is None:  # the kernel can't be exact here (see metal_dequant.rounding)
+            if metal_dequant.kernel_unusable(*dtypes):  # and no mx.dequantize of these bits
+                path = PATH_CPU
+            else:
+                mode = metal_dequant.TWO_STEP  # no MLX result to match: round as its CPU does
+        if path == PATH_CPU:
+            out = affine_dequantize_cpu(w, scales, biases, group_size, bits, out_dtype)
+        elif mode is None:  # the kernel can't be exact here (see metal_dequant.rounding)
             path = PATH_MLX
             out = mx.dequantize(
                 w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype

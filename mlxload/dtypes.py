@@ -98,13 +98,23 @@ def convert_raw(raw: mx.array, dtype: str, target: mx.Dtype = mx.bfloat16) -> mx
 
     Raises:
         NotImplementedError: a dtype without a decoder here (the 6- and 4-bit formats).
+        TypeError: ``raw`` is not ``uint8``, or ``target`` is not a floating dtype.
 
     Example:
         >>> import mlx.core as mx
         >>> convert_raw(mx.array([0x38, 0xC0], dtype=mx.uint8), "F8_E5M2", mx.float32).tolist()
         [0.5, -2.0]
     """
+    if dtype in FP8_FORMATS or dtype == "F8_E4M3":
+        if raw.dtype != mx.uint8:  # (a table index past 255 reads outside the table)
+            raise TypeError(
+                f"convert_raw takes the uint8 bytes of a {dtype} tensor, got {raw.dtype}"
+            )
+        if not mx.issubdtype(target, mx.floating):
+            raise TypeError(f"convert_raw decodes {dtype} into a floating dtype, not {target}")
     if dtype == "F8_E4M3":
+        if target == mx.float64:  # (mx.from_fp8 gives garbage for float64: via float32, exact)
+            return mx.from_fp8(raw, dtype=mx.float32).astype(mx.float64)
         return mx.from_fp8(raw, dtype=target)
     if dtype in FP8_FORMATS:
         return mx.take(mx.array(fp8_table(dtype)), raw.astype(mx.uint32)).astype(target)

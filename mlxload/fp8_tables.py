@@ -49,7 +49,8 @@ def _decode(code: int, f: Fp8Format) -> float:
     if f.specials == "e8m0":
         return math.nan if code == 0xFF else math.ldexp(1.0, code - f.bias)
     sign = -1.0 if code & 0x80 else 1.0
-    nan = math.copysign(math.nan, sign)  # NaNs keep their sign bit (as ml_dtypes decodes them)
+    nan = math.copysign(math.nan, sign)  # signed NaN, as ml_dtypes decodes (kept in float16
+    # and float32; MLX's astype to bfloat16 makes every NaN positive)
     exponent = (code >> f.mantissa_bits) & ((1 << f.exponent_bits) - 1)
     mantissa = code & ((1 << f.mantissa_bits) - 1)
     all_ones = (1 << f.exponent_bits) - 1

@@ -14,7 +14,7 @@ fails to build or run, :func:`rounding` says so and callers use ``mx.dequantize`
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import Any
 
 import mlx.core as mx
@@ -47,9 +47,14 @@ _KERNEL_IO: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-@functools.cache
+_kernels: dict[str, Any] = {}
+_roundings: dict[tuple[mx.Dtype, mx.Dtype, mx.Dtype], str | None] = {}
+_lock = threading.RLock()  # one build and one probe, however many threads ask at once
+
+
 def get_kernel(name: str) -> Any:
-    """The ``mx.fast.metal_kernel`` object for ``name``, built on first use.
+    """The ``mx.fast.metal_kernel`` object for ``name``, built on first use (once per process,
+    also when several threads ask first at the same time).
 
     Args:
         name: A kernel in ``kernels/`` (e.g. ``"affine_dequantize"``).
@@ -57,6 +62,16 @@ def get_kernel(name: str) -> Any:
     Returns:
         The callable kernel object.
     """
+    kernel = _kernels.get(name)
+    if kernel is None:
+        with _lock:
+            kernel = _kernels.get(name)
+            if kernel is None:
+                kernel = _kernels[name] = _build_kernel(name)
+    return kernel
+
+
+def _build_kernel(name: str) -> Any:
     input_names, output_names = _KERNEL_IO[name]
     return mx.fast.metal_kernel(
         name=f"mlxload_{name}",
@@ -72,9 +87,10 @@ def get_kernel(name: str) -> Any:
 
 def clear_kernel_cache() -> None:
     """Forget built kernels and probe results (for tests that swap ``mx.fast.metal_kernel``)."""
-    get_kernel.cache_clear()
-    rounding.cache_clear()
-    _failures.clear()
+    with _lock:
+        _kernels.clear()
+        _roundings.clear()
+        _failures.clear()
 
 
 TWO_STEP = "two-step"
@@ -83,11 +99,11 @@ FUSED = "fused"
 """``fma(q, scale, bias)``, rounded once (MLX's GPU kernel if its compiler contracts)."""
 
 _PROBE_BITS, _PROBE_GROUP = 4, 64
+_KERNEL_FAILED = "the kernel failed to build or run"
 _failures: dict[tuple[mx.Dtype, mx.Dtype, mx.Dtype], str] = {}
 _reference = mx.dequantize  # what the probe must match (tests stand in others)
 
 
-@functools.cache
 def rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
     """The kernel rounding that equals ``mx.dequantize`` here, probed once per dtypes.
 
@@ -95,7 +111,18 @@ def rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
         :data:`TWO_STEP` or :data:`FUSED`; None when neither matches or the kernel can't be
         built or run (the reason is in :func:`rounding_failures`).
     """
-    return probe_rounding(out, scales, biases)
+    key = (out, scales, biases)
+    if key not in _roundings:
+        with _lock:
+            if key not in _roundings:
+                _roundings[key] = probe_rounding(out, scales, biases)
+    return _roundings[key]
+
+
+def kernel_unusable(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> bool:
+    """Whether the probe for these dtypes found the kernel failing to build or run (rather
+    than building and rounding otherwise than ``mx.dequantize``)."""
+    return _failures.get((out, scales, biases), "").startswith(_KERNEL_FAILED)
 
 
 def probe_rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
@@ -121,7 +148,7 @@ def probe_rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | N
             ).item()
         ]
     except Exception as e:  # a kernel that doesn't build or run here: fall back, say why
-        _failures[key] = f"the kernel failed to build or run: {type(e).__name__}: {e}"
+        _failures[key] = f"{_KERNEL_FAILED}: {type(e).__name__}: {e}"
         return None
     if len(matches) == 1:
         _failures.pop(key, None)

@@ -54,6 +54,7 @@ def planned():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mx.fast, "metal_kernel", plan.metal_kernel)
         mp.setattr(mx.metal, "is_available", lambda: True)
+        mp.setattr(dequant, "backend", lambda: "metal")  # (a Mac computes on its GPU)
         metal_dequant.clear_kernel_cache()
         # Both probe variants for every dtype combination (planned outputs never match, so
         # the probe launches both), then every call with the rounding the probe will pick.
@@ -80,6 +81,7 @@ def fake(planned, monkeypatch):
     metal.adopt(planned)
     monkeypatch.setattr(mx.fast, "metal_kernel", metal.metal_kernel)
     monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    monkeypatch.setattr(dequant, "backend", lambda: "metal")
     metal_dequant.clear_kernel_cache()
     yield metal
     metal_dequant.clear_kernel_cache()
@@ -239,6 +241,7 @@ def unbuildable(monkeypatch):
 
     monkeypatch.setattr(mx.fast, "metal_kernel", refuse)
     monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    monkeypatch.setattr(dequant, "backend", lambda: "metal")
     metal_dequant.clear_kernel_cache()
     yield
     metal_dequant.clear_kernel_cache()
@@ -282,3 +285,63 @@ def test_doctor_kernel_check_warns_when_dequantize_falls_back(unbuildable):
     assert check.status == WARN
     assert "float16: the kernel can't match mx.dequantize here (the kernel failed" in check.detail
     assert check.detail.endswith("dequantize uses mx.dequantize instead, results stay exact")
+
+
+def test_a_kernel_that_fails_to_build_and_bits_mlx_cant_dequantize_take_the_ops_path(
+    unbuildable, monkeypatch
+):
+    """No mx.dequantize result to match (an MLX without 1-bit): the rounding was forced to
+    the kernel's, which then raised MLX's build error; the exact ops path serves instead."""
+    monkeypatch.setattr(dequant, "mlx_quantizes_bits", lambda bits: bits != 1)
+    w, s, b = _quantized((4, 128), mx.float16, 64, 1)
+    got = dequant.dequantize(w, s, b, 64, 1)
+    assert dequant.last_path() == dequant.PATH_CPU
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=1))
+
+
+def test_a_mac_computing_on_its_cpu_never_runs_the_metal_kernel(fake, monkeypatch):
+    """mx.set_default_device(mx.cpu) on a Mac: a custom Metal kernel can't run there ('Custom
+    Metal kernels only run on GPU'), though Metal is available."""
+    from mlxload import backend as backend_module
+
+    monkeypatch.setattr(dequant, "backend", backend_module.backend)  # the real question
+    assert mx.default_device() == mx.cpu  # (this machine; on a Mac: set_default_device)
+    w, s, b = _quantized((4, 128), mx.float16, 64, 4)
+    got = dequant.dequantize(w, s, b, 64, 4)
+    assert dequant.last_path() == dequant.PATH_CPU and fake.built == []
+    _assert_exact(got, mx.dequantize(w, s, b, group_size=64, bits=4))
+
+
+def test_threads_asking_first_at_once_build_one_kernel_and_probe_once(monkeypatch):
+    import threading
+    import time
+
+    built = []
+
+    def slow_metal_kernel(**kwargs):
+        built.append(kwargs["name"])
+        time.sleep(0.05)  # every thread arrives while the first is building
+        return object()
+
+    monkeypatch.setattr(mx.fast, "metal_kernel", slow_metal_kernel)
+    monkeypatch.setattr(metal_dequant, "probe_rounding", lambda *d: built.append(d) or "x")
+    metal_dequant.clear_kernel_cache()
+    try:
+        kernels, modes = [], []
+        jobs = [
+            threading.Thread(
+                target=lambda: (
+                    kernels.append(metal_dequant.get_kernel(metal_dequant.AFFINE_KERNEL)),
+                    modes.append(metal_dequant.rounding(mx.float16, mx.float16, mx.float16)),
+                )
+            )
+            for _ in range(4)
+        ]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+    finally:
+        metal_dequant.clear_kernel_cache()
+    assert len({id(k) for k in kernels}) == 1 and modes == ["x"] * 4
+    assert built == ["mlxload_affine_dequantize", (mx.float16, mx.float16, mx.float16)]

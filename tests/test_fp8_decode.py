@@ -87,3 +87,21 @@ def test_convert_raw_decodes_every_code(name, target):
 def test_sub_byte_formats_have_no_conversion():
     with pytest.raises(NotImplementedError, match=r"no conversion from F6_E2M3.*raw uint8 bytes"):
         mlxload.convert_raw(mx.zeros((3,), dtype=mx.uint8), "F6_E2M3")
+
+
+def test_e4m3_decodes_exactly_into_float64():
+    """mx.from_fp8 into float64 returned uninitialised memory (2.0000004731, 5.6e-315...)."""
+    codes = mx.arange(256).astype(mx.uint8)
+    want = np.array(mlxload.convert_raw(codes, "F8_E4M3", mx.float32), dtype=np.float64)
+    got = mlxload.convert_raw(codes, "F8_E4M3", mx.float64)
+    assert got.dtype == mx.float64
+    np.testing.assert_array_equal(np.array(got), want)
+
+
+@pytest.mark.parametrize("fmt", ["F8_E4M3", *FP8_FORMATS])
+def test_only_uint8_bytes_decode_and_only_into_floats(fmt):
+    """An int8 -1 indexed the table out of bounds (SIGSEGV); an int32 target gave INT_MIN."""
+    with pytest.raises(TypeError, match=f"uint8 bytes of a {fmt} tensor, got mlx.core.int8"):
+        mlxload.convert_raw(mx.array([-1, 3], dtype=mx.int8), fmt)
+    with pytest.raises(TypeError, match=f"decodes {fmt} into a floating dtype, not mlx.core.int32"):
+        mlxload.convert_raw(mx.array([3], dtype=mx.uint8), fmt, mx.int32)
