@@ -30,7 +30,7 @@ def example_parser(
     if max_tokens is not None:
         parser.add_argument(
             "--max-tokens",
-            type=int,
+            type=_positive_int,
             default=max_tokens,
             help="tokens to generate at most (default: %(default)s)",
         )
@@ -68,9 +68,24 @@ def model_path(args: argparse.Namespace) -> str:
 
 def run_example(main: Callable[[], int]) -> int:
     """Run ``main``; an mlxload error or ``OSError`` (as ``mlxload.load`` raises for a missing
-    path) prints ``SCRIPT: error: MESSAGE`` and returns 1, as the ``mlxload`` command does."""
+    path) prints ``SCRIPT: error: MESSAGE`` and returns 1, as the ``mlxload`` command does;
+    Ctrl-C prints ``SCRIPT: interrupted`` and returns 130."""
     try:
         return main()
     except (MlxloadError, OSError) as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\n{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _positive_int(text: str) -> int:
+    """``--max-tokens``: mlx-lm refuses 0 (a traceback) and reads a negative count as no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

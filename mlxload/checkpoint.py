@@ -518,7 +518,7 @@ def _align_if_needed(local: Path, mode: bool | str) -> None:
         return
     raise CheckpointError(
         f"{files.root}: can't align in place because {why_not}; write an aligned copy with "
-        f"`mlxload align {files.root} OUT`"
+        f"`mlxload align {shlex.quote(str(files.root))} OUT`"
     )
 
 

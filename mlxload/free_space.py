@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from mlxload.user_frame import caller_outside_mlxload
+
 __all__ = ["check_free_space", "human_bytes"]
 
 
@@ -40,7 +42,7 @@ def check_free_space(
             f"{path}: {human_bytes(need)} to write but the file system reports "
             f"{human_bytes(free)} free; continuing, as macOS frees purgeable space (snapshots, "
             "iCloud copies) as a disk fills",
-            stacklevel=_caller_outside_mlxload(),
+            stacklevel=caller_outside_mlxload(),
         )
 
 
@@ -55,11 +57,3 @@ def human_bytes(n: float) -> str:
 
 def _free_space_leaves_out_purgeable() -> bool:
     return sys.platform == "darwin"
-
-
-def _caller_outside_mlxload() -> int:
-    """The ``stacklevel`` that points a warning at the first caller outside this package."""
-    frame, level = sys._getframe(2), 2  # 1: check_free_space itself
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("mlxload"):
-        frame, level = frame.f_back, level + 1
-    return level

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from mlxload.model_recipe import (
 from mlxload.quantized_load import repack_to_mlx
 from mlxload.shards import MODEL_SHARDS
 from mlxload.tensor_file import ZERO_COPY
+from mlxload.user_frame import caller_outside_mlxload
 
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
 
@@ -194,6 +196,7 @@ def load_model(
 
     check_raw_bytes(model, weights, raw, root)
     check_fit(model, weights, root, files, unindexed, repacked)
+    _warn_unread(root, unindexed)
     del raw
     weights = convert_floats(weights, compute)
     _load_weights(model, weights, root)
@@ -218,6 +221,20 @@ def load_model(
         timings=timings,
     )
     return model, tokenizer, config
+
+
+def _warn_unread(root: Path, unindexed: dict[str, Path]) -> None:
+    """Name the tensors a stale index leaves out that the model doesn't need (those it needs
+    are an error of :func:`check_fit`): mlx_lm.load, which reads every model*.safetensors,
+    would refuse the ones its sanitize keeps."""
+    if unindexed:
+        name, shard = next(iter(unindexed.items()))
+        warnings.warn(
+            f"{root}: the index doesn't list {len(unindexed)} tensor(s) its shards hold, e.g. "
+            f"{name!r} in {Path(shard).name} (a stale index?); they were not read (mlx_lm.load "
+            "reads every model*.safetensors and refuses tensors the model has no parameter for)",
+            stacklevel=caller_outside_mlxload(),
+        )
 
 
 def _scales_dtype(weights: dict[str, mx.array]) -> mx.Dtype | None:

@@ -296,6 +296,8 @@ class QuantizedWeight:
         values, summed in another order than MLX's GPU kernel sums them. So is a 1-bit weight
         under an MLX older than 0.32.4, whose ``quantized_matmul`` has no 1-bit.
         """
+        if x.ndim == 1:  # (a vector: the same product, its axes as x @ W.T gives them)
+            return self._qmm(x[None], transpose=True)[..., 0, :]
         return self._qmm(x, transpose=True)
 
     def __matmul__(self, x: mx.array) -> mx.array:

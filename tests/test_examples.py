@@ -128,6 +128,32 @@ def test_unknown_size_is_a_usage_error(script):
     assert all(size in last for size in ("tiny", "small", "medium", "large"))
 
 
+@pytest.mark.parametrize("script", ["generate.py", "chat.py", "distributed_generate.py"])
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_max_tokens_under_one_is_a_usage_error(script, count):
+    """0 reached mlx-lm (a traceback); a negative count generated until EOS (7,591 tokens)."""
+    proc = _run(script, "--max-tokens", count)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"{script}: error: argument --max-tokens: must be at least 1, got {count}"
+    )
+
+
+def test_ctrl_c_in_an_example_is_one_line_not_a_traceback():
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from _model_arg import run_example
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    assert run_example(interrupted) == 130
+
+
 def test_mlxload_errors_are_one_line(model, tmp_path):
 
     broken = tmp_path / "broken-tokenizer"

@@ -85,8 +85,11 @@ def test_unreachable_hub_falls_back_to_complete_cache(hub):  # noqa: F811
     server.stop()
     huggingface_hub.close_session()
     with pytest.warns(UserWarning, match=r"@main: the Hub is unreachable .*; using the cached "
-                      rf"snapshot {path.name[:12]}, which may be out of date"):  # fmt: skip
+                      rf"snapshot {path.name[:12]}, which may be out of date") as seen:  # fmt: skip
         assert download(REPO, progress=False) == path
+    (warning,) = seen
+    assert warning.filename == __file__  # the caller's line, not mlxload's
+    assert "run the same command again" not in str(warning.message)  # a download's advice
 
 
 def test_a_branch_the_hub_says_has_moved_never_falls_back_to_the_old_snapshot(

@@ -103,3 +103,14 @@ def test_align_takes_only_false_true_or_auto(tmp_path, align):
     with pytest.raises(ValueError, match=f"align must be False, True or 'auto', got {align!r}"):
         mlxload.load(tmp_path, align=align)
     assert (tmp_path / "w.safetensors").read_bytes() == before
+
+
+def test_the_align_command_in_the_cache_refusal_is_quoted(tmp_path):
+    repo = tmp_path / "my models" / "models--org--name"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    _misaligned_dir(snap)
+    with pytest.raises(mlxload.CheckpointError) as e:
+        mlxload.load(snap, align=True)
+    assert f"`mlxload align '{snap}' OUT`" in str(e.value)

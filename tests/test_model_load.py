@@ -728,6 +728,26 @@ def test_a_tensor_in_a_file_the_index_leaves_out_is_blamed_on_the_index(cache, t
     )
 
 
+def test_a_tensor_the_model_doesnt_need_that_the_index_leaves_out_is_a_warning(cache, tmp_path):
+    """mlx_lm.load (every model*.safetensors) refuses it; loading through the index said
+    nothing at all."""
+    d = _copy(cache, tmp_path, "extra")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    shard = d / index["weight_map"]["model.norm.weight"]
+    tensors = mx.load(str(shard))
+    tensors["model.extra.weight"] = mx.ones((3,))
+    mx.save_safetensors(str(shard), tensors, metadata={"format": "mlx"})
+    with pytest.warns(UserWarning) as seen:
+        load_model(d)
+    (warning,) = [w for w in seen if "index doesn't list" in str(w.message)]
+    assert warning.filename == __file__
+    assert str(warning.message) == (
+        f"{d}: the index doesn't list 1 tensor(s) its shards hold, e.g. 'model.extra.weight' in "
+        f"{shard.name} (a stale index?); they were not read (mlx_lm.load reads every "
+        "model*.safetensors and refuses tensors the model has no parameter for)"
+    )
+
+
 def test_raw_fp8_bytes_never_become_a_float_parameter(cache, tmp_path):
     """F8_E4M3 loads as its raw bytes; as a norm's weight, 1.0 would have become 56.0."""
     from st_bytes import entry, write_raw

@@ -52,6 +52,8 @@ def test_matmul_matches_quantized_matmul_and_dense(bits):
     dense = qw.dequantize()
     assert mx.allclose(qw.matmul(x), x @ dense.T, atol=1e-4).item()
     v = mx.random.normal((128,), key=mx.random.key(2))
+    assert qw.matmul(v).shape == (48,)  # as x @ W.T: it was (1, 48)
+    assert mx.array_equal(qw.matmul(v), qw.matmul(v[None])[0]).item()
     assert (qw @ v).shape == (48,)
     assert mx.allclose(qw @ v, dense @ v, atol=1e-4).item()
     m = mx.random.normal((128, 3), key=mx.random.key(3))
@@ -76,6 +78,7 @@ def test_stacked_expert_weight_matmul_is_per_expert(bits):
     assert (qw @ m).shape == (3, 16, 5)
     assert mx.allclose(qw @ m, dense @ m, atol=1e-4).item()
     v = mx.random.normal((64,), key=mx.random.key(3))
+    assert qw.matmul(v).shape == (3, 16)  # it was (3, 1, 16)
     assert (qw @ v).shape == (3, 16)
     assert mx.allclose(qw @ v, dense @ v, atol=1e-4).item()
     batched = mx.random.normal((3, 5, 64), key=mx.random.key(4))  # one input per expert

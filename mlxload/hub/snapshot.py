@@ -26,6 +26,7 @@ from mlxload.hub.select import default_selection, index_files, select_files
 from mlxload.hub.spec import DEFAULT_REVISION, HubSpec, check_revision, parse_spec
 from mlxload.hub.stop import Cancelled, StopSignal, run_all
 from mlxload.hub.transfer import READ_TIMEOUT_S, fetch_blob
+from mlxload.user_frame import caller_outside_mlxload
 
 __all__ = ["download"]
 
@@ -295,10 +296,11 @@ def download(
             # The Hub is unreachable: the snapshot this branch was last seen at still does,
             # but it may be out of date, and that is said.
             snapshot = _cached_instead(cache, rev, patterns, e)
+            cause = str(e).split("; ")[0].split(". ")[0]  # the cause, not what to do about it
             warnings.warn(
-                f"hf://{spec.repo_id}@{rev}: the Hub is unreachable ({e}); using the cached "
-                f"snapshot {snapshot.name[:12]}, which may be out of date",
-                stacklevel=2,
+                f"hf://{spec.repo_id}@{rev}: the Hub is unreachable ({cause}); using the "
+                f"cached snapshot {snapshot.name[:12]}, which may be out of date",
+                stacklevel=caller_outside_mlxload(),
             )
             return snapshot
         try:
