@@ -42,7 +42,7 @@ from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.shards import CheckpointFiles, checkpoint_files, require_path, visible_files
 from mlxload.tensor_file import TensorFile, check_zero_copy, zero_copy_supported
 
-__all__ = ["Checkpoint", "load"]
+__all__ = ["Checkpoint", "load", "unindexed_note"]
 
 
 T = TypeVar("T")
@@ -397,6 +397,16 @@ class Checkpoint(Mapping[str, mx.array]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def unindexed_note(root: Path, unindexed: Mapping[str, Path]) -> str:
+    """The start of what to say of tensors a stale index leaves out (see
+    :meth:`Checkpoint.unindexed`), naming how many and the first with its shard."""
+    name, shard = next(iter(unindexed.items()))
+    return (
+        f"{root}: the index doesn't list {len(unindexed)} tensor(s) its shards hold, e.g. "
+        f"{name!r} in {Path(shard).name} (a stale index?)"
+    )
 
 
 def load(

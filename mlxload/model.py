@@ -227,12 +227,12 @@ def _warn_unread(root: Path, unindexed: dict[str, Path]) -> None:
     """Name the tensors a stale index leaves out that the model doesn't need (those it needs
     are an error of :func:`check_fit`): mlx_lm.load, which reads every model*.safetensors,
     would refuse the ones its sanitize keeps."""
+    from mlxload.checkpoint import unindexed_note
+
     if unindexed:
-        name, shard = next(iter(unindexed.items()))
         warnings.warn(
-            f"{root}: the index doesn't list {len(unindexed)} tensor(s) its shards hold, e.g. "
-            f"{name!r} in {Path(shard).name} (a stale index?); they were not read (mlx_lm.load "
-            "reads every model*.safetensors and refuses tensors the model has no parameter for)",
+            f"{unindexed_note(root, unindexed)}; they were not read (mlx_lm.load reads every "
+            "model*.safetensors and refuses tensors the model has no parameter for)",
             stacklevel=caller_outside_mlxload(),
         )
 

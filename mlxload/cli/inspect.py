@@ -203,13 +203,13 @@ def _warn_unindexed(ckpt: Any) -> None:
     loading through the index won't see them (``merge`` and ``split`` refuse such a source)."""
     import warnings
 
+    from mlxload.checkpoint import unindexed_note
+
     unindexed = ckpt.unindexed()
     if unindexed:
-        name, shard = next(iter(unindexed.items()))
         warnings.warn(
-            f"{ckpt.root}: the index doesn't list {len(unindexed)} tensor(s) "
-            f"its shards hold, e.g. {name!r} in {Path(shard).name} (a stale index?); they are "
-            "not counted here, and loading through the index won't see them",
+            f"{unindexed_note(ckpt.root, unindexed)}; they are not counted here, and loading "
+            "through the index won't see them",
             stacklevel=2,
         )
 
