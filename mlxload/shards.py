@@ -121,7 +121,7 @@ def read_index(index_path: str | os.PathLike, *, require_all: bool = True) -> Ch
         for k in stats
         if stats[k] is None
         and os.path.lexists(files[k])
-        and (os.path.exists(files[k]) or _what_is(files[k]) == "a loop of symbolic links")
+        and (os.path.exists(files[k]) or _is_link_loop(files[k]))
     ]
     if require_all and odd:  # there, but not a file to read
         raise NotARegularFileError(
@@ -165,6 +165,15 @@ def _one_path_per_file(
     if alias:
         for name, path in weight_map.items():
             weight_map[name] = alias.get(path, path)
+
+
+def _is_link_loop(path: Path) -> bool:
+    """Whether following ``path`` goes round a loop of symbolic links."""
+    try:
+        path.stat()
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def _what_is(path: Path) -> str:
@@ -253,7 +262,7 @@ def checkpoint_files(path: str | os.PathLike, *, prefer: str | None = None) -> C
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
-            if _what_is(path) == "a loop of symbolic links":
+            if _is_link_loop(path):
                 raise NotARegularFileError(f"{path}: is a loop of symbolic links")
             raise CheckpointNotFoundError(f"{path}: {_what_is(path)}", path)
         raise CheckpointNotFoundError(f"{path}: no such file or directory", path)
@@ -324,7 +333,7 @@ def _weight_files(directory: Path, pattern: str) -> list[Path]:
         if p.is_file():
             files.append(p)
         elif p.is_symlink() and not p.exists():
-            if _what_is(p) == "a loop of symbolic links":
+            if _is_link_loop(p):
                 raise NotARegularFileError(f"{p}: is a loop of symbolic links; remove the link")
             raise MissingShardError(
                 f"{p} is a link to {os.readlink(p)}, which does not exist (a Hugging Face "
