@@ -183,6 +183,25 @@ def which_path() -> str:
     return PATH_METAL if backend() == "metal" else PATH_CPU
 
 
+def _metal_rounding(
+    bits: int, out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype
+) -> tuple[str, str | None]:
+    """``(path, kernel rounding)`` on Metal: the kernel with the rounding its probe found; else
+    ``mx.dequantize`` (the kernel can't be exact here); and for bits MLX can't dequantize
+    (no result to match), the kernel rounding as MLX's CPU does, or the ops path when the
+    kernel doesn't build."""
+    from mlxload import metal_dequant
+
+    mode = metal_dequant.rounding(out, scales, biases)
+    if mode is not None:
+        return PATH_METAL, mode
+    if mlx_quantizes_bits(bits):
+        return PATH_MLX, None
+    if metal_dequant.kernel_unusable(out, scales, biases):
+        return PATH_CPU, None
+    return PATH_METAL, metal_dequant.TWO_STEP
+
+
 def last_path() -> str | None:
     """The path the latest :func:`dequantize` call took (``None`` before the first call)."""
     return _last_path
@@ -233,29 +252,19 @@ def dequantize(
     bits = 4 if bits is None else bits
     out_dtype = _validate(w, scales, biases, group_size, bits, dtype)
     path = which_path() if w.size > 0 else PATH_EMPTY
+    mode = None
+    if path == PATH_METAL:
+        path, mode = _metal_rounding(bits, out_dtype, scales.dtype, biases.dtype)
     if path == PATH_EMPTY:
         out = _empty(w, bits, out_dtype)
     elif path == PATH_METAL:
         from mlxload import metal_dequant
 
-        dtypes = (out_dtype, scales.dtype, biases.dtype)
-        mode = metal_dequant.rounding(*dtypes)
-        if mode is None and not mlx_quantizes_bits(bits):
-            if metal_dequant.kernel_unusable(*dtypes):  # and no mx.dequantize of these bits
-                path = PATH_CPU
-            else:
-                mode = metal_dequant.TWO_STEP  # no MLX result to match: round as its CPU does
-        if path == PATH_CPU:
-            out = affine_dequantize_cpu(w, scales, biases, group_size, bits, out_dtype)
-        elif mode is None:  # the kernel can't be exact here (see metal_dequant.rounding)
-            path = PATH_MLX
-            out = mx.dequantize(
-                w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype
-            )
-        else:
-            out = metal_dequant.affine_dequantize_metal(
-                w, scales, biases, group_size, bits, out_dtype, fused=mode == metal_dequant.FUSED
-            )
+        out = metal_dequant.affine_dequantize_metal(
+            w, scales, biases, group_size, bits, out_dtype, fused=mode == metal_dequant.FUSED
+        )
+    elif path == PATH_MLX:
+        out = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=out_dtype)
     else:
         out = affine_dequantize_cpu(w, scales, biases, group_size, bits, out_dtype)
     _last_path = path

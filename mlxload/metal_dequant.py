@@ -91,6 +91,7 @@ def clear_kernel_cache() -> None:
         _kernels.clear()
         _roundings.clear()
         _failures.clear()
+        _unusable.clear()
 
 
 TWO_STEP = "two-step"
@@ -99,8 +100,8 @@ FUSED = "fused"
 """``fma(q, scale, bias)``, rounded once (MLX's GPU kernel if its compiler contracts)."""
 
 _PROBE_BITS, _PROBE_GROUP = 4, 64
-_KERNEL_FAILED = "the kernel failed to build or run"
 _failures: dict[tuple[mx.Dtype, mx.Dtype, mx.Dtype], str] = {}
+_unusable: set[tuple[mx.Dtype, mx.Dtype, mx.Dtype]] = set()  # the kernel failed for these
 _reference = mx.dequantize  # what the probe must match (tests stand in others)
 
 
@@ -122,7 +123,7 @@ def rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
 def kernel_unusable(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> bool:
     """Whether the probe for these dtypes found the kernel failing to build or run (rather
     than building and rounding otherwise than ``mx.dequantize``)."""
-    return _failures.get((out, scales, biases), "").startswith(_KERNEL_FAILED)
+    return (out, scales, biases) in _unusable
 
 
 def probe_rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
@@ -148,7 +149,8 @@ def probe_rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | N
             ).item()
         ]
     except Exception as e:  # a kernel that doesn't build or run here: fall back, say why
-        _failures[key] = f"{_KERNEL_FAILED}: {type(e).__name__}: {e}"
+        _failures[key] = f"the kernel failed to build or run: {type(e).__name__}: {e}"
+        _unusable.add(key)
         return None
     if len(matches) == 1:
         _failures.pop(key, None)

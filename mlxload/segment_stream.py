@@ -205,6 +205,12 @@ class SegmentStream:
         self._pos = 0
         self.short_read = False
 
+    @property
+    def file_ranges(self) -> list[tuple[int, int]]:
+        """``(file offset, nbytes)`` of every piece of the file this stream reads."""
+        ends = [*self._starts[1:], self._data_size][: len(self._starts)]  # (none: no pieces)
+        return [(f, e - s) for f, s, e in zip(self._file_offsets, self._starts, ends, strict=True)]
+
     # The three methods MLX's reader calls. MLX holds the GIL around seek + readinto, and
     # readinto copies self._pos before any GIL release, so concurrent MLX I/O threads are safe.
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -556,9 +556,7 @@ class TensorFile:
         # Checked before reading too; checking again after catches a file rewritten (same
         # size) while it was being read, whose bytes would otherwise be silently wrong.
         self.check_unchanged()
-        self._evict_copied(
-            [p for _, *where in segments for p in ([where] if len(where) == 2 else where[0])]
-        )
+        self._evict_copied(stream.file_ranges)
         return arrays
 
     def _evict_copied(self, ranges: list[tuple[int, int]]) -> None:

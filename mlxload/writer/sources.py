@@ -20,6 +20,7 @@ from mlxload.shards import (
     require_path,
     visible_files,
 )
+from mlxload.user_frame import caller_outside_mlxload
 from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
 
 __all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source", "same_file"]
@@ -142,7 +143,7 @@ def _warn_left_out(path: Path, files: CheckpointFiles) -> None:
         warnings.warn(
             f"{path}: read the {MODEL_SHARDS} files, as loading the directory as a model does; "
             f"left out {', '.join(left)} (give a file as its own source to write it)",
-            stacklevel=3,
+            stacklevel=caller_outside_mlxload(),
         )
 
 
