@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import mlxload.kernel_sources as kernel_sources
 from mlxload import dequant
+from mlxload.backend import backend, mlx_quantizes_bits
 from mlxload.dequant import (
     DequantizeError,
     QuantizedDtypeError,
@@ -67,11 +68,34 @@ def test_tiny_scales_round_like_mx_dequantize():
         _assert_exact(dequantize(w, s2, b2, 64, 8), mx.dequantize(w, s2, b2, 64, 8))
 
 
-def test_which_path_follows_metal_availability(monkeypatch):
-    expected = dequant.PATH_METAL if mx.metal.is_available() else dequant.PATH_CPU
+def test_which_path_follows_the_backend(monkeypatch):
+    expected = {"metal": dequant.PATH_METAL, "cuda": dequant.PATH_MLX}.get(
+        backend(), dequant.PATH_CPU
+    )
     assert dequant.which_path() == expected
+    with mx.stream(mx.cpu):
+        assert dequant.which_path() == dequant.PATH_CPU
     monkeypatch.setattr(mx.metal, "is_available", lambda: False)
-    assert dequant.which_path() == dequant.PATH_CPU
+    assert dequant.which_path() in (dequant.PATH_CPU, dequant.PATH_MLX)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_on_cuda_mx_dequantize_itself_gives_the_result(monkeypatch, bits):
+    """MLX's CUDA kernel rounds otherwise than the ops path (fused multiply-adds): on an H100
+    thousands of values differed. (Simulated here: the backend is said to be CUDA.)"""
+    monkeypatch.setattr(dequant, "backend", lambda: "cuda")
+    w, s, b = _quantized((8, 256), mx.float16, 64, bits)
+    _assert_exact(dequantize(w, s, b, 64, bits), mx.dequantize(w, s, b, 64, bits))
+    assert dequant.last_path() == dequant.PATH_MLX
+
+
+@pytest.mark.skipif(backend() != "cpu", reason="the ops path equals mx.dequantize on the CPU only")
+def test_on_cuda_bits_mlx_cannot_dequantize_take_the_ops_path(monkeypatch):
+    monkeypatch.setattr(dequant, "backend", lambda: "cuda")
+    monkeypatch.setattr(dequant, "mlx_quantizes_bits", lambda bits: False)
+    w, s, b = _quantized((8, 256), mx.float16, 64, 4)
+    _assert_exact(dequantize(w, s, b, 64, 4), mx.dequantize(w, s, b, 64, 4))
+    assert dequant.last_path() == dequant.PATH_CPU
 
 
 def test_error_classes_are_mlxload_value_errors():
@@ -261,3 +285,14 @@ def test_float_modes_default_to_their_own_bits_and_group_size(mode, bits, group_
         dequantize(w, s, None, dtype=mx.int32, mode=mode)
     with pytest.raises(QuantizedDtypeError, match="packed weights must be uint32"):
         dequantize(w.astype(mx.int32), s, None, mode=mode)
+
+
+@pytest.mark.skipif(backend() != "cpu", reason="compares with mx.dequantize on the CPU")
+def test_on_cuda_one_bit_takes_the_ops_path(monkeypatch):
+    """MLX 0.32.4's CUDA 1-bit dequantize gave NaN for valid weights (seen on an H100)."""
+    if not mlx_quantizes_bits(1):
+        pytest.skip("needs MLX's 1-bit quantize for the oracle")
+    monkeypatch.setattr(dequant, "backend", lambda: "cuda")
+    w, s, b = _quantized((8, 256), mx.float16, 64, 1)
+    _assert_exact(dequantize(w, s, b, 64, 1), mx.dequantize(w, s, b, 64, 1))
+    assert dequant.last_path() == dequant.PATH_CPU
