@@ -15,7 +15,7 @@ import mlx.core as mx
 
 from mlxload.fp8_tables import FP8_FORMATS, fp8_table
 
-__all__ = ["DTYPES", "DType", "add_dtype", "convert_raw", "dtype_for_mlx"]
+__all__ = ["DTYPES", "DType", "add_dtype", "convert_raw", "dtype_for_mlx", "host_stream"]
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,21 @@ def convert_raw(raw: mx.array, dtype: str, target: mx.Dtype = mx.bfloat16) -> mx
             raise TypeError(f"convert_raw decodes {dtype} into a floating dtype, not {target}")
     if dtype == "F8_E4M3":
         if target == mx.float64:  # (mx.from_fp8 gives garbage for float64: via float32, exact)
-            return mx.from_fp8(raw, dtype=mx.float32).astype(mx.float64)
+            return mx.from_fp8(raw, dtype=mx.float32).astype(mx.float64, stream=mx.cpu)
         return mx.from_fp8(raw, dtype=target)
     if dtype in FP8_FORMATS:
-        return mx.take(mx.array(fp8_table(dtype)), raw.astype(mx.uint32)).astype(target)
+        codes = mx.take(mx.array(fp8_table(dtype)), raw.astype(mx.uint32))
+        return codes.astype(target, stream=host_stream(target))
     raise NotImplementedError(
         f"mlxload has no conversion from {dtype}; the tensor is available as raw uint8 bytes"
     )
+
+
+def host_stream(dtype: mx.Dtype) -> mx.Device | None:
+    """Where an op that makes ``dtype`` arrays runs: float64 on the CPU, which is the only
+    device MLX makes float64 arrays on (a GPU stream refuses them; ``mx.load`` loads on the
+    CPU), anything else on the default stream (None)."""
+    return mx.cpu if dtype == mx.float64 else None
 
 
 def add_dtype(a: mx.Dtype, b: mx.Dtype) -> mx.Dtype:

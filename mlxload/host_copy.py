@@ -25,6 +25,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlxload.dtypes import host_stream
+
 __all__ = ["array_from_bytes", "arrays_from_buffers", "needs_evaluation"]
 
 Buffer = Any  # bytes, bytearray, memoryview, or a C-contiguous uint8 numpy array
@@ -94,7 +96,7 @@ def arrays_from_buffers(
         carrier = np.frombuffer(data, _UNSIGNED[dtype.size]).reshape(shape)
         relabelled = _import_as_bfloat16(carrier) if dtype == mx.bfloat16 else None
         if relabelled is None:
-            relabelled = mx.array(carrier).view(dtype)
+            relabelled = mx.view(mx.array(carrier), dtype, stream=host_stream(dtype))
             views.append(relabelled)
         out.append(relabelled)
     if views:

@@ -66,13 +66,13 @@ class TensorSlice:
             part = self._file.read_rows(self._info.name, i, i + 1)
             # The same index on the one row read, not part[0][rest]: with an index array in
             # rest, an int is an advanced index too and moves where the result's axes go.
-            return self._apply(part, (0, *rest)) if rest else part[0]
+            return self._apply(part, (0, *rest))
         if isinstance(first, slice):
             start, stop, step = first.indices(rows)
             lo, hi = (start, stop) if step > 0 else (stop + 1, start + 1)
             part = self._file.read_rows(self._info.name, lo, max(lo, hi))
             if step != 1:
-                part = part[::step] if step > 0 else part[::-1][::-step]
+                part = self._apply(part, (slice(None, None, step),))
             return self._apply(part, (slice(None), *rest)) if rest else part
         return self._apply(self._file.read([self._info.name])[self._info.name], index)
 
@@ -80,7 +80,12 @@ class TensorSlice:
         """``part[index]``, MLX's refusals (index arrays that don't broadcast...) as our
         IndexError naming the tensor."""
         try:
-            return part[index]
+            if part.dtype != mx.float64:
+                return part[index]
+            # MLX makes float64 arrays on the CPU only (a GPU stream refuses them): index the
+            # bits, and view them as float64 there.
+            bits = mx.view(part, mx.uint64, stream=mx.cpu)
+            return mx.view(bits[index], mx.float64, stream=mx.cpu)
         except ValueError as e:
             self._index_error(str(e))
 

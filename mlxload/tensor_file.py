@@ -28,8 +28,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from mlxload.backend import backend
 from mlxload.byte_ranges import ByteRanges
-from mlxload.dtypes import DTYPES
+from mlxload.dtypes import DTYPES, host_stream
 from mlxload.errors import (
     FileChangedError,
     FileClosedError,
@@ -60,6 +61,10 @@ ZERO_COPY = "zero-copy"
 _PAGE = 16384  # Apple silicon page size; also a multiple of 4 KiB pages elsewhere
 _GROUP_BYTES = 256 << 20
 _SMALL_READ_BYTES = 1 << 20
+_SHARED_VIEW_ALIGN = 16
+"""On a GPU a tensor shares a read buffer only at a multiple of 16 bytes from its start:
+MLX's CUDA matmul (cuBLASLt) refused a float16 view 2 bytes in (CUBLAS_STATUS_NOT_SUPPORTED).
+(The CPU takes any element-aligned view, and many tiny tensors read as one range there.)"""
 _SMALL_READ_COUNT = 16
 _SMALL_TENSOR_BYTES = 16 << 10
 _HOST_MAX_NDIM = 32  # numpy 1.x's limit (2.x: 64); mx.load takes more
@@ -369,7 +374,8 @@ class TensorFile:
         with a buffer per tensor or per 16-32 MiB (best of 7 fresh processes each). They then
         share that allocation: it is freed when the last of them is.
         """
-        groups = _adjacent_runs(infos, _group_bytes())
+        align = 1 if backend() == "cpu" else _SHARED_VIEW_ALIGN
+        groups = _adjacent_runs(infos, _group_bytes(), align)
         raw = self._copy_ranges(
             [(f"{k}", g[0].offset, g[-1].end - g[0].begin) for k, g in enumerate(groups)],
             {f"{k}": _row_bytes(g[0]) for k, g in enumerate(groups) if len(g) == 1},
@@ -546,7 +552,7 @@ class TensorFile:
         try:
             arrays = mx.load(stream, format="safetensors")
             mx.eval(list(arrays.values()))
-        except RuntimeError as e:
+        except (RuntimeError, OSError) as e:  # (MLX's CUDA build passes an OSError on as is)
             self.check_unchanged()
             if stream.short_read:
                 raise self._ended_early() from None
@@ -649,17 +655,17 @@ def _split_by_size(infos: list[TensorInfo]) -> tuple[list[TensorInfo], list[Tens
     return small, large
 
 
-def _adjacent_runs(infos: list[TensorInfo], limit: int) -> list[list[TensorInfo]]:
+def _adjacent_runs(infos: list[TensorInfo], limit: int, align: int = 1) -> list[list[TensorInfo]]:
     """Tensors in file order, cut into runs that are contiguous in the file, span at most
-    ``limit`` bytes, and hold each tensor at a multiple of its element size from the run's
-    start (so it can be viewed in one buffer holding the run)."""
+    ``limit`` bytes, and hold each tensor at a multiple of its element size (and of ``align``)
+    from the run's start (so it can be viewed in one buffer holding the run)."""
     runs: list[list[TensorInfo]] = []
     for info in sorted(infos, key=_by_offset):
         run = runs[-1] if runs else None
         if (
             run is not None
             and info.begin == run[-1].end
-            and (info.begin - run[0].begin) % _view_alignment(info) == 0
+            and (info.begin - run[0].begin) % max(_view_alignment(info), align) == 0
             and info.end - run[0].begin <= limit
         ):
             run.append(info)
@@ -702,6 +708,7 @@ def _group_bytes() -> int:
 def _as_typed(raw: mx.array, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
     """Reinterpret a uint8 array, flat or ``[n, d]`` (see :func:`~.segment_stream.u8_shape`),
     as ``dtype`` and ``shape`` (no copy: MLX views share row-contiguous buffers)."""
+    stream = host_stream(dtype)
     if dtype != mx.uint8:
-        raw = raw.view(dtype)
-    return raw.reshape(shape)
+        raw = mx.view(raw, dtype, stream=stream)
+    return mx.reshape(raw, shape, stream=stream)

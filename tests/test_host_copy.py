@@ -22,11 +22,15 @@ BF16_SPECIALS = bytes.fromhex("c17f ffff 807f 80ff 0080 817f 01ff".replace(" ", 
 
 def _bits(a: mx.array) -> np.ndarray:
     """The array's raw bytes (comparing bits: NaN payloads and -0 included)."""
-    return np.array(a.reshape(-1).view(mx.uint8)) if a.size else np.zeros(0, np.uint8)
+    if not a.size:
+        return np.zeros(0, np.uint8)
+    # (on the CPU stream: a GPU stream refuses float64 arrays)
+    return np.array(mx.view(mx.reshape(a, (-1,), stream=mx.cpu), mx.uint8, stream=mx.cpu))
 
 
 def _reference(data: bytes, dtype: mx.Dtype, shape: tuple[int, ...]) -> mx.array:
-    return mx.array(np.frombuffer(data, np.uint8)).view(dtype).reshape(shape)
+    raw = mx.array(np.frombuffer(data, np.uint8))
+    return mx.reshape(mx.view(raw, dtype, stream=mx.cpu), shape, stream=mx.cpu)
 
 
 @pytest.mark.parametrize("dtype", MLX_DTYPES, ids=str)

@@ -83,6 +83,23 @@ def test_float64_is_not_widened_or_narrowed(tmp_path):
     assert np.array(got).tobytes() == arr.tobytes()
 
 
+@pytest.mark.parametrize(
+    "index", [(2,), (-1, 1), (slice(None, None, -2),), (slice(1, 4), 0), (np.array([3, 0]),)]
+)
+def test_float64_slices_are_its_bits(tmp_path, index):
+    """float64 is indexed as its bits (uint64) and viewed back on the CPU stream: MLX's GPU
+    streams refuse float64 arrays (seen on CUDA)."""
+    path = tmp_path / "f64.safetensors"
+    arr = np.array([1 / 3, 1e300, -0.0, np.nan, -5e-324, 2.0], dtype=np.float64).reshape(3, 2)
+    save_file({"x": np.concatenate([arr, arr[::-1]])}, str(path))
+    with mlxload.safe_open(path) as f:
+        got = f.get_slice("x")[
+            tuple(mx.array(i) if isinstance(i, np.ndarray) else i for i in index)
+        ]
+    want = np.concatenate([arr, arr[::-1]])[index]
+    assert got.dtype == mx.float64 and np.array(got).tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32, mx.uint32])
 def test_mx_save_safetensors_matches_mx_load(tmp_path, dtype, copy_path):
     path = tmp_path / "m.safetensors"
