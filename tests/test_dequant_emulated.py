@@ -27,6 +27,16 @@ FLOATS = (mx.float16, mx.bfloat16, mx.float32)
 pytestmark = pytest.mark.skipif(not have_compiler(), reason="needs a C++ compiler (g++)")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _on_the_cpu():
+    """The emulator stands in for Metal's kernel and MLX's CPU for Metal's ``mx.dequantize``:
+    on a CUDA machine the GPU rounds otherwise (fused multiply-adds) and can't 1-bit quantize."""
+    device = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(device)
+
+
 def _quantized(shape, dtype, group_size, bits, seed=0):
     x = mx.random.normal(shape, key=mx.random.key(seed)).astype(dtype)
     return mx.quantize(x, group_size=group_size, bits=bits)

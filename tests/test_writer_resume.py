@@ -225,7 +225,7 @@ def test_peak_memory_does_not_grow_with_checkpoint_size(tmp_path, method):
     assert proc.returncode == 0, proc.stderr
     before_kb, peak_kb = map(int, proc.stdout.split())
     assert out.stat().st_size > 96 << 20
-    assert peak_kb < 256 * 1024
+    # (Growth only: the process before the merge is 90-380 MB, MLX's CUDA libraries included.)
     assert peak_kb - before_kb < 24 * 1024, (before_kb, peak_kb)  # under one shard's size
 
 
