@@ -432,8 +432,9 @@ def test_adjacent_tensors_share_one_read_but_not_values(tmp_path):
 def test_many_byte_tensors_at_odd_offsets_are_read_as_one_range(tmp_path, monkeypatch, copy_path):
     """Grouping needs only element alignment: 1,000 one-byte tensors are one read (not
     1,000, which made MLX's stream loading quadratic: 200k tensors took 22 s)."""
-    from mlxload import segment_stream
+    from mlxload import segment_stream, tensor_file
 
+    monkeypatch.setattr(tensor_file, "backend", lambda: "cpu")  # (a GPU wants 16-byte views)
     header = {f"t{i}": entry("U8", [1], i, i + 1) for i in range(1000)}
     header["h"] = entry("F16", [3], 1000, 1006)  # 2-byte elements at an even offset: joins too
     data = bytes(i % 256 for i in range(1000)) + np.array([1, 2, 3], np.float16).tobytes()
@@ -450,6 +451,35 @@ def test_many_byte_tensors_at_odd_offsets_are_read_as_one_range(tmp_path, monkey
     assert reads == [(mlxload.read_header(path).data_start, 1006)]
     assert [got[f"t{i}"].item() for i in range(1000)] == [i % 256 for i in range(1000)]
     assert got["h"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", ["cuda", "metal"])
+def test_on_a_gpu_tensors_share_a_read_buffer_only_at_16_byte_multiples(
+    tmp_path, monkeypatch, backend
+):
+    """MLX's CUDA matmul (cuBLASLt) refused a float16 view 2 bytes into a buffer."""
+    from mlxload import segment_stream, tensor_file
+
+    monkeypatch.setattr(tensor_file, "backend", lambda: backend)
+    monkeypatch.setattr(tensor_file, "_SMALL_READ_BYTES", -1)
+    monkeypatch.setattr(tensor_file, "_SMALL_TENSOR_BYTES", -1)
+    header = {"a": entry("F16", [1], 0, 2), "b": entry("F16", [8], 2, 18)}
+    header["c"] = entry("F16", [2, 4], 18, 34)  # 16 bytes after b: shares b's buffer
+    values = np.arange(17, dtype=np.float16)
+    path = write_raw(tmp_path / "odd.safetensors", header, values.tobytes())
+    reads = []
+    real = segment_stream._pread_exact
+
+    def counting(fd, view, offset):
+        reads.append((offset, len(view)))
+        return real(fd, view, offset)
+
+    monkeypatch.setattr(segment_stream, "_pread_exact", counting)
+    got = mlxload.load_file(path)
+    start = mlxload.read_header(path).data_start
+    assert sorted(reads) == [(start, 2), (start + 2, 32)]
+    assert got["a"].tolist() == [0] and got["b"].tolist() == list(range(1, 9))
+    assert got["c"].tolist() == [[9, 10, 11, 12], [13, 14, 15, 16]]
 
 
 def _cached_bytes(path) -> int:
