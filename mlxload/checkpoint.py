@@ -504,6 +504,7 @@ def load(
         # Checked before anything happens: a truthy typo ("AUTO", "yes", 1) would otherwise
         # rewrite files in place.
         raise ValueError(f"align must be False, True or 'auto', got {align!r}")
+    check_zero_copy(zero_copy)  # also before a download or an in-place align
     require_path(path)
     local: Path | None = None
     if is_hub_spec(path):

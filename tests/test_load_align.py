@@ -105,6 +105,21 @@ def test_align_takes_only_false_true_or_auto(tmp_path, align):
     assert (tmp_path / "w.safetensors").read_bytes() == before
 
 
+@pytest.mark.parametrize("zero_copy", ["false", "no", 2])
+def test_a_bad_zero_copy_is_refused_before_align_rewrites_anything(tmp_path, zero_copy):
+    """zero_copy was checked only when the Checkpoint was built, after align=True had already
+    rewritten the misaligned files in place."""
+    _misaligned_dir(tmp_path)
+    path = tmp_path / "model.safetensors"
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    with pytest.raises(
+        ValueError, match=f"zero_copy must be 'auto', True or False, got {zero_copy!r}"
+    ):
+        mlxload.load(tmp_path, align=True, zero_copy=zero_copy)
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    assert not mlxload.alignment_report(tmp_path).ready
+
+
 def test_the_align_command_in_the_cache_refusal_is_quoted(tmp_path):
     repo = tmp_path / "my models" / "models--org--name"
     (repo / "blobs").mkdir(parents=True)
