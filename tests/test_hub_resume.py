@@ -73,3 +73,37 @@ def test_killed_download_resumes_with_range(tmp_path, monkeypatch):
     finally:
         server.stop()
         huggingface_hub.close_session()
+
+
+def test_a_write_of_no_bytes_fails_instead_of_looping(tmp_path):
+    """A write that returns 0 (a full disk) would make the write loop spin forever; the
+    bytes already hashed stay and the ones the disk refused are cut off."""
+    import errno
+    import hashlib
+
+    import pytest
+
+    from mlxload.hub.transfer import CHUNK, _Sink
+
+    partial = tmp_path / "blob.mlxload-partial"
+    partial.write_bytes(b"have")
+    sink = _Sink(partial, hashlib.sha256(), lambda n: None, limit=2 * CHUNK)
+    real = sink._out
+
+    class FullDisk:
+        def fileno(self) -> int:
+            return real.fileno()
+
+        def write(self, data: memoryview) -> int:  # a short write, then none: the disk is full
+            return real.write(data[: len(data) // 2]) if len(data) == CHUNK else 0
+
+        def close(self) -> None:
+            real.close()
+
+    sink._out = FullDisk()
+    with pytest.raises(OSError, match="no byte written") as info:
+        sink.add(bytes(CHUNK))
+    assert info.value.errno == errno.ENOSPC
+    sink._buf.clear()
+    sink.close()
+    assert partial.read_bytes() == b"have"
