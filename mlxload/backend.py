@@ -22,6 +22,8 @@ from functools import cache
 
 import mlx.core as mx
 
+from mlxload.errors import InvalidArgumentError
+
 __all__ = [
     "FLOAT_DTYPES",
     "MLX_FOR_ONE_BIT",
@@ -90,19 +92,20 @@ def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     """Accept ``None``, an ``mx.Dtype`` or a name such as ``"float32"``.
 
     Raises:
-        ValueError: an unknown name, or a non-float dtype.
+        InvalidArgumentError: an unknown name, or a non-float dtype.
     """
     if dtype is None:
         return None
     if isinstance(dtype, str):
         if dtype not in FLOAT_DTYPES:
-            raise ValueError(
-                f"unknown compute dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}"
+            raise InvalidArgumentError(
+                f"dtype must be one of {', '.join(FLOAT_DTYPES)} or None, got {dtype!r} (an "
+                "unknown compute dtype)"
             )
         return FLOAT_DTYPES[dtype]
     if dtype not in FLOAT_DTYPES.values():
-        raise ValueError(
-            f"compute dtype must be a float type ({', '.join(FLOAT_DTYPES)}), got "
+        raise InvalidArgumentError(
+            f"dtype must be a float type ({', '.join(FLOAT_DTYPES)}) or None, got "
             f"{dtype_name(dtype)}"
         )
     return dtype

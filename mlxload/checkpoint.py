@@ -32,6 +32,7 @@ from mlxload.errors import (
     DuplicateTensorError,
     FileChangedError,
     FileClosedError,
+    InvalidArgumentError,
     MlxloadError,
     TensorNotFoundError,
     TensorNotInShardError,
@@ -493,8 +494,8 @@ def load(
         A :class:`Checkpoint`; nothing but index/header bytes has been read yet.
 
     Raises:
-        ValueError: ``align`` is not False, True or ``"auto"``; ``zero_copy`` is not
-            ``"auto"``, True or False.
+        InvalidArgumentError: ``align`` is not False, True or ``"auto"``; ``zero_copy`` is not
+            ``"auto"``, True or False (checked before anything is downloaded or rewritten).
         TypeError: a keyword argument neither this nor a Hub download takes.
         FileNotFoundError: a local path that doesn't exist (and isn't a Hub spec).
         CheckpointError, SafetensorsError: a broken checkpoint.
@@ -503,7 +504,7 @@ def load(
     if not (align is None or align is False or align is True or align == "auto"):
         # Checked before anything happens: a truthy typo ("AUTO", "yes", 1) would otherwise
         # rewrite files in place.
-        raise ValueError(f"align must be False, True or 'auto', got {align!r}")
+        raise InvalidArgumentError(f"align must be False, True or 'auto', got {align!r}")
     check_zero_copy(zero_copy)  # also before a download or an in-place align
     require_path(path)
     local: Path | None = None

@@ -27,6 +27,7 @@ __all__ = [
     "HeaderNotObjectError",
     "HeaderTooLargeError",
     "IndexFileError",
+    "InvalidArgumentError",
     "InvalidDataOffsetsError",
     "InvalidMetadataError",
     "InvalidShapeError",
@@ -55,6 +56,11 @@ __all__ = [
 
 class MlxloadError(Exception):
     """Base class of every error mlxload raises about its input or environment."""
+
+
+class InvalidArgumentError(MlxloadError, ValueError):
+    """An argument outside the values a function takes (``zero_copy="false"``, ``align=1``);
+    the message names the argument, the value given and the values it takes."""
 
 
 class SafetensorsError(MlxloadError, ValueError):

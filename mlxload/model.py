@@ -38,6 +38,7 @@ from mlxload.backend import (
     stored_float_dtype,
 )
 from mlxload.dtypes import DTYPES
+from mlxload.errors import InvalidArgumentError
 from mlxload.hub.spec import is_hub_spec
 from mlxload.load_report import LoadReport
 from mlxload.model_fit import (
@@ -116,7 +117,8 @@ def load_model(
             needs), no usable tokenizer files, or tensors that don't match the model (missing,
             extra, wrong shape). Config and tokenizer are checked before any weight is read.
         QuantizationConfigError, QuantizedCheckpointError: a broken quantization config.
-        ValueError: ``dtype`` is not a float dtype.
+        InvalidArgumentError: ``dtype`` is not a float dtype; ``fetch`` is not ``"files"``
+            without a group; ``lazy`` or ``zero_copy=True`` with a group.
         CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
     """
     from mlxload.checkpoint import load
@@ -126,9 +128,10 @@ def load_model(
         from mlxload.distributed import load_model_sharded
 
         if lazy or zero_copy not in ("auto", False):
-            raise ValueError(
-                "lazy and zero_copy are not supported with tensor_group/pipeline_group: a "
-                "rank copies just its blocks, evaluated"
+            raise InvalidArgumentError(
+                f"with tensor_group/pipeline_group, lazy must be False and zero_copy 'auto' or "
+                f"False (a rank copies just its blocks, evaluated), got lazy={lazy!r}, "
+                f"zero_copy={zero_copy!r}"
             )
         return load_model_sharded(
             path_or_hf,
@@ -140,9 +143,9 @@ def load_model(
             fetch=fetch,
         )
     if fetch != "files":
-        raise ValueError(
-            f"fetch={fetch!r} applies to tensor_group/pipeline_group loads; a single process "
-            "reads every tensor, so it downloads whole files"
+        raise InvalidArgumentError(
+            f"fetch must be 'files' without tensor_group/pipeline_group (a single process "
+            f"reads every tensor, so it downloads whole files), got {fetch!r}"
         )
     parse_dtype(dtype)  # fail on a bad dtype before any work
     utils = mlx_lm_utils()

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import mlx.core as mx
 
 from mlxload.dtypes import DTYPES
-from mlxload.errors import TensorIndexError, UnsupportedIndexError
+from mlxload.errors import InvalidArgumentError, TensorIndexError, UnsupportedIndexError
 from mlxload.header import TensorInfo
 from mlxload.index_check import checked_index
 from mlxload.tensor_file import TensorFile
@@ -128,7 +128,7 @@ class safe_open:  # named like safetensors.safe_open on purpose
 
     Raises:
         SafetensorsError: invalid header.
-        ValueError: a framework other than ``"mlx"``.
+        InvalidArgumentError: a framework other than ``"mlx"``.
     """
 
     def __init__(
@@ -141,7 +141,10 @@ class safe_open:  # named like safetensors.safe_open on purpose
         evict_page_cache: bool = False,
     ) -> None:
         if framework not in ("mlx", "mx"):
-            raise ValueError(f"mlxload.safe_open loads MLX arrays; framework={framework!r}")
+            raise InvalidArgumentError(
+                f"framework must be 'mlx' or 'mx' (mlxload.safe_open loads MLX arrays), got "
+                f"{framework!r}"
+            )
         self._file = TensorFile(path, zero_copy=zero_copy, evict_page_cache=evict_page_cache)
 
     def __enter__(self) -> safe_open:

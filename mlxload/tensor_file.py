@@ -34,6 +34,7 @@ from mlxload.dtypes import DTYPES, host_stream
 from mlxload.errors import (
     FileChangedError,
     FileClosedError,
+    InvalidArgumentError,
     MemoryLimitError,
     MlxloadError,
     RangeNotFetchedError,
@@ -83,10 +84,11 @@ def check_zero_copy(value: object) -> None:
     """Refuse a ``zero_copy`` argument other than ``"auto"``, True or False.
 
     Raises:
-        ValueError: anything else; a truthy typo such as ``"false"`` would ask for mapping.
+        InvalidArgumentError: anything else; a truthy typo such as ``"false"`` would ask for
+            mapping.
     """
     if not ((isinstance(value, str) and value == "auto") or isinstance(value, (bool, np.bool_))):
-        raise ValueError(f"zero_copy must be 'auto', True or False, got {value!r}")
+        raise InvalidArgumentError(f"zero_copy must be 'auto', True or False, got {value!r}")
 
 
 def _import_no_copy(window: np.ndarray) -> mx.array | None:

@@ -569,8 +569,22 @@ def test_zero_copy_takes_only_auto_true_or_false(tmp_path, opener, value):
     """A truthy typo such as "false" asked for mapping: the opposite of what it says."""
     path = tmp_path / "m.safetensors"
     mx.save_safetensors(str(path), {"w": mx.ones((2, 3))})
-    with pytest.raises(ValueError, match=f"zero_copy must be 'auto', True or False, got {value!r}"):
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
         getattr(mlxload, opener)(path, zero_copy=value)
+    assert str(info.value) == f"zero_copy must be 'auto', True or False, got {value!r}"
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("framework", ["numpy", "pt", "MLX"])
+def test_safe_open_takes_only_the_mlx_framework(tmp_path, framework):
+    path = tmp_path / "m.safetensors"
+    mx.save_safetensors(str(path), {"w": mx.ones((2, 3))})
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
+        mlxload.safe_open(path, framework=framework)
+    assert str(info.value) == (
+        f"framework must be 'mlx' or 'mx' (mlxload.safe_open loads MLX arrays), got {framework!r}"
+    )
+    assert isinstance(info.value, ValueError)
 
 
 def test_a_misspelt_keyword_to_load_is_an_error_for_a_local_path_too(tmp_path):

@@ -21,6 +21,7 @@ from test_distributed_plan import FakeGroup, _assert_same
 
 import mlxload.hub.range_fetch as range_fetch
 import mlxload.hub.transfer as transfer
+from mlxload import InvalidArgumentError
 from mlxload.distributed import load_model_sharded
 from mlxload.hub import download
 from mlxload.hub.errors import DownloadError, HubError, IntegrityError
@@ -161,10 +162,16 @@ def test_a_server_that_ignores_range_is_a_clear_error(served):
 
 def test_fetch_ranges_without_a_group_is_refused(served):
     _, path, _ = served
-    with pytest.raises(ValueError, match="applies to tensor_group/pipeline_group loads"):
+    with pytest.raises(InvalidArgumentError) as info:
         load_model(path, fetch="ranges")
-    with pytest.raises(ValueError, match="fetch must be 'files' or 'ranges', got 'some'"):
+    assert str(info.value) == (
+        "fetch must be 'files' without tensor_group/pipeline_group (a single process reads "
+        "every tensor, so it downloads whole files), got 'ranges'"
+    )
+    with pytest.raises(InvalidArgumentError) as info:
         load_model_sharded(path, tensor_group=FakeGroup(0, 2), fetch="some")
+    assert str(info.value) == "fetch must be 'files' or 'ranges', got 'some'"
+    assert isinstance(info.value, ValueError)
 
 
 def test_dropped_connections_and_busy_answers_are_retried(served):

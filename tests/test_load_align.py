@@ -100,8 +100,10 @@ def test_hf_cache_is_never_rewritten(tmp_path, through_a_link):
 def test_align_takes_only_false_true_or_auto(tmp_path, align):
     mx.save_safetensors(str(tmp_path / "w.safetensors"), {"w": mx.ones(3)})
     before = (tmp_path / "w.safetensors").read_bytes()
-    with pytest.raises(ValueError, match=f"align must be False, True or 'auto', got {align!r}"):
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
         mlxload.load(tmp_path, align=align)
+    assert str(info.value) == f"align must be False, True or 'auto', got {align!r}"
+    assert isinstance(info.value, ValueError)
     assert (tmp_path / "w.safetensors").read_bytes() == before
 
 
@@ -113,7 +115,8 @@ def test_a_bad_zero_copy_is_refused_before_align_rewrites_anything(tmp_path, zer
     path = tmp_path / "model.safetensors"
     before, mtime = path.read_bytes(), path.stat().st_mtime_ns
     with pytest.raises(
-        ValueError, match=f"zero_copy must be 'auto', True or False, got {zero_copy!r}"
+        mlxload.InvalidArgumentError,
+        match=f"^zero_copy must be 'auto', True or False, got {zero_copy!r}$",
     ):
         mlxload.load(tmp_path, align=True, zero_copy=zero_copy)
     assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime

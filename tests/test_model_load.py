@@ -131,10 +131,29 @@ def test_dtype_choice_is_reported(cache):
 
 
 def test_bad_dtype_fails_before_reading(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown compute dtype 'float8'; choose one of"):
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
         load_model(tmp_path, dtype="float8")
-    with pytest.raises(ValueError, match="compute dtype must be a float type"):
+    assert str(info.value) == (
+        "dtype must be one of float16, bfloat16, float32 or None, got 'float8' (an unknown "
+        "compute dtype)"
+    )
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
         load_model(tmp_path, dtype=mx.int32)
+    assert str(info.value) == (
+        "dtype must be a float type (float16, bfloat16, float32) or None, got int32"
+    )
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("kwargs", [{"lazy": True}, {"zero_copy": True}])
+def test_lazy_or_zero_copy_with_a_group_is_refused(tmp_path, kwargs):
+    with pytest.raises(mlxload.InvalidArgumentError) as info:
+        load_model(tmp_path, tensor_group=object(), **kwargs)
+    lazy, zero_copy = kwargs.get("lazy", False), kwargs.get("zero_copy", "auto")
+    assert str(info.value) == (
+        "with tensor_group/pipeline_group, lazy must be False and zero_copy 'auto' or False (a "
+        f"rank copies just its blocks, evaluated), got lazy={lazy!r}, zero_copy={zero_copy!r}"
+    )
 
 
 def test_missing_config_json(cache, tmp_path):

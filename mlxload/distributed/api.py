@@ -50,6 +50,7 @@ from mlxload.distributed.skeleton import (
 )
 from mlxload.distributed.source import RankSource, open_source
 from mlxload.distributed.tensor_plan import plan_blocks, shard_and_trace
+from mlxload.errors import InvalidArgumentError
 from mlxload.model_fit import refuse_unknown
 from mlxload.model_recipe import ModelLoadError, load_tokenizer
 from mlxload.process_stats import io_read_bytes, peak_rss_bytes
@@ -120,13 +121,13 @@ def load_model_sharded(
         ShardingError: the model can't be split as asked (names the module).
         ModelLoadError, MissingDependencyError: as :func:`mlxload.load_model`; also on every
             other rank when one rank fails (all ranks agree with one all-sum at the end).
-        ValueError: a bad ``dtype``.
+        InvalidArgumentError: a bad ``dtype`` or ``fetch``.
         CheckpointError, SafetensorsError, HubError: as :func:`mlxload.load`.
     """
     from mlxload.model_recipe import mlx_lm_utils
 
     if fetch not in ("files", "ranges"):
-        raise ValueError(f"fetch must be 'files' or 'ranges', got {fetch!r}")
+        raise InvalidArgumentError(f"fetch must be 'files' or 'ranges', got {fetch!r}")
     parse_dtype(dtype)
     utils = mlx_lm_utils()  # imported before the clocks start: its .py files aren't checkpoint I/O
     if tensor_group is None and pipeline_group is None:
