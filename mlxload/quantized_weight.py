@@ -342,18 +342,16 @@ class QuantizedWeight:
             ``nn.QuantizedLinear`` or ``nn.QuantizedEmbedding``, frozen like MLX's own.
 
         Raises:
-            ValueError: unknown ``kind``, a bias for an embedding, a weight that isn't 2-D, a
-                global scale (``mlx.nn``'s quantized layers have none), or a 1-bit weight under
-                an MLX older than 0.32.4.
+            QuantizedWeightError: unknown ``kind``, a bias for an embedding, a weight that isn't
+                2-D, a global scale (``mlx.nn``'s quantized layers have none), or a 1-bit weight
+                under an MLX older than 0.32.4.
         """
         if kind is None:
             kind = "embedding" if _EMBEDDING_NAME.search(self.name) else "linear"
         if kind not in ("linear", "embedding"):
-            raise ValueError(f"kind must be 'linear' or 'embedding', got {kind!r}")
+            raise self._fail(f"kind must be 'linear' or 'embedding', got {kind!r}")
         if self.weight.ndim != 2:
-            raise ValueError(
-                f"{self.name or 'weight'}: to_module needs a 2-D weight, shape is {self.shape}"
-            )
+            raise self._fail(f"to_module needs a 2-D weight, shape is {self.shape}")
         if self.global_scale is not None:
             raise self._fail(
                 "mlx.nn's quantized layers take no global scale; use dequantize() or matmul()"
@@ -370,7 +368,7 @@ class QuantizedWeight:
             module = nn.QuantizedLinear.__new__(nn.QuantizedLinear)
         else:
             if bias is not None:
-                raise ValueError("an embedding has no output bias")
+                raise self._fail("an embedding has no output bias")
             module = nn.QuantizedEmbedding.__new__(nn.QuantizedEmbedding)
             module.num_embeddings, module.dims = rows, cols
         nn.Module.__init__(module)

@@ -105,8 +105,15 @@ def test_higher_rank_weights_dequantize_per_row():
     assert qw.shape == (2, 3, 128) and qw.num_groups == 4
     want = mx.dequantize(w, s, b, group_size=32, bits=4)
     assert mx.array_equal(qw.dequantize(), want).item()
-    with pytest.raises(ValueError, match=r"to_module needs a 2-D weight, shape is \(2, 3, 128\)"):
+    with pytest.raises(QuantizedWeightError) as info:
         qw.to_module()
+    assert str(info.value) == "quantized weight: to_module needs a 2-D weight, shape is (2, 3, 128)"
+    named = QuantizedWeight(w, s, b, bits=4, group_size=32, name="experts.up_proj")
+    with pytest.raises(QuantizedWeightError) as info:
+        named.to_module()
+    assert str(info.value) == (
+        "quantized weight 'experts.up_proj': to_module needs a 2-D weight, shape is (2, 3, 128)"
+    )
 
 
 def test_to_module_linear_shares_arrays_and_computes_like_mlx():
@@ -149,10 +156,15 @@ def test_to_module_embedding_shares_arrays_and_looks_up_rows():
     assert (e.num_embeddings, e.dims) == (16, 64)
     ids = mx.array([3, 0, 15])
     assert mx.array_equal(e(ids), qw.dequantize()[ids]).item()
-    with pytest.raises(ValueError, match="an embedding has no output bias"):
+    with pytest.raises(QuantizedWeightError) as info:
         qw.to_module("embedding", bias=mx.zeros((16,)))
-    with pytest.raises(ValueError, match="kind must be 'linear' or 'embedding', got 'conv'"):
+    assert str(info.value) == "quantized weight 'lm_head': an embedding has no output bias"
+    with pytest.raises(QuantizedWeightError) as info:
         qw.to_module("conv")
+    assert str(info.value) == (
+        "quantized weight 'lm_head': kind must be 'linear' or 'embedding', got 'conv'"
+    )
+    assert isinstance(info.value, (MlxloadError, ValueError))
 
 
 def test_repr_is_readable():
