@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "gptq_to_mlx": "mlxload.awq_gptq",
     "QuantizationConfigError": "mlxload.quant_errors",
     "QuantConfigJSONError": "mlxload.quant_errors",
+    "QuantConfigNotFoundError": "mlxload.quant_errors",
     "QuantConfigTypeError": "mlxload.quant_errors",
     "UnsupportedBitsError": "mlxload.quant_errors",
     "UnsupportedGroupSizeError": "mlxload.quant_errors",

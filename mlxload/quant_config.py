@@ -36,6 +36,7 @@ from typing import Any
 from mlxload.quant_errors import (
     MissingQuantizationConfigError,
     QuantConfigJSONError,
+    QuantConfigNotFoundError,
     QuantConfigTypeError,
     UnsupportedBitsError,
     UnsupportedGroupSizeError,
@@ -165,9 +166,14 @@ class QuantizationConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> QuantizationConfig:
-        """Read a standalone ``quantization_config.json`` (see :meth:`from_json`)."""
+        """Read a standalone ``quantization_config.json`` (see :meth:`from_json`).
+
+        Raises:
+            QuantConfigNotFoundError: ``path`` does not exist or is a directory.
+            QuantizationConfigError subclasses: malformed values (see :meth:`from_json`).
+        """
         path = Path(path)
-        return cls.from_json(path.read_bytes(), source=str(path))
+        return cls.from_json(_read_config(path, "quantization", _FROM_FILE), source=str(path))
 
     @classmethod
     def from_model_config(
@@ -186,6 +192,7 @@ class QuantizationConfig:
             The config.
 
         Raises:
+            QuantConfigNotFoundError: no ``config.json`` at the path (or in the directory).
             MissingQuantizationConfigError: no quantization section.
             QuantizationConfigError subclasses: malformed values (message names file and key).
         """
@@ -197,7 +204,7 @@ class QuantizationConfig:
             if path.is_dir():
                 path = path / "config.json"
             src = str(path)
-            root = _parse_json_object(path.read_bytes(), src)
+            root = _parse_json_object(_read_config(path, "model", _FROM_MODEL_CONFIG), src)
         found = _quant_section(root)
         if found is None:
             raise MissingQuantizationConfigError(
@@ -317,6 +324,28 @@ def _quant_section(root: Mapping[str, Any]) -> tuple[str, Any] | None:
     if isinstance(text_config, dict) and text_config.get("quantization_config") is not None:
         return "text_config.quantization_config", text_config["quantization_config"]
     return None
+
+
+_FROM_FILE = (
+    "pass the path of a quantization_config.json, or use find_quantization_config(directory) "
+    "to look in a checkpoint directory"
+)
+_FROM_MODEL_CONFIG = (
+    "pass a model's config.json, the directory that holds it, or the parsed config (a dict)"
+)
+
+
+def _read_config(path: Path, what: str, instead: str) -> bytes:
+    """A config file's bytes; a missing file or a directory is a
+    :class:`QuantConfigNotFoundError` saying what to pass ``instead``."""
+    if path.is_dir():
+        raise QuantConfigNotFoundError(
+            f"{path}: a directory, not a {what} config file; {instead}", path
+        )
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise QuantConfigNotFoundError(f"{path}: no such file; {instead}", path) from None
 
 
 def _parse_json_object(text: str | bytes, src: str) -> dict:

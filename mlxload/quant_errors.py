@@ -7,11 +7,14 @@ file (or tensor), the key and the valid options.
 
 from __future__ import annotations
 
+import errno
+
 from mlxload.errors import CheckpointError, MlxloadError
 
 __all__ = [
     "MissingQuantizationConfigError",
     "QuantConfigJSONError",
+    "QuantConfigNotFoundError",
     "QuantConfigTypeError",
     "QuantizationConfigError",
     "QuantizedCheckpointError",
@@ -29,6 +32,19 @@ class QuantizationConfigError(MlxloadError, ValueError):
 
 class QuantConfigJSONError(QuantizationConfigError):
     """The config text is not valid JSON, or its top level is not an object."""
+
+
+class QuantConfigNotFoundError(QuantizationConfigError, FileNotFoundError):
+    """The config file to read does not exist or is a directory; the message says what to pass
+    instead. Like any ``FileNotFoundError``, it has ``errno`` and ``filename``."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOENT
+        self.filename = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class QuantConfigTypeError(QuantizationConfigError):

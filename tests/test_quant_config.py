@@ -11,6 +11,7 @@ from mlxload.quant_config import QuantizationConfig, QuantSpec, find_quantizatio
 from mlxload.quant_errors import (
     MissingQuantizationConfigError,
     QuantConfigJSONError,
+    QuantConfigNotFoundError,
     QuantConfigTypeError,
     QuantizationConfigError,
     UnsupportedBitsError,
@@ -49,6 +50,47 @@ def test_standalone_per_tensor_overrides_and_false():
     assert cfg.for_tensor("lm_head.weight") is None
     assert cfg.for_tensor("model.norm.scales") == QuantSpec(8, 64)
     assert cfg.for_tensor("model.layers.5.mlp.gate_proj.weight") == QuantSpec(4, 64)
+
+
+_FROM_FILE_INSTEAD = (
+    "pass the path of a quantization_config.json, or use find_quantization_config(directory) "
+    "to look in a checkpoint directory"
+)
+_FROM_MODEL_CONFIG_INSTEAD = (
+    "pass a model's config.json, the directory that holds it, or the parsed config (a dict)"
+)
+
+
+def test_from_file_of_a_missing_file_or_a_directory_is_a_quantization_config_error(tmp_path):
+    """They leaked FileNotFoundError / IsADirectoryError, which 'except MlxloadError' missed."""
+    missing = tmp_path / "quantization_config.json"
+    with pytest.raises(QuantConfigNotFoundError) as info:
+        QuantizationConfig.from_file(missing)
+    assert str(info.value) == f"{missing}: no such file; {_FROM_FILE_INSTEAD}"
+    assert isinstance(info.value, FileNotFoundError) and info.value.filename == str(missing)
+    with pytest.raises(QuantConfigNotFoundError) as info:
+        QuantizationConfig.from_file(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}: a directory, not a quantization config file; {_FROM_FILE_INSTEAD}"
+    )
+    assert isinstance(info.value, QuantizationConfigError)
+
+
+def test_from_model_config_of_a_missing_file_or_a_directory_is_a_quantization_config_error(
+    tmp_path,
+):
+    config = tmp_path / "config.json"
+    for given in (tmp_path, config):  # a directory without config.json, or the file itself
+        with pytest.raises(QuantConfigNotFoundError) as info:
+            QuantizationConfig.from_model_config(given)
+        assert str(info.value) == f"{config}: no such file; {_FROM_MODEL_CONFIG_INSTEAD}"
+        assert isinstance(info.value, MlxloadError)
+    config.mkdir()
+    with pytest.raises(QuantConfigNotFoundError) as info:
+        QuantizationConfig.from_model_config(tmp_path)
+    assert str(info.value) == (
+        f"{config}: a directory, not a model config file; {_FROM_MODEL_CONFIG_INSTEAD}"
+    )
 
 
 def test_from_file_reads_and_names_the_file(tmp_path):
