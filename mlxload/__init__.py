@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     # models (needs the mlx-lm extra)
     "load_model": "mlxload.model",
     "ModelLoadError": "mlxload.model",
+    "MissingDependencyError": "mlxload.model_recipe",
     "LoadReport": "mlxload.load_report",
     "synthetic_checkpoint": "mlxload.synthetic",
     "load_model_sharded": "mlxload.distributed",
@@ -58,6 +59,12 @@ _LAZY: dict[str, str] = {
     "download": "mlxload.hub",
     "resolve": "mlxload.hub",
     "HubError": "mlxload.hub.errors",
+    "HubSpecError": "mlxload.hub.errors",
+    "RepoNotFoundError": "mlxload.hub.errors",
+    "RevisionNotFoundError": "mlxload.hub.errors",
+    "EntryNotFoundError": "mlxload.hub.errors",
+    "AuthError": "mlxload.hub.errors",
+    "GatedRepoError": "mlxload.hub.errors",
     "OfflineError": "mlxload.hub.errors",
     "IntegrityError": "mlxload.hub.errors",
     "DownloadError": "mlxload.hub.errors",
@@ -70,6 +77,10 @@ _LAZY: dict[str, str] = {
     "WriteResult": "mlxload.writer",
     "WriterError": "mlxload.writer.errors",
     "OutputExistsError": "mlxload.writer.errors",
+    "OutputBusyError": "mlxload.writer.errors",
+    "OutputIsSourceError": "mlxload.writer.errors",
+    "OutputNameError": "mlxload.writer.errors",
+    "OutputNotADirectoryError": "mlxload.writer.errors",
     "InsufficientSpaceError": "mlxload.writer.errors",
     "WriteFailedError": "mlxload.writer.errors",
     "MetadataConflictError": "mlxload.writer.errors",
@@ -83,6 +94,9 @@ _LAZY: dict[str, str] = {
     "UnsupportedQuantizationError": "mlxload.dequant",
     "QuantizedShapeError": "mlxload.dequant",
     "QuantizedDtypeError": "mlxload.dequant",
+    "KernelSourceNotFoundError": "mlxload.kernel_sources",
+    # benchmarks
+    "WorkerError": "mlxload.bench.runner",
 }
 
 __all__ = ["__version__", *_error_names, *_LAZY]

@@ -37,3 +37,47 @@ def test_import_pulls_in_no_heavy_optional_modules():
 def test_errors_share_one_base():
     for name in mlxload.errors.__all__:
         assert issubclass(getattr(mlxload, name), mlxload.MlxloadError), name
+
+
+# Exceptions that never leave mlxload, so need neither the common base nor a top-level name.
+_INTERNAL_EXCEPTIONS = {
+    "mlxload.hub.stop.Cancelled",  # tells transfer threads to stop; caught inside mlxload.hub
+}
+
+
+def _public_exceptions() -> list[type[Exception]]:
+    """Every public Exception subclass defined in an mlxload module (not re-exported ones)."""
+    found = []
+    for info in pkgutil.walk_packages(mlxload.__path__, "mlxload."):
+        if info.name == "mlxload.__main__":
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError as e:  # a module for an optional extra that isn't installed
+            if (e.name or "").split(".")[0] != "mlx_lm":
+                raise
+            continue
+        for name, value in vars(module).items():
+            if (
+                not name.startswith("_")
+                and isinstance(value, type)
+                and issubclass(value, Exception)
+                and value.__module__ == info.name
+                and f"{info.name}.{name}" not in _INTERNAL_EXCEPTIONS
+            ):
+                found.append(value)
+    return found
+
+
+def test_every_public_exception_is_an_mlxload_error_reachable_from_the_top():
+    """``except mlxload.MlxloadError`` catches it, and ``except mlxload.<Name>`` can name it."""
+    classes = _public_exceptions()
+    assert len(classes) > 50  # the walk found the error modules
+    not_ours = [c.__qualname__ for c in classes if not issubclass(c, mlxload.MlxloadError)]
+    assert not_ours == []
+    unreachable = [
+        f"{c.__module__}.{c.__name__}"
+        for c in classes
+        if getattr(mlxload, c.__name__, None) is not c or c.__name__ not in mlxload.__all__
+    ]
+    assert unreachable == []

@@ -19,8 +19,16 @@ from mlxload.bench.environment import environment
 from mlxload.bench.page_cache import COLD_NEEDS, can_drop_caches, drop_caches, warm
 from mlxload.bench.stats import summarize
 from mlxload.bench.worker import LOADERS
+from mlxload.errors import MlxloadError
 
-__all__ = ["DEFAULT_PROMPT", "BenchOptions", "run_bench", "run_worker", "worker_args"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "BenchOptions",
+    "WorkerError",
+    "run_bench",
+    "run_worker",
+    "worker_args",
+]
 
 DEFAULT_PROMPT = "Tell me a story about a small robot."
 # Which loaders each task measures (mx.load can't build a model; mlx_lm+dtype only matters
@@ -35,7 +43,7 @@ _METRICS = {
 }
 
 
-class WorkerError(RuntimeError):
+class WorkerError(MlxloadError, RuntimeError):
     """A measurement subprocess failed; the message has the end of its output."""
 
 
