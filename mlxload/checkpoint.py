@@ -497,7 +497,8 @@ def load(
         InvalidArgumentError: ``align`` is not False, True or ``"auto"``; ``zero_copy`` is not
             ``"auto"``, True or False (checked before anything is downloaded or rewritten).
         TypeError: a keyword argument neither this nor a Hub download takes.
-        FileNotFoundError: a local path that doesn't exist (and isn't a Hub spec).
+        CheckpointNotFoundError: a local path that doesn't exist and isn't a Hub spec (a
+            ``FileNotFoundError`` too).
         CheckpointError, SafetensorsError: a broken checkpoint.
         HubError: the Hub download failed.
     """

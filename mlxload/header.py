@@ -120,6 +120,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
+        """Size of the tensor's bytes in the data section (``end - begin``)."""
         return self.end - self.begin
 
     @property
@@ -263,10 +264,12 @@ class FileHeader:
 
     @property
     def data_start(self) -> int:
+        """File offset of the data section: the 8-byte length prefix plus the header."""
         return 8 + self.header_size
 
     @property
     def data_size(self) -> int:
+        """Bytes in the data section: the file after the header."""
         return self.file_size - self.data_start
 
 
@@ -283,7 +286,8 @@ def read_header(path: str | os.PathLike) -> FileHeader:
         SafetensorsError: (a subclass per rule) when the file breaks the format.
         NotARegularFileError: a directory, FIFO, device or socket.
         CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
-        PermissionError: the OS refused to open it.
+        FilePermissionError: the OS refused to open it (a ``PermissionError`` too).
+        TooManyOpenFilesError: the process has no file descriptor left.
     """
     path = Path(path)
     fd = open_regular(path)

@@ -39,13 +39,16 @@ class TensorSlice:
         self._info = file.info(name)
 
     def get_shape(self) -> list[int]:
+        """The tensor's shape as a list (as safetensors' ``get_shape``)."""
         return list(self._info.shape)
 
     def get_dtype(self) -> str:
+        """The tensor's safetensors dtype name, e.g. ``"BF16"`` (as safetensors' ``get_dtype``)."""
         return self._info.dtype
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The tensor's shape as a tuple."""
         return self._info.shape
 
     def __getitem__(self, index: Any) -> mx.array:

@@ -19,11 +19,14 @@ import struct
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import orjson
 
 __all__ = ["MAX_DIM", "MAX_READ", "SegmentStream", "read_range", "read_workers", "u8_shape"]
+
+WritableBuffer = Any  # what MLX's loader reads into: a memoryview, bytearray or numpy array
 
 _PARALLEL_MIN = 8 << 20
 """Ranges at least this large are read by several threads."""
@@ -225,7 +228,9 @@ class SegmentStream:
     def tell(self) -> int:
         return self._pos
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WritableBuffer) -> int:
+        """Fill ``buffer`` from the current position; return the bytes read (fewer at a short
+        read, which sets :attr:`short_read`)."""
         view = memoryview(buffer).cast("B")
         pos = self._pos
         n = len(view)

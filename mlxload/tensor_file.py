@@ -61,6 +61,7 @@ ZERO_COPY = "zero-copy"
 
 _PAGE = 16384  # Apple silicon page size; also a multiple of 4 KiB pages elsewhere
 _GROUP_BYTES = 256 << 20
+# Which tensors TensorFile._copy_small copies: see _split_by_size.
 _SMALL_READ_BYTES = 1 << 20
 _SHARED_VIEW_ALIGN = 16
 """On a GPU a tensor shares a read buffer only at a multiple of 16 bytes from its start:
@@ -68,8 +69,9 @@ MLX's CUDA matmul (cuBLASLt) refused a float16 view 2 bytes in (CUBLAS_STATUS_NO
 (The CPU takes any element-aligned view, and many tiny tensors read as one range there.)"""
 _SMALL_READ_COUNT = 16
 _SMALL_TENSOR_BYTES = 16 << 10
-_HOST_MAX_NDIM = 32  # numpy 1.x's limit (2.x: 64); mx.load takes more
-"""Which tensors :meth:`TensorFile._copy_small` copies: see :func:`_split_by_size`."""
+_HOST_MAX_NDIM = 32
+"""The most dimensions of a tensor copied through numpy: numpy 1.x's limit (2.x: 64); a tensor
+with more is streamed, as ``mx.load`` takes more."""
 
 
 def zero_copy_supported() -> bool:
@@ -164,7 +166,7 @@ class TensorFile:
 
     Raises:
         SafetensorsError: the header is invalid.
-        ValueError: ``zero_copy`` is not ``"auto"``, True or False.
+        InvalidArgumentError: ``zero_copy`` is not ``"auto"``, True or False.
     """
 
     def __init__(
@@ -247,9 +249,11 @@ class TensorFile:
     # -- info ------------------------------------------------------------------------------
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:
+        """Name -> :class:`TensorInfo` of every tensor in the file, from its header."""
         return self.header.tensors
 
     def info(self, name: str) -> TensorInfo:
+        """The :class:`TensorInfo` of tensor ``name`` (a :class:`TensorNotFoundError` if none)."""
         try:
             return self.header.tensors[name]
         except KeyError:
@@ -508,7 +512,8 @@ class TensorFile:
         (what has to be fetched first when the file is fetched range by range).
 
         Raises:
-            ValueError: as :meth:`read_block`.
+            TensorNotFoundError: no tensor ``name`` in the file.
+            UnsupportedIndexError: as :meth:`read_block`.
         """
         return self._plan_block(name, rows, cols)[0]
 
