@@ -554,7 +554,6 @@ def _check_hub_kwargs(kwargs: dict) -> None:
 
 def _align_if_needed(local: Path, mode: bool | str) -> None:
     from mlxload.hub.cache import in_hf_cache
-    from mlxload.tensor_file import zero_copy_supported
     from mlxload.writer import align, alignment_report
 
     files = checkpoint_files(local)

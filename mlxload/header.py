@@ -635,7 +635,7 @@ def _element_counts(
 
 
 def _slow_validate(path: Path, obj: dict, data_size: int) -> _Table:
-    infos = [_validate_entry(path, name, entry, 0) for name, entry in obj.items()]
+    infos = [_validate_entry(path, name, entry) for name, entry in obj.items()]
     infos.sort(key=_offsets_key)
     expected = 0
     for info in infos:
@@ -891,7 +891,8 @@ def _entry_fields(path: Path, name: str, entry: object) -> tuple[Any, str, list,
     return spec, dtype, shape, offsets
 
 
-def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> TensorInfo:
+def _validate_entry(path: Path, name: str, entry: object) -> TensorInfo:
+    """One tensor's entry, checked; its offsets are relative to the data section."""
     spec, dtype, shape, offsets = _entry_fields(path, name, entry)
     if offsets[1] < offsets[0]:
         raise InvalidDataOffsetsError(
@@ -915,4 +916,4 @@ def _validate_entry(path: Path, name: str, entry: object, data_start: int) -> Te
             f"{path}: tensor {name!r}: shape {shape} of {dtype} needs {bits // 8} bytes but "
             f"data_offsets {offsets} span {end - begin}"
         )
-    return TensorInfo(name, dtype, tuple(shape), begin, end, data_start)
+    return TensorInfo(name, dtype, tuple(shape), begin, end, 0)

@@ -151,7 +151,7 @@ class QuantizationConfig:
         """
         src = source or "<quantization config>"
         obj = _parse_json_object(text, src)
-        default = _spec_from(obj, None, src, "", base=QuantSpec(4, 64))
+        default = _spec_from(obj, src, "", base=QuantSpec(4, 64))
         per_tensor_obj = obj.get("per_tensor", {})
         if not isinstance(per_tensor_obj, dict):
             raise QuantConfigTypeError(
@@ -379,15 +379,13 @@ def _int(obj: Mapping[str, Any], key: str, src: str, where: str) -> int | None:
     return value
 
 
-def _spec_from(
-    obj: Mapping[str, Any], mode: str | None, src: str, where: str, base: QuantSpec
-) -> QuantSpec:
+def _spec_from(obj: Mapping[str, Any], src: str, where: str, base: QuantSpec) -> QuantSpec:
     """Build and validate a spec from ``obj``; missing values come from ``base``.
 
     When ``obj`` names a mode other than ``base``'s, missing values come from that mode's
     defaults instead.
     """
-    mode = obj.get("mode", mode or base.mode)
+    mode = obj.get("mode", base.mode)
     if not isinstance(mode, str):
         raise QuantConfigTypeError(f"{src}: key '{where}mode' must be a string, got {_kind(mode)}")
     if mode not in MODES:
@@ -439,7 +437,7 @@ def _override(value: Any, default: QuantSpec, src: str, key: str) -> QuantSpec |
             f'{src}: key \'{key}\' must be an object like {{"bits": 8, "group_size": 64}} '
             f"or false, got {_kind(value)}"
         )
-    return _spec_from(value, None, src, f"{key}.", base=default)
+    return _spec_from(value, src, f"{key}.", base=default)
 
 
 def _from_mlx_section(
@@ -449,7 +447,7 @@ def _from_mlx_section(
     if not isinstance(mode, str):
         raise QuantConfigTypeError(f"{src}: key '{key}.mode' must be a string, got {_kind(mode)}")
     base = QuantSpec(*_MODE_DEFAULTS.get(mode, (4, 64)), mode)
-    default = _spec_from(section, None, src, f"{key}.", base=base)
+    default = _spec_from(section, src, f"{key}.", base=base)
     per_tensor = {
         name: _mlx_override(value, default, src, f"{key}[{name!r}]")
         for name, value in section.items()
@@ -476,7 +474,7 @@ def _mlx_override(value: Any, default: QuantSpec, src: str, key: str) -> QuantSp
         return None  # falsy to mlx-lm's predicate as well: the module stays unquantized
     if not isinstance(value, dict):
         return _override(value, default, src, key)
-    return _spec_from(value, None, src, f"{key}.", base=_AFFINE_DEFAULT)
+    return _spec_from(value, src, f"{key}.", base=_AFFINE_DEFAULT)
 
 
 def _bool(section: Mapping[str, Any], key: str, src: str, where: str) -> bool | None:

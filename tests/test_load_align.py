@@ -8,7 +8,7 @@ import mlx.core as mx
 import pytest
 
 import mlxload
-from mlxload import checkpoint, tensor_file
+from mlxload import checkpoint
 
 
 def _misaligned_dir(tmp_path):
@@ -32,7 +32,7 @@ def test_auto_on_a_copying_backend_does_nothing_and_says_nothing(tmp_path, monke
     """Aligning buys nothing where every tensor is copied anyway: a warning there was noise
     on every Linux run of a script written for both."""
     _misaligned_dir(tmp_path)
-    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: False)
+    monkeypatch.setattr(checkpoint, "zero_copy_supported", lambda: False)
     before = (tmp_path / "model.safetensors").read_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -42,7 +42,7 @@ def test_auto_on_a_copying_backend_does_nothing_and_says_nothing(tmp_path, monke
 
 def test_auto_on_metal_where_it_may_not_rewrite_warns_once_with_the_command(tmp_path, monkeypatch):
     _misaligned_dir(tmp_path)
-    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: True)
+    monkeypatch.setattr(checkpoint, "zero_copy_supported", lambda: True)
     monkeypatch.setattr(checkpoint, "_warned", set())
     monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)  # root writes all
     path = tmp_path / "model.safetensors"
@@ -62,7 +62,7 @@ def test_auto_on_metal_where_it_may_not_rewrite_warns_once_with_the_command(tmp_
 
 def test_auto_on_metal_rewrites_once_and_tensors_are_unchanged(tmp_path, monkeypatch):
     tensors = _misaligned_dir(tmp_path)
-    monkeypatch.setattr(tensor_file, "zero_copy_supported", lambda: True)
+    monkeypatch.setattr(checkpoint, "zero_copy_supported", lambda: True)
     ckpt = mlxload.load(tmp_path, align="auto", zero_copy=False)
     assert mlxload.alignment_report(tmp_path).ready
     for name, arr in tensors.items():
