@@ -24,6 +24,7 @@ import mlx.nn as nn
 
 from mlxload.backend import MLX_FOR_ONE_BIT, dtype_name, mlx_quantizes_bits
 from mlxload.dequant import FLOAT_DTYPES
+from mlxload.dequant import dequantize as _affine_dequantize
 from mlxload.quant_config import AFFINE_BITS, AFFINE_GROUP_SIZES, FP_MODES, MODES, QuantSpec
 from mlxload.quant_errors import QuantizedWeightError
 
@@ -240,8 +241,8 @@ class QuantizedWeight:
     def dequantize(self, dtype: mx.Dtype | None = None) -> mx.array:
         """The dense weight, bit-exact with ``mx.dequantize``.
 
-        Affine weights go through ``mlxload.dequant.dequantize`` (the custom kernels) when that
-        module is present, else ``mx.dequantize``.
+        Affine weights go through :func:`mlxload.dequant.dequantize` (the custom kernels), other
+        modes through ``mx.dequantize``.
 
         Args:
             dtype: Output dtype; default :attr:`dtype`.
@@ -252,11 +253,9 @@ class QuantizedWeight:
         if self.global_scale is not None:
             return self._dequantize_per_matrix(dtype)
         if self.mode == "affine":
-            kernel = _kernel_dequantize()
-            if kernel is not None:
-                return kernel(
-                    self.weight, self.scales, self.biases, self.group_size, self.bits, dtype=dtype
-                )
+            return _affine_dequantize(
+                self.weight, self.scales, self.biases, self.group_size, self.bits, dtype=dtype
+            )
         return mx.dequantize(
             self.weight,
             self.scales,
@@ -379,11 +378,3 @@ class QuantizedWeight:
             module.bias = bias
         module.freeze()
         return module
-
-
-def _kernel_dequantize():  # -> Callable | None
-    try:
-        from mlxload.dequant import dequantize
-    except ImportError:
-        return None
-    return dequantize

@@ -288,8 +288,7 @@ def test_logical_shape_for_every_width():
         assert math.prod(qw.shape) == qw.element_count
 
 
-@pytest.mark.parametrize("kernel_available", [True, False])
-def test_dequantize_uses_mlxload_kernel_when_importable(monkeypatch, kernel_available):
+def test_affine_dequantize_uses_mlxload_kernel(monkeypatch):
     import mlxload.quantized_weight as qw_module
 
     calls = []
@@ -298,12 +297,12 @@ def test_dequantize_uses_mlxload_kernel_when_importable(monkeypatch, kernel_avai
         calls.append((group_size, bits, dtype))
         return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=dtype)
 
-    monkeypatch.setattr(qw_module, "_kernel_dequantize", lambda: spy if kernel_available else None)
+    monkeypatch.setattr(qw_module, "_affine_dequantize", spy)
     w, s, b = quantized((2, 3, 64), 5, 32, mx.bfloat16)
     qw = QuantizedWeight(w, s, b, bits=5, group_size=32)
     want = mx.dequantize(w, s, b, group_size=32, bits=5, dtype=mx.float16)
     assert mx.array_equal(qw.dequantize(mx.float16), want).item()
-    assert calls == ([(32, 5, mx.float16)] if kernel_available else [])
+    assert calls == [(32, 5, mx.float16)]
 
 
 @pytest.mark.parametrize("bits,group_size", [(4.0, 64), (4, 64.0), (True, 64)])
