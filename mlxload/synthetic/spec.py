@@ -56,15 +56,6 @@ class SyntheticSpec:
         text = json.dumps([GENERATOR_VERSION, asdict(self)], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    @property
-    def num_parameters(self) -> int:
-        """Parameter count of the unquantized model."""
-        h, inter, v = self.hidden_size, self.intermediate_size, self.vocab_size
-        kv = h * self.num_key_value_heads // self.num_attention_heads
-        per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter + 2 * h
-        embeddings = v * h * (1 if self.tie_word_embeddings else 2)
-        return self.num_hidden_layers * per_layer + embeddings + h
-
     def quantization(self) -> dict[str, Any] | None:
         """The ``quantization`` section of ``config.json`` (``None`` when unquantized)."""
         if self.bits is None:
