@@ -3,13 +3,14 @@ quickly — never a crash, a MemoryError, a hang, or another exception type."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+import pytest
 import safetensors
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -17,22 +18,21 @@ from hypothesis import strategies as st
 import mlxload
 from mlxload.header import read_header
 
-_DIR = Path(tempfile.mkdtemp(prefix="mlxload-fuzz-"))
-
 
 def _valid_file() -> bytes:
-    path = _DIR / "seed.safetensors"
-    if not path.exists():
-        mx.save_safetensors(
-            str(path),
-            {
-                "a": mx.arange(6, dtype=mx.float32).reshape(2, 3),
-                "b": mx.array([1, 2, 3], dtype=mx.int8),
-                "c": mx.ones((2, 2), dtype=mx.bfloat16),
-            },
-            metadata={"format": "mlx"},
-        )
-    return path.read_bytes()
+    """The file every test mutates, written in memory (the strategies need its size at import,
+    and a folder made then was never removed)."""
+    buffer = io.BytesIO()
+    mx.save_safetensors(
+        buffer,
+        {
+            "a": mx.arange(6, dtype=mx.float32).reshape(2, 3),
+            "b": mx.array([1, 2, 3], dtype=mx.int8),
+            "c": mx.ones((2, 2), dtype=mx.bfloat16),
+        },
+        metadata={"format": "mlx"},
+    )
+    return buffer.getvalue()
 
 
 _NUMPY_DTYPES = {"F16", "F32", "F64", "I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64", "BOOL"}
@@ -42,9 +42,14 @@ SEED = _valid_file()
 HEADER = json.loads(SEED[8 : 8 + HEADER_LEN])
 
 
-def _load_all(data: bytes) -> bool:
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file each input is written to (module-scoped: Hypothesis runs many per test)."""
+    return tmp_path_factory.mktemp("fuzz") / "case.safetensors"
+
+
+def _load_all(path: Path, data: bytes) -> bool:
     """Check one input; True when it was accepted (and its bytes compared), False when refused."""
-    path = _DIR / "case.safetensors"
     path.write_bytes(data)
     try:
         header = read_header(path)
@@ -76,25 +81,25 @@ FUZZ = settings(
 @given(st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.integers(0, 255)), max_size=8))
 @example([])
 @example([(len(SEED) - 1, 0x7F), (8 + HEADER_LEN, 0x80)])  # tensor bytes: still a valid file
-def test_byte_flips(flips):
+def test_byte_flips(case, flips):
     data = bytearray(SEED)
     for pos, value in flips:
         data[pos] = value
-    _load_all(bytes(data))
+    _load_all(case, bytes(data))
 
 
 @FUZZ
 @given(st.integers(0, len(SEED)), st.binary(max_size=64))
 @example(len(SEED), b"")
-def test_truncate_or_extend(cut, tail):
-    _load_all(SEED[:cut] + tail)
+def test_truncate_or_extend(case, cut, tail):
+    _load_all(case, SEED[:cut] + tail)
 
 
 @FUZZ
 @given(st.integers(0, 2**64 - 1))
 @example(HEADER_LEN)
-def test_any_length_prefix(n):
-    _load_all(struct.pack("<Q", n) + SEED[8:])
+def test_any_length_prefix(case, n):
+    _load_all(case, struct.pack("<Q", n) + SEED[8:])
 
 
 _json_values = st.recursive(
@@ -120,7 +125,7 @@ _json_values = st.recursive(
 )
 @example("a", "shape", [3, 2], 0)  # same element count: still valid
 @example("__metadata__", None, {"k": "v"}, 0)
-def test_header_field_mutations(tensor, field, value, extra_data):
+def test_header_field_mutations(case, tensor, field, value, extra_data):
     header = json.loads(json.dumps(HEADER))
     if field is None or tensor == "__metadata__" or tensor not in header:
         header[tensor] = value
@@ -128,7 +133,7 @@ def test_header_field_mutations(tensor, field, value, extra_data):
         header[tensor][field] = value
     body = json.dumps(header).encode()
     data = SEED[8 + HEADER_LEN :] + bytes(extra_data)
-    _load_all(struct.pack("<Q", len(body)) + body + data)
+    _load_all(case, struct.pack("<Q", len(body)) + body + data)
 
 
 @FUZZ
@@ -145,25 +150,26 @@ def test_header_field_mutations(tensor, field, value, extra_data):
     st.integers(0, 128),
 )
 @example([("U8", [4], 0, 4), ("F16", [2, 1], 4, 8)], 8)
-def test_random_headers(entries, data_len):
+def test_random_headers(case, entries, data_len):
     header = {
         f"t{i}": {"dtype": d, "shape": s, "data_offsets": [b, e]}
         for i, (d, s, b, e) in enumerate(entries)
     }
     body = json.dumps(header).encode()
-    _load_all(struct.pack("<Q", len(body)) + body + bytes(np.arange(data_len, dtype=np.uint8)))
+    data = bytes(np.arange(data_len, dtype=np.uint8))
+    _load_all(case, struct.pack("<Q", len(body)) + body + data)
 
 
-def test_valid_inputs_are_accepted_and_compared_byte_for_byte():
+def test_valid_inputs_are_accepted_and_compared_byte_for_byte(case):
     # The fuzzers above mostly produce refusals; these prove the comparison path runs.
     data = SEED[8 + HEADER_LEN :]
-    assert _load_all(SEED)
-    assert _load_all(SEED[:-1] + b"\x7f")  # another tensor byte
+    assert _load_all(case, SEED)
+    assert _load_all(case, SEED[:-1] + b"\x7f")  # another tensor byte
     header = json.loads(json.dumps(HEADER))
     header["a"]["shape"] = [3, 2]
     body = json.dumps(header).encode()
-    assert _load_all(struct.pack("<Q", len(body)) + body + data)
+    assert _load_all(case, struct.pack("<Q", len(body)) + body + data)
     header = {"x": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}
     body = json.dumps(header).encode()
-    assert _load_all(struct.pack("<Q", len(body)) + body + b"\x01\x02\x03\x04")
-    assert not _load_all(SEED[:-1])  # one byte short: refused
+    assert _load_all(case, struct.pack("<Q", len(body)) + body + b"\x01\x02\x03\x04")
+    assert not _load_all(case, SEED[:-1])  # one byte short: refused
