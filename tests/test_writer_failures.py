@@ -13,7 +13,8 @@ import textwrap
 import warnings
 
 import pytest
-from writer_fixtures import assert_aligned, mixed_tensors, write_sharded
+from st_bytes import entry, write_raw
+from writer_fixtures import assert_aligned, mixed_tensors, tensor_bytes, write_sharded
 
 from mlxload import free_space
 from mlxload.errors import FileChangedError
@@ -197,6 +198,38 @@ def test_source_truncated_during_copy(tmp_path, monkeypatch):
     assert "source ended at byte" in str(e.value)
     assert "truncated during the copy: restore it, then run the command again" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def _u8_file(path, fill: int, n: int = 4):
+    """``n`` tensors t0.. of 1000 bytes, tensor i filled with ``fill + i`` (same size for any
+    ``fill``), written in place when ``path`` exists (O_TRUNC: same inode)."""
+    header = {f"t{i}": entry("U8", [1000], 1000 * i, 1000 * (i + 1)) for i in range(n)}
+    return write_raw(path, header, b"".join(bytes([fill + i]) * 1000 for i in range(n)))
+
+
+def test_a_source_rewritten_in_place_during_the_copy_is_refused(tmp_path):
+    """Same inode, same size: the open descriptor reads the new bytes from then on, so the
+    output would silently mix two versions of the file."""
+    src = _u8_file(tmp_path / "a.safetensors", 0)
+    os.utime(src, ns=(10**18, 10**18))  # the rewrite surely gets another mtime
+    inode = src.stat().st_ino
+
+    def rewrite_halfway(done, total, name):
+        if name == "t1":
+            _u8_file(src, 100)
+
+    out = tmp_path / "out" / "m.safetensors"
+    with pytest.raises(FileChangedError) as e:
+        merge(src, out, progress=rewrite_halfway)
+    assert src.stat().st_ino == inode
+    assert str(e.value) == (
+        f"{src}: source modified (written again, same size) while it was being copied, so "
+        "m.safetensors could mix its old and new tensors and was not written — run the "
+        "command again"
+    )
+    assert list((tmp_path / "out").iterdir()) == []  # no output, work file nor journal
+    merge(src, out)  # the rerun copies the file as it is now
+    assert tensor_bytes(out) == {f"t{i}": bytes([100 + i]) * 1000 for i in range(4)}
 
 
 def test_the_free_space_margin_grows_with_the_output(tmp_path, monkeypatch):

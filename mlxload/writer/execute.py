@@ -8,9 +8,11 @@ continue after the last completed tensor. On an error the temporary file and its
 removed (and the journals of outputs already committed) and a :class:`~.errors.WriterError`
 is raised; a final name only ever holds a complete file.
 
-Every source is opened before the first write and read only through those descriptors, and an
-output may not replace a source file it is made from (align alone rewrites a file from itself),
-so the bytes copied are always the planned ones.
+Every source is opened before the first write and read only through those descriptors, each
+output's sources are checked unchanged once it is copied (a file rewritten in place keeps its
+inode, so the descriptor would read the new bytes), and an output may not replace a source
+file it is made from (align alone rewrites a file from itself), so the bytes copied are always
+the planned ones.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def execute(
         InsufficientSpaceError: the destination lacks the space needed (nothing written; on
             macOS only a warning, as purgeable space counts as used there).
         WriteFailedError: writing failed (disk full, size limit, I/O error).
-        FileChangedError: a source changed while being copied.
+        FileChangedError: a source changed (truncated, replaced, rewritten) while being
+            copied; the output it went into is not written.
     """
     _check_sources(plan)
     locked = [o.path for o in plan.outputs] + [p for p in (plan.index_path,) if p is not None]
@@ -499,6 +502,26 @@ class _Run:
                         "modified); nothing was written — run the command again"
                     )
 
+    def _check_unchanged(self, output: OutputPlan) -> None:
+        """Refuse ``output`` if a source changed since it was planned: a rewrite in place
+        (``O_TRUNC`` and write, same inode) is read through the open descriptor, so the bytes
+        copied may mix two versions of the file.
+
+        Raises:
+            FileChangedError: naming the source that changed.
+        """
+        for path in dict.fromkeys(output.sources.values()):
+            planned = output.source_identity.get(path)
+            if planned is None:
+                continue
+            change = identity_change(planned, file_identity(os.fstat(self.fds[path])))
+            if change is not None:
+                raise FileChangedError(
+                    f"{path}: source {change} while it was being copied, so {output.path.name} "
+                    "could mix its old and new tensors and was not written — run the command "
+                    "again"
+                )
+
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
@@ -526,6 +549,7 @@ class _Run:
                 state.resumes += 1
                 self._skip(output, state.tensors_done, state.bytes_done)
             self._write_temp(output, tmp, jpath, state)
+            self._check_unchanged(output)
             state.complete = True  # all flushed: after a kill from here on the file is done
             save_journal(jpath, state)
         except KeyboardInterrupt as e:
