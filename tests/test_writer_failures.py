@@ -13,8 +13,7 @@ import textwrap
 import warnings
 
 import pytest
-from st_bytes import entry, write_raw
-from writer_fixtures import assert_aligned, mixed_tensors, tensor_bytes, write_sharded
+from writer_fixtures import assert_aligned, mixed_tensors, tensor_bytes, u8_file, write_sharded
 
 from mlxload import free_space
 from mlxload.errors import FileChangedError
@@ -200,23 +199,16 @@ def test_source_truncated_during_copy(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
-def _u8_file(path, fill: int, n: int = 4):
-    """``n`` tensors t0.. of 1000 bytes, tensor i filled with ``fill + i`` (same size for any
-    ``fill``), written in place when ``path`` exists (O_TRUNC: same inode)."""
-    header = {f"t{i}": entry("U8", [1000], 1000 * i, 1000 * (i + 1)) for i in range(n)}
-    return write_raw(path, header, b"".join(bytes([fill + i]) * 1000 for i in range(n)))
-
-
 def test_a_source_rewritten_in_place_during_the_copy_is_refused(tmp_path):
     """Same inode, same size: the open descriptor reads the new bytes from then on, so the
     output would silently mix two versions of the file."""
-    src = _u8_file(tmp_path / "a.safetensors", 0)
+    src = u8_file(tmp_path / "a.safetensors", 0)
     os.utime(src, ns=(10**18, 10**18))  # the rewrite surely gets another mtime
     inode = src.stat().st_ino
 
     def rewrite_halfway(done, total, name):
         if name == "t1":
-            _u8_file(src, 100)
+            u8_file(src, 100)
 
     out = tmp_path / "out" / "m.safetensors"
     with pytest.raises(FileChangedError) as e:

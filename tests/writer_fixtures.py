@@ -8,6 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 from safetensors.numpy import save_file
+from st_bytes import entry, write_raw
 
 from mlxload.header import read_header
 
@@ -62,6 +63,13 @@ def write_numpy_file(path: Path, seed: int = 1, metadata: dict | None = None) ->
         metadata=metadata,
     )
     return path
+
+
+def u8_file(path: Path, fill: int, n: int = 4) -> Path:
+    """``n`` tensors t0.. of 1000 bytes, tensor i filled with ``fill + i`` (same size for any
+    ``fill``), written in place when ``path`` exists (O_TRUNC: same inode)."""
+    header = {f"t{i}": entry("U8", [1000], 1000 * i, 1000 * (i + 1)) for i in range(n)}
+    return write_raw(path, header, b"".join(bytes([fill + i]) * 1000 for i in range(n)))
 
 
 def tensor_bytes(path: Path) -> dict[str, bytes]:
