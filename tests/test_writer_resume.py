@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-from writer_fixtures import checkpoint_bytes, mixed_tensors, write_sharded
+from writer_fixtures import checkpoint_bytes, mixed_tensors, tensor_bytes, u8_file, write_sharded
 
 from mlxload.writer import OutputBusyError, OutputExistsError, align, merge, split
 from mlxload.writer.execute import PAUSE_ENV, journal_path, temp_path
@@ -79,6 +79,29 @@ def test_killed_merge_resumes_from_journal_and_matches(tmp_path, name):
     assert out.read_bytes() == reference.read_bytes()
     assert not temp_path(out).exists() and not journal_path(out).exists()
     assert sorted(p.name for p in out.parent.iterdir()) == [name]  # no lock or work file left
+
+
+def test_a_source_rewritten_with_its_times_put_back_is_not_resumed_from(tmp_path):
+    """``rsync --inplace -t`` or ``cp -p`` over a source between the interrupted run and the
+    rerun: same inode, size and mtime; only the ctime tells the new bytes from the old."""
+    src = u8_file(tmp_path / "a.safetensors", 0)
+    out = tmp_path / "out" / "m.safetensors"
+
+    def stop_halfway(done, total, name):
+        if name == "t1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        merge(src, out, progress=stop_halfway)
+    assert json.loads(journal_path(out).read_bytes())["tensors_done"] == 2
+    st = src.stat()
+    time.sleep(0.05)  # past the coarse clock's tick: the rewrite gets another ctime
+    u8_file(src, 100)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (src.stat().st_ino, src.stat().st_size) == (st.st_ino, st.st_size)
+    result = merge(src, out)
+    assert result.resumed_tensors == 0 and result.copied_bytes == 4000
+    assert tensor_bytes(out) == {f"t{i}": bytes([100 + i]) * 1000 for i in range(4)}
 
 
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):

@@ -98,9 +98,12 @@ class OutputPlan:
         return self.data_start + self.data_size
 
     def digest(self) -> str:
-        """Hash of the layout and the sources' identity (path, size, mtime, inode).
+        """Hash of the layout and the sources' identity (path, size, mtime, ctime, inode).
 
         A journal written under another digest (other arguments, a source changed) is stale.
+        The ctime is there because a rewrite in place that puts the mtime back (``rsync
+        --inplace -t``, ``cp -p``) changes only it; a ``chmod`` meanwhile restarts the
+        output too, which costs time but never data.
         """
         h = hashlib.sha256()
         h.update(f"mlxload-writer-{_PLAN_VERSION}\0".encode() + os.fsencode(self.path.name) + b"\0")
@@ -111,7 +114,13 @@ class OutputPlan:
             if src not in stats:
                 st = os.stat(src)
                 # Absolute: the same run started from another directory resumes too.
-                stats[src] = (os.path.abspath(src), st.st_size, st.st_mtime_ns, st.st_ino)
+                stats[src] = (
+                    os.path.abspath(src),
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                )
             h.update(orjson.dumps([stats[src][0], t.src_offset, t.begin, t.end]))
         h.update(orjson.dumps(sorted(stats.values())))
         return h.hexdigest()
