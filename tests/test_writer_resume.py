@@ -104,6 +104,35 @@ def test_a_source_rewritten_with_its_times_put_back_is_not_resumed_from(tmp_path
     assert tensor_bytes(out) == {f"t{i}": bytes([100 + i]) * 1000 for i in range(4)}
 
 
+def _latin1_directory(tmp_path):
+    """``modèle`` in Latin-1: a name that isn't UTF-8 (refused by macOS's APFS)."""
+    path = tmp_path / os.fsdecode(b"mod\xe8le")
+    try:
+        path.mkdir()
+    except OSError as e:
+        pytest.skip(f"this filesystem refuses names that aren't UTF-8: {e}")
+    return path
+
+
+@pytest.mark.parametrize("verb", ["merge", "split", "align"])
+def test_a_source_whose_path_is_not_utf8_is_written_and_resumed(tmp_path, verb):
+    src = u8_file(_latin1_directory(tmp_path) / "a.safetensors", 0)
+    call = {"merge": merge, "split": split, "align": align}[verb]
+    out = tmp_path / "out" / ("a.safetensors" if verb == "align" else "model.safetensors")
+    target = {"merge": out, "split": out.parent, "align": f"{out.parent}/"}[verb]
+
+    def stop_halfway(done, total, name):
+        if name == "t1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        call(src, target, progress=stop_halfway)
+    assert json.loads(journal_path(out).read_bytes())["tensors_done"] == 2
+    result = call(src, target)
+    assert result.resumed_tensors == 2 and result.outputs == [out]
+    assert tensor_bytes(out) == {f"t{i}": bytes([i]) * 1000 for i in range(4)}
+
+
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "out" / "m.safetensors"
     src, reference, proc = _paused_merge(tmp_path, out, pause_after=2)

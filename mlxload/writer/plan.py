@@ -113,9 +113,10 @@ class OutputPlan:
             src = self.sources[t.name]
             if src not in stats:
                 st = os.stat(src)
-                # Absolute: the same run started from another directory resumes too.
+                # Absolute: the same run started from another directory resumes too. As
+                # bytes (in hex): a name that isn't UTF-8 is no JSON string.
                 stats[src] = (
-                    os.path.abspath(src),
+                    os.fsencode(os.path.abspath(src)).hex(),
                     st.st_size,
                     st.st_mtime_ns,
                     st.st_ctime_ns,
