@@ -488,7 +488,7 @@ def test_split_beside_its_own_source_shards_is_refused(tmp_path):
     src.mkdir()
     mx.save_safetensors(str(src / "model.safetensors"), mixed_tensors(scale=30))
     before = (src / "model.safetensors").read_bytes()
-    with pytest.raises(OutputIsSourceError, match=r"holds this split's own source shard\(s\) "):
+    with pytest.raises(OutputIsSourceError, match=r"holds this split's own source file\(s\) "):
         split(src / "model.safetensors", src, max_shard_size="20KiB", force=True)
     assert (src / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in src.iterdir()) == ["model.safetensors"]
@@ -615,6 +615,51 @@ def test_merge_into_the_directory_of_its_shards_is_refused(tmp_path, indexed, ou
     with pytest.raises(OutputIsSourceError, match=words):
         merge(src, str(tmp_path / out))
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+def _indexed(root, stem: str, index_name: str | None = None):
+    """Two shards ``STEM-0000i-of-00002.safetensors`` and their index, by default
+    ``STEM.safetensors.index.json`` (a diffusers unet: ``diffusion_pytorch_model``)."""
+    index_name = index_name or f"{stem}.safetensors.index.json"
+    root.mkdir()
+    weight_map = {}
+    for k in (1, 2):
+        name = f"{stem}-{k:05d}-of-00002.safetensors"
+        mx.save_safetensors(str(root / name), {f"w{k}": mx.arange(2 * k)})
+        weight_map[f"w{k}"] = name
+    index = {"metadata": {"total_size": 24}, "weight_map": weight_map}
+    (root / index_name).write_text(json.dumps(index))
+    return {p.name: p.read_bytes() for p in root.iterdir()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_merge_beside_its_own_index_never_removes_it(tmp_path, force):
+    """Not another checkpoint's index: this merge's input, which --force once deleted."""
+    src = tmp_path / "unet"
+    before = _indexed(
+        src, "diffusion_pytorch_model", "diffusion_pytorch_model.safetensors.index.json"
+    )
+    with pytest.raises(OutputIsSourceError) as e:
+        merge(src, f"{src}/", force=force)
+    assert str(e.value) == (
+        f"{src} holds this merge's own source file(s) (diffusion_pytorch_model.safetensors."
+        "index.json): they are its input, so they are never removed, and the new file would "
+        "sit beside them, where a loader of the directory would go by that index and never "
+        "read the new file; merge into another directory"
+    )
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_split_over_its_own_index_is_refused(tmp_path):
+    src = tmp_path / "w"
+    before = _indexed(src, "weights", "model.safetensors.index.json")
+    with pytest.raises(OutputIsSourceError) as e:
+        split(src, src, max_shard_size="20KiB", force=True)
+    assert str(e.value) == (
+        f"{src / 'model.safetensors.index.json'} is this split's own source index: it is the "
+        "input, so it is never replaced; split into another directory"
+    )
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
 
 def test_a_merged_copy_beside_indexed_shards_is_the_usual_layout(tmp_path):

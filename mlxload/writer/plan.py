@@ -231,23 +231,51 @@ def _other_checkpoint(
     ``merged.safetensors`` mixes nothing a loader of ``model*.safetensors`` reads).
 
     Raises:
-        OutputIsSourceError: some are this write's own sources: they can't be removed (they
-            are the input) and can't stay (they would sit beside the new shards).
+        OutputIsSourceError: some are this write's own sources, shards or index: they can't
+            be removed (they are the input) and can't stay (they would sit beside the new
+            shards, or hide them).
     """
     if not any(_SHARD_NAME.fullmatch(o.path.name) for o in outputs):
         return []
     others = _other_shards(out_dir, {o.path.name for o in outputs})
-    own = [p for p in others if any(same_file(p, src) for src in source.files.files)]
-    if own:
-        raise OutputIsSourceError(
-            f"{out_dir} holds this {kind}'s own source shard(s) ({', '.join(p.name for p in own)}"
-            f"): the new {'file' if kind == 'merge' else 'shards'} would sit beside them, and "
-            "a loader that globs "
-            f"model*.safetensors would mix the two; {kind} into another directory"
-        )
     if not writes_index and out_dir.is_dir():
         others += sorted(p for p in out_dir.glob("*.safetensors.index.json") if p.is_file())
+    own = [p for p in others if _is_source(p, source)]
+    if own:
+        new = "file" if kind == "merge" else "shards"
+        why = (
+            "that globs model*.safetensors would mix the two"
+            if any(p.name.endswith(".safetensors") for p in own)
+            else f"of the directory would go by that index and never read the new {new}"
+        )
+        raise OutputIsSourceError(
+            f"{out_dir} holds this {kind}'s own source file(s) ({', '.join(p.name for p in own)}"
+            f"): they are its input, so they are never removed, and the new {new} would sit "
+            f"beside them, where a loader {why}; {kind} into another directory"
+        )
     return others
+
+
+def _refuse_own_index(index_path: Path, source: Source, kind: str) -> None:
+    """Refuse to write an index over the source's own (an input, like its shards).
+
+    Raises:
+        OutputIsSourceError: ``index_path`` is the source's index.
+    """
+    own = source.files.index_path
+    if own is not None and same_file(index_path, own):
+        raise OutputIsSourceError(
+            f"{index_path} is this {kind}'s own source index: it is the input, so it is never "
+            f"replaced; {kind} into another directory"
+        )
+
+
+def _is_source(path: Path, source: Source) -> bool:
+    """``path`` is one of ``source``'s shards or its index."""
+    index = source.files.index_path
+    return any(same_file(path, f) for f in source.files.files) or (
+        index is not None and same_file(path, index)
+    )
 
 
 def _same_dir(a: Path, b: Path) -> bool:
@@ -364,6 +392,8 @@ def plan_split(
     weight_map = {t.name: o.path.name for o in outputs for t in o.tensors}
     total = sum(o.data_size for o in outputs)
     index_path = out_dir / INDEX_NAME
+    if not any(_is_source(o.path, source) for o in outputs):  # else execute names that shard
+        _refuse_own_index(index_path, source, "split")
     return WritePlan(
         "split",
         outputs,
