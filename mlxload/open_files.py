@@ -4,7 +4,7 @@ A checkpoint keeps each shard it has opened open (reads go through one descripto
 against the file's identity), and a merge opens all its sources before writing. With hundreds
 of shards that meets the default limit on open files (256 on macOS, 1024 on Linux), so the
 soft limit is raised towards the hard one when more are needed; if that is not enough,
-:func:`opening_shard` words the error.
+:func:`opening_shard` words the error, or :func:`require_open_files` refuses up front.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from mlxload.errors import TooManyOpenFilesError
 
-__all__ = ["ensure_open_files", "opening_shard", "with_room_to_open"]
+__all__ = ["ensure_open_files", "opening_shard", "require_open_files", "with_room_to_open"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,34 @@ def ensure_open_files(count: int) -> None:
         if limit > soft:
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def require_open_files(count: int, what: str) -> None:
+    """:func:`ensure_open_files`, then refuse at once if ``count`` more still don't fit: for
+    work that holds them all open together and would otherwise stop part way.
+
+    Args:
+        count: Descriptors needed at once.
+        what: What must be open at once, for the message (``"this split holds ..."``).
+
+    Raises:
+        TooManyOpenFilesError: the hard limit is too low; says to raise ``ulimit -n``.
+    """
+    ensure_open_files(count)
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    now = _open_now()
+    if soft == resource.RLIM_INFINITY or now is None or soft - now >= count:
+        return
+    need = -(-(now + count + _MARGIN) // 1024) * 1024
+    raise TooManyOpenFilesError(
+        errno.EMFILE,
+        f"{what}: {count} files, but the limit on open files ({soft}, {now} open already) "
+        f"leaves room for {max(soft - now, 0)}; raise it (`ulimit -n {need}`) and run again",
+    )
 
 
 def _open_now() -> int | None:

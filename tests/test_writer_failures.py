@@ -13,7 +13,15 @@ import textwrap
 import warnings
 
 import pytest
-from writer_fixtures import assert_aligned, mixed_tensors, tensor_bytes, u8_file, write_sharded
+from st_bytes import entry, write_raw
+from writer_fixtures import (
+    assert_aligned,
+    checkpoint_bytes,
+    mixed_tensors,
+    tensor_bytes,
+    u8_file,
+    write_sharded,
+)
 
 from mlxload import free_space
 from mlxload.errors import FileChangedError
@@ -241,3 +249,61 @@ def test_the_free_space_margin_grows_with_the_output(tmp_path, monkeypatch):
     assert _space_margin(0) == 1 << 20
     assert _space_margin(64 << 20) == 3 << 20
     assert _space_margin(100 << 30) == 16 << 20
+
+
+_SPLIT_CHILD = textwrap.dedent(
+    """
+    import os, resource, sys
+    import mlxload
+    from mlxload.writer import split
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), int(sys.argv[4])))
+    try:
+        result = split(sys.argv[1], sys.argv[2], max_shard_size=16400)
+        print("ok", len(result.outputs))
+    except mlxload.MlxloadError as e:
+        print(type(e).__name__, e)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def four_hundred_tensors(tmp_path_factory):
+    """400 4-byte tensors: 100 shards of 4 at a 16400-byte limit (16 KiB page + 16 bytes)."""
+    header = {f"t{i:04d}": entry("F32", [1], 4 * i, 4 * i + 4) for i in range(400)}
+    path = tmp_path_factory.mktemp("many") / "model.safetensors"
+    return write_raw(path, header, bytes(range(200)) * 8)
+
+
+def _split_child(src, out, soft: int, hard: int) -> str:
+    args = [sys.executable, "-c", _SPLIT_CHILD, str(src), str(out), str(soft), str(hard)]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    return proc.stdout.strip()
+
+
+def test_a_split_into_more_shards_than_the_soft_limit_raises_it(four_hundred_tensors, tmp_path):
+    """A lock is held on each output for the whole run: 100 shards and an index need 101."""
+    resource = pytest.importorskip("resource")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"hard limit {hard} is too low to raise the soft one here")
+    assert _split_child(four_hundred_tensors, tmp_path / "out", 64, hard) == "ok 100"
+    assert checkpoint_bytes(sorted((tmp_path / "out").glob("*.safetensors"))) == tensor_bytes(
+        four_hundred_tensors
+    )
+
+
+def test_a_split_the_hard_limit_cannot_hold_says_to_raise_it_before_writing(
+    four_hundred_tensors, tmp_path
+):
+    pytest.importorskip("resource")
+    out = _split_child(four_hundred_tensors, tmp_path / "out", 64, 64)
+    assert re.fullmatch(
+        r"TooManyOpenFilesError nothing was written: this split holds a lock on each of the "
+        r"101 files it writes, and its 1 source file\(s\), open at once: 106 files, but the "
+        r"limit on open files \(64, \d+ open already\) leaves room for \d+; raise it "
+        r"\(`ulimit -n 1024`\) and run again",
+        out,
+    ), out
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ from pathlib import Path
 from mlxload.errors import FileChangedError
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import file_identity, identity_change
-from mlxload.open_files import ensure_open_files, opening_shard
+from mlxload.open_files import ensure_open_files, opening_shard, require_open_files
 from mlxload.work_names import work_path
 from mlxload.writer.copy import copy_range
 from mlxload.writer.errors import (
@@ -57,6 +57,9 @@ PAUSE_ENV = "MLXLOAD_WRITER_PAUSE_AFTER"
 # Journal checkpoints flush the data (fdatasync), so not too often; a kill loses at most this.
 _CHECKPOINT_BYTES = 1 << 30
 _CHECKPOINT_SECONDS = 5.0
+_WORK_DESCRIPTORS = 4
+"""Descriptors open beside the locks and sources: the file written, its journal, a directory
+synced, an abandoned output's lock."""
 _SPACE_MARGIN = 16 << 20
 """Free space kept beyond an output's bytes (journals, index, block rounding), at most."""
 
@@ -132,6 +135,8 @@ def execute(
             align may rewrite a file from itself).
         InsufficientSpaceError: the destination lacks the space needed (nothing written; on
             macOS only a warning, as purgeable space counts as used there).
+        TooManyOpenFilesError: the open-file limit can't be raised enough to hold a lock
+            per output and every source open (nothing written).
         WriteFailedError: writing failed (disk full, size limit, I/O error).
         FileChangedError: a source changed (truncated, replaced, rewritten) while being
             copied; the output it went into is not written.
@@ -143,6 +148,7 @@ def execute(
     # are unchanged now, so taking (and so removing) their locks is the only way to sweep them.
     locked += [p for p in plan.unchanged if lock_path(p).exists()]
     _preflight(plan, force)  # refuse before creating any directory for the lock files
+    _require_descriptors(plan, len(locked))
     result = None
     try:
         with lock_outputs(locked):
@@ -154,6 +160,21 @@ def execute(
         # The work is done: a Ctrl-C while the locks were let go changes nothing (the rerun it
         # would ask for is refused: the outputs exist).
     return result
+
+
+def _require_descriptors(plan: WritePlan, locks: int) -> None:
+    """Room to hold every lock and source open together (a split into 300 shards holds 300
+    locks), refused before anything is written when the hard limit leaves none.
+
+    Raises:
+        TooManyOpenFilesError: says to raise ``ulimit -n``.
+    """
+    sources = len({p for output in plan.outputs for p in output.sources.values()})
+    require_open_files(
+        locks + sources + _WORK_DESCRIPTORS,
+        f"nothing was written: this {plan.kind} holds a lock on each of the {locks} files it "
+        f"writes, and its {sources} source file(s), open at once",
+    )
 
 
 def _remove_abandoned_work(finals: list[Path]) -> None:
