@@ -9,6 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from safetensors import safe_open
+from st_bytes import entry, write_raw
 from writer_fixtures import (
     assert_aligned,
     checkpoint_bytes,
@@ -36,6 +37,8 @@ from mlxload.writer import (
     split,
 )
 from mlxload.writer.execute import journal_path, temp_path
+from mlxload.writer.layout import PAGE_SIZE
+from mlxload.writer.plan import shard_name
 
 
 def _shards(root):
@@ -442,6 +445,49 @@ def test_output_header_over_the_readers_limit_is_refused_before_writing(tmp_path
     with pytest.raises(OutputHeaderTooLargeError):
         align(src)
     assert {p: p.read_bytes() for p in _shards(src)} == before
+
+
+def test_split_keeps_each_shards_header_under_the_readers_limit(tmp_path, monkeypatch):
+    """Thousands of tensors with long names: a split by bytes alone put them all in one shard
+    and then refused it, advising to split."""
+    from mlxload.writer import OutputHeaderTooLargeError
+    from mlxload.writer import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "MAX_HEADER_SIZE", 2 * PAGE_SIZE - 8)  # real: 100 MB
+    header = {f"{i:02d}." + "n" * 1000: entry("U8", [1], i, i + 1) for i in range(40)}
+    src = write_raw(tmp_path / "src.safetensors", header, bytes(range(40)))
+    with pytest.raises(OutputHeaderTooLargeError) as e:
+        merge(src, tmp_path / "m.safetensors")
+    assert re.fullmatch(
+        r".*m\.safetensors: its header would be \d+ bytes, over the 32760-byte limit "
+        r"safetensors readers accept: too many tensors or too much metadata for one file; "
+        r"split the checkpoint into shards instead \(mlxload split\)",
+        str(e.value),
+    )
+    result = split(src, tmp_path / "s")  # 5GB: the header limit alone makes it 2 shards
+    assert [p.name for p in result.outputs] == [shard_name(i, 2) for i in (1, 2)]
+    assert all(read_header(p).data_start <= 2 * PAGE_SIZE for p in result.outputs)
+    assert checkpoint_bytes(result.outputs) == tensor_bytes(src)
+
+
+def test_split_whose_metadata_alone_is_over_the_header_limit_says_so(tmp_path, monkeypatch):
+    from mlxload.writer import OutputHeaderTooLargeError
+    from mlxload.writer import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "MAX_HEADER_SIZE", 2 * PAGE_SIZE - 8)
+    src = write_raw(
+        tmp_path / "src.safetensors",
+        {"__metadata__": {"notes": "x" * 40000}, "a": entry("U8", [1], 0, 1)},
+        b"\x07",
+    )
+    with pytest.raises(OutputHeaderTooLargeError) as e:
+        split(src, tmp_path / "s")
+    assert str(e.value) == (
+        f"{tmp_path / 's' / 'model.safetensors'}: its header would be 49144 bytes, over the "
+        "32760-byte limit safetensors readers accept: the 40012-byte __metadata__ every shard "
+        "repeats leaves no room for even one tensor's entry; give the checkpoint less metadata"
+    )
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize(

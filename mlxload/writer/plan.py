@@ -163,14 +163,28 @@ class WritePlan:
         return sum(o.data_size for o in self.outputs)
 
 
-def _output(path: Path, source: Source, infos: list[TensorInfo], metadata: dict) -> OutputPlan:
+_TOO_LARGE = {
+    "merge": "too many tensors or too much metadata for one file; split the checkpoint into "
+    "shards instead (mlxload split)",
+    "split": "the {meta}-byte __metadata__ every shard repeats leaves no room for even one "
+    "tensor's entry; give the checkpoint less metadata",
+    "align": "align keeps each file's tensors together; split the checkpoint into shards "
+    "instead (mlxload split)",
+}
+"""What to do about an output header over the readers' limit, by kind of write."""
+
+
+def _output(
+    path: Path, source: Source, infos: list[TensorInfo], metadata: dict, kind: str
+) -> OutputPlan:
     placed = place(infos)
     header = build_header(placed, metadata)
     if len(header) - 8 > MAX_HEADER_SIZE:
+        meta = len(orjson.dumps(metadata))
         raise OutputHeaderTooLargeError(
             f"{path}: its header would be {len(header) - 8} bytes, over the "
-            f"{MAX_HEADER_SIZE}-byte limit safetensors readers accept (too many tensors or too "
-            "much metadata for one file); split into more shards instead"
+            f"{MAX_HEADER_SIZE}-byte limit safetensors readers accept: "
+            + _TOO_LARGE[kind].format(meta=meta)
         )
     return OutputPlan(
         path=path,
@@ -325,7 +339,7 @@ def plan_merge(source: Source, out: Path, *, on_conflict: str = "error") -> Writ
     require_directory(out.parent)
     _refuse_beside_sources(out, source)
     metadata = merge_metadata(source.headers, on_conflict)
-    outputs = [_output(out, source, list(source.tensors.values()), metadata)]
+    outputs = [_output(out, source, list(source.tensors.values()), metadata, "merge")]
     replaces = _other_checkpoint(out.parent, outputs, source, "merge", writes_index=False)
     return WritePlan("merge", outputs, replaces=replaces)
 
@@ -335,9 +349,11 @@ def plan_split(
 ) -> WritePlan:
     """Aligned shards of at most ``max_shard_size`` bytes each (header included) plus an index.
 
-    Tensors are packed greedily in output order (descending alignment, then name). A tensor
-    that does not fit under the limit even alone (its bytes plus the header, which takes at
-    least one 16 KiB page) gets a shard of its own that is larger, as transformers does.
+    Tensors are packed greedily in output order (descending alignment, then name), and a
+    shard's header is kept under the 100 MB safetensors readers accept (thousands of tensors
+    with long names). A tensor that does not fit under the limit even alone (its bytes plus
+    the header, which takes at least one 16 KiB page) gets a shard of its own that is larger,
+    as transformers does.
 
     Raises:
         EmptySourceError: ``source`` has no tensors (an index would name no shard, and a
@@ -346,6 +362,8 @@ def plan_split(
             ``__metadata__`` every shard's header repeats), so no shard could hold any tensor
             data within it.
         OutputNotADirectoryError: ``out_dir`` is a file.
+        OutputHeaderTooLargeError: the ``__metadata__`` every shard repeats leaves no room
+            for even one tensor's entry under the readers' header limit.
         MetadataConflictError: see :func:`~.sources.merge_metadata`.
     """
     require_directory(out_dir)
@@ -374,8 +392,9 @@ def plan_split(
     data = header_raw = 0
     for info in sorted(source.tensors.values(), key=order_key):
         entry = _entry_bound(info, digits)
-        if current and _padded(meta_bytes + header_raw + entry) + data + info.nbytes > (
-            max_shard_size
+        header = _padded(meta_bytes + header_raw + entry)
+        if current and (
+            header + data + info.nbytes > max_shard_size or header - 8 > MAX_HEADER_SIZE
         ):
             groups.append(current)
             current, data, header_raw = [], 0, 0
@@ -386,7 +405,7 @@ def plan_split(
         groups.append(current)
     n = len(groups)
     outputs = [
-        _output(out_dir / shard_name(i, n), source, group, metadata)
+        _output(out_dir / shard_name(i, n), source, group, metadata, "split")
         for i, group in enumerate(groups, 1)
     ]
     weight_map = {t.name: o.path.name for o in outputs for t in o.tensors}
@@ -471,7 +490,8 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
     require_directory(out_dir)
     outputs, unchanged = [], []
     for header in source.headers:
-        plan = _output(targets[header.path], source, list(header.tensors.values()), header.metadata)
+        tensors = list(header.tensors.values())
+        plan = _output(targets[header.path], source, tensors, header.metadata, "align")
         if in_place and _same_layout(header, plan):
             unchanged.append(header.path)
             continue
