@@ -85,6 +85,7 @@ _LAZY: dict[str, str] = {
     "WriteFailedError": "mlxload.writer.errors",
     "MetadataConflictError": "mlxload.writer.errors",
     "InvalidSizeError": "mlxload.writer.errors",
+    "InvalidArgumentError": "mlxload.writer.errors",
     "EmptySourceError": "mlxload.writer.errors",
     "SourceNotFoundError": "mlxload.writer.errors",
     "OutputHeaderTooLargeError": "mlxload.writer.errors",

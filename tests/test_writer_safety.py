@@ -27,8 +27,10 @@ from mlxload.cli import main as cli_main
 from mlxload.shards import checkpoint_files
 from mlxload.writer import (
     InsufficientSpaceError,
+    InvalidArgumentError,
     OutputExistsError,
     OutputIsSourceError,
+    OutputNotADirectoryError,
     WriteFailedError,
     WriterError,
     align,
@@ -402,6 +404,42 @@ def test_an_empty_output_path_is_refused(tmp_path, monkeypatch, verb):
     with pytest.raises(WriterError, match="the output path is empty"):
         call(src, "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("verb", ["merge", "split"])
+def test_an_output_path_that_is_none_is_an_invalid_argument(tmp_path, verb):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    with pytest.raises(InvalidArgumentError) as e:
+        {"merge": merge, "split": split}[verb](src, None)
+    assert isinstance(e.value, WriterError) and isinstance(e.value, ValueError)
+    assert str(e.value) == "the output path is None, not a path; give a file or directory to write"
+
+
+@pytest.mark.parametrize("verb", ["merge", "split"])
+def test_an_unknown_on_conflict_is_an_invalid_argument(tmp_path, verb):
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "out" / "model.safetensors"
+    with pytest.raises(InvalidArgumentError) as e:
+        {"merge": merge, "split": split}[verb](src, f"{out.parent}/", on_conflict="Last")
+    assert isinstance(e.value, WriterError) and isinstance(e.value, ValueError)
+    assert str(e.value) == "on_conflict must be one of 'error', 'first', 'last', got 'Last'"
+    assert not out.parent.exists()
+
+
+def test_split_into_a_name_like_a_file_is_refused_as_merge_and_align_do(tmp_path):
+    """It would make a directory named x.safetensors (holding model.safetensors)."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    with pytest.raises(OutputNotADirectoryError) as e:
+        split(src, tmp_path / "x.safetensors")
+    assert str(e.value) == (
+        f"{tmp_path / 'x.safetensors'}: names a file, but split writes a directory (its shards "
+        "and an index); give a directory, or merge it into one file (mlxload merge)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    (tmp_path / "x.safetensors").mkdir()  # a directory that exists is one
+    assert split(src, tmp_path / "x.safetensors").index == tmp_path / "x.safetensors" / (
+        "model.safetensors.index.json"
+    )
 
 
 @pytest.mark.parametrize("renamed", [0, 1, 2, 3])  # of the 4 new shards, before the stop

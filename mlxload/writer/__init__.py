@@ -10,6 +10,7 @@ from mlxload.writer.api import align, merge, split
 from mlxload.writer.errors import (
     EmptySourceError,
     InsufficientSpaceError,
+    InvalidArgumentError,
     InvalidSizeError,
     MetadataConflictError,
     OutputBusyError,
@@ -32,6 +33,7 @@ __all__ = [
     "AlignmentReport",
     "EmptySourceError",
     "InsufficientSpaceError",
+    "InvalidArgumentError",
     "InvalidSizeError",
     "MetadataConflictError",
     "OutputBusyError",

@@ -15,7 +15,7 @@ from mlxload.hub.cache import in_hf_cache
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import MODEL_SHARDS, checkpoint_files
 from mlxload.writer.companions import copy_companions
-from mlxload.writer.errors import WriterError
+from mlxload.writer.errors import InvalidArgumentError, WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
 from mlxload.writer.plan import (
     names_directory,
@@ -23,10 +23,11 @@ from mlxload.writer.plan import (
     plan_merge,
     plan_split,
     require_directory,
+    require_directory_name,
     require_safetensors_name,
 )
 from mlxload.writer.sizes import parse_size
-from mlxload.writer.sources import open_source
+from mlxload.writer.sources import check_on_conflict, open_source
 
 __all__ = ["align", "merge", "split"]
 
@@ -61,8 +62,10 @@ def merge(
         OutputExistsError, InsufficientSpaceError, WriteFailedError, MetadataConflictError,
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
         OutputNotADirectoryError: the directory ``out`` would go in is a file.
+        InvalidArgumentError: ``out`` is empty or not a path, or ``on_conflict`` is unknown.
     """
     _require_named(out)
+    check_on_conflict(on_conflict)  # before a Hub download
     into_dir = names_directory(out)
     out = Path(out)
     if into_dir:
@@ -112,10 +115,14 @@ def split(
         A :class:`~mlxload.writer.execute.WriteResult`.
 
     Raises:
-        InvalidSizeError: bad ``max_shard_size``; and the errors of :func:`merge`.
+        InvalidSizeError: bad ``max_shard_size``.
+        OutputNotADirectoryError: ``out_dir`` is a file, or is named like one
+            (``x.safetensors``) and is no directory yet; and the errors of :func:`merge`.
     """
     limit = parse_size(max_shard_size)
     _require_named(out_dir)
+    check_on_conflict(on_conflict)
+    require_directory_name(Path(out_dir), "split writes a directory (its shards and an index)")
     require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)
@@ -203,6 +210,17 @@ def align(
 
 def _require_named(out: str | os.PathLike) -> None:
     """Refuse an empty output path: ``Path("")`` is the current directory, so ``merge(src,
-    "")`` (an unset shell variable) would silently write ``./model.safetensors``."""
-    if not os.fspath(out):
-        raise WriterError("the output path is empty; give a file or directory to write")
+    "")`` (an unset shell variable) would silently write ``./model.safetensors``; and what is
+    no path at all (``None``).
+
+    Raises:
+        InvalidArgumentError: ``out`` is empty or not a path.
+    """
+    try:
+        text = os.fspath(out)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"the output path is {out!r}, not a path; give a file or directory to write"
+        ) from None
+    if not text:
+        raise InvalidArgumentError("the output path is empty; give a file or directory to write")

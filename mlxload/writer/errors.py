@@ -13,6 +13,7 @@ from mlxload.errors import MlxloadError
 __all__ = [
     "EmptySourceError",
     "InsufficientSpaceError",
+    "InvalidArgumentError",
     "InvalidSizeError",
     "MetadataConflictError",
     "OutputBusyError",
@@ -79,6 +80,10 @@ class MetadataConflictError(WriterError, ValueError):
 
 class InvalidSizeError(WriterError, ValueError):
     """A size such as ``max_shard_size`` could not be parsed or is not positive."""
+
+
+class InvalidArgumentError(WriterError, ValueError):
+    """An argument the writer can't take: an unknown ``on_conflict``, no output path."""
 
 
 class EmptySourceError(WriterError, ValueError):

@@ -36,6 +36,8 @@ __all__ = [
     "plan_align",
     "plan_merge",
     "plan_split",
+    "require_directory",
+    "require_directory_name",
     "require_safetensors_name",
     "shard_name",
 ]
@@ -63,6 +65,24 @@ def require_directory(out_dir: Path) -> None:
         where = "is a file, not a directory" if path == out_dir else f"is under {path}, a file"
         raise OutputNotADirectoryError(
             f"{out_dir}: {where}; give a directory (it is created if missing) for the output"
+        )
+
+
+def require_directory_name(out_dir: Path, writes: str) -> None:
+    """Refuse a directory output named like a file (``x.safetensors``) that is not a directory
+    already: it would be created as a directory of that name.
+
+    Args:
+        out_dir: The output directory.
+        writes: Why a directory, for the message (``"split writes a directory ..."``).
+
+    Raises:
+        OutputNotADirectoryError: ``out_dir`` ends with ``.safetensors``.
+    """
+    if out_dir.name.endswith(".safetensors") and not out_dir.is_dir():
+        raise OutputNotADirectoryError(
+            f"{out_dir}: names a file, but {writes}; give a directory, or merge it into one "
+            "file (mlxload merge)"
         )
 
 
@@ -479,12 +499,9 @@ def plan_align(source: Source, out: str | os.PathLike | None) -> WritePlan:
             require_safetensors_name(target)
     else:
         out_dir = Path(out)
-        if out_dir.name.endswith(".safetensors") and not out_dir.is_dir():
-            raise OutputNotADirectoryError(
-                f"{out}: names a file, but {files.root} is a checkpoint directory, "
-                "which align writes as a directory; give a directory, or merge it into one "
-                "file (mlxload merge)"
-            )
+        require_directory_name(
+            out_dir, f"{files.root} is a checkpoint directory, which align writes as a directory"
+        )
         targets = {f: out_dir / Path(f).relative_to(files.root) for f in files.files}
         in_place = _same_dir(out_dir, files.root)
     require_directory(out_dir)

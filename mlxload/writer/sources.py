@@ -21,9 +21,21 @@ from mlxload.shards import (
     visible_files,
 )
 from mlxload.user_frame import caller_outside_mlxload
-from mlxload.writer.errors import MetadataConflictError, SourceNotFoundError
+from mlxload.writer.errors import (
+    InvalidArgumentError,
+    MetadataConflictError,
+    SourceNotFoundError,
+)
 
-__all__ = ["ON_CONFLICT", "Source", "merge_metadata", "open_source", "resolve_source", "same_file"]
+__all__ = [
+    "ON_CONFLICT",
+    "Source",
+    "check_on_conflict",
+    "merge_metadata",
+    "open_source",
+    "resolve_source",
+    "same_file",
+]
 
 ON_CONFLICT = ("error", "first", "last")
 """How :func:`merge_metadata` treats a key two shards give different values."""
@@ -179,6 +191,18 @@ def _check_weight_map(source: Source) -> None:
         )
 
 
+def check_on_conflict(on_conflict: str) -> None:
+    """Refuse an ``on_conflict`` not in :data:`ON_CONFLICT`.
+
+    Raises:
+        InvalidArgumentError: (a ``ValueError`` too) naming the values it takes.
+    """
+    if on_conflict not in ON_CONFLICT:
+        raise InvalidArgumentError(
+            f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT))}, got {on_conflict!r}"
+        )
+
+
 def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dict[str, str]:
     """Union of the shards' ``__metadata__``, keys sorted.
 
@@ -193,10 +217,9 @@ def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dic
 
     Raises:
         MetadataConflictError: a key with two different values and ``on_conflict="error"``.
-        ValueError: unknown ``on_conflict``.
+        InvalidArgumentError: unknown ``on_conflict``.
     """
-    if on_conflict not in ON_CONFLICT:
-        raise ValueError(f"on_conflict must be one of {ON_CONFLICT}, got {on_conflict!r}")
+    check_on_conflict(on_conflict)
     merged: dict[str, str] = {}
     origin: dict[str, Path] = {}
     # Not the index's order: that follows its weight_map, often sorted by tensor name.
