@@ -27,11 +27,11 @@ from mlxload.cli import main as cli_main
 from mlxload.shards import checkpoint_files
 from mlxload.writer import (
     InsufficientSpaceError,
-    InvalidArgumentError,
     OutputExistsError,
     OutputIsSourceError,
     OutputNotADirectoryError,
     WriteFailedError,
+    WriterArgumentError,
     WriterError,
     align,
     merge,
@@ -409,7 +409,7 @@ def test_an_empty_output_path_is_refused(tmp_path, monkeypatch, verb):
 @pytest.mark.parametrize("verb", ["merge", "split"])
 def test_an_output_path_that_is_none_is_an_invalid_argument(tmp_path, verb):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
-    with pytest.raises(InvalidArgumentError) as e:
+    with pytest.raises(WriterArgumentError) as e:
         {"merge": merge, "split": split}[verb](src, None)
     assert isinstance(e.value, WriterError) and isinstance(e.value, ValueError)
     assert str(e.value) == "the output path is None, not a path; give a file or directory to write"
@@ -419,7 +419,7 @@ def test_an_output_path_that_is_none_is_an_invalid_argument(tmp_path, verb):
 def test_an_unknown_on_conflict_is_an_invalid_argument(tmp_path, verb):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
     out = tmp_path / "out" / "model.safetensors"
-    with pytest.raises(InvalidArgumentError) as e:
+    with pytest.raises(WriterArgumentError) as e:
         {"merge": merge, "split": split}[verb](src, f"{out.parent}/", on_conflict="Last")
     assert isinstance(e.value, WriterError) and isinstance(e.value, ValueError)
     assert str(e.value) == "on_conflict must be one of 'error', 'first', 'last', got 'Last'"

@@ -10,7 +10,6 @@ from mlxload.writer.api import align, merge, split
 from mlxload.writer.errors import (
     EmptySourceError,
     InsufficientSpaceError,
-    InvalidArgumentError,
     InvalidSizeError,
     MetadataConflictError,
     OutputBusyError,
@@ -21,6 +20,7 @@ from mlxload.writer.errors import (
     OutputNotADirectoryError,
     SourceNotFoundError,
     WriteFailedError,
+    WriterArgumentError,
     WriterError,
 )
 from mlxload.writer.execute import WriteResult
@@ -33,7 +33,6 @@ __all__ = [
     "AlignmentReport",
     "EmptySourceError",
     "InsufficientSpaceError",
-    "InvalidArgumentError",
     "InvalidSizeError",
     "MetadataConflictError",
     "OutputBusyError",
@@ -46,6 +45,7 @@ __all__ = [
     "TensorAlignment",
     "WriteFailedError",
     "WriteResult",
+    "WriterArgumentError",
     "WriterError",
     "align",
     "alignment_report",

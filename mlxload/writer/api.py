@@ -15,7 +15,7 @@ from mlxload.hub.cache import in_hf_cache
 from mlxload.hub.spec import is_hub_spec
 from mlxload.shards import MODEL_SHARDS, checkpoint_files
 from mlxload.writer.companions import copy_companions
-from mlxload.writer.errors import InvalidArgumentError, WriterError
+from mlxload.writer.errors import WriterArgumentError, WriterError
 from mlxload.writer.execute import Progress, WriteResult, execute
 from mlxload.writer.plan import (
     names_directory,
@@ -62,7 +62,7 @@ def merge(
         OutputExistsError, InsufficientSpaceError, WriteFailedError, MetadataConflictError,
         SourceNotFoundError, CheckpointError, SafetensorsError: see their docs.
         OutputNotADirectoryError: the directory ``out`` would go in is a file.
-        InvalidArgumentError: ``out`` is empty or not a path, or ``on_conflict`` is unknown.
+        WriterArgumentError: ``out`` is empty or not a path, or ``on_conflict`` is unknown.
     """
     _require_named(out)
     check_on_conflict(on_conflict)  # before a Hub download
@@ -214,13 +214,13 @@ def _require_named(out: str | os.PathLike) -> None:
     no path at all (``None``).
 
     Raises:
-        InvalidArgumentError: ``out`` is empty or not a path.
+        WriterArgumentError: ``out`` is empty or not a path.
     """
     try:
         text = os.fspath(out)
     except TypeError:
-        raise InvalidArgumentError(
+        raise WriterArgumentError(
             f"the output path is {out!r}, not a path; give a file or directory to write"
         ) from None
     if not text:
-        raise InvalidArgumentError("the output path is empty; give a file or directory to write")
+        raise WriterArgumentError("the output path is empty; give a file or directory to write")

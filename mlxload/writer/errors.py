@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import errno
 
-from mlxload.errors import MlxloadError
+from mlxload.errors import InvalidArgumentError, MlxloadError
 
 __all__ = [
     "EmptySourceError",
     "InsufficientSpaceError",
-    "InvalidArgumentError",
     "InvalidSizeError",
     "MetadataConflictError",
     "OutputBusyError",
@@ -24,6 +23,7 @@ __all__ = [
     "OutputNotADirectoryError",
     "SourceNotFoundError",
     "WriteFailedError",
+    "WriterArgumentError",
     "WriterError",
     "write_failed",
 ]
@@ -82,8 +82,9 @@ class InvalidSizeError(WriterError, ValueError):
     """A size such as ``max_shard_size`` could not be parsed or is not positive."""
 
 
-class InvalidArgumentError(WriterError, ValueError):
-    """An argument the writer can't take: an unknown ``on_conflict``, no output path."""
+class WriterArgumentError(WriterError, InvalidArgumentError):
+    """An argument the writer can't take: an unknown ``on_conflict``, no output path.
+    (An :class:`~mlxload.errors.InvalidArgumentError` too.)"""
 
 
 class EmptySourceError(WriterError, ValueError):

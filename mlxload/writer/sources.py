@@ -22,9 +22,9 @@ from mlxload.shards import (
 )
 from mlxload.user_frame import caller_outside_mlxload
 from mlxload.writer.errors import (
-    InvalidArgumentError,
     MetadataConflictError,
     SourceNotFoundError,
+    WriterArgumentError,
 )
 
 __all__ = [
@@ -195,10 +195,10 @@ def check_on_conflict(on_conflict: str) -> None:
     """Refuse an ``on_conflict`` not in :data:`ON_CONFLICT`.
 
     Raises:
-        InvalidArgumentError: (a ``ValueError`` too) naming the values it takes.
+        WriterArgumentError: (a ``ValueError`` too) naming the values it takes.
     """
     if on_conflict not in ON_CONFLICT:
-        raise InvalidArgumentError(
+        raise WriterArgumentError(
             f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT))}, got {on_conflict!r}"
         )
 
@@ -217,7 +217,7 @@ def merge_metadata(headers: list[FileHeader], on_conflict: str = "error") -> dic
 
     Raises:
         MetadataConflictError: a key with two different values and ``on_conflict="error"``.
-        InvalidArgumentError: unknown ``on_conflict``.
+        WriterArgumentError: unknown ``on_conflict``.
     """
     check_on_conflict(on_conflict)
     merged: dict[str, str] = {}
