@@ -112,6 +112,33 @@ def test_enospc_during_copy_removes_temp_and_raises(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
+@pytest.mark.parametrize("where", ["copy", "header", "journal"])
+def test_a_write_of_no_bytes_is_a_full_disk_not_a_hang(tmp_path, monkeypatch, where):
+    """A full disk may make pwrite return 0 instead of failing: the writers' loops added 0
+    and tried again for ever (and the journal took a short write as done)."""
+    import mlxload.fd_write as fd_write
+    from mlxload.writer import copy as copy_mod
+
+    monkeypatch.setattr(copy_mod, "_disabled", {"copy_file_range", "sendfile"})
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    real_pwrite, real_write = os.pwrite, os.write
+    writes = []
+
+    def stalls(fd, data, *offset):
+        writes.append(len(data))
+        is_header = where == "header" and offset == (0,)
+        if (where == "copy" and offset and offset[0] > 0) or is_header or where == "journal":
+            return 0
+        return real_pwrite(fd, data, *offset) if offset else real_write(fd, data)
+
+    # (fd_write.os is the os module: every pwrite, or every write, makes no progress)
+    monkeypatch.setattr(fd_write.os, "write" if where == "journal" else "pwrite", stalls)
+    with pytest.raises((WriteFailedError, OSError), match="full"):
+        merge(src, tmp_path / "m.safetensors")
+    assert len(writes) < 10  # it stopped, not looped
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_copy_method_copies_exact_ranges(tmp_path, method):
     if method != "buffer" and not sys.platform.startswith("linux"):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxload.byte_ranges import ByteRanges, coalesce, split_long
+from mlxload.fd_write import pwrite_all
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import MAX_HEADER_SIZE
 from mlxload.hub.cache import COMMIT_RE, RepoCache, cache_root
@@ -387,13 +388,8 @@ def _sweep_dead_folders() -> None:
 
 def _pwrite_all(fd: int, data: bytes, offset: int, name: str) -> None:
     """Write all of ``data``: a full disk makes ``pwrite`` write less without an error."""
-    view = memoryview(data)
     try:
-        while view:
-            n = os.pwrite(fd, view, offset)
-            if n <= 0:
-                raise OSError("no byte written (the disk is full?)")
-            view, offset = view[n:], offset + n
+        pwrite_all(fd, data, offset)
     except OSError as e:
         raise DownloadError(f"{name}: cannot write the fetched bytes: {e}") from e
 

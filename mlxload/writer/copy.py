@@ -11,6 +11,7 @@ import errno
 import os
 
 from mlxload.errors import FileChangedError
+from mlxload.fd_write import pwrite_all
 
 __all__ = ["BUFFER_SIZE", "METHODS", "copy_range"]
 
@@ -112,9 +113,7 @@ def _buffer(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) ->
         n = _read_into(src_fd, view[:want], src_off + done)
         if n == 0:
             raise _short(src_fd, src_off + done)
-        written = 0
-        while written < n:
-            written += os.pwrite(dst_fd, view[written:n], dst_off + done + written)
+        pwrite_all(dst_fd, view[:n], dst_off + done)
         done += n
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxload.errors import FileChangedError
+from mlxload.fd_write import pwrite_all
 from mlxload.free_space import check_free_space, human_bytes
 from mlxload.header import file_identity, identity_change
 from mlxload.open_files import ensure_open_files, opening_shard, require_open_files
@@ -599,7 +600,7 @@ class _Run:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
         try:
             if fresh:
-                _pwrite_all(fd, output.header, 0)  # the first checkpoint creates the journal
+                pwrite_all(fd, output.header, 0)  # the first checkpoint creates the journal
             else:
                 os.ftruncate(fd, output.data_start + state.bytes_done)
             self._copy_tensors(output, fd, jpath, state)
@@ -692,13 +693,6 @@ def _keep_mode(tmp: Path, final: Path, mode: int | None = None) -> None:
     os.chmod(tmp, mode)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 def _fsync_dir(path: Path) -> None:
     """Make a rename durable (no-op where directories can't be opened)."""
     try:
@@ -718,7 +712,7 @@ def _write_small_atomically(path: Path, data: bytes, mode: int | None = None) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _pwrite_all(fd, data, 0)
+            pwrite_all(fd, data, 0)
             full_fsync(fd)
         finally:
             os.close(fd)

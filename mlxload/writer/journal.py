@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from mlxload.fd_write import write_all
 from mlxload.work_names import work_path
 
 __all__ = ["JOURNAL_VERSION", "JournalState", "load_journal", "remove_quietly", "save_journal"]
@@ -71,7 +72,7 @@ def save_journal(path: Path, state: JournalState) -> None:
     data = orjson.dumps({"version": JOURNAL_VERSION, **asdict(state)})
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        write_all(fd, data)  # (a short write would leave a journal no run could read)
         os.fsync(fd)
     finally:
         os.close(fd)
