@@ -247,7 +247,9 @@ def test_short_writes_are_completed_and_a_full_disk_is_a_download_error(served, 
 
     monkeypatch.setattr(range_fetch.os, "pwrite", lambda fd, data, offset: 0)
     before = _ranges_temp_dirs()
-    with pytest.raises(DownloadError, match=r"cannot write the fetched bytes: \[Errno 28\] no byte written"):
+    with pytest.raises(
+        DownloadError, match=r"cannot write the fetched bytes: \[Errno 28\] no byte written"
+    ):
         load_model_sharded(
             f"hf://{REPO}", tensor_group=FakeGroup(0, 2), dtype="float32", fetch="ranges"
         )
