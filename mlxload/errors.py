@@ -233,12 +233,9 @@ class CheckpointError(MlxloadError, ValueError):
     """A checkpoint (directory, index, shards) is inconsistent or incomplete."""
 
 
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint path (file, directory or index) does not exist.
-
-    Like any ``FileNotFoundError``, it has ``errno`` (``ENOENT``) and ``filename`` (the path,
-    when there is one).
-    """
+class _NotFound(FileNotFoundError):  # (first among the bases: ValueError has an __init__ too)
+    """A ``FileNotFoundError`` that reads as our message, with ``errno`` (``ENOENT``) and
+    ``filename`` (the path, when there is one) as any has."""
 
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
@@ -247,6 +244,11 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(_NotFound, CheckpointError):
+    """The checkpoint path (file, directory or index) does not exist (a ``FileNotFoundError``
+    too)."""
 
 
 class IndexFileError(CheckpointError):

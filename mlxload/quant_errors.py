@@ -7,9 +7,7 @@ file (or tensor), the key and the valid options.
 
 from __future__ import annotations
 
-import errno
-
-from mlxload.errors import CheckpointError, MlxloadError
+from mlxload.errors import CheckpointError, MlxloadError, _NotFound
 
 __all__ = [
     "MissingQuantizationConfigError",
@@ -34,17 +32,9 @@ class QuantConfigJSONError(QuantizationConfigError):
     """The config text is not valid JSON, or its top level is not an object."""
 
 
-class QuantConfigNotFoundError(QuantizationConfigError, FileNotFoundError):
+class QuantConfigNotFoundError(_NotFound, QuantizationConfigError):
     """The config file to read does not exist or is a directory; the message says what to pass
-    instead. Like any ``FileNotFoundError``, it has ``errno`` and ``filename``."""
-
-    def __init__(self, message: str, path: object = None) -> None:
-        super().__init__(message)
-        self.errno = errno.ENOENT
-        self.filename = None if path is None else str(path)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+    instead (a ``FileNotFoundError`` too, with ``errno`` and ``filename``)."""
 
 
 class QuantConfigTypeError(QuantizationConfigError):
