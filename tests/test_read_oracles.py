@@ -429,16 +429,10 @@ def test_adjacent_tensors_share_one_read_but_not_values(tmp_path):
     np.testing.assert_array_equal(np.array(out["t04"]), tensors["t04"])
 
 
-def test_many_byte_tensors_at_odd_offsets_are_read_as_one_range(tmp_path, monkeypatch, copy_path):
-    """Grouping needs only element alignment: 1,000 one-byte tensors are one read (not
-    1,000, which made MLX's stream loading quadratic: 200k tensors took 22 s)."""
-    from mlxload import segment_stream, tensor_file
+def _log_preads(monkeypatch) -> list[tuple[int, int]]:
+    """``(offset, nbytes)`` of every read the stream path makes, from now on."""
+    from mlxload import segment_stream
 
-    monkeypatch.setattr(tensor_file, "backend", lambda: "cpu")  # (a GPU wants 16-byte views)
-    header = {f"t{i}": entry("U8", [1], i, i + 1) for i in range(1000)}
-    header["h"] = entry("F16", [3], 1000, 1006)  # 2-byte elements at an even offset: joins too
-    data = bytes(i % 256 for i in range(1000)) + np.array([1, 2, 3], np.float16).tobytes()
-    path = write_raw(tmp_path / "many.safetensors", header, data)
     reads = []
     real = segment_stream._pread_exact
 
@@ -447,6 +441,20 @@ def test_many_byte_tensors_at_odd_offsets_are_read_as_one_range(tmp_path, monkey
         return real(fd, view, offset)
 
     monkeypatch.setattr(segment_stream, "_pread_exact", counting)
+    return reads
+
+
+def test_many_byte_tensors_at_odd_offsets_are_read_as_one_range(tmp_path, monkeypatch, copy_path):
+    """Grouping needs only element alignment: 1,000 one-byte tensors are one read (not
+    1,000, which made MLX's stream loading quadratic: 200k tensors took 22 s)."""
+    from mlxload import tensor_file
+
+    monkeypatch.setattr(tensor_file, "backend", lambda: "cpu")  # (a GPU wants 16-byte views)
+    header = {f"t{i}": entry("U8", [1], i, i + 1) for i in range(1000)}
+    header["h"] = entry("F16", [3], 1000, 1006)  # 2-byte elements at an even offset: joins too
+    data = bytes(i % 256 for i in range(1000)) + np.array([1, 2, 3], np.float16).tobytes()
+    path = write_raw(tmp_path / "many.safetensors", header, data)
+    reads = _log_preads(monkeypatch)
     got = mlxload.load_file(path)
     assert reads == [(mlxload.read_header(path).data_start, 1006)]
     assert [got[f"t{i}"].item() for i in range(1000)] == [i % 256 for i in range(1000)]
@@ -458,7 +466,7 @@ def test_on_a_gpu_tensors_share_a_read_buffer_only_at_16_byte_multiples(
     tmp_path, monkeypatch, backend
 ):
     """MLX's CUDA matmul (cuBLASLt) refused a float16 view 2 bytes into a buffer."""
-    from mlxload import segment_stream, tensor_file
+    from mlxload import tensor_file
 
     monkeypatch.setattr(tensor_file, "backend", lambda: backend)
     monkeypatch.setattr(tensor_file, "_SMALL_READ_BYTES", -1)
@@ -467,14 +475,7 @@ def test_on_a_gpu_tensors_share_a_read_buffer_only_at_16_byte_multiples(
     header["c"] = entry("F16", [2, 4], 18, 34)  # 16 bytes after b: shares b's buffer
     values = np.arange(17, dtype=np.float16)
     path = write_raw(tmp_path / "odd.safetensors", header, values.tobytes())
-    reads = []
-    real = segment_stream._pread_exact
-
-    def counting(fd, view, offset):
-        reads.append((offset, len(view)))
-        return real(fd, view, offset)
-
-    monkeypatch.setattr(segment_stream, "_pread_exact", counting)
+    reads = _log_preads(monkeypatch)
     got = mlxload.load_file(path)
     start = mlxload.read_header(path).data_start
     assert sorted(reads) == [(start, 2), (start + 2, 32)]
