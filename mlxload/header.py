@@ -366,14 +366,18 @@ def file_identity(st: os.stat_result) -> tuple[int, ...]:
     )
 
 
-def identity_change(before: tuple[int, ...], now: tuple[int, ...]) -> str | None:
+def identity_change(
+    before: tuple[int, ...], now: tuple[int, ...], *, status: bool = True
+) -> str | None:
     """How a file's content may have changed between two :func:`file_identity` values, in a
     few words; None when it can't have.
 
     A rewrite in place that puts the old modification time back (``rsync --inplace -t``,
     ``cp -p``) changes the status-change time only, which no user can set. So do ``chmod`` and
     a new hard link (a backup's ``cp -al``): a status change that comes with a new mode or link
-    count is taken for one of those, and not for a change of content.
+    count is taken for one of those, and not for a change of content. With ``status=False``
+    the status-change time is not looked at (so neither is a ``chown`` or a new extended
+    attribute, which change nothing else either): for checks where a false alarm costs more.
     """
     if before[:2] != now[:2]:
         return "replaced"
@@ -381,7 +385,7 @@ def identity_change(before: tuple[int, ...], now: tuple[int, ...]) -> str | None
         return f"modified (size {before[2]} -> {now[2]})"
     if before[3] != now[3]:
         return "modified (written again, same size)"
-    if before[4] != now[4] and before[5:] == now[5:]:
+    if status and before[4] != now[4] and before[5:] == now[5:]:
         return "modified (written again with its time put back, or its times set)"
     return None
 

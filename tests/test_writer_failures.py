@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import pytest
@@ -257,6 +258,33 @@ def test_a_source_rewritten_in_place_during_the_copy_is_refused(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # no output, work file nor journal
     merge(src, out)  # the rerun copies the file as it is now
     assert tensor_bytes(out) == {f"t{i}": bytes([100 + i]) * 1000 for i in range(4)}
+
+
+@pytest.mark.parametrize("change", ["chown", "utime", "xattr"])
+def test_a_status_change_of_a_source_during_the_copy_is_no_change(tmp_path, change):
+    """A chown -R, times set back or a sync client's extended attribute change only the
+    status-change time: they failed a whole merge (and a split's finished shards)."""
+    src = u8_file(tmp_path / "a.safetensors", 0)
+    before = src.stat()
+
+    def touch_halfway(done, total, name):
+        if name != "t1":
+            return
+        if change == "chown":
+            os.chown(src, before.st_uid, before.st_gid)
+        elif change == "utime":
+            os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
+        else:
+            try:
+                os.setxattr(src, "user.mlxload-test", b"1")
+            except OSError:
+                pytest.skip("no user extended attributes here")
+
+    out = tmp_path / "m.safetensors"
+    time.sleep(0.01)  # (a status change in the same clock tick as the write can't be told)
+    merge(src, out, progress=touch_halfway)
+    assert src.stat().st_ctime_ns != before.st_ctime_ns  # the status did change
+    assert tensor_bytes(out) == {f"t{i}": bytes([i]) * 1000 for i in range(4)}
 
 
 def test_the_free_space_margin_grows_with_the_output(tmp_path, monkeypatch):

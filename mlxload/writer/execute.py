@@ -527,7 +527,9 @@ class _Run:
     def _check_unchanged(self, output: OutputPlan) -> None:
         """Refuse ``output`` if a source changed since it was planned: a rewrite in place
         (``O_TRUNC`` and write, same inode) is read through the open descriptor, so the bytes
-        copied may mix two versions of the file.
+        copied may mix two versions of the file. Its status-change time alone is not taken for
+        a change: a ``chown -R`` or a sync client's extended attribute mid-run would fail a
+        long split for nothing (a rewrite that puts its time back restarts a resume instead).
 
         Raises:
             FileChangedError: naming the source that changed.
@@ -536,7 +538,8 @@ class _Run:
             planned = output.source_identity.get(path)
             if planned is None:
                 continue
-            change = identity_change(planned, file_identity(os.fstat(self.fds[path])))
+            now = file_identity(os.fstat(self.fds[path]))
+            change = identity_change(planned, now, status=False)
             if change is not None:
                 raise FileChangedError(
                     f"{path}: source {change} while it was being copied, so {output.path.name} "
