@@ -242,14 +242,30 @@ class Checkpoint(Mapping[str, mx.array]):
         batch: list[str] = []
         size = 0
         for name in names:
-            batch.append(name)
-            if name not in self._cache:
-                size += self.info(name).nbytes
-            if size >= _ITER_BATCH_BYTES:
-                yield from self.materialize(batch).items()
+            try:
+                size += 0 if name in self._cache else self.info(name).nbytes
+            except MlxloadError:  # (a stale index): the pairs before it first, as one by one
+                yield from self._batch(batch)
                 batch, size = [], 0
-        if batch:
-            yield from self.materialize(batch).items()
+                yield name, self[name]  # raises, naming it
+            batch.append(name)
+            if size >= _ITER_BATCH_BYTES:
+                yield from self._batch(batch)
+                batch, size = [], 0
+        yield from self._batch(batch)
+
+    def _batch(self, names: list[str]) -> Iterator[tuple[str, mx.array]]:
+        """One batch's pairs; when the batch read fails, one by one, so that every pair
+        before the failing tensor still comes, and then its error."""
+        try:
+            arrays = self.materialize(names)
+        except MlxloadError:
+            arrays = None
+        if arrays is not None:
+            yield from arrays.items()
+            return
+        for name in names:
+            yield name, self[name]
 
     def __len__(self) -> int:
         return len(self._index())

@@ -273,3 +273,20 @@ def test_uncached_items_read_each_tensor_into_its_own_buffer(tmp_path):
     gc.collect()
     assert mx.get_active_memory() - base == 16 * MIB
     assert mx.array_equal(kept[0], mx.full((4096, 1024), 3.0)).item()
+
+
+def test_items_over_a_stale_index_give_every_pair_before_the_missing_tensor(tmp_path):
+    """As ``Mapping.items`` did one by one: the batch read failed before the first pair."""
+    import json
+
+    tensors = {f"w{i}": mx.full((2,), float(i)) for i in range(6)}
+    mx.save_safetensors(str(tmp_path / "a.safetensors"), tensors)
+    names = list(tensors)
+    weight_map = dict.fromkeys([*names[:3], "gone", *names[3:]], "a.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ckpt = mlxload.load(tmp_path)
+    got = []
+    with pytest.raises(mlxload.TensorNotInShardError, match="'gone'"):
+        for name, array in ckpt.items():
+            got.append((name, array.tolist()))
+    assert got == [(f"w{i}", [float(i)] * 2) for i in range(3)]
