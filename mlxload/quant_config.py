@@ -38,6 +38,7 @@ from mlxload.quant_errors import (
     QuantConfigJSONError,
     QuantConfigNotFoundError,
     QuantConfigTypeError,
+    QuantizationConfigError,
     UnsupportedBitsError,
     UnsupportedGroupSizeError,
     UnsupportedQuantMethodError,
@@ -344,8 +345,10 @@ def _read_config(path: Path, what: str, instead: str) -> bytes:
         )
     try:
         return path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # ("file.json/x": a file on the way)
         raise QuantConfigNotFoundError(f"{path}: no such file; {instead}", path) from None
+    except OSError as e:  # permission, I/O: the OS's words, with the file named
+        raise QuantizationConfigError(f"{path}: can't read it: {e.strerror or e}") from None
 
 
 def _parse_json_object(text: str | bytes, src: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,27 @@ def test_from_file_of_a_missing_file_or_a_directory_is_a_quantization_config_err
         f"{tmp_path}: a directory, not a quantization config file; {_FROM_FILE_INSTEAD}"
     )
     assert isinstance(info.value, QuantizationConfigError)
+
+
+def test_from_file_under_a_file_or_unreadable_is_a_quantization_config_error(tmp_path):
+    """A NotADirectoryError or PermissionError leaked past 'except MlxloadError'."""
+    (tmp_path / "file.json").write_text("{}")
+    under = tmp_path / "file.json" / "x"
+    with pytest.raises(QuantConfigNotFoundError, match=r"file\.json/x: no such file"):
+        QuantizationConfig.from_file(under)
+    unreadable = tmp_path / "quantization_config.json"
+    unreadable.write_text("{}")
+    real = Path.read_bytes
+
+    def refuse(self):
+        if self == unreadable:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "read_bytes", refuse)
+        with pytest.raises(QuantizationConfigError, match="can't read it: Permission denied"):
+            QuantizationConfig.from_file(unreadable)
 
 
 def test_from_model_config_of_a_missing_file_or_a_directory_is_a_quantization_config_error(
