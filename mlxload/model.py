@@ -60,7 +60,7 @@ from mlxload.model_recipe import (
 )
 from mlxload.quantized_load import repack_to_mlx
 from mlxload.shards import MODEL_SHARDS
-from mlxload.tensor_file import ZERO_COPY
+from mlxload.tensor_file import ZERO_COPY, check_zero_copy
 from mlxload.user_frame import caller_outside_mlxload
 
 __all__ = ["LoadReport", "MissingDependencyError", "ModelLoadError", "load_model"]
@@ -147,7 +147,8 @@ def load_model(
             f"fetch must be 'files' without tensor_group/pipeline_group (a single process "
             f"reads every tensor, so it downloads whole files), got {fetch!r}"
         )
-    parse_dtype(dtype)  # fail on a bad dtype before any work
+    parse_dtype(dtype)  # fail on a bad dtype or zero_copy before any work (a Hub fetch)
+    check_zero_copy(zero_copy)
     utils = mlx_lm_utils()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

@@ -130,6 +130,18 @@ def test_dtype_choice_is_reported(cache):
     _assert_same_model(half, oracle)
 
 
+def test_bad_zero_copy_fails_before_a_hub_fetch(monkeypatch):
+    """It was checked inside load(), after the Hub config and tokenizer were fetched."""
+    from mlxload import model as model_mod
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("fetched before checking the arguments")
+
+    monkeypatch.setattr(model_mod, "_check_hub_model_first", no_fetch)
+    with pytest.raises(mlxload.InvalidArgumentError, match="zero_copy"):
+        load_model("hf://org/model", zero_copy="false")
+
+
 def test_bad_dtype_fails_before_reading(tmp_path):
     with pytest.raises(mlxload.InvalidArgumentError) as info:
         load_model(tmp_path, dtype="float8")
