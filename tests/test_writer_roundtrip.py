@@ -839,3 +839,18 @@ def mlxload_load_all(path) -> dict[str, mx.array]:
     import mlxload
 
     return dict(mlxload.load(path).items())
+
+
+def test_progress_is_reported_inside_a_large_tensor(tmp_path):
+    """A 40 MiB tensor said nothing until it was all copied; now every 16 MiB."""
+    src = tmp_path / "big.safetensors"
+    header = {"small": entry("U8", [8], 0, 8), "big": entry("U8", [40 << 20], 8, 8 + (40 << 20))}
+    write_raw(src, header, bytes(8 + (40 << 20)))
+    calls = []
+    merge(src, tmp_path / "out.safetensors", progress=lambda *a: calls.append(a))
+    total = 8 + (40 << 20)
+    done = [d for d, _, _ in calls]
+    assert all(t == total for _, t, _ in calls) and done[-1] == total
+    assert done == sorted(done) and len(set(done)) == len(done)  # (each end reported once)
+    big = [d for d, _, name in calls if name == "big"]
+    assert len(big) == 3 and big[1] - big[0] == 16 << 20 and big[2] - big[1] == 8 << 20

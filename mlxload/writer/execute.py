@@ -50,7 +50,8 @@ from mlxload.writer.plan import OutputPlan, WritePlan
 __all__ = ["PAUSE_ENV", "Progress", "WriteResult", "execute", "journal_path", "temp_path"]
 
 Progress = Callable[[int, int, str], None]
-"""``progress(done_bytes, total_bytes, tensor_name)``, called after each tensor."""
+"""``progress(done_bytes, total_bytes, tensor_name)``, called after each tensor and after each
+16 MiB of a larger one."""
 
 PAUSE_ENV = "MLXLOAD_WRITER_PAUSE_AFTER"
 """Test hook: after this many tensors copied in a run, flush the journal and sleep."""
@@ -121,7 +122,8 @@ def execute(
     Args:
         plan: From :mod:`~.plan`.
         force: Replace outputs that already exist.
-        progress: Called after each tensor with (done bytes, total bytes, tensor name).
+        progress: Called with (done bytes, total bytes, tensor name) after each tensor, and
+            after each 16 MiB of a larger one (a 4 GB embedding would say nothing for seconds).
         finish: Called once the outputs and index are in place, before the resume journals
             are dropped (so a rerun after an interrupt there does it again); its result is
             ``WriteResult.companions``.
@@ -654,6 +656,8 @@ class _Run:
             if self.unflushed >= WRITEBACK_CHUNK:
                 start_writeback(fd, dst + start + n - self.unflushed, self.unflushed)
                 self.unflushed = 0
+            if self.progress is not None and start + n < tensor.nbytes:  # (its end: the caller)
+                self.progress(self.done + start + n, self.total, tensor.name)
 
     @staticmethod
     def _checkpoint(fd: int, jpath: Path, state: JournalState, output: OutputPlan) -> None:
