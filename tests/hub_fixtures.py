@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hub_server import FakeRepo, HubServer, hub_env
+from signals import sigint_handled
 
 __all__ = ["checkpoint_files", "hub", "make_repo", "seconds_to_stop_after_ctrl_c", "serve"]
 
@@ -87,10 +88,11 @@ def seconds_to_stop_after_ctrl_c(run: Callable[[], object], delay: float = 1.0) 
         _thread.interrupt_main()
 
     timer = threading.Timer(delay, press)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run()
-    finally:
-        timer.cancel()
+    with sigint_handled():
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run()
+        finally:
+            timer.cancel()
     return time.monotonic() - pressed[0]

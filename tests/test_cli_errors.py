@@ -13,6 +13,7 @@ import time
 
 import mlx.core as mx
 import pytest
+from signals import sigint_default
 from writer_fixtures import mixed_tensors, write_sharded
 
 from mlxload.cli import main as cli_main
@@ -116,15 +117,11 @@ def _paused_writer(argv: list[str], pause_after: int) -> subprocess.Popen:
         # A pytest started as a background job (``cmd &``) passes SIGINT on as ignored, and a
         # Python started so leaves it ignored (as a nohup'ed merge should): give the child
         # what an interactive terminal gives it.
-        preexec_fn=_sigint_default,
+        preexec_fn=sigint_default,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _sigint_default() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:

@@ -10,6 +10,7 @@ import mlx.core as mx
 import pytest
 from hub_fixtures import REPO, hub, seconds_to_stop_after_ctrl_c  # noqa: F401  (fixture)
 from hub_server import Fault
+from signals import sigint_default
 
 from mlxload.hub import (
     DownloadError,
@@ -518,7 +519,9 @@ def test_a_ctrl_c_d_cli_download_exits_at_once_though_the_server_is_silent(hub, 
     for shard in SHARDS:
         server.add_fault(REPO, shard, Fault("slow", rate=1e9, delay=12, times=-1))
     cmd = [sys.executable, "-m", "mlxload", "download", REPO, "--workers", "3"]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default
+    )
     deadline = time.monotonic() + 30
     while _shard_requests(server) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
