@@ -37,7 +37,8 @@ from mlxload.errors import (
     TensorNotFoundError,
     TensorNotInShardError,
 )
-from mlxload.header import FileHeader, TensorInfo, identity_change, read_header
+from mlxload.file_identity import identity_change
+from mlxload.header import FileHeader, TensorInfo, read_header
 from mlxload.hub.spec import is_hub_spec
 from mlxload.open_files import ensure_open_files, opening_shard
 from mlxload.shards import CheckpointFiles, checkpoint_files, require_path, visible_files

@@ -17,11 +17,9 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import gc
 import json
 import os
-import stat
 import struct
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,10 +35,8 @@ import orjson
 
 from mlxload.dtypes import DTYPES
 from mlxload.errors import (
-    CheckpointNotFoundError,
     DataSizeMismatchError,
     DuplicateFieldError,
-    FilePermissionError,
     FileTooSmallError,
     HeaderEncodingError,
     HeaderJSONError,
@@ -53,23 +49,19 @@ from mlxload.errors import (
     MissingFieldError,
     NestingTooDeepError,
     NonContiguousOffsetsError,
-    NotARegularFileError,
     SizeOverflowError,
     SubByteAlignmentError,
     TensorEntryError,
     TensorSizeMismatchError,
     UnknownDtypeError,
 )
-from mlxload.open_files import with_room_to_open
+from mlxload.file_identity import file_identity, open_regular
 
 __all__ = [
     "MAX_HEADER_SIZE",
     "FileHeader",
     "TensorInfo",
     "TensorTable",
-    "file_identity",
-    "identity_change",
-    "open_regular",
     "parse_header",
     "read_header",
     "read_header_fd",
@@ -297,40 +289,6 @@ def read_header(path: str | os.PathLike) -> FileHeader:
         os.close(fd)
 
 
-def open_regular(path: Path) -> int:
-    """Open a file read-only, refusing anything but a regular file (without blocking on a FIFO).
-
-    Raises:
-        NotARegularFileError: a directory, FIFO, device or socket.
-        CheckpointNotFoundError: no such file (a ``FileNotFoundError`` too).
-        TooManyOpenFilesError: the process has no file descriptor left.
-        FilePermissionError: the OS refused to open it (a ``PermissionError`` too).
-    """
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = with_room_to_open(lambda: os.open(path, flags), str(path))
-    except IsADirectoryError:
-        raise NotARegularFileError(f"{path}: is a directory, not a safetensors file") from None
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{path}: no such file or directory", path) from None
-    except PermissionError as e:
-        raise FilePermissionError(
-            e.errno,
-            f"{path}: permission denied; check the permissions of the file and its directories",
-            str(path),
-        ) from None
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise NotARegularFileError(f"{path}: is a loop of symbolic links") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise NotARegularFileError(f"{path}: is {kind}; a safetensors file is expected")
-    return fd
-
-
 def read_header_fd(fd: int, path: Path) -> FileHeader:
     """Like :func:`read_header`, from an open descriptor: the header and the size checked come
     from the same file, even if the path is replaced meanwhile."""
@@ -350,44 +308,6 @@ def read_header_fd(fd: int, path: Path) -> FileHeader:
     header = parse_header(raw, file_size=file_size, path=path)
     header.identity = file_identity(st)
     return header
-
-
-def file_identity(st: os.stat_result) -> tuple[int, ...]:
-    """What tells two versions of a file apart (see :func:`identity_change`): device, inode,
-    size, modification time, status-change time, link count and mode."""
-    return (
-        st.st_dev,
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_nlink,
-        st.st_mode,
-    )
-
-
-def identity_change(
-    before: tuple[int, ...], now: tuple[int, ...], *, status: bool = True
-) -> str | None:
-    """How a file's content may have changed between two :func:`file_identity` values, in a
-    few words; None when it can't have.
-
-    A rewrite in place that puts the old modification time back (``rsync --inplace -t``,
-    ``cp -p``) changes the status-change time only, which no user can set. So do ``chmod`` and
-    a new hard link (a backup's ``cp -al``): a status change that comes with a new mode or link
-    count is taken for one of those, and not for a change of content. With ``status=False``
-    the status-change time is not looked at (so neither is a ``chown`` or a new extended
-    attribute, which change nothing else either): for checks where a false alarm costs more.
-    """
-    if before[:2] != now[:2]:
-        return "replaced"
-    if before[2] != now[2]:
-        return f"modified (size {before[2]} -> {now[2]})"
-    if before[3] != now[3]:
-        return "modified (written again, same size)"
-    if status and before[4] != now[4] and before[5:] == now[5:]:
-        return "modified (written again with its time put back, or its times set)"
-    return None
 
 
 def _check_header_length(path: Path, n: int, file_size: int) -> None:

@@ -30,7 +30,7 @@ from mlxload.errors import (
     MissingShardError,
     NotARegularFileError,
 )
-from mlxload.header import file_identity, open_regular
+from mlxload.file_identity import file_identity, open_regular
 from mlxload.open_files import with_room_to_open
 
 __all__ = [
@@ -59,7 +59,7 @@ class CheckpointFiles:
         weight_map: tensor name -> shard path, when an index says so; else None.
         index_path: The index file, if any.
         index_metadata: The index's ``metadata`` object (``total_size`` etc.).
-        identities: Shard path -> :func:`~mlxload.header.file_identity` when the
+        identities: Shard path -> :func:`~mlxload.file_identity.file_identity` when the
             checkpoint was listed: a shard opened later that is another file (the checkpoint
             was rewritten meanwhile) is refused rather than read under this listing.
     """

@@ -42,15 +42,9 @@ from mlxload.errors import (
     UnsupportedIndexError,
     UnsupportedShapeError,
 )
+from mlxload.file_identity import file_identity, identity_change, open_regular
 from mlxload.free_space import human_bytes
-from mlxload.header import (
-    FileHeader,
-    TensorInfo,
-    file_identity,
-    identity_change,
-    open_regular,
-    read_header_fd,
-)
+from mlxload.header import FileHeader, TensorInfo, read_header_fd
 from mlxload.host_copy import arrays_from_buffers, needs_evaluation
 from mlxload.segment_stream import MAX_DIM, SegmentStream, read_range
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from mlxload.errors import FileChangedError
 from mlxload.fd_write import pwrite_all
+from mlxload.file_identity import file_identity, identity_change
 from mlxload.free_space import check_free_space, human_bytes
-from mlxload.header import file_identity, identity_change
 from mlxload.open_files import ensure_open_files, opening_shard, require_open_files
 from mlxload.work_names import work_path
 from mlxload.writer.copy import copy_range

@@ -96,7 +96,7 @@ class OutputPlan:
         tensors: Tensors in output order, each with its source file in ``sources``.
         sources: Tensor name -> source shard path.
         source_identity: Source shard path -> identity of the file its header was read from
-            (see :func:`mlxload.header.file_identity`); checked when the sources are opened.
+            (see :func:`mlxload.file_identity.file_identity`); checked when the sources are opened.
     """
 
     path: Path
