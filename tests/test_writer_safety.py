@@ -415,6 +415,27 @@ def test_an_output_path_that_is_none_is_an_invalid_argument(tmp_path, verb):
     assert str(e.value) == "the output path is None, not a path; give a file or directory to write"
 
 
+@pytest.mark.parametrize("verb", ["merge", "split", "align"])
+def test_a_source_that_is_none_is_an_invalid_argument(tmp_path, verb):
+    """It was a raw TypeError."""
+    call = {"merge": merge, "split": split, "align": align}[verb]
+    out = tmp_path / ("out.safetensors" if verb == "merge" else "out")
+    with pytest.raises(WriterArgumentError) as e:
+        call(None, out)
+    assert str(e.value) == (
+        "the source is None, not a path; give a checkpoint file, directory, index or hf://org/repo"
+    )
+    assert not out.exists()
+
+
+def test_split_into_a_name_like_a_file_with_a_slash_is_a_directory(tmp_path):
+    """ "x.safetensors/" says it is a directory, as merge reads it."""
+    src = write_sharded(tmp_path / "src", mixed_tensors(), 2)
+    out = tmp_path / "y.safetensors"
+    split(src, f"{out}/")
+    assert (out / "model.safetensors").is_file() or (out / "model.safetensors.index.json").is_file()
+
+
 @pytest.mark.parametrize("verb", ["merge", "split"])
 def test_an_unknown_on_conflict_is_an_invalid_argument(tmp_path, verb):
     src = write_sharded(tmp_path / "src", mixed_tensors(), 2)

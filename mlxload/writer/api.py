@@ -122,7 +122,8 @@ def split(
     limit = parse_size(max_shard_size)
     _require_named(out_dir)
     check_on_conflict(on_conflict)
-    require_directory_name(Path(out_dir), "split writes a directory (its shards and an index)")
+    if not (isinstance(out_dir, str) and out_dir.endswith(("/", os.sep))):  # "x.safetensors/"
+        require_directory_name(Path(out_dir), "split writes a directory (its shards and an index)")
     require_directory(Path(out_dir))  # before a Hub download
     source = open_source(src, progress=download_progress)
     plan = plan_split(source, Path(out_dir), limit, on_conflict=on_conflict)

@@ -106,6 +106,17 @@ def resolve_source(src: str | os.PathLike, *, progress: bool | None = None) -> t
     return Path(resolved), True
 
 
+def _require_source(src: object) -> None:
+    """Refuse what is no path (``None``). (An empty one is refused where paths are resolved.)"""
+    try:
+        os.fspath(src)  # type: ignore[arg-type]
+    except TypeError:
+        raise WriterArgumentError(
+            f"the source is {src!r}, not a path; give a checkpoint file, directory, index or "
+            "hf://org/repo"
+        ) from None
+
+
 def open_source(
     src: str | os.PathLike, *, progress: bool | None = None, as_model: bool = True
 ) -> Source:
@@ -117,11 +128,13 @@ def open_source(
     of several files; else every ``*.safetensors`` (an align keeps each file apart).
 
     Raises:
+        WriterArgumentError: ``src`` is no path.
         SourceNotFoundError: see :func:`resolve_source`.
         DuplicateTensorError: a tensor name stored in two shards.
         CheckpointError: the index and the shards disagree.
         SafetensorsError: a shard header is invalid.
     """
+    _require_source(src)
     path, remote = resolve_source(src, progress=progress)
     try:
         files = checkpoint_files(path, prefer=MODEL_SHARDS if as_model else None)
