@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from mlxload.cli.arg_types import at_least
 from mlxload.errors import MlxloadError
 from mlxload.synthetic.spec import SIZES
 
@@ -30,7 +31,7 @@ def example_parser(
     if max_tokens is not None:
         parser.add_argument(
             "--max-tokens",
-            type=_positive_int,
+            type=at_least(1),  # mlx-lm refuses 0 and reads a negative count as no limit
             default=max_tokens,
             help="tokens to generate at most (default: %(default)s)",
         )
@@ -78,14 +79,3 @@ def run_example(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"\n{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
         return 130
-
-
-def _positive_int(text: str) -> int:
-    """``--max-tokens``: mlx-lm refuses 0 (a traceback) and reads a negative count as no limit."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

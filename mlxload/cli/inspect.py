@@ -16,6 +16,7 @@ import orjson
 
 from mlxload.cli._main import write_out
 from mlxload.cli._text import printable
+from mlxload.cli.arg_types import at_least
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -27,20 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--limit",
-        type=_non_negative,
+        type=at_least(0),
         default=None,
         help="list at most this many tensors (default: all; totals cover all)",
     )
-
-
-def _non_negative(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
 
 
 def _count(n: int, noun: str) -> str:
