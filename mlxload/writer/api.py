@@ -27,7 +27,7 @@ from mlxload.writer.plan import (
     require_safetensors_name,
 )
 from mlxload.writer.sizes import parse_size
-from mlxload.writer.sources import check_on_conflict, open_source
+from mlxload.writer.sources import check_on_conflict, open_source, path_argument
 
 __all__ = ["align", "merge", "split"]
 
@@ -217,11 +217,5 @@ def _require_named(out: str | os.PathLike) -> None:
     Raises:
         WriterArgumentError: ``out`` is empty or not a path.
     """
-    try:
-        text = os.fspath(out)
-    except TypeError:
-        raise WriterArgumentError(
-            f"the output path is {out!r}, not a path; give a file or directory to write"
-        ) from None
-    if not text:
+    if not path_argument(out, "output path", "a file or directory to write"):
         raise WriterArgumentError("the output path is empty; give a file or directory to write")

@@ -33,6 +33,7 @@ __all__ = [
     "check_on_conflict",
     "merge_metadata",
     "open_source",
+    "path_argument",
     "resolve_source",
     "same_file",
 ]
@@ -106,15 +107,21 @@ def resolve_source(src: str | os.PathLike, *, progress: bool | None = None) -> t
     return Path(resolved), True
 
 
-def _require_source(src: object) -> None:
-    """Refuse what is no path (``None``). (An empty one is refused where paths are resolved.)"""
+def path_argument(value: object, what: str, give: str) -> str:
+    """``os.fspath(value)``; what is no path at all (``None``) is refused.
+
+    Args:
+        value: The argument.
+        what: What it is, for the message (``"source"``, ``"output path"``).
+        give: What to give instead, for the message.
+
+    Raises:
+        WriterArgumentError: ``value`` is not a path.
+    """
     try:
-        os.fspath(src)  # type: ignore[arg-type]
+        return os.fspath(value)  # type: ignore[arg-type]
     except TypeError:
-        raise WriterArgumentError(
-            f"the source is {src!r}, not a path; give a checkpoint file, directory, index or "
-            "hf://org/repo"
-        ) from None
+        raise WriterArgumentError(f"the {what} is {value!r}, not a path; give {give}") from None
 
 
 def open_source(
@@ -134,7 +141,7 @@ def open_source(
         CheckpointError: the index and the shards disagree.
         SafetensorsError: a shard header is invalid.
     """
-    _require_source(src)
+    path_argument(src, "source", "a checkpoint file, directory, index or hf://org/repo")
     path, remote = resolve_source(src, progress=progress)
     try:
         files = checkpoint_files(path, prefer=MODEL_SHARDS if as_model else None)
