@@ -62,13 +62,16 @@ def get_kernel(name: str) -> Any:
     Returns:
         The callable kernel object.
     """
-    kernel = _kernels.get(name)
-    if kernel is None:
+    return _once(_kernels, name, lambda: _build_kernel(name))
+
+
+def _once(cache: dict, key: Any, make: Any) -> Any:
+    """``cache[key]``, made by ``make()`` the first time, by one thread only."""
+    if key not in cache:
         with _lock:
-            kernel = _kernels.get(name)
-            if kernel is None:
-                kernel = _kernels[name] = _build_kernel(name)
-    return kernel
+            if key not in cache:
+                cache[key] = make()
+    return cache[key]
 
 
 def _build_kernel(name: str) -> Any:
@@ -112,12 +115,7 @@ def rounding(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> str | None:
         :data:`TWO_STEP` or :data:`FUSED`; None when neither matches or the kernel can't be
         built or run (the reason is in :func:`rounding_failures`).
     """
-    key = (out, scales, biases)
-    if key not in _roundings:
-        with _lock:
-            if key not in _roundings:
-                _roundings[key] = probe_rounding(out, scales, biases)
-    return _roundings[key]
+    return _once(_roundings, (out, scales, biases), lambda: probe_rounding(out, scales, biases))
 
 
 def kernel_unusable(out: mx.Dtype, scales: mx.Dtype, biases: mx.Dtype) -> bool:
