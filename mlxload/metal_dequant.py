@@ -15,6 +15,7 @@ fails to build or run, :func:`rounding` says so and callers use ``mx.dequantize`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -65,7 +66,7 @@ def get_kernel(name: str) -> Any:
     return _once(_kernels, name, lambda: _build_kernel(name))
 
 
-def _once(cache: dict, key: Any, make: Any) -> Any:
+def _once(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
     """``cache[key]``, made by ``make()`` the first time, by one thread only."""
     if key not in cache:
         with _lock:
