@@ -1,4 +1,5 @@
-"""Peak memory and bytes read of this process, measured the same way everywhere.
+"""Peak memory and bytes read of this process, and the machine's memory, measured the same
+way everywhere.
 
 On Linux ``ru_maxrss`` is inherited across ``fork`` + ``exec`` (a child started by a big parent
 reports the parent's peak), so the peak comes from ``VmHWM`` in ``/proc/self/status``, which
@@ -7,10 +8,21 @@ starts fresh with each program. Elsewhere ``ru_maxrss`` is used (bytes on macOS,
 
 from __future__ import annotations
 
+import functools
+import os
 import resource
 import sys
 
-__all__ = ["io_read_bytes", "peak_rss_bytes"]
+__all__ = ["io_read_bytes", "peak_rss_bytes", "physical_memory"]
+
+
+@functools.cache
+def physical_memory() -> int:
+    """Bytes of RAM in this machine (0 where the OS doesn't say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def peak_rss_bytes() -> int:

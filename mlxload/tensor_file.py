@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import math
 import mmap
 import os
@@ -46,6 +45,7 @@ from mlxload.file_identity import file_identity, identity_change, open_regular
 from mlxload.free_space import human_bytes
 from mlxload.header import FileHeader, TensorInfo, read_header_fd
 from mlxload.host_copy import arrays_from_buffers, needs_evaluation
+from mlxload.process_stats import physical_memory
 from mlxload.segment_stream import MAX_DIM, SegmentStream, read_range
 
 __all__ = ["COPY", "ZERO_COPY", "TensorFile", "check_zero_copy", "zero_copy_supported"]
@@ -124,15 +124,6 @@ def _check_mlx_shape(path: Path, info: TensorInfo) -> None:
             f"{path}: tensor {info.name!r} has shape {info.shape}; MLX array dimensions are "
             f"32-bit (at most {MAX_DIM}), so it can't be loaded as an mx.array"
         )
-
-
-@functools.cache
-def physical_memory() -> int:
-    """Bytes of RAM in this machine (0 where the OS doesn't say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 _EVICT_RANGES = 64
