@@ -94,7 +94,6 @@ def _model(args: argparse.Namespace) -> tuple[Path, dict | None]:
 
 def _check_model(model: Path) -> None:
     """Fail before any worker runs when ``model`` is no mlx-lm checkpoint directory."""
-
     from mlxload.errors import MlxloadError
     from mlxload.header import read_header
     from mlxload.shards import checkpoint_files
