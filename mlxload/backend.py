@@ -32,6 +32,7 @@ __all__ = [
     "dtype_name",
     "dtype_reason",
     "mlx_affine_bits",
+    "mlx_dequantizes_bits",
     "mlx_quantizes_bits",
     "parse_dtype",
     "resolve_compute_dtype",
@@ -74,6 +75,14 @@ def mlx_quantizes_bits(bits: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mlx_dequantizes_bits(bits: int) -> bool:
+    """Whether ``mx.dequantize`` on the default device gives a result to match at ``bits``:
+    the widths MLX takes (:func:`mlx_quantizes_bits`), but for 1-bit on CUDA, where MLX
+    0.32.4's dequantize gave NaN for valid weights on an H100, and other values from one call
+    to the next."""
+    return mlx_quantizes_bits(bits) and not (bits == 1 and backend() == "cuda")
 
 
 def mlx_affine_bits() -> tuple[int, ...]:

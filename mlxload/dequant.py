@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from mlxload.backend import backend, dtype_name, mlx_quantizes_bits
+from mlxload.backend import backend, dtype_name, mlx_dequantizes_bits, mlx_quantizes_bits
 from mlxload.cpu_dequant import affine_dequantize_cpu
 from mlxload.dtypes import add_dtype
 from mlxload.errors import MlxloadError
@@ -258,10 +258,8 @@ def dequantize(
     mode = None
     if path == PATH_METAL:
         path, mode = _metal_rounding(bits, out_dtype, scales.dtype, biases.dtype)
-    elif path == PATH_MLX and (bits == 1 or not mlx_quantizes_bits(bits)):
-        # No MLX result to match: MLX 0.32.4's CUDA 1-bit dequantize gave NaN for valid
-        # weights on an H100, and other values from one call to the next.
-        path = PATH_CPU
+    elif path == PATH_MLX and not mlx_dequantizes_bits(bits):
+        path = PATH_CPU  # (no MLX result to match)
     if path == PATH_EMPTY:
         out = _empty(w, bits, out_dtype)
     elif path == PATH_METAL:

@@ -92,7 +92,7 @@ def test_on_cuda_mx_dequantize_itself_gives_the_result(monkeypatch, bits):
 @pytest.mark.skipif(backend() != "cpu", reason="the ops path equals mx.dequantize on the CPU only")
 def test_on_cuda_bits_mlx_cannot_dequantize_take_the_ops_path(monkeypatch):
     monkeypatch.setattr(dequant, "backend", lambda: "cuda")
-    monkeypatch.setattr(dequant, "mlx_quantizes_bits", lambda bits: False)
+    monkeypatch.setattr(dequant, "mlx_dequantizes_bits", lambda bits: False)
     w, s, b = _quantized((8, 256), mx.float16, 64, 4)
     _assert_exact(dequantize(w, s, b, 64, 4), mx.dequantize(w, s, b, 64, 4))
     assert dequant.last_path() == dequant.PATH_CPU
@@ -292,7 +292,10 @@ def test_on_cuda_one_bit_takes_the_ops_path(monkeypatch):
     """MLX 0.32.4's CUDA 1-bit dequantize gave NaN for valid weights (seen on an H100)."""
     if not mlx_quantizes_bits(1):
         pytest.skip("needs MLX's 1-bit quantize for the oracle")
-    monkeypatch.setattr(dequant, "backend", lambda: "cuda")
+    import mlxload.backend
+
+    for module in (dequant, mlxload.backend):
+        monkeypatch.setattr(module, "backend", lambda: "cuda")
     w, s, b = _quantized((8, 256), mx.float16, 64, 1)
     _assert_exact(dequantize(w, s, b, 64, 1), mx.dequantize(w, s, b, 64, 1))
     assert dequant.last_path() == dequant.PATH_CPU
